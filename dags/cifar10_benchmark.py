@@ -1,0 +1,94 @@
+"""
+### CIFAR-10 training benchmark
+
+Trains the same CIFAR-10 convnet (420,096 parameters, see `shared/notes/model-spec.md`)
+with every configured framework on every device set, times each run as `time` does
+(real/user/sys) and records peak memory per device, then collects and publishes the
+results: one row per framework x device set x repeat in the results database, and a
+report laid out like the original hand-made log.
+
+Pipeline: discover devices -> prepare dataset -> plan the matrix -> one `train` task per
+case x repeat (queue `gpu`, pool `trainbench_devices` with one slot, so two runs never
+share a device) -> collect -> publish.
+
+Defaults come from `trainbench.toml`; the trigger form overrides them per run.
+Runs weekly (Monday 03:00 UTC); backfill after a driver upgrade to compare drivers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import Param, dag, get_current_context, task
+from airflow.timetables.trigger import CronTriggerTimetable
+
+from trainbench import config
+from trainbench_airflow.operators import TrainCaseOperator
+
+CONFIG = config.load()
+POOL = "trainbench_devices"
+
+
+def run_settings() -> config.Settings:
+    """This run's settings: the configuration file overridden by the trigger form."""
+    params = get_current_context()["params"]
+    return CONFIG.settings.overridden(**{k: params[k] for k in config.settings_schema()})
+
+
+@dag(
+    dag_id="cifar10_benchmark",
+    schedule=CronTriggerTimetable("0 3 * * 1", timezone="UTC"),
+    start_date=dt.datetime(2026, 1, 5, tzinfo=dt.timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["benchmark", "cifar10", "gpu"],
+    default_args={"retries": 2, "retry_delay": dt.timedelta(minutes=2)},
+    params={name: Param(CONFIG.settings.as_dict()[name], **schema)
+            for name, schema in config.settings_schema().items()},
+)
+def cifar10_benchmark():
+    @task
+    def discover_devices() -> dict:
+        from trainbench import pipeline
+
+        return pipeline.discover_devices()
+
+    @task
+    def prepare_dataset() -> dict:
+        from trainbench import pipeline
+
+        return pipeline.prepare_dataset(CONFIG, run_settings())
+
+    @task
+    def plan_matrix(inventory: dict, dataset: dict) -> list[dict]:
+        from trainbench import pipeline
+
+        settings = run_settings()
+        pipeline.start_run(CONFIG, get_current_context()["run_id"], settings)
+        return pipeline.plan_matrix(settings, inventory, dataset)
+
+    @task(trigger_rule="all_done")
+    def collect() -> int:
+        from trainbench import pipeline
+
+        return len(pipeline.collect(CONFIG, get_current_context()["run_id"]))
+
+    @task
+    def publish() -> dict:
+        from trainbench import pipeline
+
+        return pipeline.publish(CONFIG, get_current_context()["run_id"])
+
+    specs = plan_matrix(discover_devices(), prepare_dataset())
+    train = TrainCaseOperator.partial(
+        task_id="train",
+        queue="gpu",
+        pool=POOL,
+        map_index_template="{{ case_label }}",
+        execution_timeout=dt.timedelta(seconds=CONFIG.settings.timeout_s + 600),
+    ).expand(spec=specs)
+    train >> collect() >> publish()
+
+
+cifar10_benchmark()

@@ -1,0 +1,3 @@
+from trainbench.cli import main
+
+raise SystemExit(main())

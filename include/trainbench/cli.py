@@ -1,0 +1,137 @@
+"""Command line of the core: the same pipeline as the DAG, without Airflow.
+
+    python -m trainbench devices
+    python -m trainbench plan --device-sets cpu cpu:2
+    python -m trainbench run --epochs 1 --train-images 2000 --device-sets cpu cpu:2 --repeats 1
+    python -m trainbench results --format csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+
+from trainbench import config as config_mod
+from trainbench import pipeline, report
+from trainbench.config import ConfigError
+from trainbench.results import CSV_COLUMNS, ResultStore
+
+
+def _settings_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--frameworks", nargs="+")
+    p.add_argument("--device-sets", nargs="+")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--repeats", type=int)
+    p.add_argument("--train-images", type=int)
+    p.add_argument("--dataset", choices=config_mod.DATASETS)
+
+
+def _settings(cfg: config_mod.Config, args: argparse.Namespace):
+    names = ("frameworks", "device_sets", "epochs", "batch_size", "repeats", "train_images", "dataset")
+    return cfg.settings.overridden(**{n: getattr(args, n) for n in names if getattr(args, n) is not None})
+
+
+def cmd_devices(cfg, args) -> int:
+    print(json.dumps(pipeline.discover_devices(), indent=2))
+    return 0
+
+
+def cmd_plan(cfg, args) -> int:
+    settings = _settings(cfg, args)
+    dataset = {"kind": settings.dataset, "data_dir": str(cfg.data_dir)}
+    for spec in pipeline.plan_matrix(settings, pipeline.discover_devices(), dataset):
+        print(spec["case"]["label"])
+    return 0
+
+
+def cmd_run(cfg, args) -> int:
+    from tqdm import tqdm
+
+    settings = _settings(cfg, args)
+    run_id = args.run_id or f"cli__{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}"
+    inventory = pipeline.discover_devices()
+    dataset = pipeline.prepare_dataset(cfg, settings)
+    specs = pipeline.plan_matrix(settings, inventory, dataset)
+    pipeline.start_run(cfg, run_id, settings)
+    with tqdm(specs, unit="case", file=sys.stderr) as bar:
+        for spec in bar:
+            bar.set_description(spec["case"]["label"])
+            pipeline.run_case(cfg, run_id, spec, log=bar.write)
+    published = pipeline.publish(cfg, run_id)
+    print(open(published["markdown"]).read())
+    print(json.dumps(published, indent=2))
+    return 0
+
+
+def _run_id(store: ResultStore, run_id: str | None) -> str | None:
+    """"latest" names the newest stored run."""
+    if run_id != "latest":
+        return run_id
+    ids = store.run_ids()
+    if not ids:
+        raise ConfigError("no runs stored yet")
+    return ids[-1]
+
+
+def cmd_results(cfg, args) -> int:
+    store = ResultStore(cfg.database_url)
+    rows = store.rows(_run_id(store, args.run_id))
+    if args.format == "csv":
+        sys.stdout.write(report.csv_text(rows))
+    elif args.format == "json":
+        print(json.dumps(rows, default=str, indent=1))
+    else:
+        print(" | ".join(CSV_COLUMNS))
+        for r in rows:
+            print(" | ".join("" if r.get(c) is None else str(r[c]).splitlines()[0] if c == "error" else
+                             f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in CSV_COLUMNS))
+    return 0
+
+
+def cmd_report(cfg, args) -> int:
+    print(json.dumps(pipeline.publish(cfg, _run_id(ResultStore(cfg.database_url), args.run_id)), indent=2))
+    return 0
+
+
+def cmd_envs(cfg, args) -> int:
+    from trainbench import envs
+
+    envs.ensure(cfg, args.frameworks or cfg.settings.frameworks)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="trainbench", description="Training benchmarks across device sets.")
+    p.add_argument("--config", help=f"configuration file (default: ${config_mod.ENV_VAR} or ./trainbench.toml)")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("devices", help="show this host's devices").set_defaults(func=cmd_devices)
+    plan = sub.add_parser("plan", help="list the cases a run would measure")
+    _settings_flags(plan)
+    plan.set_defaults(func=cmd_plan)
+    run = sub.add_parser("run", help="run the benchmark here, without Airflow")
+    _settings_flags(run)
+    run.add_argument("--run-id")
+    run.set_defaults(func=cmd_run)
+    res = sub.add_parser("results", help="print stored results")
+    res.add_argument("--run-id", help='a run id, or "latest"; default: every run')
+    res.add_argument("--format", choices=("csv", "json", "table"), default="table")
+    res.set_defaults(func=cmd_results)
+    env = sub.add_parser("envs", help="create the frameworks' interpreters that are missing")
+    env.add_argument("--frameworks", nargs="+", help="default: the frameworks the configuration enables")
+    env.set_defaults(func=cmd_envs)
+    rep = sub.add_parser("report", help="(re)write a run's reports")
+    rep.add_argument("--run-id", required=True, help='a run id, or "latest"')
+    rep.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(config_mod.load(args.config), args)
+    except ConfigError as exc:
+        print(f"trainbench: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,164 @@
+"""The one configuration file (`trainbench.toml`) and per-run overrides of it.
+
+The same rules validate the file, the CLI flags and the DAG Params, so a bad value gets
+the same message wherever it comes from.  `settings_schema()` is the JSON Schema the
+Airflow trigger form is built from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+KNOWN_FRAMEWORKS = ("pytorch",)
+DATASETS = ("auto", "real", "synthetic")
+DEVICE_SET_PATTERN = r"^(all|cpu(:[1-9][0-9]*)?|([0-9]+|GPU-[0-9a-fA-F-]+)(,([0-9]+|GPU-[0-9a-fA-F-]+))*)$"
+DEVICE_SET_HELP = ('"all" (every combination of the host\'s GPUs), a GPU set as comma-separated indices '
+                   'or UUIDs ("0", "0,1", "GPU-8f0c...,GPU-1a2b..."), "cpu", or "cpu:N" for N data-parallel CPU workers')
+ENV_VAR = "TRAINBENCH_CONFIG"
+
+
+class ConfigError(ValueError):
+    """A value in the configuration, a CLI flag or a DAG Param is not acceptable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one benchmark run measures; the DAG Params override these per run."""
+
+    frameworks: tuple[str, ...] = ("pytorch",)
+    device_sets: tuple[str, ...] = ("all",)
+    epochs: int = 10
+    batch_size: int = 128
+    repeats: int = 3
+    train_images: int | None = None
+    dataset: str = "auto"
+    seed: int = 0
+    timeout_s: float = 3600.0
+
+    def overridden(self, **changes) -> "Settings":
+        """A validated copy with the given fields replaced."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {unknown}; accepted: {sorted(known)}")
+        return validate(dataclasses.replace(self, **{k: tuple(v) if isinstance(v, list) else v
+                                                     for k, v in changes.items()}))
+
+    def as_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class FrameworkEnv:
+    """Where a framework's trainer runs: its interpreter, and how set-up creates it."""
+
+    name: str
+    python: str
+    requirements: str | None = None
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    settings: Settings
+    data_dir: Path
+    output_dir: Path
+    database_url: str
+    frameworks: dict[str, FrameworkEnv]
+
+    def framework(self, name: str) -> FrameworkEnv:
+        if name not in self.frameworks:
+            raise ConfigError(f"framework {name!r} has no [frameworks.{name}] section in {self.path}; "
+                              f"configured: {sorted(self.frameworks)}")
+        return self.frameworks[name]
+
+
+def validate(s: Settings) -> Settings:
+    """Check every field; the message says what is wrong and what is accepted."""
+    bad = [f for f in s.frameworks if f not in KNOWN_FRAMEWORKS]
+    if bad or not s.frameworks:
+        raise ConfigError(f"unknown framework(s) {bad or '(none given)'}; accepted: {list(KNOWN_FRAMEWORKS)}")
+    if not s.device_sets:
+        raise ConfigError(f"no device set given; accepted: {DEVICE_SET_HELP}")
+    for text in s.device_sets:
+        if not isinstance(text, str) or not re.match(DEVICE_SET_PATTERN, text.replace(" ", "")):
+            raise ConfigError(f"malformed device set {text!r}; accepted: {DEVICE_SET_HELP}")
+    for name in ("epochs", "batch_size", "repeats"):
+        value = getattr(s, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+    if s.train_images is not None and (not isinstance(s.train_images, int) or s.train_images < 1):
+        raise ConfigError(f"train_images must be an integer >= 1 or empty (the whole set), got {s.train_images!r}")
+    if s.dataset not in DATASETS:
+        raise ConfigError(f"dataset must be one of {list(DATASETS)}, got {s.dataset!r}")
+    if not s.timeout_s > 0:
+        raise ConfigError(f"timeout_s must be > 0, got {s.timeout_s!r}")
+    return s
+
+
+def settings_schema() -> dict[str, dict]:
+    """JSON Schema per overridable setting, for the DAG's Params (the UI trigger form)."""
+    return {
+        "frameworks": {"type": "array", "minItems": 1, "uniqueItems": True,
+                       "items": {"type": "string", "enum": list(KNOWN_FRAMEWORKS)},
+                       "description": f"Frameworks to benchmark; accepted: {', '.join(KNOWN_FRAMEWORKS)}."},
+        "device_sets": {"type": "array", "minItems": 1,
+                        "items": {"type": "string", "pattern": DEVICE_SET_PATTERN},
+                        "description": f"Device sets to run on; each is {DEVICE_SET_HELP}."},
+        "epochs": {"type": "integer", "minimum": 1, "description": "Training epochs (integer >= 1)."},
+        "batch_size": {"type": "integer", "minimum": 1, "description": "Global batch size (integer >= 1)."},
+        "repeats": {"type": "integer", "minimum": 1, "description": "Runs of every case (integer >= 1)."},
+        "train_images": {"type": ["null", "integer"], "minimum": 1,
+                         "description": "Train on the first N images only; empty for all 50,000."},
+        "dataset": {"type": "string", "enum": list(DATASETS),
+                    "description": "auto: real CIFAR-10 if present, else synthetic; real; synthetic."},
+    }
+
+
+def default_path() -> Path:
+    """$TRAINBENCH_CONFIG, else ./trainbench.toml, else the project's own file."""
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR])
+    here = Path.cwd() / "trainbench.toml"
+    return here if here.is_file() else Path(__file__).resolve().parents[2] / "trainbench.toml"
+
+
+def load(path: str | os.PathLike | None = None) -> Config:
+    path = Path(path) if path else default_path()
+    if not path.is_file():
+        raise ConfigError(f"configuration file {path} not found (set ${ENV_VAR} or run from the project folder)")
+    with open(path, "rb") as f:
+        raw = tomllib.load(f)
+    base = path.resolve().parent
+    unknown = sorted(set(raw.get("benchmark", {})) - {f.name for f in dataclasses.fields(Settings)})
+    if unknown:
+        raise ConfigError(f"{path}: unknown [benchmark] key(s) {unknown}")
+    settings = validate(Settings(**{k: tuple(v) if isinstance(v, list) else v
+                                    for k, v in raw.get("benchmark", {}).items()}))
+    paths = raw.get("paths", {})
+    output_dir = base / paths.get("output_dir", "output")
+    frameworks = {}
+    for name, section in raw.get("frameworks", {}).items():
+        section = dict(section)
+        python = section.pop("python", "python3")
+        requirements = section.pop("requirements", None)
+        frameworks[name] = FrameworkEnv(
+            name=name,
+            python=str(base / python) if "/" in python else python,
+            requirements=str(base / requirements) if requirements else None,
+            options=section,
+        )
+    return Config(
+        path=path.resolve(),
+        settings=settings,
+        data_dir=base / paths.get("data_dir", "data"),
+        output_dir=output_dir,
+        database_url=paths.get("database_url") or f"sqlite:///{output_dir / 'results.db'}",
+        frameworks=frameworks,
+    )

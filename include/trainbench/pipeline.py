@@ -1,0 +1,153 @@
+"""The benchmark pipeline's steps, as plain functions the DAG tasks and the CLI both call.
+
+discover devices -> prepare the data set -> plan the matrix -> run every case -> collect
+-> publish.  Every step takes and returns small JSON-able values (they travel as XCom).
+Each case writes its raw result to the run folder before touching the database, so a
+database outage loses nothing: `collect` loads whatever the database is missing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import shlex
+from pathlib import Path
+from typing import Callable
+
+from trainbench import environment, frameworks, outcome, report, runner, sampling, trainer_output
+from trainbench.config import Config, ConfigError, Settings
+from trainbench.devices import Inventory, discover
+from trainbench.planning import Case, plan
+from trainbench.results import ResultStore, to_json
+from trainbench.trainers import cifar10
+
+REAL_DATA_HELP = ("download the CIFAR-10 python version (cifar-10-python.tar.gz) and extract it there, "
+                  "set [paths] data_dir in the configuration, or run with dataset \"synthetic\"")
+
+
+def run_dir(config: Config, run_id: str) -> Path:
+    return config.output_dir / "runs" / re.sub(r"[^A-Za-z0-9_.+-]", "_", run_id)
+
+
+def discover_devices() -> dict:
+    return discover().to_dict()
+
+
+def prepare_dataset(config: Config, settings: Settings) -> dict:
+    """Where the data is, and whether it is real CIFAR-10 or the synthetic stand-in."""
+    real = config.data_dir
+    if settings.dataset in ("auto", "real") and cifar10.is_present(str(real)) and not cifar10.is_synthetic(str(real)):
+        return {"kind": "real", "data_dir": cifar10.batches_dir(str(real))}
+    if settings.dataset == "real":
+        raise ConfigError(f"dataset is \"real\" but CIFAR-10 is not in {cifar10.batches_dir(str(real))} "
+                          f"(expected data_batch_1..5 and test_batch): {REAL_DATA_HELP}")
+    synthetic = config.output_dir / "data" / f"synthetic-seed{settings.seed}"
+    if not cifar10.is_present(str(synthetic)):
+        cifar10.write_synthetic(str(synthetic), seed=settings.seed)
+    return {"kind": "synthetic", "data_dir": cifar10.batches_dir(str(synthetic))}
+
+
+def plan_matrix(settings: Settings, inventory: dict, dataset: dict) -> list[dict]:
+    """One spec per case x repeat: everything a training task needs, nothing it must look up."""
+    job = frameworks.TrainingJob(data_dir=dataset["data_dir"], epochs=settings.epochs, batch_size=settings.batch_size,
+                                 seed=settings.seed, train_images=settings.train_images)
+    return [{"case": c.to_dict(), "job": vars(job), "data_kind": dataset["kind"], "timeout_s": settings.timeout_s,
+             "inventory": inventory}
+            for c in plan(settings, Inventory.from_dict(inventory))]
+
+
+def run_case(config: Config, run_id: str, spec: dict,
+             log: Callable[[str], None] = print, on_launch: Callable[[runner.Launch], None] | None = None) -> dict:
+    """Train one case in its framework's interpreter, measure it, and store the result."""
+    case = Case.from_dict(spec["case"])
+    job = frameworks.TrainingJob(**spec["job"])
+    fw = config.framework(case.framework)
+    inv = Inventory.from_dict(spec["inventory"])
+    workload = {"data_kind": spec["data_kind"], "epochs": job.epochs, "batch_size": job.batch_size,
+                "train_images": job.train_images}
+    fp = environment.fingerprint(inv, case, environment.probe_framework(fw.python, case.framework), workload)
+    argv = frameworks.command(fw, case, job)
+    base = {"run_id": run_id, "case_key": case.key, "env_key": environment.env_key(fp), "framework": case.framework,
+            "device_set": case.device_set.text, "device_names": " + ".join(case.device_set.gpu_names) or None,
+            "repeat": case.repeat, "command": shlex.join(argv), "environment": fp,
+            "started_at": dt.datetime.now(dt.timezone.utc)}
+
+    def on_line(stream: str, line: str) -> None:
+        event = trainer_output.parse_line(line)
+        if event and event["event"] == "epoch":
+            log(f"{case.label}: epoch {event['epoch']} {event['seconds']:.2f} s, "
+                f"{event['images_per_s']:.0f} images/s, loss {event['loss']:.4f}")
+
+    launch = runner.Launch(argv, env={**os.environ, **frameworks.device_env(case)}, timeout_s=spec["timeout_s"],
+                           on_line=on_line, monitors=[sampling.HostRssMonitor()])
+    log(f"{case.label}: {base['command']}")
+    try:
+        launch.start()
+    except OSError as exc:
+        result = {**base, "status": "unavailable",
+                  "error": f"cannot start {fw.python!r} for {case.framework}: {exc}; create it with `make envs` "
+                           f"or set [frameworks.{case.framework}] python in {config.path}"}
+        return _store(config, run_id, result, log)
+    if on_launch:
+        on_launch(launch)
+    proc = launch.wait()
+    parsed = trainer_output.parse(proc.stdout_lines)
+    status, error = outcome.classify(proc, parsed)
+    summary = parsed.summary or {}
+    result = {**base, "status": status, "error": error, "wall_s": proc.wall_s, "user_s": proc.user_s,
+              "sys_s": proc.sys_s, "images_per_s": parsed.steady_images_per_s, "epochs": parsed.epochs,
+              "summary": summary, "parameters": summary.get("parameters"),
+              "final_loss": parsed.losses[-1] if parsed.losses else None,
+              "test_accuracy": summary.get("test_accuracy"),
+              "telemetry": {k: v for k, v in proc.monitors.items() if k != "tree_pids"} | {
+                  "returncode": proc.returncode, "orphans_reaped": proc.orphans_reaped}}
+    result.update(memory_figures(case, proc.monitors))
+    log(f"{case.label}: {status} in {proc.wall_s:.2f} s (user {proc.user_s:.2f} s, sys {proc.sys_s:.2f} s)"
+        + (f"\n{error}" if error else ""))
+    return _store(config, run_id, result, log)
+
+
+def memory_figures(case: Case, monitors: dict) -> dict:
+    """The result's peak memory: per GPU peak minus idle, or the host RSS of the tree on the CPU."""
+    if case.device_set.kind == "cpu" and "host_peak_rss_mib" in monitors:
+        rss = monitors["host_peak_rss_mib"]
+        return {"peak_mem_mib": rss, "peak_mem_method": "host RSS of the process tree",
+                "devices": [{"device": "host", "name": "CPU", "idle_mib": None, "peak_mib": rss, "used_mib": rss,
+                             "method": "host RSS of the process tree, sampled"}]}
+    return {"peak_mem_mib": None, "peak_mem_method": None, "devices": []}
+
+
+def _store(config: Config, run_id: str, result: dict, log: Callable[[str], None]) -> dict:
+    raw = run_dir(config, run_id) / "raw" / f"{result['case_key']}__{result['env_key']}.json"
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    tmp = raw.with_suffix(".tmp")
+    tmp.write_text(to_json(result))
+    os.replace(tmp, raw)
+    ResultStore(config.database_url).save(result)
+    log(f"{result['case_key']}: stored ({raw})")
+    return {"case_key": result["case_key"], "status": result["status"], "wall_s": result.get("wall_s"), "raw": str(raw)}
+
+
+def start_run(config: Config, run_id: str, settings: Settings) -> None:
+    ResultStore(config.database_url).save_run(run_id, settings.as_dict())
+
+
+def collect(config: Config, run_id: str) -> list[dict]:
+    """The run's rows, after loading any raw result the database does not hold yet."""
+    store = ResultStore(config.database_url)
+    stored = {(r["case_key"], r["env_key"]) for r in store.rows(run_id)}
+    for raw in sorted((run_dir(config, run_id) / "raw").glob("*.json")):
+        result = json.loads(raw.read_text())
+        if (result["case_key"], result["env_key"]) not in stored:
+            result["started_at"] = dt.datetime.fromisoformat(result["started_at"]) if result.get("started_at") else None
+            store.save(result)
+    return store.rows(run_id)
+
+
+def publish(config: Config, run_id: str) -> dict:
+    """Write the run's reports into its folder and into output/latest."""
+    rows = collect(config, run_id)
+    paths = report.write_all(rows, run_dir(config, run_id), config.output_dir / "latest", run_id)
+    return {"rows": len(rows), **{k: str(v) for k, v in paths.items()}, "database": config.database_url}

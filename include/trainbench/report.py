@@ -1,0 +1,112 @@
+"""Reports of a run: Markdown laid out like the original log, and a CSV of every row.
+
+The Markdown keeps the log's shape (framework -> device combination -> the command,
+`time`'s real/user/sys, peak memory per device as "(peak - idle)MiB"), so this week's
+table reads like the one the project started from.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shlex
+import shutil
+from pathlib import Path
+
+from trainbench.results import CSV_COLUMNS
+
+FRAMEWORK_TITLES = {"pytorch": "PyTorch", "mxnet": "MXNet", "jax": "JAX", "neon": "Neon"}
+
+
+def clock(seconds: float | None) -> str:
+    """`time`'s format: 0m43.526s."""
+    if seconds is None:
+        return "-"
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)}m{rest:.3f}s"
+
+
+def short_command(command: str) -> str:
+    """The command as a person would type it: interpreter and scripts by their base names."""
+    if not command:
+        return ""
+    argv = shlex.split(command)
+    return shlex.join([os.path.basename(a) if os.path.isabs(a) and not os.path.isdir(a) else a for a in argv])
+
+
+def combination(row: dict) -> str:
+    if row.get("device_names"):
+        return row["device_names"]
+    ds = row["device_set"]
+    workers = int(ds.split(":")[1]) if ":" in ds else 1
+    return "CPU" if workers == 1 else f"CPU x {workers} workers"
+
+
+def memory_line(row: dict) -> str | None:
+    devices = row.get("devices") or []
+    if not devices:
+        return None
+    if all(d.get("idle_mib") is not None and d.get("peak_mib") is not None for d in devices):
+        return "peak memory    " + " + ".join(f"({d['peak_mib']:.0f} - {d['idle_mib']:.0f})MiB" for d in devices)
+    return "peak memory    " + " + ".join(f"{d['used_mib']:.0f}MiB ({d['method']})" for d in devices)
+
+
+def markdown(rows: list[dict], run_id: str) -> str:
+    out = [f"# trainbench run `{run_id}`", ""]
+    env = rows[0].get("environment") or {} if rows else {}
+    gpus = {}
+    for r in rows:
+        e = r.get("environment") or {}
+        for uuid, name in zip(e.get("gpu_uuids", []), e.get("gpu_names", [])):
+            gpus[uuid] = name
+    out.append("## Devices")
+    out += [f"* Device {uuid}: {name}" for uuid, name in gpus.items()]
+    if env:
+        out.append(f"* CPU: {env.get('cpu_model')} ({env.get('cpu_count')} logical cores)")
+        out.append(f"* Tested on `{env.get('hostname')}`")
+        kinds = sorted({(r.get('environment') or {}).get('data_kind') for r in rows} - {None})
+        out.append(f"* Data: {', '.join(kinds)} CIFAR-10")
+    out.append("")
+    for fw in dict.fromkeys(r["framework"] for r in rows):
+        out += ["", f"## {FRAMEWORK_TITLES.get(fw, fw)}"]
+        fw_rows = [r for r in rows if r["framework"] == fw]
+        for combo in dict.fromkeys(combination(r) for r in fw_rows):
+            out.append(f"### {combo}")
+            for r in sorted((r for r in fw_rows if combination(r) == combo), key=lambda r: r["repeat"]):
+                out.append("```")
+                out.append(f"$ time {short_command(r.get('command') or '')}".rstrip())
+                if r["status"] == "ok":
+                    out += [f"real    {clock(r['wall_s'])}", f"user    {clock(r['user_s'])}",
+                            f"sys     {clock(r['sys_s'])}"]
+                    if memory_line(r):
+                        out.append(memory_line(r))
+                    if r.get("images_per_s"):
+                        out.append(f"images/s       {r['images_per_s']:.1f} (steady state, repeat {r['repeat']})")
+                else:
+                    out.append(f"({r['status']})")
+                    if r.get("error"):
+                        out.append(r["error"])
+                out.append("```")
+            out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def csv_text(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def write_all(rows: list[dict], folder: Path, latest: Path, run_id: str) -> dict[str, Path]:
+    """Write every report into the run's folder and copy them to the stable latest path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {"markdown": folder / "report.md", "csv": folder / "results.csv"}
+    files["markdown"].write_text(markdown(rows, run_id))
+    files["csv"].write_text(csv_text(rows))
+    latest.mkdir(parents=True, exist_ok=True)
+    for path in files.values():
+        shutil.copy2(path, latest / path.name)
+    return files

@@ -1,0 +1,132 @@
+"""The results database: one row per case x repeat x environment, per-device memory beside it.
+
+SQLAlchemy Core, so the same code runs on the embedded SQLite file and on PostgreSQL.
+Writes are idempotent: saving a result again for the same run, case and environment
+replaces it (a retried task never duplicates a row); a new environment adds rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+runs = sa.Table(
+    "runs", metadata,
+    sa.Column("run_id", sa.String(250), primary_key=True),
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("settings", sa.JSON, nullable=False),
+)
+
+results = sa.Table(
+    "results", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(250), sa.ForeignKey("runs.run_id"), nullable=False),
+    sa.Column("case_key", sa.String(250), nullable=False),
+    sa.Column("env_key", sa.String(64), nullable=False),
+    sa.Column("framework", sa.String(32), nullable=False),
+    sa.Column("device_set", sa.String(250), nullable=False),
+    sa.Column("device_names", sa.String(500)),
+    sa.Column("repeat", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("wall_s", sa.Float),
+    sa.Column("user_s", sa.Float),
+    sa.Column("sys_s", sa.Float),
+    sa.Column("peak_mem_mib", sa.Float),
+    sa.Column("peak_mem_method", sa.String(64)),
+    sa.Column("images_per_s", sa.Float),
+    sa.Column("parameters", sa.Integer),
+    sa.Column("final_loss", sa.Float),
+    sa.Column("test_accuracy", sa.Float),
+    sa.Column("error", sa.Text),
+    sa.Column("command", sa.Text),
+    sa.Column("started_at", sa.DateTime(timezone=True)),
+    sa.Column("epochs", sa.JSON),
+    sa.Column("summary", sa.JSON),
+    sa.Column("environment", sa.JSON),
+    sa.Column("telemetry", sa.JSON),
+    sa.UniqueConstraint("run_id", "case_key", "env_key", name="uq_result_identity"),
+)
+
+device_memory = sa.Table(
+    "device_memory", metadata,
+    sa.Column("result_id", sa.Integer, sa.ForeignKey("results.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("position", sa.Integer, primary_key=True),
+    sa.Column("device", sa.String(100), nullable=False),
+    sa.Column("name", sa.String(100)),
+    sa.Column("idle_mib", sa.Float),
+    sa.Column("peak_mib", sa.Float),
+    sa.Column("used_mib", sa.Float, nullable=False),
+    sa.Column("method", sa.String(64), nullable=False),
+)
+
+CSV_COLUMNS = ("run_id", "framework", "device_set", "repeat", "status", "wall_s", "user_s", "sys_s",
+               "peak_mem_mib", "images_per_s", "error")
+RESULT_FIELDS = tuple(c.name for c in results.columns if c.name != "id")
+
+
+def default_sqlite_url(output_dir: str | os.PathLike) -> str:
+    return f"sqlite:///{os.path.join(output_dir, 'results.db')}"
+
+
+class ResultStore:
+    def __init__(self, url: str):
+        if url.startswith("sqlite:///"):
+            os.makedirs(os.path.dirname(os.path.abspath(url[len("sqlite:///"):])), exist_ok=True)
+        self.engine = sa.create_engine(url)
+        if self.engine.dialect.name == "sqlite":
+            sa.event.listen(self.engine, "connect", lambda conn, _: conn.execute("PRAGMA foreign_keys=ON"))
+        metadata.create_all(self.engine)
+
+    def save_run(self, run_id: str, settings: dict, source: str = "trainbench") -> None:
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(runs.c.run_id).where(runs.c.run_id == run_id)).first() is None:
+                conn.execute(runs.insert().values(run_id=run_id, source=source, settings=settings,
+                                                  created_at=dt.datetime.now(dt.timezone.utc)))
+
+    def save(self, result: dict) -> int:
+        """Insert a result, replacing any earlier one with the same run, case and environment."""
+        row = {k: result.get(k) for k in RESULT_FIELDS}
+        identity = sa.and_(results.c.run_id == row["run_id"], results.c.case_key == row["case_key"],
+                           results.c.env_key == row["env_key"])
+        with self.engine.begin() as conn:
+            old = conn.execute(sa.select(results.c.id).where(identity)).scalars().all()
+            if old:
+                conn.execute(device_memory.delete().where(device_memory.c.result_id.in_(old)))
+                conn.execute(results.delete().where(identity))
+            result_id = conn.execute(results.insert().values(**row)).inserted_primary_key[0]
+            devices = [{**d, "result_id": result_id, "position": i} for i, d in enumerate(result.get("devices") or [])]
+            if devices:
+                conn.execute(device_memory.insert(), devices)
+        return result_id
+
+    def rows(self, run_id: str | None = None) -> list[dict]:
+        """Every stored result (of one run if given), oldest first, each with its `devices`."""
+        query = sa.select(results).order_by(results.c.id)
+        if run_id is not None:
+            query = query.where(results.c.run_id == run_id)
+        with self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(query)]
+            ids = [r["id"] for r in rows]
+            devices: dict[int, list[dict]] = {}
+            if ids:
+                for d in conn.execute(sa.select(device_memory).where(device_memory.c.result_id.in_(ids))
+                                      .order_by(device_memory.c.result_id, device_memory.c.position)):
+                    devices.setdefault(d.result_id, []).append(
+                        {k: v for k, v in d._mapping.items() if k not in ("result_id", "position")})
+        for r in rows:
+            r["devices"] = devices.get(r["id"], [])
+        return rows
+
+    def run_ids(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.select(runs.c.run_id).order_by(runs.c.created_at)).scalars())
+
+
+def to_json(result: dict) -> str:
+    return json.dumps(result, default=lambda o: o.isoformat() if isinstance(o, dt.datetime) else str(o), indent=1)

@@ -1,0 +1,175 @@
+"""Run one trainer as a child process and measure it the way `time` does.
+
+Wall time is `perf_counter` around launch and reap; user and sys come from `os.wait4`,
+which includes every descendant the child waited for (torchrun's workers count, as under
+`time`).  The child runs in its own process group, so a timeout or Airflow's `on_kill`
+can stop the whole tree, and the harness is a child subreaper, so orphans are reaped by
+it and their CPU time added.  Monitors (memory samplers) run beside the child.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import os
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, Sequence
+
+import psutil
+
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_PDEATHSIG = 1
+TAIL_LINES = 60
+
+
+class Monitor(Protocol):
+    """Samples something about the child while it runs (device memory, host RSS, ...)."""
+
+    def start(self, pid: int) -> None: ...
+    def stop(self) -> dict: ...
+
+
+@dataclass
+class ProcessResult:
+    argv: list[str]
+    returncode: int | None
+    wall_s: float
+    user_s: float
+    sys_s: float
+    timed_out: bool = False
+    killed_by: str | None = None
+    orphans_reaped: int = 0
+    stdout_lines: list[str] = field(default_factory=list)
+    stderr_tail: list[str] = field(default_factory=list)
+    monitors: dict = field(default_factory=dict)
+
+    @property
+    def signal(self) -> int | None:
+        return -self.returncode if self.returncode is not None and self.returncode < 0 else None
+
+
+def _prctl(option: int, value: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(option, value, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), f"prctl({option}) failed")
+
+
+def _die_with_parent() -> None:
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class Launch:
+    """One child process tree: start it, wait for it, or kill it from another thread."""
+
+    def __init__(self, argv: Sequence[str], *, env: dict[str, str] | None = None, cwd: str | None = None,
+                 timeout_s: float | None = None, on_line: Callable[[str, str], None] | None = None,
+                 monitors: Sequence[Monitor] = (), kill_grace_s: float = 5.0, orphan_grace_s: float = 10.0):
+        self.argv = [str(a) for a in argv]
+        self.env, self.cwd, self.timeout_s = env, cwd, timeout_s
+        self.on_line = on_line or (lambda stream, line: None)
+        self.monitors = list(monitors)
+        self.kill_grace_s, self.orphan_grace_s = kill_grace_s, orphan_grace_s
+        self.proc: subprocess.Popen | None = None
+        self._done = threading.Event()
+        self._killed_by: str | None = None
+        self._stdout: list[str] = []
+        self._stderr: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+
+    def start(self) -> None:
+        _prctl(PR_SET_CHILD_SUBREAPER, 1)
+        self._t0 = time.perf_counter()
+        self.proc = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+                                     errors="replace", start_new_session=True, preexec_fn=_die_with_parent)
+        self.pgid = self.proc.pid
+        for m in self.monitors:
+            m.start(self.proc.pid)
+        self._readers = [threading.Thread(target=self._read, args=(self.proc.stdout, "stdout", self._stdout.append), daemon=True),
+                         threading.Thread(target=self._read, args=(self.proc.stderr, "stderr", self._stderr.append), daemon=True)]
+        for t in self._readers:
+            t.start()
+        if self.timeout_s:
+            threading.Thread(target=self._watchdog, daemon=True).start()
+
+    def _read(self, pipe, stream: str, keep: Callable[[str], None]) -> None:
+        for line in pipe:
+            line = line.rstrip("\n")
+            keep(line)
+            self.on_line(stream, line)
+
+    def _watchdog(self) -> None:
+        if not self._done.wait(self.timeout_s):
+            self.kill(f"timeout after {self.timeout_s:g} s")
+
+    def kill(self, reason: str) -> None:
+        """SIGTERM the whole process group, SIGKILL it after a grace period."""
+        if self.proc is None or self._done.is_set():
+            return
+        self._killed_by = self._killed_by or reason
+        for sig, wait in ((signal.SIGTERM, self.kill_grace_s), (signal.SIGKILL, 0)):
+            try:
+                os.killpg(self.pgid, sig)
+            except ProcessLookupError:
+                return
+            if self._done.wait(wait):
+                return
+
+    def wait(self) -> ProcessResult:
+        assert self.proc is not None, "start() first"
+        _, status, usage = os.wait4(self.proc.pid, 0)
+        wall = time.perf_counter() - self._t0
+        self.proc.returncode = os.waitstatus_to_exitcode(status)
+        user, sys_ = usage.ru_utime, usage.ru_stime
+        orphans = self._reap_orphans()
+        for pid_usage in orphans:
+            user += pid_usage.ru_utime
+            sys_ += pid_usage.ru_stime
+        self._done.set()
+        monitors = {}
+        for m in self.monitors:
+            monitors.update(m.stop())
+        for t in self._readers:
+            t.join(timeout=5)
+        killed = self._killed_by
+        return ProcessResult(argv=self.argv, returncode=self.proc.returncode, wall_s=wall, user_s=user, sys_s=sys_,
+                             timed_out=bool(killed and killed.startswith("timeout")), killed_by=killed,
+                             orphans_reaped=len(orphans), stdout_lines=list(self._stdout),
+                             stderr_tail=list(self._stderr), monitors=monitors)
+
+    def _reap_orphans(self) -> list:
+        """Wait for what the child left in its group (reparented to us), killing it after a grace period."""
+        me = psutil.Process()
+        deadline = time.monotonic() + self.orphan_grace_s
+        usages = []
+        while left := [p for p in me.children() if _pgid(p.pid) == self.pgid]:
+            for p in left:
+                try:
+                    pid, _, usage = os.wait4(p.pid, os.WNOHANG)
+                except ChildProcessError:
+                    continue
+                if pid:
+                    usages.append(usage)
+            if time.monotonic() > deadline:
+                try:
+                    os.killpg(self.pgid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.005)
+        return usages
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def run(argv: Sequence[str], **kwargs) -> ProcessResult:
+    launch = Launch(argv, **kwargs)
+    launch.start()
+    return launch.wait()

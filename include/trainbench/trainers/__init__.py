@@ -1,0 +1,1 @@
+"""Standalone trainer scripts and the data module they share (numpy only)."""

@@ -1,0 +1,1 @@
+"""Airflow adapters of the trainbench core (operators); the core itself never imports Airflow."""

@@ -1,0 +1,35 @@
+"""The operator that runs one benchmark case: the core's `run_case` inside an Airflow task.
+
+It owns the trainer's process group for the task's lifetime, so `on_kill` (SIGTERM from
+the UI, `execution_timeout`) stops the whole tree: no trainer outlives its task.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import BaseOperator
+
+
+class TrainCaseOperator(BaseOperator):
+    """Train and measure one case x repeat; a crashed trainer is a result, not a task failure."""
+
+    template_fields = ("spec",)
+    ui_color = "#c6e2ff"
+
+    def __init__(self, *, spec: dict, **kwargs):
+        super().__init__(**kwargs)
+        self.spec = spec
+        self._launch = None
+
+    def execute(self, context):
+        from trainbench import config, pipeline
+
+        context["case_label"] = self.spec["case"]["label"]
+
+        def remember(launch):
+            self._launch = launch
+
+        return pipeline.run_case(config.load(), context["run_id"], self.spec, log=self.log.info, on_launch=remember)
+
+    def on_kill(self) -> None:
+        if self._launch is not None:
+            self._launch.kill("killed by Airflow (task stopped or execution_timeout)")
