@@ -1,0 +1,67 @@
+"""Shared fixtures: an isolated Airflow home and trainbench configuration per test session.
+
+Nothing here touches ~/airflow or the project's own output/ folder.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+TRAINERS = ROOT / "include" / "trainbench" / "trainers"
+PYTORCH_PYTHON = ROOT / ".envs" / "pytorch" / "bin" / "python"
+
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="trainbench-airflow-"))
+AIRFLOW_ENV = {
+    "AIRFLOW_HOME": str(_AIRFLOW_HOME),
+    "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+    "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+}
+os.environ.update(AIRFLOW_ENV)
+sys.path.insert(0, str(ROOT / "plugins"))
+sys.path.insert(0, str(TRAINERS))
+
+
+def write_config(folder: Path, **benchmark) -> Path:
+    """A trainbench.toml whose output goes to `folder`, with [benchmark] overrides."""
+    settings = {"frameworks": ["pytorch"], "device_sets": ["cpu"], "epochs": 2, "batch_size": 128, "repeats": 1,
+                "train_images": 1024, "timeout_s": 600, **benchmark}
+    lines = ["[benchmark]"]
+    for key, value in settings.items():
+        lines.append(f"{key} = {value!r}".replace("'", '"').replace("None", '""'))
+    lines += ["", "[paths]", f'data_dir = "{folder / "data"}"', f'output_dir = "{folder / "output"}"', "",
+              "[frameworks.pytorch]", f'python = "{PYTORCH_PYTHON}"']
+    path = folder / "trainbench.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def config_file(tmp_path) -> Path:
+    return write_config(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory) -> str:
+    import cifar10
+
+    return cifar10.write_synthetic(str(tmp_path_factory.mktemp("cifar")), seed=0, train_images=2048, test_images=512)
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> dict:
+    """An initialised Airflow metadata database (SQLite) for this session; returns the env to use."""
+    env = {**os.environ, **AIRFLOW_ENV}
+    subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True)
+    subprocess.run([str(BIN / "airflow"), "pools", "set", "trainbench_devices", "1", "test pool"],
+                   env=env, check=True, capture_output=True)
+    return env

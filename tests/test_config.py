@@ -1,0 +1,47 @@
+import pytest
+
+from trainbench import config
+from trainbench.config import ConfigError, Settings
+
+from conftest import ROOT, write_config
+
+
+def test_project_config_reproduces_the_original_log_on_a_gpu_host():
+    cfg = config.load(ROOT / "trainbench.toml")
+    s = cfg.settings
+    assert (s.epochs, s.batch_size, s.device_sets) == (10, 128, ("all",))
+    assert cfg.framework("pytorch").python.endswith(".envs/pytorch/bin/python")
+    assert cfg.database_url == f"sqlite:///{ROOT / 'output' / 'results.db'}"
+
+
+def test_relative_paths_resolve_against_the_config_file(tmp_path):
+    cfg = config.load(write_config(tmp_path))
+    assert cfg.output_dir == tmp_path / "output"
+    assert cfg.settings.train_images == 1024
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"frameworks": ["tensorflow"]}, "unknown framework(s) ['tensorflow']; accepted: ['pytorch'"),
+    ({"device_sets": ["0;1"]}, "malformed device set '0;1'; accepted:"),
+    ({"device_sets": ["cpu:0"]}, "malformed device set 'cpu:0'"),
+    ({"epochs": 0}, "epochs must be an integer >= 1, got 0"),
+    ({"batch_size": -1}, "batch_size must be an integer >= 1"),
+    ({"repeats": 1.5}, "repeats must be an integer >= 1"),
+    ({"dataset": "imagenet"}, "dataset must be one of ['auto', 'real', 'synthetic']"),
+    ({"train_images": 0}, "train_images must be an integer >= 1"),
+    ({"colour": "red"}, "unknown setting(s) ['colour']"),
+])
+def test_bad_overrides_name_the_value_and_what_is_accepted(change, message):
+    with pytest.raises(ConfigError) as err:
+        Settings().overridden(**change)
+    assert message in str(err.value)
+
+
+def test_overrides_keep_what_they_do_not_change():
+    s = Settings().overridden(device_sets=["cpu", "cpu:2"], train_images=None)
+    assert s.device_sets == ("cpu", "cpu:2") and s.epochs == 10 and s.train_images is None
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        config.load(tmp_path / "nope.toml")

@@ -1,0 +1,61 @@
+"""The DAG file: imports cleanly, parses fast, and its Params reject bad trigger input."""
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def dag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    assert bag.import_errors == {}
+    (stat,) = bag.dagbag_stats
+    print(f"parse time of {stat.file}: {stat.duration.total_seconds():.3f} s")
+    assert stat.duration.total_seconds() < 0.5
+    return bag.dags["cifar10_benchmark"]
+
+
+def test_dag_shape(dag):
+    assert dag.tags and dag.doc_md and dag.schedule is not None
+    assert {t.task_id for t in dag.tasks} == {"discover_devices", "prepare_dataset", "plan_matrix", "train",
+                                                "collect", "publish"}
+    train = dag.get_task("train")
+    assert train.queue == "gpu" and train.pool == "trainbench_devices"
+    assert dag.get_task("collect").trigger_rule == "all_done"
+
+
+def test_dag_file_imports_no_framework_or_data_library():
+    code = ("import sys; sys.path[:0] = ['plugins', 'include']; import runpy; runpy.run_path('dags/cifar10_benchmark.py');"
+            "print(sorted(m for m in ('torch', 'pandas', 'numpy', 'mxnet', 'jax', 'matplotlib', 'great_expectations')"
+            " if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, capture_output=True, text=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("frameworks", ["tensorflow"], "'tensorflow' is not one of ['pytorch'"),
+    ("device_sets", ["0;1"], "'0;1' does not match"),
+    ("epochs", 0, "0 is less than the minimum of 1"),
+    ("batch_size", "128", "'128' is not of type 'integer'"),
+    ("repeats", 0, "less than the minimum of 1"),
+    ("dataset", "imagenet", "'imagenet' is not one of ['auto', 'real', 'synthetic']"),
+    ("train_images", -5, "less than the minimum of 1"),
+])
+def test_params_reject_bad_values(dag, name, value, message):
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    with pytest.raises(ParamValidationError) as err:
+        dag.params.get_param(name).resolve(value)
+    assert message in str(err.value)
+
+
+def test_params_accept_good_values(dag):
+    good = {"frameworks": ["pytorch"], "device_sets": ["0", "0,1", "cpu", "cpu:4", "GPU-8f0c1a2b-0000"],
+            "epochs": 1, "batch_size": 64, "repeats": 5, "train_images": None, "dataset": "synthetic"}
+    for name, value in good.items():
+        assert dag.params.get_param(name).resolve(value) == value

@@ -1,0 +1,97 @@
+"""The whole cifar10_benchmark DAG through Airflow (`airflow dags test`), real trainers on the CPU."""
+
+import csv
+import io
+import json
+import subprocess
+
+import pytest
+
+from trainbench import config
+from trainbench.results import ResultStore
+
+from conftest import BIN, write_config
+
+pytestmark = pytest.mark.integration
+
+
+def dags_test(env: dict, conf: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "airflow"), "dags", "test", "cifar10_benchmark", "-c", json.dumps(conf)],
+                          env=env, capture_output=True, text=True, timeout=900)
+
+
+def trainbench_cli(env: dict, *args: str) -> str:
+    return subprocess.run([str(BIN / "python"), "-m", "trainbench", *args], env=env, capture_output=True,
+                          text=True, check=True).stdout
+
+
+@pytest.fixture(scope="module")
+def benchmark_run(airflow_db, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("dagrun")
+    env = {**airflow_db, "TRAINBENCH_CONFIG": str(write_config(folder))}
+    proc = dags_test(env, {"device_sets": ["cpu", "cpu:2"], "epochs": 2, "train_images": 1024, "repeats": 1})
+    cfg = config.load(env["TRAINBENCH_CONFIG"])
+    return proc, cfg, env
+
+
+def test_dag_run_measures_every_case(benchmark_run):
+    proc, cfg, _ = benchmark_run
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = ResultStore(cfg.database_url).rows()
+    assert [(r["framework"], r["device_set"], r["repeat"], r["status"]) for r in rows] == [
+        ("pytorch", "cpu", 1, "ok"), ("pytorch", "cpu:2", 1, "ok")]
+    for r in rows:
+        assert r["wall_s"] > 1 and r["user_s"] > 0.5 and r["sys_s"] > 0
+        assert r["images_per_s"] > 0 and r["parameters"] == 420_096 and r["peak_mem_mib"] > 50
+        losses = [e["loss"] for e in r["epochs"]]
+        assert len(losses) == 2 and losses[1] < losses[0]
+        assert r["run_id"].startswith("manual__") and r["environment"]["data_kind"] == "synthetic"
+    assert rows[1]["user_s"] > rows[0]["user_s"] * 1.2  # two workers really ran
+
+
+def test_task_log_shows_progress_per_epoch(benchmark_run):
+    proc, _, _ = benchmark_run
+    out = proc.stdout + proc.stderr
+    for label in ("pytorch | cpu | r1", "pytorch | cpu:2 | r1"):
+        assert f"{label}: epoch 1 " in out and f"{label}: epoch 2 " in out
+
+
+def test_markdown_report_is_laid_out_like_the_original_log(benchmark_run):
+    _, cfg, _ = benchmark_run
+    text = (cfg.output_dir / "latest" / "report.md").read_text()
+    assert "## PyTorch\n### CPU\n```\n$ time python pytorch_train.py --data-dir" in text
+    assert "### CPU x 2 workers\n```\n$ time python -m torch.distributed.run" in text
+    for key in ("real    0m", "user    0m", "sys     0m", "peak memory    "):
+        assert text.count(key) == 2
+
+
+def test_results_cli_prints_every_row_as_csv(benchmark_run):
+    _, _, env = benchmark_run
+    rows = list(csv.DictReader(io.StringIO(trainbench_cli(env, "results", "--format", "csv"))))
+    assert [r["device_set"] for r in rows] == ["cpu", "cpu:2"]
+    assert set(rows[0]) >= {"run_id", "framework", "device_set", "repeat", "status", "wall_s", "user_s", "sys_s",
+                            "peak_mem_mib", "images_per_s", "error"}
+    assert float(rows[0]["wall_s"]) > 0 and rows[0]["status"] == "ok"
+
+
+def test_unknown_device_fails_planning_naming_it(airflow_db, tmp_path):
+    env = {**airflow_db, "TRAINBENCH_CONFIG": str(write_config(tmp_path))}
+    proc = dags_test(env, {"device_sets": ["cpu", "3"]})
+    out = proc.stdout + proc.stderr
+    assert "device set '3': device '3' does not exist on this host; GPUs here: none" in out
+    assert ResultStore(config.load(env["TRAINBENCH_CONFIG"]).database_url).rows() == []
+
+
+def test_real_dataset_missing_says_where_and_how(airflow_db, tmp_path):
+    env = {**airflow_db, "TRAINBENCH_CONFIG": str(write_config(tmp_path))}
+    proc = dags_test(env, {"dataset": "real"})
+    out = proc.stdout + proc.stderr
+    assert f"CIFAR-10 is not in {tmp_path / 'data' / 'cifar-10-batches-py'}" in out
+    assert 'dataset "synthetic"' in out
+
+
+def test_bad_trigger_conf_is_rejected_before_anything_runs(airflow_db, tmp_path):
+    env = {**airflow_db, "TRAINBENCH_CONFIG": str(write_config(tmp_path))}
+    proc = dags_test(env, {"frameworks": ["caffe"]})
+    assert proc.returncode != 0
+    assert "'caffe' is not one of ['pytorch'" in proc.stdout + proc.stderr

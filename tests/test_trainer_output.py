@@ -1,0 +1,31 @@
+from trainbench.trainer_output import parse, parse_line
+
+LINES = [
+    "Warning: something the framework printed",
+    '{"event": "start", "framework": "pytorch", "parameters": 420096}',
+    '{"event": "epoch", "epoch": 1, "seconds": 2.0, "images": 1000, "images_per_s": 500.0, "loss": 2.1, "accuracy": 0.2}',
+    '{"event": "epoch", "epoch": 2, "seconds": 1.0, "images": 1000, "images_per_s": 1000.0, "loss": 1.5, "accuracy": 0.5}',
+    '{"event": "epoch", "epoch": 3, "seconds": 0.8, "images": 1000, "images_per_s": 1250.0, "loss": 1.0, "accuracy": 0.7}',
+    '{"event": "epoch", "epoch": 4, "trunc',
+    '{"not": "an event"}',
+    '{"event": "summary", "parameters": 420096, "test_accuracy": 0.6}',
+]
+
+
+def test_parse_keeps_events_and_ignores_the_rest():
+    r = parse(LINES)
+    assert r.start["framework"] == "pytorch"
+    assert [e["epoch"] for e in r.epochs] == [1, 2, 3]
+    assert r.summary == {"parameters": 420096, "test_accuracy": 0.6}
+    assert r.losses == [2.1, 1.5, 1.0]
+
+
+def test_steady_state_skips_the_first_epoch():
+    assert parse(LINES).steady_images_per_s == 1125.0
+    assert parse(LINES[:3]).steady_images_per_s == 500.0
+    assert parse([]).steady_images_per_s is None
+
+
+def test_parse_line():
+    assert parse_line("  " + LINES[1]) == {"event": "start", "framework": "pytorch", "parameters": 420096}
+    assert parse_line("[1, 2]") is None and parse_line("") is None
