@@ -23,6 +23,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from trainbench import config
+from trainbench_airflow.errors import fail_without_retry
 from trainbench_airflow.operators import TrainCaseOperator
 
 CONFIG = config.load()
@@ -55,12 +56,14 @@ def cifar10_benchmark():
         return pipeline.discover_devices()
 
     @task
+    @fail_without_retry
     def prepare_dataset() -> dict:
         from trainbench import pipeline
 
         return pipeline.prepare_dataset(CONFIG, run_settings())
 
     @task
+    @fail_without_retry
     def plan_matrix(inventory: dict, dataset: dict) -> list[dict]:
         from trainbench import pipeline
 

@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TRAINERS = ROOT / "include" / "trainbench" / "trainers"
-PYTORCH_PYTHON = ROOT / ".envs" / "pytorch" / "bin" / "python"
+ENVS = ROOT / ".envs"
 
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="trainbench-airflow-"))
 AIRFLOW_ENV = {
@@ -31,15 +31,18 @@ sys.path.insert(0, str(ROOT / "plugins"))
 sys.path.insert(0, str(TRAINERS))
 
 
-def write_config(folder: Path, **benchmark) -> Path:
-    """A trainbench.toml whose output goes to `folder`, with [benchmark] overrides."""
+def write_config(folder: Path, neon: dict | None = None, **benchmark) -> Path:
+    """A trainbench.toml whose output goes to `folder`, with [benchmark] overrides; frameworks from .envs/."""
     settings = {"frameworks": ["pytorch"], "device_sets": ["cpu"], "epochs": 2, "batch_size": 128, "repeats": 1,
                 "train_images": 1024, "timeout_s": 600, **benchmark}
+    neon = neon or {"python": "", "script": ""}
     lines = ["[benchmark]"]
     for key, value in settings.items():
         lines.append(f"{key} = {value!r}".replace("'", '"').replace("None", '""'))
-    lines += ["", "[paths]", f'data_dir = "{folder / "data"}"', f'output_dir = "{folder / "output"}"', "",
-              "[frameworks.pytorch]", f'python = "{PYTORCH_PYTHON}"']
+    lines += ["", "[paths]", f'data_dir = "{folder / "data"}"', f'output_dir = "{folder / "output"}"']
+    for name in ("pytorch", "mxnet", "jax"):
+        lines += [f"[frameworks.{name}]", f'python = "{ENVS / name / "bin" / "python"}"']
+    lines += ["[frameworks.neon]", *(f'{k} = "{v}"' for k, v in neon.items())]
     path = folder / "trainbench.toml"
     path.write_text("\n".join(lines) + "\n")
     return path

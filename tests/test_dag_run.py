@@ -29,7 +29,8 @@ def trainbench_cli(env: dict, *args: str) -> str:
 def benchmark_run(airflow_db, tmp_path_factory):
     folder = tmp_path_factory.mktemp("dagrun")
     env = {**airflow_db, "TRAINBENCH_CONFIG": str(write_config(folder))}
-    proc = dags_test(env, {"device_sets": ["cpu", "cpu:2"], "epochs": 2, "train_images": 1024, "repeats": 1})
+    proc = dags_test(env, {"frameworks": ["pytorch", "mxnet", "jax", "neon"], "device_sets": ["cpu", "cpu:2"],
+                           "epochs": 2, "train_images": 1024, "repeats": 1})
     cfg = config.load(env["TRAINBENCH_CONFIG"])
     return proc, cfg, env
 
@@ -38,21 +39,24 @@ def test_dag_run_measures_every_case(benchmark_run):
     proc, cfg, _ = benchmark_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = ResultStore(cfg.database_url).rows()
-    assert [(r["framework"], r["device_set"], r["repeat"], r["status"]) for r in rows] == [
-        ("pytorch", "cpu", 1, "ok"), ("pytorch", "cpu:2", 1, "ok")]
-    for r in rows:
+    assert sorted((r["framework"], r["device_set"], r["repeat"], r["status"]) for r in rows) == sorted(
+        [(fw, ds, 1, "ok") for fw in ("pytorch", "mxnet", "jax") for ds in ("cpu", "cpu:2")]
+        + [("neon", "cpu", 1, "unavailable"), ("neon", "cpu:2", 1, "unavailable")])
+    measured = [r for r in rows if r["status"] == "ok"]
+    for r in measured:
         assert r["wall_s"] > 1 and r["user_s"] > 0.5 and r["sys_s"] > 0
         assert r["images_per_s"] > 0 and r["parameters"] == 420_096 and r["peak_mem_mib"] > 50
         losses = [e["loss"] for e in r["epochs"]]
         assert len(losses) == 2 and losses[1] < losses[0]
         assert r["run_id"].startswith("manual__") and r["environment"]["data_kind"] == "synthetic"
-    assert rows[1]["user_s"] > rows[0]["user_s"] * 1.2  # two workers really ran
+    torch = {r["device_set"]: r for r in measured if r["framework"] == "pytorch"}
+    assert torch["cpu:2"]["user_s"] > torch["cpu"]["user_s"] * 1.2  # two worker processes really ran
 
 
 def test_task_log_shows_progress_per_epoch(benchmark_run):
     proc, _, _ = benchmark_run
     out = proc.stdout + proc.stderr
-    for label in ("pytorch | cpu | r1", "pytorch | cpu:2 | r1"):
+    for label in ("pytorch | cpu | r1", "pytorch | cpu:2 | r1", "mxnet | cpu:2 | r1", "jax | cpu | r1"):
         assert f"{label}: epoch 1 " in out and f"{label}: epoch 2 " in out
 
 
@@ -61,17 +65,20 @@ def test_markdown_report_is_laid_out_like_the_original_log(benchmark_run):
     text = (cfg.output_dir / "latest" / "report.md").read_text()
     assert "## PyTorch\n### CPU\n```\n$ time python pytorch_train.py --data-dir" in text
     assert "### CPU x 2 workers\n```\n$ time python -m torch.distributed.run" in text
+    assert "## MXNet\n### CPU\n```\n$ time python mxnet_train.py" in text
+    assert "## Neon\n### CPU\n```\n(unavailable)\nno neon interpreter configured" in text
+    assert text.index("## Neon") < text.index("## MXNet") < text.index("## PyTorch") < text.index("## JAX")
     for key in ("real    0m", "user    0m", "sys     0m", "peak memory    "):
-        assert text.count(key) == 2
+        assert text.count(key) == 6
 
 
 def test_results_cli_prints_every_row_as_csv(benchmark_run):
     _, _, env = benchmark_run
     rows = list(csv.DictReader(io.StringIO(trainbench_cli(env, "results", "--format", "csv"))))
-    assert [r["device_set"] for r in rows] == ["cpu", "cpu:2"]
+    assert len(rows) == 8 and {r["device_set"] for r in rows} == {"cpu", "cpu:2"}
     assert set(rows[0]) >= {"run_id", "framework", "device_set", "repeat", "status", "wall_s", "user_s", "sys_s",
                             "peak_mem_mib", "images_per_s", "error"}
-    assert float(rows[0]["wall_s"]) > 0 and rows[0]["status"] == "ok"
+    assert all(float(r["wall_s"]) > 0 for r in rows if r["status"] == "ok")
 
 
 def test_unknown_device_fails_planning_naming_it(airflow_db, tmp_path):

@@ -14,7 +14,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-KNOWN_FRAMEWORKS = ("pytorch",)
+KNOWN_FRAMEWORKS = ("pytorch", "mxnet", "jax", "neon")
 DATASETS = ("auto", "real", "synthetic")
 DEVICE_SET_PATTERN = r"^(all|cpu(:[1-9][0-9]*)?|([0-9]+|GPU-[0-9a-fA-F-]+)(,([0-9]+|GPU-[0-9a-fA-F-]+))*)$"
 DEVICE_SET_HELP = ('"all" (every combination of the host\'s GPUs), a GPU set as comma-separated indices '
@@ -148,9 +148,11 @@ def load(path: str | os.PathLike | None = None) -> Config:
         section = dict(section)
         python = section.pop("python", "python3")
         requirements = section.pop("requirements", None)
+        if section.get("script"):
+            section["script"] = str(base / section["script"])
         frameworks[name] = FrameworkEnv(
             name=name,
-            python=str(base / python) if "/" in python else python,
+            python=str(base / python) if "/" in python else python,  # else a command on PATH, or "" for none
             requirements=str(base / requirements) if requirements else None,
             options=section,
         )

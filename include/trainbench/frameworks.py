@@ -1,20 +1,30 @@
-"""How each framework's trainer is launched for a case: command line and environment.
+"""How each framework's trainer is launched for a case, and how its output is read.
 
-Every trainer takes the same flags (`--data-dir --epochs --batch-size --train-images
---test-images --seed --device`) and prints the same JSON lines; only the launch differs
-(PyTorch spreads over devices with torchrun, the others inside one process).
+Every project trainer takes the same flags (`--data-dir --epochs --batch-size
+--train-images --test-images --seed --device`) and prints the same JSON lines; only the
+launch differs: PyTorch spreads over devices with torchrun (one process per device), MXNet
+and JAX drive all devices of the set from one process (`--devices N`).  neon is the
+exception: it cannot be installed anywhere we build, so its adapter runs neon's own example
+script in a legacy interpreter with the original log's flags and reads what neon prints.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from trainbench.config import FrameworkEnv
 from trainbench.planning import Case
+from trainbench.trainer_output import TrainerReport, parse
 
 TRAINERS_DIR = Path(__file__).resolve().parent / "trainers"
+
+
+class Unavailable(Exception):
+    """The framework cannot run here (no interpreter or script configured); the case is recorded as such."""
 
 
 @dataclass(frozen=True)
@@ -35,27 +45,86 @@ class TrainingJob:
         return args
 
 
+@dataclass(frozen=True)
+class LaunchSpec:
+    argv: list[str]
+    env: dict[str, str]
+    parse: Callable[[list[str]], TrainerReport] = parse
+
+
 def device_env(case: Case) -> dict[str, str]:
     """Hide every GPU but the set's, named by UUID in PCI bus order (NVML and CUDA agree then)."""
-    ds = case.device_set
-    env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": ",".join(ds.gpu_uuids)}
-    if ds.kind == "cpu":
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // ds.workers))
-    return env
+    return {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": ",".join(case.device_set.gpu_uuids)}
 
 
-def pytorch_command(fw: FrameworkEnv, case: Case, job: TrainingJob) -> list[str]:
+def _device(case: Case) -> str:
+    return "cuda" if case.device_set.kind == "gpu" else "cpu"
+
+
+def pytorch(fw: FrameworkEnv, case: Case, job: TrainingJob) -> LaunchSpec:
     ds = case.device_set
     script = str(TRAINERS_DIR / "pytorch_train.py")
-    device = "cuda" if ds.kind == "gpu" else "cpu"
     if ds.workers == 1:
-        return [fw.python, script, *job.trainer_args(device)]
-    return [fw.python, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ds.workers}",
-            script, *job.trainer_args(device)]
+        return LaunchSpec([fw.python, script, *job.trainer_args(_device(case))], device_env(case))
+    env = device_env(case)
+    if ds.kind == "cpu":  # N worker processes share the host's cores
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // ds.workers))
+    return LaunchSpec([fw.python, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ds.workers}",
+                       script, *job.trainer_args(_device(case))], env)
 
 
-COMMANDS = {"pytorch": pytorch_command}
+def mxnet(fw: FrameworkEnv, case: Case, job: TrainingJob) -> LaunchSpec:
+    argv = [fw.python, str(TRAINERS_DIR / "mxnet_train.py"), *job.trainer_args(_device(case)),
+            "--devices", str(case.device_set.workers)]
+    return LaunchSpec(argv, device_env(case))
 
 
-def command(fw: FrameworkEnv, case: Case, job: TrainingJob) -> list[str]:
-    return COMMANDS[case.framework](fw, case, job)
+def jax(fw: FrameworkEnv, case: Case, job: TrainingJob) -> LaunchSpec:
+    env = {**device_env(case), "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+    if case.device_set.kind == "cpu":
+        env["JAX_PLATFORMS"] = "cpu"
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={case.device_set.workers}"
+    argv = [fw.python, str(TRAINERS_DIR / "jax_train.py"), *job.trainer_args(_device(case)),
+            "--devices", str(case.device_set.workers)]
+    return LaunchSpec(argv, env)
+
+
+NEON_EPOCH = re.compile(r"Epoch\s+(\d+)\s+\[Train\s*\|[^|]*\|\s*(\d+)/(\d+)\s+batches,\s*([-\d.naif]+)\s+cost,\s*([\d.]+)s\]")
+NEON_ERROR = re.compile(r"Misclassification error\s*=\s*([\d.]+)\s*%")
+
+
+def parse_neon(lines: list[str]) -> TrainerReport:
+    """neon prints a progress line per epoch and the test misclassification at the end."""
+    report = TrainerReport()
+    for line in lines:
+        for m in NEON_EPOCH.finditer(line):
+            epoch, done, batches, cost, seconds = m.groups()
+            report.epochs.append({"epoch": int(epoch) + 1, "seconds": float(seconds), "loss": float(cost),
+                                  "batches": int(batches)})
+        if m := NEON_ERROR.search(line):
+            report.summary = {"framework": "neon", "test_accuracy": 1 - float(m.group(1)) / 100}
+    return report
+
+
+def neon(fw: FrameworkEnv, case: Case, job: TrainingJob) -> LaunchSpec:
+    """The original log's command lines: `-b gpu -i N`, `-b mgpu -m N`, `-b cpu`, with `-e` and `-z`."""
+    script = fw.options.get("script", "")
+    if not fw.python:
+        raise Unavailable("no neon interpreter configured: set [frameworks.neon] python to a legacy interpreter "
+                          "with neon installed (neon cannot be installed on current Python versions)")
+    if not script or not Path(script).is_file():
+        raise Unavailable(f"neon's example script not found at {script!r}: set [frameworks.neon] script to "
+                          "neon's examples/cifar10_conv.py")
+    ds = case.device_set
+    backend = ["-b", "cpu"] if ds.kind == "cpu" else ["-b", "gpu", "-i", "0"] if ds.workers == 1 else \
+        ["-b", "mgpu", "-m", str(ds.workers)]
+    argv = [fw.python, script, *backend, "-e", str(job.epochs), "-z", str(job.batch_size), "-r", str(job.seed),
+            "-w", str(Path(job.data_dir).parent)]
+    return LaunchSpec(argv, device_env(case), parse_neon)
+
+
+ADAPTERS = {"pytorch": pytorch, "mxnet": mxnet, "jax": jax, "neon": neon}
+
+
+def launch_spec(fw: FrameworkEnv, case: Case, job: TrainingJob) -> LaunchSpec:
+    return ADAPTERS[case.framework](fw, case, job)

@@ -68,11 +68,14 @@ def run_case(config: Config, run_id: str, spec: dict,
     workload = {"data_kind": spec["data_kind"], "epochs": job.epochs, "batch_size": job.batch_size,
                 "train_images": job.train_images}
     fp = environment.fingerprint(inv, case, environment.probe_framework(fw.python, case.framework), workload)
-    argv = frameworks.command(fw, case, job)
     base = {"run_id": run_id, "case_key": case.key, "env_key": environment.env_key(fp), "framework": case.framework,
             "device_set": case.device_set.text, "device_names": " + ".join(case.device_set.gpu_names) or None,
-            "repeat": case.repeat, "command": shlex.join(argv), "environment": fp,
-            "started_at": dt.datetime.now(dt.timezone.utc)}
+            "repeat": case.repeat, "environment": fp, "started_at": dt.datetime.now(dt.timezone.utc)}
+    try:
+        launch_spec = frameworks.launch_spec(fw, case, job)
+    except frameworks.Unavailable as exc:
+        return _store(config, run_id, {**base, "status": "unavailable", "error": str(exc)}, log)
+    base["command"] = shlex.join(launch_spec.argv)
 
     def on_line(stream: str, line: str) -> None:
         event = trainer_output.parse_line(line)
@@ -80,7 +83,7 @@ def run_case(config: Config, run_id: str, spec: dict,
             log(f"{case.label}: epoch {event['epoch']} {event['seconds']:.2f} s, "
                 f"{event['images_per_s']:.0f} images/s, loss {event['loss']:.4f}")
 
-    launch = runner.Launch(argv, env={**os.environ, **frameworks.device_env(case)}, timeout_s=spec["timeout_s"],
+    launch = runner.Launch(launch_spec.argv, env={**os.environ, **launch_spec.env}, timeout_s=spec["timeout_s"],
                            on_line=on_line, monitors=[sampling.HostRssMonitor()])
     log(f"{case.label}: {base['command']}")
     try:
@@ -93,7 +96,7 @@ def run_case(config: Config, run_id: str, spec: dict,
     if on_launch:
         on_launch(launch)
     proc = launch.wait()
-    parsed = trainer_output.parse(proc.stdout_lines)
+    parsed = launch_spec.parse(proc.stdout_lines)
     status, error = outcome.classify(proc, parsed)
     summary = parsed.summary or {}
     result = {**base, "status": status, "error": error, "wall_s": proc.wall_s, "user_s": proc.user_s,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from trainbench.results import CSV_COLUMNS
 
-FRAMEWORK_TITLES = {"pytorch": "PyTorch", "mxnet": "MXNet", "jax": "JAX", "neon": "Neon"}
+FRAMEWORK_TITLES = {"neon": "Neon", "mxnet": "MXNet", "pytorch": "PyTorch", "jax": "JAX"}  # the log's order first
 
 
 def clock(seconds: float | None) -> str:
@@ -43,6 +43,14 @@ def combination(row: dict) -> str:
     return "CPU" if workers == 1 else f"CPU x {workers} workers"
 
 
+def report_order(row: dict) -> tuple:
+    """Frameworks in the log's order; per framework the largest GPU set first (as the log), then CPU sets."""
+    fw = list(FRAMEWORK_TITLES).index(row["framework"]) if row["framework"] in FRAMEWORK_TITLES else len(FRAMEWORK_TITLES)
+    ds = row["device_set"]
+    device = (1, int(ds.partition(":")[2] or 1)) if ds.startswith("cpu") else (0, -len(ds.split(",")), ds)
+    return fw, row["framework"], device, row["repeat"]
+
+
 def memory_line(row: dict) -> str | None:
     devices = row.get("devices") or []
     if not devices:
@@ -53,6 +61,7 @@ def memory_line(row: dict) -> str | None:
 
 
 def markdown(rows: list[dict], run_id: str) -> str:
+    rows = sorted(rows, key=report_order)
     out = [f"# trainbench run `{run_id}`", ""]
     env = rows[0].get("environment") or {} if rows else {}
     gpus = {}
@@ -75,7 +84,8 @@ def markdown(rows: list[dict], run_id: str) -> str:
             out.append(f"### {combo}")
             for r in sorted((r for r in fw_rows if combination(r) == combo), key=lambda r: r["repeat"]):
                 out.append("```")
-                out.append(f"$ time {short_command(r.get('command') or '')}".rstrip())
+                if r.get("command"):
+                    out.append(f"$ time {short_command(r['command'])}")
                 if r["status"] == "ok":
                     out += [f"real    {clock(r['wall_s'])}", f"user    {clock(r['user_s'])}",
                             f"sys     {clock(r['sys_s'])}"]

@@ -45,9 +45,18 @@ def is_synthetic(root: str) -> bool:
     return os.path.isfile(os.path.join(batches_dir(root), SYNTHETIC_MARKER))
 
 
+class _Unpickler(pickle.Unpickler):
+    """Reads pickles written under numpy 2 (`numpy._core`) with numpy 1.x too (MXNet's interpreter)."""
+
+    def find_class(self, module: str, name: str):
+        if module.startswith("numpy._core") and not hasattr(np, "_core"):
+            module = "numpy.core" + module[len("numpy._core"):]
+        return super().find_class(module, name)
+
+
 def _read_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
     with open(path, "rb") as f:
-        batch = pickle.load(f, encoding="bytes")
+        batch = _Unpickler(f, encoding="bytes").load()
     data = np.asarray(batch[b"data"], dtype=np.uint8)
     labels = np.asarray(batch[b"labels"], dtype=np.int64)
     if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):

@@ -1,0 +1,123 @@
+"""Train the spec's CIFAR-10 convnet (420,096 parameters) with MXNet 1.9 Gluon.
+
+Standalone: imports only mxnet, numpy and the `cifar10` data module beside it, because
+MXNet 1.9.1 needs numpy<1.24 and so an interpreter of its own.  One process drives
+`--devices` contexts: each global batch is split across them (as np.array_split would),
+a kvstore sums the gradients and one SGD step is taken on the whole batch, which is how
+the MXNet run in the original log used several GPUs.  As in the PyTorch trainer, batch
+norm statistics are per device (not synchronised).
+
+Output contract (shared by every trainer): one JSON object per line on stdout, an
+`epoch` event per epoch and a final `summary` event; anything else is ignored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import mxnet as mx
+import numpy as np
+from mxnet import autograd, gluon
+from mxnet.gluon import nn
+
+import cifar10
+
+
+def build_model() -> nn.HybridSequential:
+    """The spec's net; input sizes are given so that parameters exist before the first batch."""
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(16, 5, use_bias=False, in_channels=3), nn.BatchNorm(in_channels=16),
+            nn.Activation("relu"), nn.MaxPool2D(2, 2),
+            nn.Conv2D(32, 5, use_bias=False, in_channels=16), nn.BatchNorm(in_channels=32),
+            nn.Activation("relu"), nn.MaxPool2D(2, 2),
+            nn.Dense(500, use_bias=False, in_units=800), nn.BatchNorm(in_channels=500),
+            nn.Activation("relu"),
+            nn.Dense(10, use_bias=False, in_units=500))
+    return net
+
+
+def emit(event: str, **fields) -> None:
+    print(json.dumps({"event": event, **fields}), flush=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--train-images", type=int, default=None)
+    p.add_argument("--test-images", type=int, default=None)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--devices", type=int, default=1, help="contexts of that kind to use in this process")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    make_ctx = mx.gpu if args.device == "cuda" else mx.cpu
+    ctxs = [make_ctx(i) for i in range(args.devices)]
+
+    train, test = cifar10.load(args.data_dir, args.train_images, args.test_images)
+    n = len(train.labels)
+    steps = n // args.batch_size
+    if steps == 0:
+        raise SystemExit(f"batch size {args.batch_size} is larger than the {n} training images")
+    # The whole training set lives on every context; batches are gathered there with `take`.
+    xs = [mx.nd.array(train.images, ctx=c) for c in ctxs]
+    ys = [mx.nd.array(train.labels, ctx=c, dtype="float32") for c in ctxs]
+
+    mx.random.seed(args.seed)
+    net = build_model()
+    net.initialize(mx.init.Uniform(0.1), ctx=ctxs)  # batch norm keeps its own ones/zeros init
+    net.hybridize(static_alloc=True, static_shape=True)
+    parameters = sum(p.data(ctxs[0]).size for p in net.collect_params().values() if p.grad_req != "null")
+    trainer = gluon.Trainer(net.collect_params(), "sgd",
+                            {"learning_rate": args.lr, "momentum": args.momentum, "wd": 0.0},
+                            kvstore="device" if args.device == "cuda" else "local")
+    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+    emit("start", framework="mxnet", framework_version=mx.__version__, devices=len(ctxs),
+         device=args.device, train_images=n, steps_per_epoch=steps, parameters=parameters)
+
+    images = steps * args.batch_size
+    for epoch in range(1, args.epochs + 1):
+        order = cifar10.epoch_order(n, args.seed, epoch)[:images].reshape(steps, args.batch_size)
+        index = gluon.utils.split_and_load(mx.nd.array(order, dtype="int32"), ctxs, batch_axis=1, even_split=False)
+        loss_sum = [mx.nd.zeros(1, ctx=c) for c in ctxs]
+        correct = [mx.nd.zeros(1, ctx=c) for c in ctxs]
+        mx.nd.waitall()
+        start = time.perf_counter()
+        for s in range(steps):
+            batch = [(x.take(i[s]), y.take(i[s])) for x, y, i in zip(xs, ys, index)]
+            with autograd.record():
+                outs = [net(xb) for xb, _ in batch]
+                losses = [loss_fn(out, yb) for out, (_, yb) in zip(outs, batch)]
+            autograd.backward(losses)
+            trainer.step(args.batch_size)  # gradients are per-sample sums: divide by the global batch
+            for k, (out, loss, (_, yb)) in enumerate(zip(outs, losses, batch)):
+                loss_sum[k] += loss.sum()
+                correct[k] += (out.argmax(axis=1) == yb).sum()
+        mx.nd.waitall()
+        seconds = time.perf_counter() - start
+        emit("epoch", epoch=epoch, seconds=seconds, images=images, images_per_s=images / seconds,
+             loss=sum(v.asscalar() for v in loss_sum) / images,
+             accuracy=sum(v.asscalar() for v in correct) / images)
+
+    hits = 0
+    for i in range(0, len(test.labels), 1000):
+        out = net(mx.nd.array(test.images[i:i + 1000], ctx=ctxs[0]))
+        hits += int((out.argmax(axis=1) == mx.nd.array(test.labels[i:i + 1000], ctx=ctxs[0])).sum().asscalar())
+    emit("summary", test_accuracy=hits / max(1, len(test.labels)), test_images=len(test.labels),
+         framework="mxnet", framework_version=mx.__version__, parameters=parameters, devices=len(ctxs),
+         device=args.device, train_images=n, batch_size=args.batch_size, epochs=args.epochs,
+         synthetic_data=cifar10.is_synthetic(args.data_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""The neon adapter: original command lines, neon's output read, and `unavailable` where neon cannot run."""
+
+import sys
+
+import pytest
+
+from trainbench import config, frameworks, pipeline
+from trainbench.results import ResultStore
+
+from conftest import ROOT, write_config
+from test_planning import THREE_GPUS
+from trainbench.planning import Case, resolve_device_set
+
+FIXTURES = ROOT / "tests" / "fixtures"
+JOB = frameworks.TrainingJob(data_dir="/data/cifar-10-batches-py", epochs=10, batch_size=128, seed=0)
+
+
+def neon_env(script=FIXTURES / "cifar10_conv.py"):
+    return config.FrameworkEnv("neon", sys.executable, options={"script": str(script)})
+
+
+@pytest.mark.parametrize("device_set, flags", [
+    ("0", ["-b", "gpu", "-i", "0"]),
+    ("0,1,2", ["-b", "mgpu", "-m", "3"]),
+    ("cpu", ["-b", "cpu"]),
+])
+def test_original_command_lines(device_set, flags):
+    spec = frameworks.launch_spec(neon_env(), Case("neon", resolve_device_set(device_set, THREE_GPUS), 1), JOB)
+    assert spec.argv[2:2 + len(flags)] == flags
+    assert spec.argv[-8:] == ["-e", "10", "-z", "128", "-r", "0", "-w", "/data"]
+
+
+def test_neon_output_becomes_epochs_and_accuracy():
+    report = frameworks.parse_neon((FIXTURES / "neon_output.txt").read_text().splitlines())
+    assert [(e["epoch"], e["loss"], e["seconds"]) for e in report.epochs] == [(1, 1.62, 2.03), (2, 1.21, 1.91),
+                                                                                (3, 1.05, 1.90)]
+    assert report.summary["test_accuracy"] == pytest.approx(0.688)
+
+
+@pytest.fixture
+def run_neon(tmp_path):
+    def run(neon: dict):
+        cfg = config.load(write_config(tmp_path, neon=neon, frameworks=["neon"]))
+        settings = cfg.settings
+        dataset = pipeline.prepare_dataset(cfg, settings.overridden(dataset="synthetic"))
+        pipeline.start_run(cfg, "neon-test", settings)
+        for spec in pipeline.plan_matrix(settings, pipeline.discover_devices(), dataset):
+            pipeline.run_case(cfg, "neon-test", spec, log=lambda line: None)
+        return ResultStore(cfg.database_url).rows("neon-test")
+    return run
+
+
+def test_no_neon_interpreter_is_an_unavailable_row(run_neon):
+    (row,) = run_neon({"python": "", "script": ""})
+    assert row["status"] == "unavailable" and "no neon interpreter configured" in row["error"]
+
+
+def test_neon_failing_to_import_is_an_unavailable_row(run_neon):
+    (row,) = run_neon({"python": sys.executable, "script": str(FIXTURES / "cifar10_conv.py")})
+    assert row["status"] == "unavailable" and "No module named 'neon'" in row["error"]
+    assert "cifar10_conv.py -b cpu -e 2 -z 128" in row["command"]
+
+
+def test_missing_neon_script_is_an_unavailable_row(run_neon, tmp_path):
+    (row,) = run_neon({"python": sys.executable, "script": str(tmp_path / "nowhere.py")})
+    assert row["status"] == "unavailable" and "example script not found" in row["error"]
