@@ -90,6 +90,8 @@ def cifar10_benchmark():
         pool=POOL,
         map_index_template="{{ case_label }}",
         execution_timeout=dt.timedelta(seconds=CONFIG.settings.timeout_s + 600),
+        retries=3,
+        retry_delay=dt.timedelta(minutes=5),
     ).expand(spec=specs)
     train >> collect() >> publish()
 

@@ -54,6 +54,21 @@ class Settings:
 
 
 @dataclass(frozen=True)
+class Measurement:
+    """How devices are checked and sampled; see docs/measurement.md."""
+
+    idle_threshold_mib: float = 64.0
+    idle_wait_s: float = 120.0
+    memory_sample_ms: float = 5.0
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(f"[measurement] {f.name} must be a number >= 0, got {value!r}")
+
+
+@dataclass(frozen=True)
 class FrameworkEnv:
     """Where a framework's trainer runs: its interpreter, and how set-up creates it."""
 
@@ -71,6 +86,7 @@ class Config:
     output_dir: Path
     database_url: str
     frameworks: dict[str, FrameworkEnv]
+    measurement: Measurement = Measurement()
 
     def framework(self, name: str) -> FrameworkEnv:
         if name not in self.frameworks:
@@ -156,8 +172,14 @@ def load(path: str | os.PathLike | None = None) -> Config:
             requirements=str(base / requirements) if requirements else None,
             options=section,
         )
+    try:
+        measurement = Measurement(**raw.get("measurement", {}))
+    except TypeError as exc:
+        raise ConfigError(f"{path}: [measurement]: {exc}; accepted keys: "
+                          f"{[f.name for f in dataclasses.fields(Measurement)]}") from None
     return Config(
         path=path.resolve(),
+        measurement=measurement,
         settings=settings,
         data_dir=base / paths.get("data_dir", "data"),
         output_dir=output_dir,

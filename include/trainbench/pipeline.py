@@ -16,9 +16,9 @@ import shlex
 from pathlib import Path
 from typing import Callable
 
-from trainbench import environment, frameworks, outcome, report, runner, sampling, trainer_output
+from trainbench import environment, frameworks, idle, outcome, report, runner, sampling, trainer_output
 from trainbench.config import Config, ConfigError, Settings
-from trainbench.devices import Inventory, discover
+from trainbench.devices import Inventory, discover, load_nvml
 from trainbench.planning import Case, plan
 from trainbench.results import ResultStore, to_json
 from trainbench.trainers import cifar10
@@ -58,9 +58,14 @@ def plan_matrix(settings: Settings, inventory: dict, dataset: dict) -> list[dict
             for c in plan(settings, Inventory.from_dict(inventory))]
 
 
-def run_case(config: Config, run_id: str, spec: dict,
-             log: Callable[[str], None] = print, on_launch: Callable[[runner.Launch], None] | None = None) -> dict:
-    """Train one case in its framework's interpreter, measure it, and store the result."""
+def run_case(config: Config, run_id: str, spec: dict, log: Callable[[str], None] = print,
+             on_launch: Callable[[runner.Launch], None] | None = None, final_attempt: bool = True,
+             nvml=None) -> dict:
+    """Train one case in its framework's interpreter, measure it, and store the result.
+
+    A busy GPU raises `DeviceBusy` so the caller can retry later; on the final attempt the
+    case is stored as `busy` instead.  `nvml` replaces the NVML library (tests without GPUs).
+    """
     case = Case.from_dict(spec["case"])
     job = frameworks.TrainingJob(**spec["job"])
     fw = config.framework(case.framework)
@@ -77,6 +82,22 @@ def run_case(config: Config, run_id: str, spec: dict,
         return _store(config, run_id, {**base, "status": "unavailable", "error": str(exc)}, log)
     base["command"] = shlex.join(launch_spec.argv)
 
+    monitors: list = [sampling.HostRssMonitor()]
+    if case.device_set.kind == "gpu":
+        if nvml is None:
+            nvml, why = load_nvml()
+            if nvml is None:
+                return _store(config, run_id, {**base, "status": "unavailable",
+                                               "error": f"NVML is needed to measure GPUs: {why}"}, log)
+        m = config.measurement
+        reasons = idle.wait_until_idle(nvml, case.device_set.gpu_uuids, config.output_dir / "idle_levels.json",
+                                       m.idle_threshold_mib, m.idle_wait_s, log=log)
+        if reasons and not final_attempt:
+            raise idle.DeviceBusy(f"{case.label}: not measured, devices busy: " + "; ".join(reasons))
+        if reasons:
+            return _store(config, run_id, {**base, "status": "busy", "error": "; ".join(reasons)}, log)
+        monitors.append(sampling.GpuMonitor(nvml, case.device_set.gpu_uuids, interval_s=m.memory_sample_ms / 1000))
+
     def on_line(stream: str, line: str) -> None:
         event = trainer_output.parse_line(line)
         if event and event["event"] == "epoch":
@@ -84,7 +105,7 @@ def run_case(config: Config, run_id: str, spec: dict,
                 f"{event['images_per_s']:.0f} images/s, loss {event['loss']:.4f}")
 
     launch = runner.Launch(launch_spec.argv, env={**os.environ, **launch_spec.env}, timeout_s=spec["timeout_s"],
-                           on_line=on_line, monitors=[sampling.HostRssMonitor()])
+                           on_line=on_line, monitors=monitors)
     log(f"{case.label}: {base['command']}")
     try:
         launch.start()
@@ -99,26 +120,48 @@ def run_case(config: Config, run_id: str, spec: dict,
     parsed = launch_spec.parse(proc.stdout_lines)
     status, error = outcome.classify(proc, parsed)
     summary = parsed.summary or {}
+    fp["framework_reported"] = {k: summary.get(k) for k in ("framework_version", "cuda_version", "cudnn_version",
+                                                            "nccl_version") if summary.get(k) is not None}
     result = {**base, "status": status, "error": error, "wall_s": proc.wall_s, "user_s": proc.user_s,
               "sys_s": proc.sys_s, "images_per_s": parsed.steady_images_per_s, "epochs": parsed.epochs,
               "summary": summary, "parameters": summary.get("parameters"),
               "final_loss": parsed.losses[-1] if parsed.losses else None,
               "test_accuracy": summary.get("test_accuracy"),
               "telemetry": {k: v for k, v in proc.monitors.items() if k != "tree_pids"} | {
-                  "returncode": proc.returncode, "orphans_reaped": proc.orphans_reaped}}
+                  "returncode": proc.returncode, "orphans_reaped": proc.orphans_reaped,
+                  "allocator_peak_mib": summary.get("allocator_peak_mib")}}
     result.update(memory_figures(case, proc.monitors))
     log(f"{case.label}: {status} in {proc.wall_s:.2f} s (user {proc.user_s:.2f} s, sys {proc.sys_s:.2f} s)"
-        + (f"\n{error}" if error else ""))
+        + (f", peak memory {result['peak_mem_mib']:.0f} MiB ({result['peak_mem_method']})"
+           if result["peak_mem_mib"] is not None else "") + (f"\n{error}" if error else ""))
     return _store(config, run_id, result, log)
 
 
+HOST_RSS = "host RSS of the process tree, sampled"
+GPU_SAMPLED = "NVML device memory used, peak minus idle, sampled"
+GPU_ACCOUNTING = "NVML accounting, per-process maximum summed over the process tree"
+
+
 def memory_figures(case: Case, monitors: dict) -> dict:
-    """The result's peak memory: per GPU peak minus idle, or the host RSS of the tree on the CPU."""
-    if case.device_set.kind == "cpu" and "host_peak_rss_mib" in monitors:
+    """The result's peak memory: per GPU peak minus idle (the log's figure), or the tree's host RSS on the CPU.
+
+    Device rows carry their method; accounting-mode figures, where NVML kept them, are extra rows.
+    """
+    if case.device_set.kind == "gpu" and monitors.get("gpus"):
+        gpus = monitors["gpus"]
+        names = dict(zip(case.device_set.gpu_uuids, case.device_set.gpu_names))
+        rows = [{"device": g["uuid"], "name": names.get(g["uuid"]), "idle_mib": g["idle_mib"], "peak_mib": g["peak_mib"],
+                 "used_mib": g["used_mib"], "method": sampling.SAMPLED_METHOD} for g in gpus]
+        rows += [{"device": g["uuid"], "name": names.get(g["uuid"]), "idle_mib": None, "peak_mib": None,
+                  "used_mib": g["accounting_max_mib"], "method": sampling.ACCOUNTING_METHOD}
+                 for g in gpus if g.get("accounting_max_mib") is not None]
+        return {"peak_mem_mib": sum(g["used_mib"] for g in gpus), "devices": rows,
+                "peak_mem_method": f"{GPU_SAMPLED} every {monitors['gpu_sample_interval_s'] * 1000:g} ms"}
+    if "host_peak_rss_mib" in monitors:
         rss = monitors["host_peak_rss_mib"]
-        return {"peak_mem_mib": rss, "peak_mem_method": "host RSS of the process tree",
+        return {"peak_mem_mib": rss, "peak_mem_method": HOST_RSS,
                 "devices": [{"device": "host", "name": "CPU", "idle_mib": None, "peak_mib": rss, "used_mib": rss,
-                             "method": "host RSS of the process tree, sampled"}]}
+                             "method": "host_rss"}]}
     return {"peak_mem_mib": None, "peak_mem_method": None, "devices": []}
 
 

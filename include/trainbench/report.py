@@ -52,12 +52,15 @@ def report_order(row: dict) -> tuple:
 
 
 def memory_line(row: dict) -> str | None:
+    """The log's "peak memory    (peak - idle)MiB + ..." line, or the host RSS on the CPU."""
     devices = row.get("devices") or []
-    if not devices:
-        return None
-    if all(d.get("idle_mib") is not None and d.get("peak_mib") is not None for d in devices):
-        return "peak memory    " + " + ".join(f"({d['peak_mib']:.0f} - {d['idle_mib']:.0f})MiB" for d in devices)
-    return "peak memory    " + " + ".join(f"{d['used_mib']:.0f}MiB ({d['method']})" for d in devices)
+    sampled = [d for d in devices if d["method"] == "nvml_sampled"]
+    if sampled:
+        return "peak memory    " + " + ".join(f"({d['peak_mib']:.0f} - {d['idle_mib']:.0f})MiB" for d in sampled)
+    if devices:
+        return "peak memory    " + " + ".join(f"{d['used_mib']:.0f}MiB" for d in devices) + \
+            f" ({row.get('peak_mem_method')})"
+    return None
 
 
 def markdown(rows: list[dict], run_id: str) -> str:

@@ -29,6 +29,7 @@ TAIL_LINES = 60
 class Monitor(Protocol):
     """Samples something about the child while it runs (device memory, host RSS, ...)."""
 
+    def prepare(self) -> None: ...
     def start(self, pid: int) -> None: ...
     def stop(self) -> dict: ...
 
@@ -81,6 +82,8 @@ class Launch:
 
     def start(self) -> None:
         _prctl(PR_SET_CHILD_SUBREAPER, 1)
+        for m in self.monitors:
+            m.prepare()
         self._t0 = time.perf_counter()
         self.proc = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,

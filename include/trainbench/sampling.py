@@ -8,8 +8,8 @@ log's figure, peak minus idle, per device.
 
 from __future__ import annotations
 
+import os
 import threading
-import time
 
 import psutil
 
@@ -20,6 +20,9 @@ class _Sampler:
     """A daemon thread calling `sample()` every `interval_s` until stopped."""
 
     interval_s = 0.05
+
+    def prepare(self) -> None:
+        """Read baselines just before the child is launched."""
 
     def start(self, pid: int) -> None:
         self.pid = pid
@@ -72,3 +75,115 @@ class HostRssMonitor(_Sampler):
         self._join()
         return {"host_peak_rss_mib": self.peak_bytes / MIB, "host_rss_samples": self.samples,
                 "tree_pids": sorted(self.pids)}
+
+
+# NVML clock-event ("throttle") reason bits, named as nvidia-smi names them.
+THROTTLE_REASONS = {0x1: "gpu_idle", 0x2: "applications_clocks_setting", 0x4: "sw_power_cap", 0x8: "hw_slowdown",
+                    0x10: "sync_boost", 0x20: "sw_thermal_slowdown", 0x40: "hw_thermal_slowdown",
+                    0x80: "hw_power_brake_slowdown", 0x100: "display_clock_setting"}
+SAMPLED_METHOD = "nvml_sampled"
+ACCOUNTING_METHOD = "nvml_accounting"
+
+
+def _maybe(call, *args):
+    """NVML answers NOT_SUPPORTED for many queries on some boards: such a figure is absent, not an error."""
+    try:
+        return call(*args)
+    except Exception:  # pynvml.NVMLError and its subclasses
+        return None
+
+
+class GpuMonitor(_Sampler):
+    """Per GPU of the set: device memory used (NVML v1 query) every `interval_s`, telemetry less often.
+
+    `prepare()` reads each device's idle level just before launch; the result's figure is
+    peak used minus that idle level, the original log's "(peak - idle) MiB".  It includes
+    the CUDA context and NCCL buffers, a real cost to the user that allocator peaks omit.
+    When NVML accounting mode is on (or can be turned on, as root), the per-process
+    high-water marks of the trainer's process tree are summed per device as well.
+    """
+
+    def __init__(self, nvml, gpu_uuids, interval_s: float = 0.005, telemetry_every: int = 20,
+                 enable_accounting: bool = True):
+        self.nvml, self.interval_s, self.telemetry_every = nvml, interval_s, telemetry_every
+        self.uuids = list(gpu_uuids)
+        self.handles = [nvml.nvmlDeviceGetHandleByUUID(u) for u in self.uuids]
+        self.enable_accounting = enable_accounting
+        self.pids: set[int] = set()
+
+    def _used(self, h) -> int:
+        return self.nvml.nvmlDeviceGetMemoryInfo(h).used
+
+    def _accounting(self, h) -> str | None:
+        """"on", "enabled" (by us, as root), or None when unavailable."""
+        mode = _maybe(self.nvml.nvmlDeviceGetAccountingMode, h)
+        if mode == 1:
+            return "on"
+        if mode == 0 and self.enable_accounting and os.geteuid() == 0:
+            if _maybe(self.nvml.nvmlDeviceSetAccountingMode, h, 1) is not None or \
+                    _maybe(self.nvml.nvmlDeviceGetAccountingMode, h) == 1:
+                return "enabled"
+        return None
+
+    def prepare(self) -> None:
+        n = len(self.handles)
+        self.idle = [self._used(h) for h in self.handles]
+        self.peak = list(self.idle)
+        self.energy0 = [_maybe(self.nvml.nvmlDeviceGetTotalEnergyConsumption, h) for h in self.handles]
+        self.accounting = [self._accounting(h) for h in self.handles]
+        self.clock = [[None, None] for _ in range(n)]
+        self.max_temp = [None] * n
+        self.max_power = [None] * n
+        self.reasons = [0] * n
+
+    def sample(self) -> None:
+        for i, h in enumerate(self.handles):
+            self.peak[i] = max(self.peak[i], self._used(h))
+        if self.samples % self.telemetry_every == 0:
+            self._telemetry()
+
+    def _telemetry(self) -> None:
+        nvml = self.nvml
+        reasons_call = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or \
+            getattr(nvml, "nvmlDeviceGetCurrentClocksThrottleReasons")
+        for i, h in enumerate(self.handles):
+            clock = _maybe(nvml.nvmlDeviceGetClockInfo, h, nvml.NVML_CLOCK_SM)
+            if clock is not None:
+                lo, hi = self.clock[i]
+                self.clock[i] = [clock if lo is None else min(lo, clock), clock if hi is None else max(hi, clock)]
+            temp = _maybe(nvml.nvmlDeviceGetTemperature, h, nvml.NVML_TEMPERATURE_GPU)
+            if temp is not None:
+                self.max_temp[i] = max(temp, self.max_temp[i] or temp)
+            power = _maybe(nvml.nvmlDeviceGetPowerUsage, h)
+            if power is not None:
+                self.max_power[i] = max(power / 1000, self.max_power[i] or 0)
+            self.reasons[i] |= _maybe(reasons_call, h) or 0
+        self.pids.update(p.pid for p in process_tree(self.pid))
+
+    def _accounted_peak(self, h) -> float | None:
+        pids = set(_maybe(self.nvml.nvmlDeviceGetAccountingPids, h) or []) & self.pids
+        stats = [_maybe(self.nvml.nvmlDeviceGetAccountingStats, h, pid) for pid in pids]
+        used = [s.maxMemoryUsage for s in stats if s is not None]
+        return sum(used) / MIB if used else None
+
+    def stop(self) -> dict:
+        self._join()
+        self.sample()
+        devices = []
+        for i, (uuid, h) in enumerate(zip(self.uuids, self.handles)):
+            e1 = _maybe(self.nvml.nvmlDeviceGetTotalEnergyConsumption, h)
+            devices.append({
+                "uuid": uuid,
+                "idle_mib": self.idle[i] / MIB,
+                "peak_mib": self.peak[i] / MIB,
+                "used_mib": (self.peak[i] - self.idle[i]) / MIB,
+                "method": SAMPLED_METHOD,
+                "accounting": self.accounting[i],
+                "accounting_max_mib": self._accounted_peak(h) if self.accounting[i] else None,
+                "sm_clock_mhz": self.clock[i],
+                "max_temperature_c": self.max_temp[i],
+                "max_power_w": self.max_power[i],
+                "energy_j": (e1 - self.energy0[i]) / 1000 if e1 is not None and self.energy0[i] is not None else None,
+                "throttle_reasons": [name for bit, name in THROTTLE_REASONS.items() if self.reasons[i] & bit],
+            })
+        return {"gpus": devices, "gpu_samples": self.samples, "gpu_sample_interval_s": self.interval_s}

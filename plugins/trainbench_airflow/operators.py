@@ -10,7 +10,11 @@ from airflow.sdk import BaseOperator
 
 
 class TrainCaseOperator(BaseOperator):
-    """Train and measure one case x repeat; a crashed trainer is a result, not a task failure."""
+    """Train and measure one case x repeat; a crashed trainer is a result, not a task failure.
+
+    The task fails (and retries) only when the result cannot be measured or stored: a busy
+    device, or the results database unreachable (the raw JSON is already on disk then).
+    """
 
     template_fields = ("spec",)
     ui_color = "#c6e2ff"
@@ -28,7 +32,10 @@ class TrainCaseOperator(BaseOperator):
         def remember(launch):
             self._launch = launch
 
-        return pipeline.run_case(config.load(), context["run_id"], self.spec, log=self.log.info, on_launch=remember)
+        # A busy GPU raises DeviceBusy, so Airflow retries later; the last try records `busy` instead.
+        final_attempt = context["ti"].try_number > self.retries
+        return pipeline.run_case(config.load(), context["run_id"], self.spec, log=self.log.info,
+                                 on_launch=remember, final_attempt=final_attempt)
 
     def on_kill(self) -> None:
         if self._launch is not None:

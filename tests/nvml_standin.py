@@ -1,0 +1,125 @@
+"""A stand-in for the NVML library on hosts without GPUs (the hardware is what is absent).
+
+It answers the calls trainbench makes with the shapes `nvidia-ml-py` returns, from a
+scripted device state: memory used can follow a function of time, so a sampler's peak
+detection is tested against a known spike.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Callable
+
+MIB = 2 ** 20
+NVML_CLOCK_SM = 1
+NVML_TEMPERATURE_GPU = 0
+
+
+@dataclass
+class Device:
+    uuid: str
+    name: str
+    bus_id: str
+    total_mib: float = 81559.0
+    idle_mib: float = 480.0
+    used_mib: Callable[[float], float] | None = None  # seconds since `start` -> MiB used
+    processes: list = field(default_factory=list)
+    accounting: int = 0
+    accounted: dict = field(default_factory=dict)  # pid -> max MiB
+    energy_mj_per_s: float = 300_000.0
+    reasons: int = 0x4
+
+
+class StandInNvml:
+    NVML_CLOCK_SM = NVML_CLOCK_SM
+    NVML_TEMPERATURE_GPU = NVML_TEMPERATURE_GPU
+
+    def __init__(self, devices: list[Device], driver: str = "580.65.06", cuda: int = 13000):
+        self.devices, self.driver, self.cuda = devices, driver, cuda
+        self.start = time.monotonic()
+        self.memory_calls = 0
+
+    def _now(self) -> float:
+        return time.monotonic() - self.start
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlDeviceGetCount(self):
+        return len(self.devices)
+
+    def nvmlDeviceGetHandleByIndex(self, i):
+        return self.devices[i]
+
+    def nvmlDeviceGetHandleByUUID(self, uuid):
+        return next(d for d in self.devices if d.uuid == uuid)
+
+    def nvmlDeviceGetUUID(self, h):
+        return h.uuid
+
+    def nvmlDeviceGetName(self, h):
+        return h.name
+
+    def nvmlDeviceGetPciInfo(self, h):
+        return SimpleNamespace(busId=h.bus_id.encode())
+
+    def nvmlDeviceGetMemoryInfo(self, h):
+        self.memory_calls += 1
+        used = h.used_mib(self._now()) if h.used_mib else h.idle_mib
+        return SimpleNamespace(total=h.total_mib * MIB, used=used * MIB, free=(h.total_mib - used) * MIB)
+
+    def nvmlDeviceGetMigMode(self, h):
+        return [0, 0]
+
+    def nvmlDeviceGetPersistenceMode(self, h):
+        return 1
+
+    def nvmlDeviceGetAccountingMode(self, h):
+        return h.accounting
+
+    def nvmlDeviceSetAccountingMode(self, h, mode):
+        h.accounting = mode
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, h):
+        return 700_000
+
+    def nvmlSystemGetDriverVersion(self):
+        return self.driver
+
+    def nvmlSystemGetCudaDriverVersion_v2(self):
+        return self.cuda
+
+    def nvmlDeviceGetComputeRunningProcesses(self, h):
+        return [SimpleNamespace(pid=pid, usedGpuMemory=mib * MIB) for pid, mib in h.processes]
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, h):
+        return int(self._now() * h.energy_mj_per_s)
+
+    def nvmlDeviceGetClockInfo(self, h, kind):
+        return 1980 if int(self._now() * 10) % 2 else 1755
+
+    def nvmlDeviceGetTemperature(self, h, kind):
+        return 40 + int(self._now() * 10)
+
+    def nvmlDeviceGetPowerUsage(self, h):
+        return 350_000
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, h):
+        return h.reasons
+
+    def nvmlDeviceGetAccountingPids(self, h):
+        return list(h.accounted)
+
+    def nvmlDeviceGetAccountingStats(self, h, pid):
+        return SimpleNamespace(maxMemoryUsage=h.accounted[pid] * MIB)
+
+
+def log_host() -> StandInNvml:
+    """The original log's host: two Titan X and a GTX 980."""
+    return StandInNvml([
+        Device("GPU-aaaa-0000", "Titan X", "00000000:01:00.0", 12288, 138),
+        Device("GPU-bbbb-1111", "Titan X", "00000000:02:00.0", 12288, 29),
+        Device("GPU-cccc-2222", "GTX 980", "00000000:03:00.0", 4096, 15),
+    ], driver="352.63", cuda=7050)
