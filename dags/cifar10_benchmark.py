@@ -9,7 +9,9 @@ report laid out like the original hand-made log.
 
 Pipeline: discover devices -> prepare dataset -> plan the matrix -> one `train` task per
 case x repeat (queue `gpu`, pool `trainbench_devices` with one slot, so two runs never
-share a device) -> collect -> publish.
+share a device) -> collect -> validate (Great Expectations) -> detect regressions against
+history -> publish (Markdown like the log, HTML with charts, CSV, Parquet) -> regression
+gate (fails the run on a regression when `fail_on_regression` is set).
 
 Defaults come from `trainbench.toml`; the trigger form overrides them per run.
 Runs weekly (Monday 03:00 UTC); backfill after a driver upgrade to compare drivers.
@@ -45,8 +47,11 @@ def run_settings() -> config.Settings:
     doc_md=__doc__,
     tags=["benchmark", "cifar10", "gpu"],
     default_args={"retries": 2, "retry_delay": dt.timedelta(minutes=2)},
-    params={name: Param(CONFIG.settings.as_dict()[name], **schema)
-            for name, schema in config.settings_schema().items()},
+    params={
+        **{name: Param(CONFIG.settings.as_dict()[name], **schema) for name, schema in config.settings_schema().items()},
+        "fail_on_regression": Param(CONFIG.regression.fail_on_regression, type="boolean",
+                                    description="Fail the run when a case regressed against its history."),
+    },
 )
 def cifar10_benchmark():
     @task
@@ -78,10 +83,31 @@ def cifar10_benchmark():
         return len(pipeline.collect(CONFIG, get_current_context()["run_id"]))
 
     @task
+    @fail_without_retry
+    def validate(specs: list[dict]) -> dict:
+        from trainbench import pipeline
+
+        planned = [s["case"]["key"] for s in specs]
+        return pipeline.validate(CONFIG, get_current_context()["run_id"], planned)
+
+    @task
+    def detect_regressions() -> list[dict]:
+        from trainbench import pipeline
+
+        return pipeline.detect_regressions(CONFIG, get_current_context()["run_id"], log=print)
+
+    @task
     def publish() -> dict:
         from trainbench import pipeline
 
         return pipeline.publish(CONFIG, get_current_context()["run_id"])
+
+    @task
+    @fail_without_retry
+    def regression_gate(verdicts: list[dict]) -> list[str]:
+        from trainbench import pipeline
+
+        return pipeline.regression_gate(verdicts, get_current_context()["params"]["fail_on_regression"])
 
     specs = plan_matrix(discover_devices(), prepare_dataset())
     train = TrainCaseOperator.partial(
@@ -93,7 +119,8 @@ def cifar10_benchmark():
         retries=3,
         retry_delay=dt.timedelta(minutes=5),
     ).expand(spec=specs)
-    train >> collect() >> publish()
+    verdicts = detect_regressions()
+    train >> collect() >> validate(specs) >> verdicts >> publish() >> regression_gate(verdicts)
 
 
 cifar10_benchmark()

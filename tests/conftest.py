@@ -68,3 +68,18 @@ def airflow_db() -> dict:
     subprocess.run([str(BIN / "airflow"), "pools", "set", "trainbench_devices", "1", "test pool"],
                    env=env, check=True, capture_output=True)
     return env
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A fresh database on the local PostgreSQL server (127.0.0.1:5432, trust auth), dropped afterwards."""
+    import psycopg
+
+    name = f"trainbench_test_{os.getpid()}"
+    admin = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -23,7 +23,10 @@ def dag():
 def test_dag_shape(dag):
     assert dag.tags and dag.doc_md and dag.schedule is not None
     assert {t.task_id for t in dag.tasks} == {"discover_devices", "prepare_dataset", "plan_matrix", "train",
-                                                "collect", "publish"}
+                                                "collect", "validate", "detect_regressions", "publish",
+                                                "regression_gate"}
+    assert dag.get_task("publish").upstream_task_ids == {"detect_regressions"}
+    assert dag.get_task("detect_regressions").upstream_task_ids == {"validate"}
     train = dag.get_task("train")
     assert train.queue == "gpu" and train.pool == "trainbench_devices"
     assert dag.get_task("collect").trigger_rule == "all_done"

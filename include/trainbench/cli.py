@@ -60,6 +60,12 @@ def cmd_run(cfg, args) -> int:
         for spec in bar:
             bar.set_description(spec["case"]["label"])
             pipeline.run_case(cfg, run_id, spec, log=bar.write)
+    try:
+        pipeline.validate(cfg, run_id, [s["case"]["key"] for s in specs])
+    except pipeline.ValidationFailed as exc:
+        print(f"trainbench: the run's results failed validation; nothing published:\n{exc}", file=sys.stderr)
+        return 1
+    pipeline.detect_regressions(cfg, run_id)
     published = pipeline.publish(cfg, run_id)
     print(open(published["markdown"]).read())
     print(json.dumps(published, indent=2))
@@ -88,6 +94,15 @@ def cmd_results(cfg, args) -> int:
         for r in rows:
             print(" | ".join("" if r.get(c) is None else str(r[c]).splitlines()[0] if c == "error" else
                              f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in CSV_COLUMNS))
+    return 0
+
+
+def cmd_import_log(cfg, args) -> int:
+    from trainbench import historical
+
+    store = ResultStore(cfg.database_url)
+    run_id = historical.import_log(store, args.path)
+    print(f"{run_id}: {len(store.rows(run_id))} historical rows in {cfg.database_url}")
     return 0
 
 
@@ -122,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     env = sub.add_parser("envs", help="create the frameworks' interpreters that are missing")
     env.add_argument("--frameworks", nargs="+", help="default: the frameworks the configuration enables")
     env.set_defaults(func=cmd_envs)
+    imp = sub.add_parser("import-log", help="load a hand-made log in the original log's format as historical rows")
+    imp.add_argument("path")
+    imp.set_defaults(func=cmd_import_log)
     rep = sub.add_parser("report", help="(re)write a run's reports")
     rep.add_argument("--run-id", required=True, help='a run id, or "latest"')
     rep.set_defaults(func=cmd_report)

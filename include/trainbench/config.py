@@ -14,6 +14,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trainbench.errors import NoRetry
+
 KNOWN_FRAMEWORKS = ("pytorch", "mxnet", "jax", "neon")
 DATASETS = ("auto", "real", "synthetic")
 DEVICE_SET_PATTERN = r"^(all|cpu(:[1-9][0-9]*)?|([0-9]+|GPU-[0-9a-fA-F-]+)(,([0-9]+|GPU-[0-9a-fA-F-]+))*)$"
@@ -22,7 +24,7 @@ DEVICE_SET_HELP = ('"all" (every combination of the host\'s GPUs), a GPU set as 
 ENV_VAR = "TRAINBENCH_CONFIG"
 
 
-class ConfigError(ValueError):
+class ConfigError(NoRetry, ValueError):
     """A value in the configuration, a CLI flag or a DAG Param is not acceptable."""
 
 
@@ -69,6 +71,23 @@ class Measurement:
 
 
 @dataclass(frozen=True)
+class RegressionPolicy:
+    """When a change against history is flagged; see trainbench.regression."""
+
+    threshold: float = 0.05
+    alpha: float = 0.05
+    lookback_runs: int = 8
+    min_history_runs: int = 2
+    fail_on_regression: bool = False
+
+    def __post_init__(self):
+        if not 0 < self.threshold < 1 or not 0 < self.alpha < 1:
+            raise ConfigError(f"[regression] threshold and alpha must lie in (0, 1), got {self.threshold}, {self.alpha}")
+        if self.lookback_runs < 1 or self.min_history_runs < 1:
+            raise ConfigError("[regression] lookback_runs and min_history_runs must be >= 1")
+
+
+@dataclass(frozen=True)
 class FrameworkEnv:
     """Where a framework's trainer runs: its interpreter, and how set-up creates it."""
 
@@ -87,6 +106,7 @@ class Config:
     database_url: str
     frameworks: dict[str, FrameworkEnv]
     measurement: Measurement = Measurement()
+    regression: RegressionPolicy = RegressionPolicy()
 
     def framework(self, name: str) -> FrameworkEnv:
         if name not in self.frameworks:
@@ -145,6 +165,13 @@ def default_path() -> Path:
     return here if here.is_file() else Path(__file__).resolve().parents[2] / "trainbench.toml"
 
 
+def _section(path: Path, raw: dict, name: str, cls):
+    try:
+        return cls(**raw.get(name, {}))
+    except TypeError as exc:
+        raise ConfigError(f"{path}: [{name}]: {exc}; accepted keys: {[f.name for f in dataclasses.fields(cls)]}") from None
+
+
 def load(path: str | os.PathLike | None = None) -> Config:
     path = Path(path) if path else default_path()
     if not path.is_file():
@@ -172,14 +199,10 @@ def load(path: str | os.PathLike | None = None) -> Config:
             requirements=str(base / requirements) if requirements else None,
             options=section,
         )
-    try:
-        measurement = Measurement(**raw.get("measurement", {}))
-    except TypeError as exc:
-        raise ConfigError(f"{path}: [measurement]: {exc}; accepted keys: "
-                          f"{[f.name for f in dataclasses.fields(Measurement)]}") from None
     return Config(
         path=path.resolve(),
-        measurement=measurement,
+        measurement=_section(path, raw, "measurement", Measurement),
+        regression=_section(path, raw, "regression", RegressionPolicy),
         settings=settings,
         data_dir=base / paths.get("data_dir", "data"),
         output_dir=output_dir,

@@ -26,7 +26,9 @@ def ensure(config: Config, frameworks, log=print) -> dict[str, str]:
     for name in frameworks:
         fw = config.framework(name)
         root = venv_root(fw.python)
-        if Path(fw.python).exists():
+        if not fw.python:
+            done[name] = "no interpreter configured"
+        elif Path(fw.python).exists():
             done[name] = f"{fw.python} (exists)"
         elif root is None or not fw.requirements:
             done[name] = f"{fw.python} missing; no requirements file to create it from"

@@ -19,6 +19,7 @@ from typing import Callable
 from trainbench import environment, frameworks, idle, outcome, report, runner, sampling, trainer_output
 from trainbench.config import Config, ConfigError, Settings
 from trainbench.devices import Inventory, discover, load_nvml
+from trainbench.errors import NoRetry
 from trainbench.planning import Case, plan
 from trainbench.results import ResultStore, to_json
 from trainbench.trainers import cifar10
@@ -127,7 +128,7 @@ def run_case(config: Config, run_id: str, spec: dict, log: Callable[[str], None]
               "summary": summary, "parameters": summary.get("parameters"),
               "final_loss": parsed.losses[-1] if parsed.losses else None,
               "test_accuracy": summary.get("test_accuracy"),
-              "telemetry": {k: v for k, v in proc.monitors.items() if k != "tree_pids"} | {
+              "telemetry": proc.monitors | {
                   "returncode": proc.returncode, "orphans_reaped": proc.orphans_reaped,
                   "allocator_peak_mib": summary.get("allocator_peak_mib")}}
     result.update(memory_figures(case, proc.monitors))
@@ -177,23 +178,93 @@ def _store(config: Config, run_id: str, result: dict, log: Callable[[str], None]
 
 
 def start_run(config: Config, run_id: str, settings: Settings) -> None:
+    """Record the run and its settings, in the database and beside its raw results."""
+    folder = run_dir(config, run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "run.json").write_text(json.dumps({"run_id": run_id, "settings": settings.as_dict()}, indent=1))
     ResultStore(config.database_url).save_run(run_id, settings.as_dict())
 
 
 def collect(config: Config, run_id: str) -> list[dict]:
-    """The run's rows, after loading any raw result the database does not hold yet."""
+    """The run's current rows, after loading any raw result the database does not hold yet.
+
+    "Current": per case the newest result, so a re-run after a driver upgrade is judged on
+    its new rows while the old ones stay stored.
+    """
     store = ResultStore(config.database_url)
+    folder = run_dir(config, run_id)
+    if (folder / "run.json").is_file():
+        store.save_run(run_id, json.loads((folder / "run.json").read_text())["settings"])
     stored = {(r["case_key"], r["env_key"]) for r in store.rows(run_id)}
-    for raw in sorted((run_dir(config, run_id) / "raw").glob("*.json")):
+    newest: dict[str, tuple[str, str]] = {}
+    for raw in sorted((folder / "raw").glob("*.json"), key=lambda p: p.stat().st_mtime):
         result = json.loads(raw.read_text())
-        if (result["case_key"], result["env_key"]) not in stored:
+        identity = (result["case_key"], result["env_key"])
+        newest[result["case_key"]] = identity
+        if identity not in stored:
             result["started_at"] = dt.datetime.fromisoformat(result["started_at"]) if result.get("started_at") else None
             store.save(result)
-    return store.rows(run_id)
+    rows = store.rows(run_id)
+    return [r for r in rows if newest.get(r["case_key"], (r["case_key"], r["env_key"])) == (r["case_key"], r["env_key"])]
+
+
+class ValidationFailed(NoRetry):
+    """The run's rows broke expectations; nothing is published from them."""
+
+
+def validate(config: Config, run_id: str, planned_case_keys: list[str]) -> dict:
+    """Great Expectations suite over the run's rows; Data Docs kept in the run's folder."""
+    import psutil
+
+    from trainbench import validation
+
+    rows = collect(config, run_id)
+    result = validation.validate(rows, planned_case_keys, run_dir(config, run_id) / "data_docs",
+                                 host_memory_mib=psutil.virtual_memory().total / 2**20)
+    if not result.success:
+        raise ValidationFailed(result.summary())
+    return {"rows": len(rows), "data_docs": str(result.docs_index) if result.docs_index else None,
+            "statistics": result.statistics}
+
+
+def detect_regressions(config: Config, run_id: str, log: Callable[[str], None] = print) -> list[dict]:
+    """Judge every case of the run against its history; store and log the verdicts."""
+    from trainbench import regression
+
+    store = ResultStore(config.database_url)
+    current = collect(config, run_id)
+    history = [r for r in store.rows() if r["run_id"] != run_id]
+    found = [v.to_dict() for v in regression.judge(current, history, store.run_ids(), config.regression)]
+    store.save_verdicts(run_id, found)
+    for v in found:
+        log(f"{v['framework']} | {v['device_set']}: {v['verdict']} ({v['detail']})")
+    return found
+
+
+class RegressionFound(NoRetry):
+    """A case got slower than its history allows, and the run asked to fail on that."""
+
+
+def regression_gate(verdicts: list[dict], fail_on_regression: bool) -> list[str]:
+    """The regressed cases; raises when the run asked to fail on any."""
+    regressed = [f"{v['framework']} | {v['device_set']}: {v['detail']}" for v in verdicts if v["verdict"] == "regressed"]
+    if regressed and fail_on_regression:
+        raise RegressionFound("regressions found:\n" + "\n".join(regressed))
+    return regressed
 
 
 def publish(config: Config, run_id: str) -> dict:
-    """Write the run's reports into its folder and into output/latest."""
+    """Write the run's reports (Markdown, HTML, CSV, Parquet) into its folder and into output/latest."""
+    from trainbench import regression
+
+    store = ResultStore(config.database_url)
     rows = collect(config, run_id)
-    paths = report.write_all(rows, run_dir(config, run_id), config.output_dir / "latest", run_id)
+    everything = store.rows()
+    historical_runs = set(store.run_ids(source="historical"))
+    history = [r for r in everything if r["run_id"] != run_id and r["run_id"] not in historical_runs]
+    paths = report.write_all(
+        rows, run_dir(config, run_id), config.output_dir / "latest", run_id,
+        history=history, verdicts=store.verdicts(), run_order=store.run_ids(),
+        comparisons=regression.driver_comparisons(rows, history),
+        historical=[r for r in everything if r["run_id"] in historical_runs])
     return {"rows": len(rows), **{k: str(v) for k, v in paths.items()}, "database": config.database_url}

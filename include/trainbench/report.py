@@ -1,14 +1,16 @@
-"""Reports of a run: Markdown laid out like the original log, and a CSV of every row.
+"""Reports of a run: Markdown laid out like the original log, CSV and Parquet exports.
 
 The Markdown keeps the log's shape (framework -> device combination -> the command,
 `time`'s real/user/sys, peak memory per device as "(peak - idle)MiB"), so this week's
-table reads like the one the project started from.
+table reads like the one the project started from; regression verdicts, driver
+comparisons and the historical baseline follow it.  The HTML report is html_report.py.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import shlex
 import shutil
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from trainbench.results import CSV_COLUMNS
 
+PEAK_MINUS_IDLE = ("nvml_sampled", "log_peak_minus_idle")
 FRAMEWORK_TITLES = {"neon": "Neon", "mxnet": "MXNet", "pytorch": "PyTorch", "jax": "JAX"}  # the log's order first
 
 
@@ -54,7 +57,7 @@ def report_order(row: dict) -> tuple:
 def memory_line(row: dict) -> str | None:
     """The log's "peak memory    (peak - idle)MiB + ..." line, or the host RSS on the CPU."""
     devices = row.get("devices") or []
-    sampled = [d for d in devices if d["method"] == "nvml_sampled"]
+    sampled = [d for d in devices if d["method"] in PEAK_MINUS_IDLE]
     if sampled:
         return "peak memory    " + " + ".join(f"({d['peak_mib']:.0f} - {d['idle_mib']:.0f})MiB" for d in sampled)
     if devices:
@@ -63,7 +66,8 @@ def memory_line(row: dict) -> str | None:
     return None
 
 
-def markdown(rows: list[dict], run_id: str) -> str:
+def markdown(rows: list[dict], run_id: str, verdicts: list[dict] = (), comparisons: list[dict] = (),
+             historical: list[dict] = ()) -> str:
     rows = sorted(rows, key=report_order)
     out = [f"# trainbench run `{run_id}`", ""]
     env = rows[0].get("environment") or {} if rows else {}
@@ -102,7 +106,35 @@ def markdown(rows: list[dict], run_id: str) -> str:
                         out.append(r["error"])
                 out.append("```")
             out.append("")
+    mine = [v for v in verdicts if v["run_id"] == run_id]
+    if mine:
+        out += ["", "## Regressions against history", "",
+                "| framework | device set | verdict | change | detail |", "|---|---|---|---|---|"]
+        out += [f"| {v['framework']} | {v['device_set']} | {v['verdict']} | "
+                f"{_fmt(v['change'], '+.1%')} | {v['detail']} |" for v in mine]
+    if comparisons:
+        out += ["", "## Driver and framework upgrades", "",
+                "| framework | device set | before | after | before median | after median | after/before |",
+                "|---|---|---|---|---|---|---|"]
+        out += [f"| {c['framework']} | {c['device_set']} | {_versions(c['before'])} | {_versions(c['after'])} | "
+                f"{c['before_median']:.3f} | {c['after_median']:.3f} | {c['ratio']:.3f} |" for c in comparisons]
+    if historical:
+        out += ["", "## Historical baseline (the original log)", "",
+                "| framework | devices | repeat | status | real | user | sys | peak memory (MiB) |",
+                "|---|---|---|---|---|---|---|---|"]
+        out += [f"| {r['framework']} | {r.get('device_names') or r['device_set']} | {r['repeat']} | {r['status']} | "
+                f"{clock(r.get('wall_s'))} | {clock(r.get('user_s'))} | {clock(r.get('sys_s'))} | "
+                f"{_fmt(r.get('peak_mem_mib'), '.0f')} |"
+                for r in sorted(historical, key=report_order)]
     return "\n".join(out).rstrip() + "\n"
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+def _versions(fields: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in fields.items() if v)
 
 
 def csv_text(rows: list[dict]) -> str:
@@ -113,12 +145,28 @@ def csv_text(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def write_all(rows: list[dict], folder: Path, latest: Path, run_id: str) -> dict[str, Path]:
+def frame(rows: list[dict]):
+    """The rows as a DataFrame for CSV/Parquet: scalar columns as they are, nested ones as JSON text."""
+    import pandas as pd
+
+    nested = ("epochs", "summary", "environment", "telemetry", "devices")
+    return pd.DataFrame([{k: json.dumps(v, default=str) if k in nested else v for k, v in r.items()} for r in rows])
+
+
+def write_all(rows: list[dict], folder: Path, latest: Path, run_id: str, *, history: list[dict] = (),
+              verdicts: list[dict] = (), run_order: list[str] = (), comparisons: list[dict] = (),
+              historical: list[dict] = ()) -> dict[str, Path]:
     """Write every report into the run's folder and copy them to the stable latest path."""
+    from trainbench import html_report
+
     folder.mkdir(parents=True, exist_ok=True)
-    files = {"markdown": folder / "report.md", "csv": folder / "results.csv"}
-    files["markdown"].write_text(markdown(rows, run_id))
+    files = {"markdown": folder / "report.md", "html": folder / "report.html", "csv": folder / "results.csv",
+             "parquet": folder / "results.parquet"}
+    files["markdown"].write_text(markdown(rows, run_id, verdicts, comparisons, historical))
+    files["html"].write_text(html_report.render(run_id, rows, list(history), list(verdicts), list(comparisons),
+                                                list(historical), list(run_order)))
     files["csv"].write_text(csv_text(rows))
+    frame(rows).to_parquet(files["parquet"], index=False)
     latest.mkdir(parents=True, exist_ok=True)
     for path in files.values():
         shutil.copy2(path, latest / path.name)

@@ -1,6 +1,7 @@
 """The results database: one row per case x repeat x environment, per-device memory beside it.
 
-SQLAlchemy Core, so the same code runs on the embedded SQLite file and on PostgreSQL.
+SQLAlchemy Core, so the same code runs on the embedded SQLite file and on PostgreSQL; the
+schema is created and upgraded by Alembic migrations (include/trainbench/migrations).
 Writes are idempotent: saving a result again for the same run, case and environment
 replaces it (a retried task never duplicates a row); a new environment adds rows.
 """
@@ -10,9 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+from pathlib import Path
 
 import sqlalchemy as sa
 
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+VERSION_TABLE = "trainbench_schema_version"
 metadata = sa.MetaData()
 
 runs = sa.Table(
@@ -38,7 +42,7 @@ results = sa.Table(
     sa.Column("user_s", sa.Float),
     sa.Column("sys_s", sa.Float),
     sa.Column("peak_mem_mib", sa.Float),
-    sa.Column("peak_mem_method", sa.String(64)),
+    sa.Column("peak_mem_method", sa.String(120)),
     sa.Column("images_per_s", sa.Float),
     sa.Column("parameters", sa.Integer),
     sa.Column("final_loss", sa.Float),
@@ -61,9 +65,26 @@ device_memory = sa.Table(
     sa.Column("name", sa.String(100)),
     sa.Column("idle_mib", sa.Float),
     sa.Column("peak_mib", sa.Float),
-    sa.Column("used_mib", sa.Float, nullable=False),
+    sa.Column("used_mib", sa.Float),
     sa.Column("method", sa.String(64), nullable=False),
 )
+
+verdicts = sa.Table(
+    "verdicts", metadata,
+    sa.Column("run_id", sa.String(250), sa.ForeignKey("runs.run_id"), primary_key=True),
+    sa.Column("framework", sa.String(32), primary_key=True),
+    sa.Column("device_set", sa.String(250), primary_key=True),
+    sa.Column("env_key", sa.String(64), primary_key=True),
+    sa.Column("metric", sa.String(32), primary_key=True),
+    sa.Column("verdict", sa.String(32), nullable=False),
+    sa.Column("current", sa.Float),
+    sa.Column("baseline", sa.Float),
+    sa.Column("change", sa.Float),
+    sa.Column("p_value", sa.Float),
+    sa.Column("history_runs", sa.Integer, nullable=False),
+    sa.Column("detail", sa.Text),
+)
+sa.Index("ix_results_case", results.c.framework, results.c.device_set, results.c.env_key)
 
 CSV_COLUMNS = ("run_id", "framework", "device_set", "repeat", "status", "wall_s", "user_s", "sys_s",
                "peak_mem_mib", "images_per_s", "error")
@@ -74,6 +95,18 @@ def default_sqlite_url(output_dir: str | os.PathLike) -> str:
     return f"sqlite:///{os.path.join(output_dir, 'results.db')}"
 
 
+def migrate(engine: sa.Engine, revision: str = "head") -> None:
+    """Bring the schema to `revision` (Alembic; its own version table, so it can share a database)."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
 class ResultStore:
     def __init__(self, url: str):
         if url.startswith("sqlite:///"):
@@ -81,7 +114,7 @@ class ResultStore:
         self.engine = sa.create_engine(url)
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", lambda conn, _: conn.execute("PRAGMA foreign_keys=ON"))
-        metadata.create_all(self.engine)
+        migrate(self.engine)
 
     def save_run(self, run_id: str, settings: dict, source: str = "trainbench") -> None:
         with self.engine.begin() as conn:
@@ -123,9 +156,24 @@ class ResultStore:
             r["devices"] = devices.get(r["id"], [])
         return rows
 
-    def run_ids(self) -> list[str]:
+    def run_ids(self, source: str | None = None) -> list[str]:
+        """Run ids, oldest first (of one source if given: "trainbench" or "historical")."""
+        query = sa.select(runs.c.run_id).order_by(runs.c.created_at, runs.c.run_id)
+        if source:
+            query = query.where(runs.c.source == source)
         with self.engine.connect() as conn:
-            return list(conn.execute(sa.select(runs.c.run_id).order_by(runs.c.created_at)).scalars())
+            return list(conn.execute(query).scalars())
+
+    def save_verdicts(self, run_id: str, found: list[dict]) -> None:
+        """Replace the run's regression verdicts."""
+        with self.engine.begin() as conn:
+            conn.execute(verdicts.delete().where(verdicts.c.run_id == run_id))
+            if found:
+                conn.execute(verdicts.insert(), [{**v, "run_id": run_id} for v in found])
+
+    def verdicts(self) -> list[dict]:
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(sa.select(verdicts))]
 
 
 def to_json(result: dict) -> str:

@@ -74,7 +74,7 @@ class HostRssMonitor(_Sampler):
     def stop(self) -> dict:
         self._join()
         return {"host_peak_rss_mib": self.peak_bytes / MIB, "host_rss_samples": self.samples,
-                "tree_pids": sorted(self.pids)}
+                "tree_processes": len(self.pids)}
 
 
 # NVML clock-event ("throttle") reason bits, named as nvidia-smi names them.

@@ -1,0 +1,49 @@
+"""Shared set-up of the benchmarks: a trainer command on synthetic data, from the project's config."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+from pathlib import Path
+
+from trainbench import config, devices, frameworks
+from trainbench.pipeline import prepare_dataset
+from trainbench.planning import Case, resolve_device_set
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=doc)
+    p.add_argument("--framework", default="pytorch")
+    p.add_argument("--device-set", default=None, help='default: "0" on a GPU host, else "cpu"')
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--train-images", type=int, default=4096, help="0 for the whole set")
+    p.add_argument("--pairs", type=int, default=5)
+    return p
+
+
+def trainer_launch(args) -> tuple[frameworks.LaunchSpec, Case, devices.Inventory]:
+    cfg = config.load()
+    inv = devices.discover()
+    text = args.device_set or ("0" if inv.gpus else "cpu")
+    case = Case(args.framework, resolve_device_set(text, inv), 1)
+    dataset = prepare_dataset(cfg, cfg.settings.overridden(dataset="auto"))
+    job = frameworks.TrainingJob(data_dir=dataset["data_dir"], epochs=args.epochs, batch_size=128, seed=0,
+                                 train_images=args.train_images or None)
+    return frameworks.launch_spec(cfg.framework(args.framework), case, job), case, inv
+
+
+def child_env(spec: frameworks.LaunchSpec) -> dict[str, str]:
+    return {**os.environ, **spec.env}
+
+
+def median_ratio(pairs: list[tuple[float, float]]) -> float:
+    return statistics.median(a / b for a, b in pairs if b)
+
+
+def describe(label: str, pairs: list[tuple[float, float]]) -> str:
+    ratios = sorted(a / b for a, b in pairs if b)
+    return f"{label}: median ratio {statistics.median(ratios):.4f} (min {ratios[0]:.4f}, max {ratios[-1]:.4f}, n={len(ratios)})"
+
+
+ROOT = Path(__file__).resolve().parents[1]

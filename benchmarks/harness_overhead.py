@@ -1,0 +1,50 @@
+"""What does measuring cost? The same trainer run bare (plain subprocess) and through the
+runner with every sampler on, alternated over several pairs; prints the median wall ratio
+(target <= 1.01) and the trainer's steady-state images/s ratio (target >= 0.995).
+
+    .venv/bin/python benchmarks/harness_overhead.py --pairs 5
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+from _common import child_env, describe, parser, trainer_launch
+from trainbench import devices, runner, sampling
+
+
+def monitors(case) -> list:
+    found = [sampling.HostRssMonitor()]
+    if case.device_set.kind == "gpu":
+        nvml, _ = devices.load_nvml()
+        found.append(sampling.GpuMonitor(nvml, case.device_set.gpu_uuids))
+    return found
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0]).parse_args()
+    spec, case, _ = trainer_launch(args)
+    env = child_env(spec)
+    walls, rates, samples = [], [], []
+    for i in range(args.pairs):
+        started = time.perf_counter()
+        bare = subprocess.run(spec.argv, env=env, capture_output=True, text=True, check=True)
+        bare_wall = time.perf_counter() - started
+        bare_rate = spec.parse(bare.stdout.splitlines()).steady_images_per_s
+        mons = monitors(case)
+        measured = runner.run(spec.argv, env=env, monitors=mons)
+        rate = spec.parse(measured.stdout_lines).steady_images_per_s
+        walls.append((measured.wall_s, bare_wall))
+        rates.append((rate, bare_rate))
+        samples.append(measured.monitors.get("gpu_samples", measured.monitors["host_rss_samples"]))
+        print(f"pair {i + 1}: bare {bare_wall:.3f} s {bare_rate:.1f} images/s | "
+              f"runner {measured.wall_s:.3f} s {rate:.1f} images/s, {samples[-1]} samples", flush=True)
+    print(f"{case.label}, {args.epochs} epochs, {args.train_images} images, samplers: "
+          f"{', '.join(type(m).__name__ for m in monitors(case))}")
+    print(describe("wall      runner/bare", walls) + "  (target <= 1.01)")
+    print(describe("images/s  runner/bare", rates) + "  (target >= 0.995)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Regression detection on synthetic histories: quiet on noise, loud on a real step."""
+
+import numpy as np
+import pytest
+
+from trainbench.config import RegressionPolicy as Policy
+from trainbench.regression import driver_comparisons, judge
+
+ENV_OLD = {"framework": "pytorch", "driver_version": "570.86", "cuda_driver_version": "12.8", "gpu_names": ["H100"],
+           "framework_packages": {"torch": "2.11.0"}, "epochs": 10, "batch_size": 128, "data_kind": "real"}
+ENV_NEW = {**ENV_OLD, "driver_version": "580.65", "cuda_driver_version": "13.0"}
+
+
+def rows(run_id, values, env_key="k1", env=ENV_OLD, status="ok", device_set="0"):
+    return [{"run_id": run_id, "framework": "pytorch", "device_set": device_set, "env_key": env_key,
+             "status": status, "wall_s": v, "images_per_s": 50_000 / v, "environment": env, "repeat": i + 1}
+            for i, v in enumerate(values)]
+
+
+def history(n_runs=6, level=10.0, noise=0.02, seed=0, **kw):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n_runs):
+        out += rows(f"run{i}", list(level * (1 + rng.uniform(-noise, noise, 3))), **kw)
+    return out, [f"run{i}" for i in range(n_runs)]
+
+
+def one(current, hist, order, **kw):
+    (v,) = judge(current, hist, order, **kw)
+    return v
+
+
+def test_noise_within_the_band_is_stable():
+    hist, order = history()
+    for seed in range(5):
+        now = list(10.0 * (1 + np.random.default_rng(100 + seed).uniform(-0.02, 0.02, 3)))
+        v = one(rows("now", now), hist, order)
+        assert v.verdict == "stable", v.detail
+
+
+def test_a_ten_percent_step_is_flagged_both_ways():
+    hist, order = history()
+    slow = one(rows("now", [11.0, 11.1, 10.95]), hist, order)
+    assert slow.verdict == "regressed" and slow.change == pytest.approx(0.1, abs=0.02) and slow.p_value < 0.05
+    fast = one(rows("now", [9.0, 8.95, 9.05]), hist, order)
+    assert fast.verdict == "improved"
+    assert one(rows("now", [11.0, 11.1, 10.95]), hist, order, metric="images_per_s").verdict == "regressed"
+
+
+def test_a_significant_but_small_change_is_not_flagged():
+    hist, order = history(noise=0.002)
+    v = one(rows("now", [10.3, 10.31, 10.29]), hist, order)
+    assert v.verdict == "stable" and v.p_value < 0.05 and abs(v.change) < 0.05
+
+
+def test_a_step_inside_wide_noise_is_not_flagged():
+    hist, order = history(noise=0.25, seed=3)
+    assert one(rows("now", [11.0, 10.2, 11.6]), hist, order).verdict == "stable"
+
+
+def test_single_repeat_uses_a_z_score_against_run_medians():
+    hist, order = history(n_runs=6)
+    v = one(rows("now", [11.5]), hist, order)
+    assert v.verdict == "regressed" and "z-score" in v.detail
+
+
+def test_driver_change_is_a_new_environment_and_is_compared_side_by_side():
+    hist, order = history()
+    now = rows("now", [9.5, 9.6, 9.4], env_key="k2", env=ENV_NEW)
+    v = one(now, hist, order)
+    assert v.verdict == "new environment" and v.change is None
+    (cmp,) = driver_comparisons(now, hist)
+    assert cmp["before"]["driver_version"] == "570.86" and cmp["after"]["driver_version"] == "580.65"
+    assert cmp["ratio"] == pytest.approx(9.5 / 10.0, abs=0.02)
+
+
+def test_too_little_history():
+    assert one(rows("now", [10.0, 10.1, 10.2]), [], []).verdict == "insufficient history"
+    hist, order = history(n_runs=1)
+    assert one(rows("now", [12.0, 12.1, 12.2]), hist, order).verdict == "insufficient history"
+    assert one(rows("now", [1.0], status="crashed"), *history()).verdict == "insufficient history"
+
+
+def test_lookback_window_only_uses_recent_runs():
+    old, _ = history(n_runs=4, level=20.0)
+    recent, _ = history(n_runs=4, level=10.0, seed=1)
+    recent = [{**r, "run_id": "new" + r["run_id"]} for r in recent]
+    order = [f"run{i}" for i in range(4)] + [f"newrun{i}" for i in range(4)]
+    v = one(rows("now", [10.0, 10.05, 9.98]), old + recent, order, policy=Policy(lookback_runs=4))
+    assert v.verdict == "stable" and v.baseline == pytest.approx(10.0, rel=0.03)
+    v = one(rows("now", [10.0, 10.05, 9.98]), old + recent, order, policy=Policy(lookback_runs=8))
+    assert v.baseline > 12

@@ -1,0 +1,98 @@
+"""Reports rendered from stored runs: the log's Markdown layout, HTML with every chart, CSV and Parquet."""
+
+import datetime as dt
+import html.parser
+import re
+
+import pandas as pd
+import pytest
+
+from trainbench import config, historical, pipeline, report
+from trainbench.results import ResultStore
+
+from conftest import write_config
+from test_historical import REFERENCE
+from test_results import result
+
+
+def log_blocks(text: str) -> dict[str, list[str]]:
+    """The original log's runs as "### title" -> normalised code-block lines."""
+    blocks, title, inside, lines = {}, None, False, []
+    for line in text.splitlines():
+        if line.startswith("### "):
+            title = line[4:].strip()
+        elif line.strip() == "```":
+            if inside:
+                blocks.setdefault(title, []).append([re.sub(r"\s+", " ", l.replace("$ ", "")).strip() for l in lines])
+            inside, lines = not inside, []
+        elif inside:
+            lines.append(line)
+    return blocks
+
+
+def test_markdown_of_the_historical_rows_reproduces_the_original_log():
+    original = REFERENCE.read_text()
+    rows = historical.parse_log(original, REFERENCE.name)
+    ours = log_blocks(report.markdown(rows, "historical"))
+    theirs = log_blocks(original)
+    for title, blocks in theirs.items():
+        for block in blocks:
+            if block[1] == "(crashed)":
+                assert block[:2] in [b[:2] for b in ours[title]]
+            else:
+                assert block in ours[title], (title, block, ours[title])
+
+
+class _Html(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.images, self.tables, self.headings = [], 0, []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append((attrs["alt"], attrs["src"][:22]))
+        self.tables += tag == "table"
+
+    def handle_data(self, data):
+        if self.lasttag in ("h1", "h2") and data.strip():
+            self.headings.append(data.strip())
+
+
+@pytest.fixture
+def stored_history(tmp_path):
+    """Five weekly runs of a GPU case (the last one 10 % slower), a 2-GPU case, and the historical log."""
+    cfg = config.load(write_config(tmp_path))
+    store = ResultStore(cfg.database_url)
+    for week in range(5):
+        run = f"scheduled__2026-11-{2 + 7 * week:02d}"
+        pipeline.start_run(cfg, run, cfg.settings)
+        for rep in (1, 2, 3):
+            wall = 10.0 * (1.1 if week == 4 else 1.0) + 0.01 * rep
+            for ds, names, speed in (("0", "NVIDIA H100", 1.0), ("0,1", "NVIDIA H100 + NVIDIA H100", 1.8)):
+                r = result(run_id=run, case_key=f"pytorch__{ds.replace(',', '-')}__r{rep}", wall=wall / speed)
+                r.update(device_set=ds, device_names=names, repeat=rep, images_per_s=50_000 * speed / wall,
+                         started_at=dt.datetime(2026, 11, 2 + 7 * week, tzinfo=dt.timezone.utc))
+                pipeline._store(cfg, run, r, log=lambda m: None)
+    historical.import_log(store, REFERENCE)
+    return cfg, store, run
+
+
+def test_publish_writes_every_format_with_charts_and_the_verdicts(stored_history):
+    cfg, store, run = stored_history
+    verdicts = pipeline.detect_regressions(cfg, run, log=lambda m: None)
+    assert {v["device_set"]: v["verdict"] for v in verdicts} == {"0": "regressed", "0,1": "regressed"}
+    out = pipeline.publish(cfg, run)
+    page = _Html()
+    page.feed(open(out["html"]).read())
+    assert {alt for alt, _ in page.images} == {"Wall time", "Steady-state images/s", "Memory per device", "Scaling",
+                                              "History per case"}
+    assert all(src == "data:image/png;base64," for _, src in page.images)
+    assert {"Results", "Scaling", "Regressions", "Historical baseline (the original log)"} <= set(page.headings)
+    md = open(out["markdown"]).read()
+    assert "| pytorch | 0 | regressed | +10.0% |" in md and "## Historical baseline (the original log)" in md
+    assert "peak memory    (1505 - 480)MiB" in md
+    parquet = pd.read_parquet(out["parquet"])
+    csv = pd.read_csv(out["csv"])
+    assert len(parquet) == len(csv) == 6 and set(parquet["device_set"]) == {"0", "0,1"}
+    assert (cfg.output_dir / "latest" / "report.html").read_text() == open(out["html"]).read()

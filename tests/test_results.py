@@ -1,0 +1,99 @@
+"""The results store on SQLite and PostgreSQL: round trips, migrations, idempotency, outage fallback."""
+
+import datetime as dt
+import json
+
+import pytest
+import sqlalchemy as sa
+
+from trainbench import config, devices, pipeline
+from trainbench.results import ResultStore, metadata
+
+from conftest import write_config
+
+
+def result(run_id="r1", case_key="pytorch__0__r1", env_key="e1", wall=12.5, status="ok"):
+    return {"run_id": run_id, "case_key": case_key, "env_key": env_key, "framework": "pytorch", "device_set": "0",
+            "device_names": "NVIDIA H100", "repeat": 1, "status": status, "wall_s": wall, "user_s": 10.0,
+            "sys_s": 1.5, "peak_mem_mib": 1025.0, "peak_mem_method": "NVML", "images_per_s": 78000.0,
+            "parameters": 420096, "final_loss": 0.5, "test_accuracy": 0.7, "error": None, "command": "python t.py",
+            "started_at": dt.datetime(2026, 11, 23, 3, 0, tzinfo=dt.timezone.utc),
+            "epochs": [{"epoch": 1, "seconds": 0.7, "loss": 1.2}], "summary": {"parameters": 420096},
+            "environment": {"driver_version": "580.65"}, "telemetry": {"gpu_samples": 2076},
+            "devices": [{"device": "GPU-1", "name": "NVIDIA H100", "idle_mib": 480.0, "peak_mib": 1505.0,
+                         "used_mib": 1025.0, "method": "nvml_sampled"},
+                        {"device": "GPU-1", "name": "NVIDIA H100", "idle_mib": None, "peak_mib": None,
+                         "used_mib": 1016.0, "method": "nvml_accounting"}]}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    url = f"sqlite:///{tmp_path}/results.db" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    s = ResultStore(url)
+    yield s
+    if request.param == "postgresql":
+        metadata.drop_all(s.engine)
+        with s.engine.begin() as conn:
+            conn.execute(sa.text("DROP TABLE IF EXISTS trainbench_schema_version"))
+    s.engine.dispose()
+
+
+def test_round_trip_keeps_every_field_and_device(store):
+    store.save_run("r1", {"epochs": 10})
+    store.save(result())
+    (row,) = store.rows("r1")
+    expected = result()
+    for key in ("status", "wall_s", "device_names", "epochs", "environment", "telemetry", "parameters"):
+        assert row[key] == expected[key]
+    assert row["started_at"].replace(tzinfo=dt.timezone.utc) == expected["started_at"]
+    assert [(d["method"], d["used_mib"]) for d in row["devices"]] == [("nvml_sampled", 1025.0),
+                                                                      ("nvml_accounting", 1016.0)]
+
+
+def test_retry_replaces_and_a_new_environment_adds(store):
+    store.save_run("r1", {})
+    store.save(result(wall=12.5, status="crashed"))
+    store.save(result(wall=11.0))
+    assert [(r["status"], r["wall_s"], len(r["devices"])) for r in store.rows("r1")] == [("ok", 11.0, 2)]
+    store.save(result(env_key="e2-new-driver", wall=10.0))
+    assert sorted(r["env_key"] for r in store.rows("r1")) == ["e1", "e2-new-driver"]
+    store.save_run("r1", {"changed": True})
+    assert store.run_ids() == ["r1"]
+
+
+def test_migrations_build_exactly_the_declared_schema(store):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert [d for d in diff if not (isinstance(d, tuple) and d[0] == "remove_table"
+                                    and d[1].name == "trainbench_schema_version")] == []
+    ResultStore(str(store.engine.url.render_as_string(hide_password=False)))  # upgrading again is a no-op
+
+
+def test_verdicts_are_replaced_per_run(store):
+    store.save_run("r1", {})
+    v = {"framework": "pytorch", "device_set": "0", "env_key": "e1", "metric": "wall_s", "verdict": "stable",
+         "current": 1.0, "baseline": 1.0, "change": 0.0, "p_value": 0.5, "history_runs": 3, "detail": "x"}
+    store.save_verdicts("r1", [v])
+    store.save_verdicts("r1", [{**v, "verdict": "regressed"}])
+    assert [x["verdict"] for x in store.verdicts()] == ["regressed"]
+
+
+def test_database_outage_loses_nothing(tmp_path, synthetic_data):
+    """A case measured while the database is down keeps its raw JSON; collect loads it later."""
+    cfg = config.load(write_config(tmp_path, epochs=1, train_images=256))
+    down = config.Config(**{**cfg.__dict__, "database_url": "postgresql+psycopg://postgres@127.0.0.1:1/none"})
+    (spec,) = pipeline.plan_matrix(cfg.settings, devices.discover().to_dict(),
+                                   {"kind": "synthetic", "data_dir": synthetic_data})
+    with pytest.raises(sa.exc.OperationalError):
+        pipeline.start_run(down, "outage", cfg.settings)
+    with pytest.raises(sa.exc.OperationalError):
+        pipeline.run_case(down, "outage", spec, log=lambda m: None)
+    (raw,) = (pipeline.run_dir(cfg, "outage") / "raw").glob("*.json")
+    assert json.loads(raw.read_text())["status"] == "ok"
+    rows = pipeline.collect(cfg, "outage")
+    assert [(r["case_key"], r["status"]) for r in rows] == [("pytorch__cpu__r1", "ok")]
+    assert rows[0]["wall_s"] > 0 and rows[0]["devices"][0]["method"] == "host_rss"
+    assert len(pipeline.collect(cfg, "outage")) == 1
