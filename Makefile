@@ -15,7 +15,8 @@ export AIRFLOW__CORE__UNIT_TEST_MODE := False
 export TRAINBENCH_CONFIG ?= $(CURDIR)/trainbench.toml
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-DEMO_CONF := {"epochs": 1, "train_images": 4000, "device_sets": ["cpu", "cpu:2"], "repeats": 1}
+DEMO_CONF := {"epochs": 2, "train_images": 2000, "device_sets": ["cpu", "cpu:2"], "repeats": 1}
+REFERENCE_LOG := include/reference/000_8ad6f2660727c232.txt
 
 .PHONY: demo test setup envs airflow-init clean
 
@@ -40,14 +41,18 @@ $(AIRFLOW_HOME)/.initialized: $(BIN)/.installed
 airflow-init: $(AIRFLOW_HOME)/.initialized
 
 demo: setup
+	$(BIN)/python -m trainbench import-log $(REFERENCE_LOG)
 	$(BIN)/airflow dags test cifar10_benchmark -c '$(DEMO_CONF)' > $(AIRFLOW_HOME)/demo-run.log 2>&1 \
 	  || { tail -n 60 $(AIRFLOW_HOME)/demo-run.log; exit 1; }
 	@grep -E "epoch [0-9]+ .*images/s|: (ok|crashed|timeout|oom|unsupported|unavailable|busy) in" $(AIRFLOW_HOME)/demo-run.log | sed -E 's/^.*\[info *\] //; s/ \[airflow[^]]*\].*$$//' || true
 	@$(BIN)/python -m trainbench results --run-id latest --format table
 	@echo
 	@cat output/latest/report.md
+	@echo
+	@echo "Published tables of this run (also under output/runs/<run id>/, with raw JSON and Data Docs):"
+	@ls -1 $(CURDIR)/output/latest/*
+	@echo "Results database: $(CURDIR)/output/results.db (python -m trainbench results --format csv)"
 	@echo "Airflow log of this run: $(AIRFLOW_HOME)/demo-run.log"
-	@$(BIN)/python -m trainbench report --run-id latest
 
 test: setup
 	$(BIN)/python -m pytest -q

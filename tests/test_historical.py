@@ -10,7 +10,7 @@ from trainbench import environment
 from trainbench.historical import import_log, parse_log
 from trainbench.results import RESULT_FIELDS, ResultStore
 
-REFERENCE = Path(__file__).parent / "fixtures" / "000_8ad6f2660727c232.txt"  # a copy of shared/reference/
+REFERENCE = Path(__file__).parents[1] / "include" / "reference" / "000_8ad6f2660727c232.txt"  # the original log
 
 RUNS = [("neon", "0,1,2", "crashed", 1), ("neon", "0,1", "ok", 1), ("neon", "0", "ok", 1), ("neon", "2", "ok", 1),
         ("mxnet", "0,1,2", "ok", 1), ("mxnet", "0,1", "ok", 1), ("mxnet", "0", "ok", 1), ("mxnet", "2", "ok", 1),

@@ -73,10 +73,10 @@ def cmd_run(cfg, args) -> int:
 
 
 def _run_id(store: ResultStore, run_id: str | None) -> str | None:
-    """"latest" names the newest stored run."""
+    """"latest" names the newest benchmark run (historical imports aside)."""
     if run_id != "latest":
         return run_id
-    ids = store.run_ids()
+    ids = store.run_ids(source="trainbench")
     if not ids:
         raise ConfigError("no runs stored yet")
     return ids[-1]

@@ -106,7 +106,7 @@ def markdown(rows: list[dict], run_id: str, verdicts: list[dict] = (), compariso
                         out.append(r["error"])
                 out.append("```")
             out.append("")
-    mine = [v for v in verdicts if v["run_id"] == run_id]
+    mine = sorted((v for v in verdicts if v["run_id"] == run_id), key=lambda v: report_order({**v, "repeat": 0}))
     if mine:
         out += ["", "## Regressions against history", "",
                 "| framework | device set | verdict | change | detail |", "|---|---|---|---|---|"]
