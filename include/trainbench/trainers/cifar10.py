@@ -1,12 +1,16 @@
-"""CIFAR-10 in its "python version" on-disk format, read and written with numpy only.
+"""CIFAR-10 in its "python version" on-disk format, read and written with numpy only,
+and the contract every trainer shares: its command-line flags and its JSON-lines output.
 
 Every trainer imports this module (it sits beside them) so that all frameworks read the
-same bytes the same way.  The synthetic writer produces the same files as the real
-distribution, so the real loader is exercised on every run.
+same bytes the same way and speak to the harness the same way.  The synthetic writer
+produces the same files as the real distribution, so the real loader is exercised on
+every run.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import pickle
 from dataclasses import dataclass
@@ -128,3 +132,23 @@ def _dump(path: str, obj: dict) -> None:
     with open(tmp, "wb") as f:
         pickle.dump(obj, f, protocol=2)
     os.replace(tmp, path)
+
+
+def trainer_arguments(description: str) -> argparse.ArgumentParser:
+    """The flags every trainer accepts; the harness passes the same ones to each framework."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--train-images", type=int, default=None)
+    p.add_argument("--test-images", type=int, default=None)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    return p
+
+
+def emit(event: str, **fields) -> None:
+    """One trainer event (`start`, `epoch`, `summary`) as one JSON line on stdout."""
+    print(json.dumps({"event": event, **fields}), flush=True)

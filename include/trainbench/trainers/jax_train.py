@@ -13,7 +13,6 @@ Output contract (shared by every trainer): one JSON object per line on stdout, a
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -67,21 +66,8 @@ def forward(params, stats, x, train):
     return jax.nn.relu(x) @ params["fc2"], new
 
 
-def emit(event: str, **fields) -> None:
-    print(json.dumps({"event": event, **fields}), flush=True)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", required=True)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--train-images", type=int, default=None)
-    p.add_argument("--test-images", type=int, default=None)
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p = cifar10.trainer_arguments(__doc__.splitlines()[0])
     p.add_argument("--devices", type=int, default=1, help="devices of that kind this process trains on")
     return p.parse_args(argv)
 
@@ -131,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     velocity = jax.tree.map(jnp.zeros_like, params)
     parameters = sum(p.size for p in jax.tree.leaves(params))
     version = jax.__version__
-    emit("start", framework="jax", framework_version=version, devices=args.devices, device=args.device,
-         train_images=n, steps_per_epoch=steps, parameters=parameters)
+    cifar10.emit("start", framework="jax", framework_version=version, devices=args.devices, device=args.device,
+                 train_images=n, steps_per_epoch=steps, parameters=parameters)
 
     def train_step(state, totals, x_all, y_all, index, i):
         """One SGD step on global batch `index[i]`, gathered from the resident training set."""
@@ -162,9 +148,9 @@ def main(argv: list[str] | None = None) -> int:
             state, totals = step(state, totals, x_train, y_train, index, i)
         jax.block_until_ready(totals)
         seconds = time.perf_counter() - start
-        emit("epoch", epoch=epoch, seconds=seconds, images=steps * args.batch_size,
-             images_per_s=steps * args.batch_size / seconds,
-             loss=float(totals[0]) / steps, accuracy=int(totals[1]) / (steps * args.batch_size))
+        cifar10.emit("epoch", epoch=epoch, seconds=seconds, images=steps * args.batch_size,
+                     images_per_s=steps * args.batch_size / seconds,
+                     loss=float(totals[0]) / steps, accuracy=int(totals[1]) / (steps * args.batch_size))
 
     params, _, stats = state
     predict = jax.jit(lambda params, stats, x: forward(params, stats, x, False)[0].argmax(1))
@@ -177,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         memory = [d.memory_stats() for d in devices]
         if all(m and "peak_bytes_in_use" in m for m in memory):
             summary["allocator_peak_mib"] = {"peak_bytes_in_use": [m["peak_bytes_in_use"] / MIB for m in memory]}
-    emit("summary", test_accuracy=hits / max(1, len(test.labels)), test_images=len(test.labels), **summary)
+    cifar10.emit("summary", test_accuracy=hits / max(1, len(test.labels)), test_images=len(test.labels), **summary)
     return 0
 
 

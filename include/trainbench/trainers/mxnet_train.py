@@ -14,7 +14,6 @@ Output contract (shared by every trainer): one JSON object per line on stdout, a
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
@@ -39,21 +38,8 @@ def build_model() -> nn.HybridSequential:
     return net
 
 
-def emit(event: str, **fields) -> None:
-    print(json.dumps({"event": event, **fields}), flush=True)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", required=True)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--train-images", type=int, default=None)
-    p.add_argument("--test-images", type=int, default=None)
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p = cifar10.trainer_arguments(__doc__.splitlines()[0])
     p.add_argument("--devices", type=int, default=1, help="contexts of that kind to use in this process")
     return p.parse_args(argv)
 
@@ -81,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
                             {"learning_rate": args.lr, "momentum": args.momentum, "wd": 0.0},
                             kvstore="device" if args.device == "cuda" else "local")
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
-    emit("start", framework="mxnet", framework_version=mx.__version__, devices=len(ctxs),
-         device=args.device, train_images=n, steps_per_epoch=steps, parameters=parameters)
+    cifar10.emit("start", framework="mxnet", framework_version=mx.__version__, devices=len(ctxs),
+                 device=args.device, train_images=n, steps_per_epoch=steps, parameters=parameters)
 
     images = steps * args.batch_size
     for epoch in range(1, args.epochs + 1):
@@ -104,18 +90,18 @@ def main(argv: list[str] | None = None) -> int:
                 correct[k] += (out.argmax(axis=1) == yb).sum()
         mx.nd.waitall()
         seconds = time.perf_counter() - start
-        emit("epoch", epoch=epoch, seconds=seconds, images=images, images_per_s=images / seconds,
-             loss=sum(v.asscalar() for v in loss_sum) / images,
-             accuracy=sum(v.asscalar() for v in correct) / images)
+        cifar10.emit("epoch", epoch=epoch, seconds=seconds, images=images, images_per_s=images / seconds,
+                     loss=sum(v.asscalar() for v in loss_sum) / images,
+                     accuracy=sum(v.asscalar() for v in correct) / images)
 
     hits = 0
     for i in range(0, len(test.labels), 1000):
         out = net(mx.nd.array(test.images[i:i + 1000], ctx=ctxs[0]))
         hits += int((out.argmax(axis=1) == mx.nd.array(test.labels[i:i + 1000], ctx=ctxs[0])).sum().asscalar())
-    emit("summary", test_accuracy=hits / max(1, len(test.labels)), test_images=len(test.labels),
-         framework="mxnet", framework_version=mx.__version__, parameters=parameters, devices=len(ctxs),
-         device=args.device, train_images=n, batch_size=args.batch_size, epochs=args.epochs,
-         synthetic_data=cifar10.is_synthetic(args.data_dir))
+    cifar10.emit("summary", test_accuracy=hits / max(1, len(test.labels)), test_images=len(test.labels),
+                 framework="mxnet", framework_version=mx.__version__, parameters=parameters, devices=len(ctxs),
+                 device=args.device, train_images=n, batch_size=args.batch_size, epochs=args.epochs,
+                 synthetic_data=cifar10.is_synthetic(args.data_dir))
     return 0
 
 

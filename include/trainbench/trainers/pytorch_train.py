@@ -12,7 +12,6 @@ Output contract (shared by every trainer): one JSON object per line on stdout, a
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -41,21 +40,8 @@ def build_model() -> nn.Module:
     return model
 
 
-def emit(event: str, **fields) -> None:
-    print(json.dumps({"event": event, **fields}), flush=True)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", required=True)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--train-images", type=int, default=None)
-    p.add_argument("--test-images", type=int, default=None)
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p = cifar10.trainer_arguments(__doc__.splitlines()[0])
     return p.parse_args(argv)
 
 
@@ -86,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     opt = torch.optim.SGD(net.parameters(), lr=args.lr, momentum=args.momentum)
     if rank == 0:
-        emit("start", framework="pytorch", framework_version=torch.__version__, devices=world,
-             device=args.device, train_images=n, steps_per_epoch=steps, parameters=parameters)
+        cifar10.emit("start", framework="pytorch", framework_version=torch.__version__, devices=world,
+                     device=args.device, train_images=n, steps_per_epoch=steps, parameters=parameters)
 
     for epoch in range(1, args.epochs + 1):
         order = cifar10.epoch_order(n, args.seed, epoch)[: steps * args.batch_size]
@@ -113,9 +99,9 @@ def main(argv: list[str] | None = None) -> int:
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - start
         if rank == 0:
-            emit("epoch", epoch=epoch, seconds=seconds, images=steps * args.batch_size,
-                 images_per_s=steps * args.batch_size / seconds,
-                 loss=totals[0].item() / (steps * world), accuracy=totals[1].item() / (steps * args.batch_size))
+            cifar10.emit("epoch", epoch=epoch, seconds=seconds, images=steps * args.batch_size,
+                         images_per_s=steps * args.batch_size / seconds,
+                         loss=totals[0].item() / (steps * world), accuracy=totals[1].item() / (steps * args.batch_size))
 
     summary = {"framework": "pytorch", "framework_version": torch.__version__, "parameters": parameters,
                "devices": world, "device": args.device, "train_images": n, "batch_size": args.batch_size,
@@ -140,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         with torch.no_grad():
             for i in range(0, len(y_test), 1000):
                 hits += (model(x_test[i:i + 1000].to(device)).argmax(1).cpu() == y_test[i:i + 1000]).sum().item()
-        emit("summary", test_accuracy=hits / max(1, len(y_test)), test_images=len(y_test), **summary)
+        cifar10.emit("summary", test_accuracy=hits / max(1, len(y_test)), test_images=len(y_test), **summary)
     if world > 1:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
