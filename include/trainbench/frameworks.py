@@ -127,4 +127,7 @@ ADAPTERS = {"pytorch": pytorch, "mxnet": mxnet, "jax": jax, "neon": neon}
 
 
 def launch_spec(fw: FrameworkEnv, case: Case, job: TrainingJob) -> LaunchSpec:
-    return ADAPTERS[case.framework](fw, case, job)
+    """The framework's launch, with the configuration's extra environment (`[frameworks.X] env`) on top."""
+    spec = ADAPTERS[case.framework](fw, case, job)
+    extra = fw.options.get("env", {})
+    return LaunchSpec(spec.argv, {**spec.env, **{k: str(v) for k, v in extra.items()}}, spec.parse) if extra else spec

@@ -1,4 +1,4 @@
-"""The neon adapter: original command lines, neon's output read, and `unavailable` where neon cannot run."""
+"""Framework launches: the neon adapter (original command lines, its output, `unavailable`), configured env."""
 
 import sys
 
@@ -64,3 +64,11 @@ def test_neon_failing_to_import_is_an_unavailable_row(run_neon):
 def test_missing_neon_script_is_an_unavailable_row(run_neon, tmp_path):
     (row,) = run_neon({"python": sys.executable, "script": str(tmp_path / "nowhere.py")})
     assert row["status"] == "unavailable" and "example script not found" in row["error"]
+
+
+def test_configured_environment_reaches_the_trainer():
+    fw = config.FrameworkEnv("mxnet", sys.executable, options={"env": {"LD_LIBRARY_PATH": "/opt/cu11/lib"}})
+    case = Case("mxnet", resolve_device_set("0", THREE_GPUS), 1)
+    spec = frameworks.launch_spec(fw, case, JOB)
+    assert spec.env["LD_LIBRARY_PATH"] == "/opt/cu11/lib" and spec.env["CUDA_VISIBLE_DEVICES"] == "GPU-aaaa-0000"
+    assert spec.argv[-2:] == ["--devices", "1"]
