@@ -22,18 +22,25 @@ def monitors(case) -> list:
     return found
 
 
+def bare_run(spec, env) -> tuple[float, float]:
+    """The trainer under a plain subprocess: no subreaper, no samplers, no line callbacks."""
+    started = time.perf_counter()
+    bare = subprocess.run(spec.argv, env=env, capture_output=True, text=True, check=True)
+    return time.perf_counter() - started, spec.parse(bare.stdout.splitlines()).steady_images_per_s
+
+
 def main() -> None:
     args = parser(__doc__.splitlines()[0]).parse_args()
     spec, case, _ = trainer_launch(args)
     env = child_env(spec)
     walls, rates, samples = [], [], []
     for i in range(args.pairs):
-        started = time.perf_counter()
-        bare = subprocess.run(spec.argv, env=env, capture_output=True, text=True, check=True)
-        bare_wall = time.perf_counter() - started
-        bare_rate = spec.parse(bare.stdout.splitlines()).steady_images_per_s
-        mons = monitors(case)
-        measured = runner.run(spec.argv, env=env, monitors=mons)
+        if i % 2:  # alternate which side goes first, so drift does not favour one
+            measured = runner.run(spec.argv, env=env, monitors=monitors(case))
+            bare_wall, bare_rate = bare_run(spec, env)
+        else:
+            bare_wall, bare_rate = bare_run(spec, env)
+            measured = runner.run(spec.argv, env=env, monitors=monitors(case))
         rate = spec.parse(measured.stdout_lines).steady_images_per_s
         walls.append((measured.wall_s, bare_wall))
         rates.append((rate, bare_rate))

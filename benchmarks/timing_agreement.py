@@ -31,8 +31,12 @@ def main() -> None:
     env = child_env(spec)
     walls, cpus = [], []
     for i in range(args.pairs):
-        ours = runner.run(spec.argv, env=env)
-        theirs = gnu_time(spec.argv, env)
+        if i % 2:  # alternate which side goes first, so drift does not favour one
+            theirs = gnu_time(spec.argv, env)
+            ours = runner.run(spec.argv, env=env)
+        else:
+            ours = runner.run(spec.argv, env=env)
+            theirs = gnu_time(spec.argv, env)
         walls.append((ours.wall_s, theirs[0]))
         cpus.append((ours.user_s + ours.sys_s, theirs[1]))
         print(f"pair {i + 1}: runner wall {ours.wall_s:.3f} s cpu {ours.user_s + ours.sys_s:.3f} s | "

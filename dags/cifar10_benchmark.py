@@ -54,7 +54,7 @@ def run_settings() -> config.Settings:
     },
 )
 def cifar10_benchmark():
-    @task
+    @task(queue="gpu")  # the GPU host's devices, not the scheduler's
     def discover_devices() -> dict:
         from trainbench import pipeline
 

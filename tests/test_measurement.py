@@ -47,11 +47,11 @@ def test_idle_check_learns_levels_and_names_what_is_busy(tmp_path):
     nvml = log_host()
     levels = {}
     uuids = ["GPU-aaaa-0000", "GPU-cccc-2222"]
-    assert idle.busy_reasons(nvml, uuids, levels, 64) == []
-    assert levels == {"GPU-aaaa-0000": 138, "GPU-cccc-2222": 15}
+    assert idle.busy_reasons(nvml, uuids, levels, 64, driver="352.63") == []
+    assert levels == {"GPU-aaaa-0000 driver 352.63": 138, "GPU-cccc-2222 driver 352.63": 15}
     nvml.devices[2].processes = [(4242, 700)]
     nvml.devices[0].idle_mib = 600
-    reasons = idle.busy_reasons(nvml, uuids, levels, 64)
+    reasons = idle.busy_reasons(nvml, uuids, levels, 64, driver="352.63")
     assert reasons == ["GPU-aaaa-0000: 600 MiB used, above its idle level 138 MiB + 64 MiB",
                        "GPU-cccc-2222: foreign compute process(es) pid 4242 (700 MiB)"]
 
@@ -63,11 +63,20 @@ def test_wait_until_idle_waits_for_the_device_to_free(tmp_path):
     threading.Timer(0.3, dev.processes.clear).start()
     path = tmp_path / "levels.json"
     reasons = idle.wait_until_idle(nvml, [dev.uuid], path, 64, wait_s=5, poll_s=0.05, log=lambda m: None)
-    assert reasons == [] and idle.load_levels(path) == {dev.uuid: 29}
+    assert reasons == [] and idle.load_levels(path) == {f"{dev.uuid} driver None": 29}
     dev.processes = [(99, 300)]
     started = time.monotonic()
     assert idle.wait_until_idle(nvml, [dev.uuid], path, 64, wait_s=0.2, poll_s=0.05, log=lambda m: None)
     assert time.monotonic() - started < 2
+
+
+def test_a_new_driver_learns_its_own_idle_level():
+    nvml, levels = log_host(), {}
+    dev = nvml.devices[0]
+    assert idle.busy_reasons(nvml, [dev.uuid], levels, 64, driver="352.63") == []
+    dev.idle_mib = 400  # the new driver idles higher: not busy, a new level
+    assert idle.busy_reasons(nvml, [dev.uuid], levels, 64, driver="361.42") == []
+    assert levels == {f"{dev.uuid} driver 352.63": 138, f"{dev.uuid} driver 361.42": 400}
 
 
 def spike(idle_mib, peak_mib, at_s, width_s, after_mib):

@@ -59,3 +59,10 @@ def test_case_round_trips_through_a_dict_with_a_file_safe_key():
     case = plan(Settings(device_sets=("0,1",), repeats=1), THREE_GPUS)[0]
     again = Case.from_dict(case.to_dict())
     assert again == case and case.key == "pytorch__0-1__r1"
+
+
+def test_a_matrix_airflow_cannot_map_is_refused_at_planning():
+    eight = Inventory(gpus=tuple(Gpu(i, f"GPU-{i}", f"0000:{i:02x}:00.0", "H100", 81559.0) for i in range(8)),
+                      cpu_model="x", cpu_count=64)
+    with pytest.raises(ConfigError, match="3060 cases .* exceed the 1024"):
+        plan(Settings(frameworks=("pytorch", "mxnet", "jax", "neon"), device_sets=("all",), repeats=3), eight)

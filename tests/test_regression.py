@@ -90,3 +90,12 @@ def test_lookback_window_only_uses_recent_runs():
     assert v.verdict == "stable" and v.baseline == pytest.approx(10.0, rel=0.03)
     v = one(rows("now", [10.0, 10.05, 9.98]), old + recent, order, policy=Policy(lookback_runs=8))
     assert v.baseline > 12
+
+
+def test_a_big_step_without_statistical_power_is_insufficient_history_not_stable():
+    hist, order = history(n_runs=2)
+    small = [{**r} for r in hist if r["repeat"] <= 2]
+    v = one(rows("now", [15.0, 15.1]), small, order)
+    assert v.verdict == "insufficient history" and "cannot reach" in v.detail and v.change > 0.4
+    v = one(rows("now", [15.0]), hist, order)
+    assert v.verdict == "insufficient history" and "too few values" in v.detail

@@ -72,6 +72,14 @@ def test_migrations_build_exactly_the_declared_schema(store):
     ResultStore(str(store.engine.url.render_as_string(hide_password=False)))  # upgrading again is a no-op
 
 
+def test_non_finite_numbers_are_stored_as_null(store):
+    store.save_run("r1", {})
+    diverged = result(status="ok")
+    diverged.update(final_loss=float("nan"), epochs=[{"epoch": 1, "seconds": 1.0, "loss": float("inf")}])
+    (row,) = [store.rows("r1")[0] for _ in [store.save(diverged)]]
+    assert row["final_loss"] is None and row["epochs"] == [{"epoch": 1, "seconds": 1.0, "loss": None}]
+
+
 def test_verdicts_are_replaced_per_run(store):
     store.save_run("r1", {})
     v = {"framework": "pytorch", "device_set": "0", "env_key": "e1", "metric": "wall_s", "verdict": "stable",
@@ -92,7 +100,12 @@ def test_database_outage_loses_nothing(tmp_path, synthetic_data):
     with pytest.raises(sa.exc.OperationalError):
         pipeline.run_case(down, "outage", spec, log=lambda m: None)
     (raw,) = (pipeline.run_dir(cfg, "outage") / "raw").glob("*.json")
-    assert json.loads(raw.read_text())["status"] == "ok"
+    measured = json.loads(raw.read_text())
+    assert measured["status"] == "ok"
+    said = []
+    pipeline.run_case(cfg, "outage", spec, log=said.append)  # the task's retry, database back
+    assert "storing the result an earlier try measured" in said[0]
+    assert [r["wall_s"] for r in ResultStore(cfg.database_url).rows("outage")] == [measured["wall_s"]]
     rows = pipeline.collect(cfg, "outage")
     assert [(r["case_key"], r["status"]) for r in rows] == [("pytorch__cpu__r1", "ok")]
     assert rows[0]["wall_s"] > 0 and rows[0]["devices"][0]["method"] == "host_rss"

@@ -98,13 +98,41 @@ def test_error_texts_map_to_statuses():
         "RuntimeError: CUDA error: no kernel image is available for execution on the device": "unsupported",
         "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB": "oom",
         "ModuleNotFoundError: No module named 'mxnet'": "unavailable",
+        "SystemExit: batch size 128 must split evenly over 3 devices": "unsupported",
+        "  exitcode  : -9 (pid: 4242)": "oom",
     }
     for text, status in cases.items():
         r = runner.run(child(f"import sys; sys.stderr.write({text!r} + '\\n'); sys.exit(1)"))
-        assert outcome.classify(r, parse(r.stdout_lines)) == (status, text)
+        got, error = outcome.classify(r, parse(r.stdout_lines))
+        assert got == status and text in error
 
 
 def test_sigkill_without_a_timeout_reads_as_the_oom_killer():
     r = runner.run(child("import os, signal; os.kill(os.getpid(), signal.SIGKILL)"))
     status, error = outcome.classify(r, parse([]))
     assert status == "oom" and "SIGKILL" in error
+
+
+def test_kill_reaches_workers_in_sessions_of_their_own_like_torchrun_starts_them():
+    r = runner.run(child("""
+        import subprocess, sys, time
+        p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+        print(p.pid, flush=True)
+        time.sleep(60)
+    """), timeout_s=1.0, kill_grace_s=1.0, orphan_grace_s=1.0)
+    worker = int(r.stdout_lines[0])
+    time.sleep(0.2)
+    assert r.timed_out
+    assert not psutil.pid_exists(worker) or psutil.Process(worker).status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_failing_line_callback_never_stalls_the_child():
+    def explode(stream, line):
+        raise RuntimeError("log sink down")
+
+    launch = runner.Launch(child("print('x' * 1000 + '\\n') ; import sys; [print(i) for i in range(20000)]"),
+                           on_line=explode, timeout_s=30)
+    launch.start()
+    r = launch.wait()
+    assert r.returncode == 0 and not r.timed_out and len(r.stdout_lines) > 20000
+    assert launch.line_errors[0] == "RuntimeError: log sink down"

@@ -68,6 +68,8 @@ class Measurement:
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ConfigError(f"[measurement] {f.name} must be a number >= 0, got {value!r}")
+        if self.memory_sample_ms <= 0:
+            raise ConfigError(f"[measurement] memory_sample_ms must be > 0, got {self.memory_sample_ms!r}")
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _optional(call, *args):
+def optional(call, *args):
     """NVML answers NOT_SUPPORTED for many queries on some boards; that is not an error."""
     try:
         return call(*args)
@@ -98,8 +98,8 @@ def discover(nvml=None, nvml_error: str | None = None) -> Inventory:
     gpus = []
     for i in range(nvml.nvmlDeviceGetCount()):
         h = nvml.nvmlDeviceGetHandleByIndex(i)
-        mig = _optional(nvml.nvmlDeviceGetMigMode, h)
-        limit = _optional(nvml.nvmlDeviceGetEnforcedPowerLimit, h)
+        mig = optional(nvml.nvmlDeviceGetMigMode, h)
+        limit = optional(nvml.nvmlDeviceGetEnforcedPowerLimit, h)
         gpus.append(Gpu(
             index=i,
             uuid=_text(nvml.nvmlDeviceGetUUID(h)),
@@ -107,11 +107,11 @@ def discover(nvml=None, nvml_error: str | None = None) -> Inventory:
             name=_text(nvml.nvmlDeviceGetName(h)),
             memory_total_mib=nvml.nvmlDeviceGetMemoryInfo(h).total / 2**20,
             mig_mode=_flag(mig[0] if mig else None),
-            persistence_mode=_flag(_optional(nvml.nvmlDeviceGetPersistenceMode, h)),
-            accounting_mode=_flag(_optional(nvml.nvmlDeviceGetAccountingMode, h)),
+            persistence_mode=_flag(optional(nvml.nvmlDeviceGetPersistenceMode, h)),
+            accounting_mode=_flag(optional(nvml.nvmlDeviceGetAccountingMode, h)),
             power_limit_w=limit / 1000 if limit is not None else None,
         ))
-    cuda = _optional(nvml.nvmlSystemGetCudaDriverVersion_v2) or _optional(nvml.nvmlSystemGetCudaDriverVersion)
+    cuda = optional(nvml.nvmlSystemGetCudaDriverVersion_v2) or optional(nvml.nvmlSystemGetCudaDriverVersion)
     return Inventory(
         gpus=tuple(gpus),
         driver_version=_text(nvml.nvmlSystemGetDriverVersion()),

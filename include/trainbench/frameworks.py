@@ -94,15 +94,21 @@ NEON_ERROR = re.compile(r"Misclassification error\s*=\s*([\d.]+)\s*%")
 
 
 def parse_neon(lines: list[str]) -> TrainerReport:
-    """neon prints a progress line per epoch and the test misclassification at the end."""
+    """neon redraws a progress bar per epoch (with \\r) and prints the test misclassification at the end.
+
+    Only an epoch's completed bar counts; partial redraws are progress, not epochs.
+    """
     report = TrainerReport()
+    epochs: dict[int, dict] = {}
     for line in lines:
         for m in NEON_EPOCH.finditer(line):
             epoch, done, batches, cost, seconds = m.groups()
-            report.epochs.append({"epoch": int(epoch) + 1, "seconds": float(seconds), "loss": float(cost),
-                                  "batches": int(batches)})
+            if done == batches:
+                epochs[int(epoch) + 1] = {"epoch": int(epoch) + 1, "seconds": float(seconds), "loss": float(cost),
+                                          "batches": int(batches)}
         if m := NEON_ERROR.search(line):
             report.summary = {"framework": "neon", "test_accuracy": 1 - float(m.group(1)) / 100}
+    report.epochs = [epochs[k] for k in sorted(epochs)]
     return report
 
 

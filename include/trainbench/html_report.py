@@ -124,26 +124,30 @@ def charts(rows: list[dict], history: list[dict], verdicts: list[dict], run_orde
 
 
 def history_chart(rows: list[dict], history: list[dict], verdicts: list[dict], run_order: list[str]) -> str:
-    """Median wall time per run for each case of this run, oldest first; flagged runs marked."""
+    """Median wall time per run for each case and environment of this run, oldest first; flagged runs marked.
+
+    One line per environment key: a driver upgrade starts a new line instead of a step in the old one.
+    """
     import matplotlib.pyplot as plt
 
     rank = {run: i for i, run in enumerate(run_order)}
-    flagged = {(v["run_id"], v["framework"], v["device_set"]): v["verdict"] for v in verdicts
+    flagged = {(v["run_id"], v["framework"], v["device_set"], v["env_key"]): v["verdict"] for v in verdicts
                if v["verdict"] in ("regressed", "improved")}
     fig, ax = plt.subplots(figsize=(8, 3.6))
-    for fw, ds in _cases(rows):
+    for fw, ds, key in dict.fromkeys((r["framework"], r["device_set"], r["env_key"]) for r in rows):
         per_run: dict[str, list[float]] = {}
         for r in history + rows:
-            if (r["framework"], r["device_set"]) == (fw, ds) and r["status"] == "ok" and r.get("wall_s"):
+            if (r["framework"], r["device_set"], r["env_key"]) == (fw, ds, key) and r["status"] == "ok" \
+                    and r.get("wall_s"):
                 per_run.setdefault(r["run_id"], []).append(r["wall_s"])
         runs = sorted(per_run, key=lambda run: rank.get(run, len(rank)))
         if not runs:
             continue
         xs = [rank.get(run, len(rank)) for run in runs]
         ys = [statistics.median(per_run[run]) for run in runs]
-        line, = ax.plot(xs, ys, marker="o", ms=3, label=f"{fw} | {ds}")
+        ax.plot(xs, ys, marker="o", ms=3, label=f"{fw} | {ds} | env {key[:6]}")
         for x, y, run in zip(xs, ys, runs):
-            mark = flagged.get((run, fw, ds))
+            mark = flagged.get((run, fw, ds, key))
             if mark:
                 ax.plot(x, y, marker="v" if mark == "regressed" else "^", ms=10,
                         color="red" if mark == "regressed" else "green")
@@ -161,7 +165,7 @@ CSS = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}table{
 
 
 def render(run_id: str, rows: list[dict], history: list[dict], verdicts: list[dict], comparisons: list[dict],
-           historical: list[dict], run_order: list[str], validation: str | None = None) -> str:
+           historical: list[dict], run_order: list[str]) -> str:
     figures = charts(rows, history, verdicts, run_order)
     results = [[r["framework"], r["device_set"], combination(r), r["repeat"], r["status"], r.get("wall_s"),
                 r.get("user_s"), r.get("sys_s"), r.get("peak_mem_mib"), r.get("images_per_s"),
@@ -169,8 +173,6 @@ def render(run_id: str, rows: list[dict], history: list[dict], verdicts: list[di
                for r in sorted(rows, key=report_order)]
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>trainbench {html.escape(run_id)}</title>",
              f"<style>{CSS}</style></head><body>", f"<h1>trainbench run <code>{html.escape(run_id)}</code></h1>"]
-    if validation:
-        parts.append(f"<h2>Validation</h2><pre>{html.escape(validation)}</pre>")
     parts.append("<h2>Results</h2>")
     parts.append(_table(["framework", "device set", "devices", "repeat", "status", "wall s", "user s", "sys s",
                          "peak MiB", "images/s", "error"], results))

@@ -2,7 +2,8 @@
 
 A device is idle when it has no compute processes and its memory used is within a
 threshold of its own idle level.  The idle level is learned: the lowest memory used seen
-on that GPU (by UUID) with no compute process on it, kept in a small JSON file.
+on that GPU (by UUID and driver version, since a new driver may idle higher) with no
+compute process on it, kept in a small JSON file.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ def save_levels(path: Path, levels: dict[str, float]) -> None:
     os.replace(tmp, path)
 
 
-def busy_reasons(nvml, uuids, levels: dict[str, float], threshold_mib: float) -> list[str]:
+def busy_reasons(nvml, uuids, levels: dict[str, float], threshold_mib: float, driver: str | None = None) -> list[str]:
     """Why each device is busy (empty when all are idle); learns lower idle levels as it goes."""
     reasons = []
     for uuid in uuids:
+        key = f"{uuid} driver {driver}"
         h = nvml.nvmlDeviceGetHandleByUUID(uuid)
         procs = nvml.nvmlDeviceGetComputeRunningProcesses(h)
         used = nvml.nvmlDeviceGetMemoryInfo(h).used / MIB
@@ -41,21 +43,21 @@ def busy_reasons(nvml, uuids, levels: dict[str, float], threshold_mib: float) ->
             listed = ", ".join(f"pid {p.pid} ({(p.usedGpuMemory or 0) / MIB:.0f} MiB)" for p in procs)
             reasons.append(f"{uuid}: foreign compute process(es) {listed}")
             continue
-        level = levels.get(uuid)
+        level = levels.get(key)
         if level is None or used < level:
-            levels[uuid] = level = used
+            levels[key] = level = used
         if used > level + threshold_mib:
             reasons.append(f"{uuid}: {used:.0f} MiB used, above its idle level {level:.0f} MiB + {threshold_mib:g} MiB")
     return reasons
 
 
 def wait_until_idle(nvml, uuids, levels_path: Path, threshold_mib: float, wait_s: float, poll_s: float = 5.0,
-                    log=print) -> list[str]:
+                    driver: str | None = None, log=print) -> list[str]:
     """Poll until every device is idle or `wait_s` has passed; return the last busy reasons (empty: idle)."""
     deadline = time.monotonic() + wait_s
     levels = load_levels(levels_path)
     while True:
-        reasons = busy_reasons(nvml, uuids, levels, threshold_mib)
+        reasons = busy_reasons(nvml, uuids, levels, threshold_mib, driver)
         save_levels(levels_path, levels)
         if not reasons or time.monotonic() >= deadline:
             return reasons

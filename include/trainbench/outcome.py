@@ -15,7 +15,10 @@ from trainbench.trainer_output import TrainerReport, parse_line
 STATUSES = ("ok", "crashed", "timeout", "oom", "unsupported", "unavailable", "busy")
 OOM_TEXT = re.compile(r"out of memory|CUDA_ERROR_OUT_OF_MEMORY|RESOURCE_EXHAUSTED|cudaErrorMemoryAllocation", re.I)
 UNSUPPORTED_TEXT = re.compile(r"no kernel image is available|CUDA_ERROR_NO_BINARY_FOR_GPU|not compiled with CUDA|"
-                              r"Torch not compiled with CUDA|CUDA driver version is insufficient", re.I)
+                              r"Torch not compiled with CUDA|CUDA driver version is insufficient|"
+                              r"must split evenly over \d+ devices", re.I)
+# torchrun reports a worker the kernel OOM killer took as "exitcode  : -9" and exits 1 itself.
+WORKER_SIGKILL = re.compile(r"exitcode\s*:\s*-9\b|Signal 9 \(SIGKILL\)")
 MISSING_MODULE = re.compile(r"No module named '?(torch|mxnet|jax|jaxlib|flax|neon|numpy)\b")
 EXCERPT_LINES = 12
 
@@ -43,7 +46,7 @@ def classify(result: ProcessResult, report: TrainerReport) -> tuple[str, str | N
         return "unsupported", excerpt
     if OOM_TEXT.search(text):
         return "oom", excerpt
-    if result.signal == signal.SIGKILL:
+    if result.signal == signal.SIGKILL or WORKER_SIGKILL.search(text):
         return "oom", f"killed by SIGKILL (the kernel OOM killer is the usual sender)\n{excerpt}".strip()
     if result.returncode == 0:
         return "crashed", f"exited 0 without a summary line\n{excerpt}".strip()

@@ -54,8 +54,7 @@ def plan_matrix(settings: Settings, inventory: dict, dataset: dict) -> list[dict
     """One spec per case x repeat: everything a training task needs, nothing it must look up."""
     job = frameworks.TrainingJob(data_dir=dataset["data_dir"], epochs=settings.epochs, batch_size=settings.batch_size,
                                  seed=settings.seed, train_images=settings.train_images)
-    return [{"case": c.to_dict(), "job": vars(job), "data_kind": dataset["kind"], "timeout_s": settings.timeout_s,
-             "inventory": inventory}
+    return [{"case": c.to_dict(), "job": vars(job), "data_kind": dataset["kind"], "timeout_s": settings.timeout_s}
             for c in plan(settings, Inventory.from_dict(inventory))]
 
 
@@ -70,13 +69,21 @@ def run_case(config: Config, run_id: str, spec: dict, log: Callable[[str], None]
     case = Case.from_dict(spec["case"])
     job = frameworks.TrainingJob(**spec["job"])
     fw = config.framework(case.framework)
-    inv = Inventory.from_dict(spec["inventory"])
+    gpu = case.device_set.kind == "gpu"
+    nvml_error = None if gpu else "not queried for a CPU case"
+    if gpu and nvml is None:
+        nvml, nvml_error = load_nvml()
+    inv = discover(nvml, nvml_error)  # this host's devices and driver, not the planning host's
     workload = {"data_kind": spec["data_kind"], "epochs": job.epochs, "batch_size": job.batch_size,
                 "train_images": job.train_images}
     fp = environment.fingerprint(inv, case, environment.probe_framework(fw.python, case.framework), workload)
     base = {"run_id": run_id, "case_key": case.key, "env_key": environment.env_key(fp), "framework": case.framework,
             "device_set": case.device_set.text, "device_names": " + ".join(case.device_set.gpu_names) or None,
             "repeat": case.repeat, "environment": fp, "started_at": dt.datetime.now(dt.timezone.utc)}
+    raw = raw_path(config, run_id, case.key, base["env_key"])
+    if raw.is_file() and not ResultStore(config.database_url).has(run_id, case.key, base["env_key"]):
+        log(f"{case.label}: storing the result an earlier try measured (the database was unreachable then)")
+        return _store(config, run_id, load_raw(raw), log)
     try:
         launch_spec = frameworks.launch_spec(fw, case, job)
     except frameworks.Unavailable as exc:
@@ -84,15 +91,19 @@ def run_case(config: Config, run_id: str, spec: dict, log: Callable[[str], None]
     base["command"] = shlex.join(launch_spec.argv)
 
     monitors: list = [sampling.HostRssMonitor()]
-    if case.device_set.kind == "gpu":
+    if gpu:
         if nvml is None:
-            nvml, why = load_nvml()
-            if nvml is None:
-                return _store(config, run_id, {**base, "status": "unavailable",
-                                               "error": f"NVML is needed to measure GPUs: {why}"}, log)
+            return _store(config, run_id, {**base, "status": "unavailable",
+                                           "error": f"NVML is needed to measure GPUs: {nvml_error}"}, log)
+        try:
+            for uuid in case.device_set.gpu_uuids:
+                inv.gpu(uuid)
+        except LookupError as exc:
+            return _store(config, run_id, {**base, "status": "unavailable",
+                                           "error": f"planned on another host: {exc}"}, log)
         m = config.measurement
         reasons = idle.wait_until_idle(nvml, case.device_set.gpu_uuids, config.output_dir / "idle_levels.json",
-                                       m.idle_threshold_mib, m.idle_wait_s, log=log)
+                                       m.idle_threshold_mib, m.idle_wait_s, driver=inv.driver_version, log=log)
         if reasons and not final_attempt:
             raise idle.DeviceBusy(f"{case.label}: not measured, devices busy: " + "; ".join(reasons))
         if reasons:
@@ -166,15 +177,29 @@ def memory_figures(case: Case, monitors: dict) -> dict:
     return {"peak_mem_mib": None, "peak_mem_method": None, "devices": []}
 
 
+def raw_path(config: Config, run_id: str, case_key: str, env_key: str) -> Path:
+    return run_dir(config, run_id) / "raw" / f"{case_key}__{env_key}.json"
+
+
+def load_raw(path: Path) -> dict:
+    result = json.loads(path.read_text())
+    result["started_at"] = dt.datetime.fromisoformat(result["started_at"]) if result.get("started_at") else None
+    return result
+
+
 def _store(config: Config, run_id: str, result: dict, log: Callable[[str], None]) -> dict:
-    raw = run_dir(config, run_id) / "raw" / f"{result['case_key']}__{result['env_key']}.json"
+    """Write the raw JSON first (it survives a database outage), then the row."""
+    raw = raw_path(config, run_id, result["case_key"], result["env_key"])
     raw.parent.mkdir(parents=True, exist_ok=True)
     tmp = raw.with_suffix(".tmp")
     tmp.write_text(to_json(result))
     os.replace(tmp, raw)
-    ResultStore(config.database_url).save(result)
+    store = ResultStore(config.database_url)
+    ensure_run(config, store, run_id)
+    store.save(result)
     log(f"{result['case_key']}: stored ({raw})")
-    return {"case_key": result["case_key"], "status": result["status"], "wall_s": result.get("wall_s"), "raw": str(raw)}
+    return {"case_key": result["case_key"], "env_key": result["env_key"], "status": result["status"],
+            "wall_s": result.get("wall_s"), "raw": str(raw)}
 
 
 def start_run(config: Config, run_id: str, settings: Settings) -> None:
@@ -185,6 +210,12 @@ def start_run(config: Config, run_id: str, settings: Settings) -> None:
     ResultStore(config.database_url).save_run(run_id, settings.as_dict())
 
 
+def ensure_run(config: Config, store: ResultStore, run_id: str) -> None:
+    """The run's row, from the settings kept beside its raw results (start_run may have met an outage)."""
+    saved = run_dir(config, run_id) / "run.json"
+    store.save_run(run_id, json.loads(saved.read_text())["settings"] if saved.is_file() else {})
+
+
 def collect(config: Config, run_id: str) -> list[dict]:
     """The run's current rows, after loading any raw result the database does not hold yet.
 
@@ -193,16 +224,14 @@ def collect(config: Config, run_id: str) -> list[dict]:
     """
     store = ResultStore(config.database_url)
     folder = run_dir(config, run_id)
-    if (folder / "run.json").is_file():
-        store.save_run(run_id, json.loads((folder / "run.json").read_text())["settings"])
+    ensure_run(config, store, run_id)
     stored = {(r["case_key"], r["env_key"]) for r in store.rows(run_id)}
     newest: dict[str, tuple[str, str]] = {}
     for raw in sorted((folder / "raw").glob("*.json"), key=lambda p: p.stat().st_mtime):
-        result = json.loads(raw.read_text())
+        result = load_raw(raw)
         identity = (result["case_key"], result["env_key"])
         newest[result["case_key"]] = identity
         if identity not in stored:
-            result["started_at"] = dt.datetime.fromisoformat(result["started_at"]) if result.get("started_at") else None
             store.save(result)
     rows = store.rows(run_id)
     return [r for r in rows if newest.get(r["case_key"], (r["case_key"], r["env_key"])) == (r["case_key"], r["env_key"])]
@@ -227,13 +256,18 @@ def validate(config: Config, run_id: str, planned_case_keys: list[str]) -> dict:
             "statistics": result.statistics}
 
 
+def live_history(store: ResultStore, run_id: str) -> list[dict]:
+    """Every benchmark row of the other runs; imported historical logs are shown, never judged against."""
+    return [r for r in store.rows(source="trainbench") if r["run_id"] != run_id]
+
+
 def detect_regressions(config: Config, run_id: str, log: Callable[[str], None] = print) -> list[dict]:
     """Judge every case of the run against its history; store and log the verdicts."""
     from trainbench import regression
 
     store = ResultStore(config.database_url)
     current = collect(config, run_id)
-    history = [r for r in store.rows() if r["run_id"] != run_id]
+    history = live_history(store, run_id)
     found = [v.to_dict() for v in regression.judge(current, history, store.run_ids(), config.regression)]
     store.save_verdicts(run_id, found)
     for v in found:
@@ -259,12 +293,10 @@ def publish(config: Config, run_id: str) -> dict:
 
     store = ResultStore(config.database_url)
     rows = collect(config, run_id)
-    everything = store.rows()
-    historical_runs = set(store.run_ids(source="historical"))
-    history = [r for r in everything if r["run_id"] != run_id and r["run_id"] not in historical_runs]
+    history = live_history(store, run_id)
     paths = report.write_all(
         rows, run_dir(config, run_id), config.output_dir / "latest", run_id,
         history=history, verdicts=store.verdicts(), run_order=store.run_ids(),
         comparisons=regression.driver_comparisons(rows, history),
-        historical=[r for r in everything if r["run_id"] in historical_runs])
+        historical=store.rows(source="historical"))
     return {"rows": len(rows), **{k: str(v) for k, v in paths.items()}, "database": config.database_url}

@@ -86,9 +86,17 @@ def expand(texts: tuple[str, ...], inventory: Inventory) -> list[DeviceSet]:
     return [d for d in out if unique[(d.kind, d.workers, d.gpu_uuids)] is d]
 
 
+MAX_CASES = 1024  # Airflow's [core] max_map_length: one mapped task per case
+
+
 def plan(settings: Settings, inventory: Inventory) -> list[Case]:
     device_sets = expand(settings.device_sets, inventory)
-    return [Case(framework=f, device_set=d, repeat=r)
-            for r in range(1, settings.repeats + 1)
-            for f in settings.frameworks
-            for d in device_sets]
+    cases = [Case(framework=f, device_set=d, repeat=r)
+             for r in range(1, settings.repeats + 1)
+             for f in settings.frameworks
+             for d in device_sets]
+    if len(cases) > MAX_CASES:
+        raise ConfigError(f"{len(cases)} cases ({len(settings.frameworks)} frameworks x {len(device_sets)} device sets "
+                          f"x {settings.repeats} repeats) exceed the {MAX_CASES} one run can map; "
+                          "name fewer device sets than \"all\", or fewer frameworks or repeats")
+    return cases

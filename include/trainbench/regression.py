@@ -49,11 +49,15 @@ def _by_run(rows: list[dict], metric: str) -> dict[str, list[float]]:
     return runs
 
 
-def _p_value(current: list[float], history: dict[str, list[float]]) -> tuple[float | None, str]:
+def _p_value(current: list[float], history: dict[str, list[float]], alpha: float) -> tuple[float | None, str]:
+    """The test's p-value, or None when these sample sizes cannot reach `alpha` at all."""
     from scipy import stats
 
     pooled = [v for values in history.values() for v in values]
     if len(current) >= 2 and len(pooled) >= 3:
+        smallest = 2 / math.comb(len(current) + len(pooled), len(current))
+        if smallest >= alpha:
+            return None, f"Mann-Whitney U cannot reach p < {alpha:g} with {len(current)} and {len(pooled)} values"
         return float(stats.mannwhitneyu(current, pooled, alternative="two-sided").pvalue), "Mann-Whitney U"
     medians = [statistics.median(v) for v in history.values()]
     if len(medians) >= 3:
@@ -98,12 +102,16 @@ def judge(current_rows: list[dict], history_rows: list[dict], run_order: list[st
                                change=change, p_value=None,
                                detail=f"{len(window)} earlier run(s); {policy.min_history_runs} needed"))
             continue
-        p, test = _p_value(values, window)
+        p, test = _p_value(values, window, policy.alpha)
+        if p is None:
+            out.append(Verdict(**base, verdict="insufficient history", current=current, baseline=baseline,
+                               change=change, p_value=None, detail=f"{change:+.1%}, but {test}"))
+            continue
         worse = METRICS[metric] * change > 0
-        flagged = abs(change) > policy.threshold and p is not None and p < policy.alpha
+        flagged = abs(change) > policy.threshold and p < policy.alpha
         verdict = ("regressed" if worse else "improved") if flagged else "stable"
         detail = (f"{change:+.1%} against the median of {len(window)} run(s) "
-                  f"(threshold {policy.threshold:.0%}); {test}" + (f", p = {p:.3g}" if p is not None else ""))
+                  f"(threshold {policy.threshold:.0%}); {test}, p = {p:.3g}")
         out.append(Verdict(**base, verdict=verdict, current=current, baseline=baseline, change=change,
                            p_value=p, detail=detail))
     return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 from pathlib import Path
 
@@ -91,8 +92,15 @@ CSV_COLUMNS = ("run_id", "framework", "device_set", "repeat", "status", "wall_s"
 RESULT_FIELDS = tuple(c.name for c in results.columns if c.name != "id")
 
 
-def default_sqlite_url(output_dir: str | os.PathLike) -> str:
-    return f"sqlite:///{os.path.join(output_dir, 'results.db')}"
+def finite(value):
+    """NaN and infinities (a diverged loss) as None: PostgreSQL's JSON and Parquet reject them."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite(v) for v in value]
+    return value
 
 
 def migrate(engine: sa.Engine, revision: str = "head") -> None:
@@ -124,7 +132,7 @@ class ResultStore:
 
     def save(self, result: dict) -> int:
         """Insert a result, replacing any earlier one with the same run, case and environment."""
-        row = {k: result.get(k) for k in RESULT_FIELDS}
+        row = {k: finite(result.get(k)) for k in RESULT_FIELDS}
         identity = sa.and_(results.c.run_id == row["run_id"], results.c.case_key == row["case_key"],
                            results.c.env_key == row["env_key"])
         with self.engine.begin() as conn:
@@ -133,25 +141,33 @@ class ResultStore:
                 conn.execute(device_memory.delete().where(device_memory.c.result_id.in_(old)))
                 conn.execute(results.delete().where(identity))
             result_id = conn.execute(results.insert().values(**row)).inserted_primary_key[0]
-            devices = [{**d, "result_id": result_id, "position": i} for i, d in enumerate(result.get("devices") or [])]
+            devices = [{**finite(d), "result_id": result_id, "position": i}
+                       for i, d in enumerate(result.get("devices") or [])]
             if devices:
                 conn.execute(device_memory.insert(), devices)
         return result_id
 
-    def rows(self, run_id: str | None = None) -> list[dict]:
-        """Every stored result (of one run if given), oldest first, each with its `devices`."""
-        query = sa.select(results).order_by(results.c.id)
-        if run_id is not None:
-            query = query.where(results.c.run_id == run_id)
+    def has(self, run_id: str, case_key: str, env_key: str) -> bool:
+        query = sa.select(results.c.id).where(results.c.run_id == run_id, results.c.case_key == case_key,
+                                              results.c.env_key == env_key)
         with self.engine.connect() as conn:
-            rows = [dict(r._mapping) for r in conn.execute(query)]
-            ids = [r["id"] for r in rows]
+            return conn.execute(query).first() is not None
+
+    def rows(self, run_id: str | None = None, source: str | None = None) -> list[dict]:
+        """Stored results (of one run, or of one source's runs, if given), oldest first, each with its `devices`."""
+        chosen = sa.select(results.c.id)
+        if run_id is not None:
+            chosen = chosen.where(results.c.run_id == run_id)
+        if source is not None:
+            chosen = chosen.where(results.c.run_id.in_(sa.select(runs.c.run_id).where(runs.c.source == source)))
+        with self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(
+                sa.select(results).where(results.c.id.in_(chosen)).order_by(results.c.id))]
             devices: dict[int, list[dict]] = {}
-            if ids:
-                for d in conn.execute(sa.select(device_memory).where(device_memory.c.result_id.in_(ids))
-                                      .order_by(device_memory.c.result_id, device_memory.c.position)):
-                    devices.setdefault(d.result_id, []).append(
-                        {k: v for k, v in d._mapping.items() if k not in ("result_id", "position")})
+            for d in conn.execute(sa.select(device_memory).where(device_memory.c.result_id.in_(chosen))
+                                  .order_by(device_memory.c.result_id, device_memory.c.position)):
+                devices.setdefault(d.result_id, []).append(
+                    {k: v for k, v in d._mapping.items() if k not in ("result_id", "position")})
         for r in rows:
             r["devices"] = devices.get(r["id"], [])
         return rows

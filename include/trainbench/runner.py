@@ -23,7 +23,7 @@ import psutil
 
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_PDEATHSIG = 1
-TAIL_LINES = 60
+TAIL_LINES = 400
 
 
 class Monitor(Protocol):
@@ -64,7 +64,13 @@ def _die_with_parent() -> None:
 
 
 class Launch:
-    """One child process tree: start it, wait for it, or kill it from another thread."""
+    """One child process tree: start it, wait for it, or kill it from another thread.
+
+    `start()` must run on a thread that outlives the child: PR_SET_PDEATHSIG fires when
+    the forking thread exits.  The tree is every descendant psutil can see plus every
+    process reparented to us while the child ran, whatever its session or group (torchrun
+    starts its workers in sessions of their own).
+    """
 
     def __init__(self, argv: Sequence[str], *, env: dict[str, str] | None = None, cwd: str | None = None,
                  timeout_s: float | None = None, on_line: Callable[[str, str], None] | None = None,
@@ -75,13 +81,18 @@ class Launch:
         self.monitors = list(monitors)
         self.kill_grace_s, self.orphan_grace_s = kill_grace_s, orphan_grace_s
         self.proc: subprocess.Popen | None = None
+        self._exited = threading.Event()
         self._done = threading.Event()
+        self._lock = threading.Lock()
         self._killed_by: str | None = None
         self._stdout: list[str] = []
         self._stderr: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self.line_errors: list[str] = []
 
     def start(self) -> None:
         _prctl(PR_SET_CHILD_SUBREAPER, 1)
+        self._me = psutil.Process()
+        self._before = {p.pid for p in self._me.children()}
         for m in self.monitors:
             m.prepare()
         self._t0 = time.perf_counter()
@@ -91,40 +102,78 @@ class Launch:
         self.pgid = self.proc.pid
         for m in self.monitors:
             m.start(self.proc.pid)
-        self._readers = [threading.Thread(target=self._read, args=(self.proc.stdout, "stdout", self._stdout.append), daemon=True),
-                         threading.Thread(target=self._read, args=(self.proc.stderr, "stderr", self._stderr.append), daemon=True)]
+        self._readers = [threading.Thread(target=self._read, args=(self.proc.stdout, "stdout", self._stdout.append),
+                                          daemon=True),
+                         threading.Thread(target=self._read, args=(self.proc.stderr, "stderr", self._stderr.append),
+                                          daemon=True)]
         for t in self._readers:
             t.start()
         if self.timeout_s:
             threading.Thread(target=self._watchdog, daemon=True).start()
 
     def _read(self, pipe, stream: str, keep: Callable[[str], None]) -> None:
+        """Drain the pipe to the end whatever `on_line` does, so the child never blocks on a full pipe."""
         for line in pipe:
             line = line.rstrip("\n")
             keep(line)
-            self.on_line(stream, line)
+            try:
+                self.on_line(stream, line)
+            except Exception as exc:  # a logging hiccup must not stall the trainer
+                self.line_errors.append(f"{type(exc).__name__}: {exc}")
 
     def _watchdog(self) -> None:
         if not self._done.wait(self.timeout_s):
             self.kill(f"timeout after {self.timeout_s:g} s")
 
+    def _orphans(self) -> list[psutil.Process]:
+        """Processes reparented to us since launch: what the child left behind."""
+        return [p for p in self._me.children() if p.pid not in self._before and p.pid != self.proc.pid]
+
+    def _tree(self) -> list[psutil.Process]:
+        try:
+            tree = [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            tree = []
+        for orphan in self._orphans():
+            try:
+                tree += [orphan, *orphan.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                pass
+        return tree
+
+    def _signal_tree(self, sig: int) -> bool:
+        """Send `sig` to the group and every process of the tree; False when none was left."""
+        found = False
+        try:
+            os.killpg(self.pgid, sig)
+            found = True
+        except ProcessLookupError:
+            pass
+        for p in self._tree():
+            try:
+                p.send_signal(sig)
+                found = True
+            except psutil.NoSuchProcess:
+                pass
+        return found
+
     def kill(self, reason: str) -> None:
-        """SIGTERM the whole process group, SIGKILL it after a grace period."""
+        """SIGTERM the whole tree, SIGKILL it after a grace period; the reason sticks only if the child still ran."""
         if self.proc is None or self._done.is_set():
             return
-        self._killed_by = self._killed_by or reason
+        with self._lock:
+            if not self._exited.is_set():
+                self._killed_by = self._killed_by or reason
         for sig, wait in ((signal.SIGTERM, self.kill_grace_s), (signal.SIGKILL, 0)):
-            try:
-                os.killpg(self.pgid, sig)
-            except ProcessLookupError:
-                return
-            if self._done.wait(wait):
+            if not self._signal_tree(sig) or self._done.wait(wait):
                 return
 
     def wait(self) -> ProcessResult:
         assert self.proc is not None, "start() first"
         _, status, usage = os.wait4(self.proc.pid, 0)
         wall = time.perf_counter() - self._t0
+        with self._lock:
+            self._exited.set()
         self.proc.returncode = os.waitstatus_to_exitcode(status)
         user, sys_ = usage.ru_utime, usage.ru_stime
         orphans = self._reap_orphans()
@@ -144,11 +193,10 @@ class Launch:
                              stderr_tail=list(self._stderr), monitors=monitors)
 
     def _reap_orphans(self) -> list:
-        """Wait for what the child left in its group (reparented to us), killing it after a grace period."""
-        me = psutil.Process()
+        """Wait for what the child left behind (reparented to us), killing it after a grace period."""
         deadline = time.monotonic() + self.orphan_grace_s
         usages = []
-        while left := [p for p in me.children() if _pgid(p.pid) == self.pgid]:
+        while left := self._orphans():
             for p in left:
                 try:
                     pid, _, usage = os.wait4(p.pid, os.WNOHANG)
@@ -157,19 +205,9 @@ class Launch:
                 if pid:
                     usages.append(usage)
             if time.monotonic() > deadline:
-                try:
-                    os.killpg(self.pgid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                self._signal_tree(signal.SIGKILL)
             time.sleep(0.005)
         return usages
-
-
-def _pgid(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except ProcessLookupError:
-        return None
 
 
 def run(argv: Sequence[str], **kwargs) -> ProcessResult:

@@ -13,6 +13,8 @@ import threading
 
 import psutil
 
+from trainbench.devices import optional
+
 MIB = 2 ** 20
 
 
@@ -27,15 +29,24 @@ class _Sampler:
     def start(self, pid: int) -> None:
         self.pid = pid
         self.samples = 0
+        self.errors: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=type(self).__name__, daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            self._safe_sample()
+            self._stop.wait(self.interval_s)
+
+    def _safe_sample(self) -> None:
+        """A failing query (GPU lost, Xid) is recorded and sampling goes on; it never loses the run."""
+        try:
             self.sample()
             self.samples += 1
-            self._stop.wait(self.interval_s)
+        except Exception as exc:
+            if len(self.errors) < 10:
+                self.errors.append(f"{type(exc).__name__}: {exc}")
 
     def _join(self) -> None:
         self._stop.set()
@@ -85,14 +96,6 @@ SAMPLED_METHOD = "nvml_sampled"
 ACCOUNTING_METHOD = "nvml_accounting"
 
 
-def _maybe(call, *args):
-    """NVML answers NOT_SUPPORTED for many queries on some boards: such a figure is absent, not an error."""
-    try:
-        return call(*args)
-    except Exception:  # pynvml.NVMLError and its subclasses
-        return None
-
-
 class GpuMonitor(_Sampler):
     """Per GPU of the set: device memory used (NVML v1 query) every `interval_s`, telemetry less often.
 
@@ -116,12 +119,12 @@ class GpuMonitor(_Sampler):
 
     def _accounting(self, h) -> str | None:
         """"on", "enabled" (by us, as root), or None when unavailable."""
-        mode = _maybe(self.nvml.nvmlDeviceGetAccountingMode, h)
+        mode = optional(self.nvml.nvmlDeviceGetAccountingMode, h)
         if mode == 1:
             return "on"
         if mode == 0 and self.enable_accounting and os.geteuid() == 0:
-            if _maybe(self.nvml.nvmlDeviceSetAccountingMode, h, 1) is not None or \
-                    _maybe(self.nvml.nvmlDeviceGetAccountingMode, h) == 1:
+            if optional(self.nvml.nvmlDeviceSetAccountingMode, h, 1) is not None or \
+                    optional(self.nvml.nvmlDeviceGetAccountingMode, h) == 1:
                 return "enabled"
         return None
 
@@ -129,7 +132,7 @@ class GpuMonitor(_Sampler):
         n = len(self.handles)
         self.idle = [self._used(h) for h in self.handles]
         self.peak = list(self.idle)
-        self.energy0 = [_maybe(self.nvml.nvmlDeviceGetTotalEnergyConsumption, h) for h in self.handles]
+        self.energy0 = [optional(self.nvml.nvmlDeviceGetTotalEnergyConsumption, h) for h in self.handles]
         self.accounting = [self._accounting(h) for h in self.handles]
         self.clock = [[None, None] for _ in range(n)]
         self.max_temp = [None] * n
@@ -147,31 +150,31 @@ class GpuMonitor(_Sampler):
         reasons_call = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or \
             getattr(nvml, "nvmlDeviceGetCurrentClocksThrottleReasons")
         for i, h in enumerate(self.handles):
-            clock = _maybe(nvml.nvmlDeviceGetClockInfo, h, nvml.NVML_CLOCK_SM)
+            clock = optional(nvml.nvmlDeviceGetClockInfo, h, nvml.NVML_CLOCK_SM)
             if clock is not None:
                 lo, hi = self.clock[i]
                 self.clock[i] = [clock if lo is None else min(lo, clock), clock if hi is None else max(hi, clock)]
-            temp = _maybe(nvml.nvmlDeviceGetTemperature, h, nvml.NVML_TEMPERATURE_GPU)
+            temp = optional(nvml.nvmlDeviceGetTemperature, h, nvml.NVML_TEMPERATURE_GPU)
             if temp is not None:
                 self.max_temp[i] = max(temp, self.max_temp[i] or temp)
-            power = _maybe(nvml.nvmlDeviceGetPowerUsage, h)
+            power = optional(nvml.nvmlDeviceGetPowerUsage, h)
             if power is not None:
                 self.max_power[i] = max(power / 1000, self.max_power[i] or 0)
-            self.reasons[i] |= _maybe(reasons_call, h) or 0
+            self.reasons[i] |= optional(reasons_call, h) or 0
         self.pids.update(p.pid for p in process_tree(self.pid))
 
     def _accounted_peak(self, h) -> float | None:
-        pids = set(_maybe(self.nvml.nvmlDeviceGetAccountingPids, h) or []) & self.pids
-        stats = [_maybe(self.nvml.nvmlDeviceGetAccountingStats, h, pid) for pid in pids]
+        pids = set(optional(self.nvml.nvmlDeviceGetAccountingPids, h) or []) & self.pids
+        stats = [optional(self.nvml.nvmlDeviceGetAccountingStats, h, pid) for pid in pids]
         used = [s.maxMemoryUsage for s in stats if s is not None]
         return sum(used) / MIB if used else None
 
     def stop(self) -> dict:
         self._join()
-        self.sample()
+        self._safe_sample()
         devices = []
         for i, (uuid, h) in enumerate(zip(self.uuids, self.handles)):
-            e1 = _maybe(self.nvml.nvmlDeviceGetTotalEnergyConsumption, h)
+            e1 = optional(self.nvml.nvmlDeviceGetTotalEnergyConsumption, h)
             devices.append({
                 "uuid": uuid,
                 "idle_mib": self.idle[i] / MIB,
@@ -186,4 +189,5 @@ class GpuMonitor(_Sampler):
                 "energy_j": (e1 - self.energy0[i]) / 1000 if e1 is not None and self.energy0[i] is not None else None,
                 "throttle_reasons": [name for bit, name in THROTTLE_REASONS.items() if self.reasons[i] & bit],
             })
-        return {"gpus": devices, "gpu_samples": self.samples, "gpu_sample_interval_s": self.interval_s}
+        return {"gpus": devices, "gpu_samples": self.samples, "gpu_sample_interval_s": self.interval_s,
+                "gpu_sample_errors": self.errors}

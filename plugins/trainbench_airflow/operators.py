@@ -16,7 +16,7 @@ class TrainCaseOperator(BaseOperator):
     device, or the results database unreachable (the raw JSON is already on disk then).
     """
 
-    template_fields = ("spec",)
+    template_fields = ()  # the spec comes from planning, verbatim: paths must never be rendered as Jinja
     ui_color = "#c6e2ff"
 
     def __init__(self, *, spec: dict, **kwargs):
@@ -33,7 +33,8 @@ class TrainCaseOperator(BaseOperator):
             self._launch = launch
 
         # A busy GPU raises DeviceBusy, so Airflow retries later; the last try records `busy` instead.
-        final_attempt = context["ti"].try_number > self.retries
+        ti = context["ti"]
+        final_attempt = ti.try_number > getattr(ti, "max_tries", self.retries)  # max_tries grows when cleared
         return pipeline.run_case(config.load(), context["run_id"], self.spec, log=self.log.info,
                                  on_launch=remember, final_attempt=final_attempt)
 
