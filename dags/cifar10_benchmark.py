@@ -87,8 +87,7 @@ def cifar10_benchmark():
     def validate(specs: list[dict]) -> dict:
         from trainbench import pipeline
 
-        planned = [s["case"]["key"] for s in specs]
-        return pipeline.validate(CONFIG, get_current_context()["run_id"], planned)
+        return pipeline.validate(CONFIG, get_current_context()["run_id"], specs)
 
     @task
     def detect_regressions() -> list[dict]:

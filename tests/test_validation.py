@@ -18,7 +18,8 @@ def ok_row(case_key: str, gpu: bool = False, env_key: str = "env1") -> dict:
                "method": "nvml_sampled"} if gpu else
               {"device": "host", "name": "CPU", "idle_mib": None, "peak_mib": 900.0, "used_mib": 900.0,
                "method": "host_rss"})
-    return {"run_id": "r1", "case_key": case_key, "env_key": env_key, "status": "ok", "wall_s": 30.0,
+    return {"run_id": "r1", "case_key": case_key, "framework": case_key.split("-")[0], "env_key": env_key,
+            "status": "ok", "wall_s": 30.0,
             "user_s": 50.0, "sys_s": 2.0, "parameters": 420096,
             "epochs": [{"epoch": 1, "seconds": 12.0, "loss": 2.1}, {"epoch": 2, "seconds": 11.0, "loss": 1.6}],
             "devices": [device],
@@ -27,7 +28,8 @@ def ok_row(case_key: str, gpu: bool = False, env_key: str = "env1") -> dict:
 
 
 def crashed_row(case_key: str) -> dict:
-    return {"run_id": "r1", "case_key": case_key, "env_key": "env1", "status": "crashed", "wall_s": None,
+    return {"run_id": "r1", "case_key": case_key, "framework": case_key.split("-")[0], "env_key": "env1",
+            "status": "crashed", "wall_s": None,
             "user_s": None, "sys_s": None, "parameters": None, "epochs": None, "devices": [],
             "environment": {"device_kind": "gpu", "gpu_uuids": [GPU], "gpu_memory_total_mib": [81559]}}
 
@@ -114,6 +116,17 @@ def test_planted_defect_fails_with_readable_summary(tmp_path, plant, expected):
     for text in expected:
         assert text in summary, summary
     assert result.docs_index.exists()
+
+
+def test_a_project_trainer_must_report_its_parameters_and_every_planned_epoch(tmp_path):
+    assert validate(good_rows(), PLANNED, tmp_path / "a", epochs=2).success
+    result = validate(good_rows(), PLANNED, tmp_path / "b", epochs=3)
+    assert not result.success and "every one of the 3 planned epochs reported" in result.summary()
+    silent = good_rows()
+    silent[0]["parameters"] = None
+    result = validate(silent, PLANNED, tmp_path / "c")
+    assert not result.success and "report their parameter count" in result.summary()
+    assert "pytorch-cpu-r1" in result.summary()
 
 
 def test_host_memory_is_checked_only_when_known(tmp_path):

@@ -61,7 +61,7 @@ def cmd_run(cfg, args) -> int:
             bar.set_description(spec["case"]["label"])
             pipeline.run_case(cfg, run_id, spec, log=bar.write)
     try:
-        pipeline.validate(cfg, run_id, [s["case"]["key"] for s in specs])
+        pipeline.validate(cfg, run_id, specs)
     except pipeline.ValidationFailed as exc:
         print(f"trainbench: the run's results failed validation; nothing published:\n{exc}", file=sys.stderr)
         return 1

@@ -13,6 +13,8 @@ import platform
 import socket
 import subprocess
 
+import psutil
+
 from trainbench.devices import Inventory
 from trainbench.planning import Case
 
@@ -65,6 +67,7 @@ def fingerprint(inventory: Inventory, case: Case, probe: dict, workload: dict) -
         "cuda_driver_version": inventory.cuda_driver_version if gpus else None,
         "cpu_model": inventory.cpu_model,
         "cpu_count": inventory.cpu_count,
+        "host_memory_mib": psutil.virtual_memory().total / 2**20,
         "hostname": socket.gethostname(),
         "harness_python": platform.python_version(),
         **workload,

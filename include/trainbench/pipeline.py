@@ -241,15 +241,16 @@ class ValidationFailed(NoRetry):
     """The run's rows broke expectations; nothing is published from them."""
 
 
-def validate(config: Config, run_id: str, planned_case_keys: list[str]) -> dict:
-    """Great Expectations suite over the run's rows; Data Docs kept in the run's folder."""
-    import psutil
-
+def validate(config: Config, run_id: str, planned: list[dict]) -> dict:
+    """Great Expectations suite over the run's rows against its plan; Data Docs kept in the run's folder."""
     from trainbench import validation
 
     rows = collect(config, run_id)
-    result = validation.validate(rows, planned_case_keys, run_dir(config, run_id) / "data_docs",
-                                 host_memory_mib=psutil.virtual_memory().total / 2**20)
+    epochs = {s["job"]["epochs"] for s in planned}
+    memory = [r["environment"].get("host_memory_mib") for r in rows if r.get("environment")]
+    result = validation.validate(rows, [s["case"]["key"] for s in planned], run_dir(config, run_id) / "data_docs",
+                                 host_memory_mib=max((m for m in memory if m), default=None),
+                                 epochs=epochs.pop() if len(epochs) == 1 else None)
     if not result.success:
         raise ValidationFailed(result.summary())
     return {"rows": len(rows), "data_docs": str(result.docs_index) if result.docs_index else None,

@@ -21,7 +21,7 @@ from trainbench.outcome import STATUSES
 
 MODEL_PARAMETERS = 420096
 SITE = "trainbench"
-COLUMNS = ("case_key", "env_key", "planned", "stored", "status", "wall_s", "user_s", "sys_s", "parameters",
+COLUMNS = ("case_key", "env_key", "framework", "planned", "stored", "status", "wall_s", "user_s", "sys_s", "parameters",
            "epoch_count", "epoch_seconds_total", "first_loss", "last_loss", "losses_finite", "memory_fraction")
 SHOWN = 8
 IGNORED_KWARGS = {"batch_id", "column", "column_A", "column_B", "row_condition", "condition_parser",
@@ -63,7 +63,8 @@ def frame(rows: list[dict], planned_case_keys: list[str], host_memory_mib: float
         fractions = [d["used_mib"] / capacity[d["device"]] for d in r.get("devices") or []
                      if capacity.get(d["device"]) and d.get("used_mib") is not None]
         records.append({
-            **{k: r.get(k) for k in ("case_key", "env_key", "status", "wall_s", "user_s", "sys_s", "parameters")},
+            **{k: r.get(k) for k in ("case_key", "env_key", "framework", "status", "wall_s", "user_s", "sys_s",
+                                     "parameters")},
             "planned": r.get("case_key") in planned,
             "stored": True,
             "epoch_count": len(epochs),
@@ -76,11 +77,14 @@ def frame(rows: list[dict], planned_case_keys: list[str], host_memory_mib: float
     return pd.DataFrame.from_records(records, columns=COLUMNS)
 
 
-def expectations() -> list:
-    """The checks, each described the way a failure should read."""
+def expectations(epochs: int | None = None) -> list:
+    """The checks, each described the way a failure should read; `epochs` is what the run planned."""
     ok = Column("status") == "ok"
     e = gx.expectations
-    return [
+    planned_epochs = [] if epochs is None else [
+        e.ExpectColumnValuesToBeBetween(column="epoch_count", min_value=epochs, max_value=epochs, row_condition=ok,
+                                        description=f"ok runs: every one of the {epochs} planned epochs reported")]
+    return [*planned_epochs,
         e.ExpectColumnValuesToBeInSet(column="status", value_set=list(STATUSES), description="every status is known"),
         e.ExpectColumnValuesToNotBeNull(column="wall_s", row_condition=ok, description="ok runs have a wall time"),
         e.ExpectColumnValuesToBeBetween(column="wall_s", min_value=0, strict_min=True, row_condition=ok,
@@ -101,6 +105,8 @@ def expectations() -> list:
                                                   description="ok runs of 2+ epochs: the loss falls"),
         e.ExpectColumnValuesToBeInSet(column="parameters", value_set=[MODEL_PARAMETERS], row_condition=ok,
                                       description="ok runs that report it: the model has the spec's parameters"),
+        e.ExpectColumnValuesToNotBeNull(column="parameters", row_condition=ok & (Column("framework") != "neon"),
+                                        description="ok runs of the project's trainers report their parameter count"),
         e.ExpectColumnValuesToBeInSet(column="stored", value_set=[True], description="every planned case has a row"),
         e.ExpectColumnValuesToBeInSet(column="planned", value_set=[True], description="every row is a planned case"),
         e.ExpectColumnValuesToBeUnique(column="case_key", description="no case has more than one row"),
@@ -108,7 +114,7 @@ def expectations() -> list:
 
 
 def validate(rows: list[dict], planned_case_keys: list[str], docs_dir: Path,
-             host_memory_mib: float | None = None) -> ValidationResult:
+             host_memory_mib: float | None = None, epochs: int | None = None) -> ValidationResult:
     """Validate the rows against the plan and write Data Docs under `docs_dir`."""
     docs_dir = Path(docs_dir)
     context = gx.get_context(mode="ephemeral", project_config=DataContextConfig(
@@ -120,7 +126,7 @@ def validate(rows: list[dict], planned_case_keys: list[str], docs_dir: Path,
                                                   "base_directory": str(docs_dir)}}}))
     batch = (context.data_sources.add_pandas("trainbench").add_dataframe_asset("results")
              .add_batch_definition_whole_dataframe("run"))
-    suite = context.suites.add(gx.ExpectationSuite(name="trainbench_results", expectations=expectations()))
+    suite = context.suites.add(gx.ExpectationSuite(name="trainbench_results", expectations=expectations(epochs)))
     definition = context.validation_definitions.add(gx.ValidationDefinition(name="results", data=batch, suite=suite))
     checkpoint = context.checkpoints.add(gx.Checkpoint(
         name="trainbench", validation_definitions=[definition],
