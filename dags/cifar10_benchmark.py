@@ -60,7 +60,7 @@ def cifar10_benchmark():
 
         return pipeline.discover_devices()
 
-    @task
+    @task(queue="gpu")  # the data must be where the trainers run
     @fail_without_retry
     def prepare_dataset() -> dict:
         from trainbench import pipeline

@@ -29,6 +29,7 @@ def test_dag_shape(dag):
     assert dag.get_task("detect_regressions").upstream_task_ids == {"validate"}
     train = dag.get_task("train")
     assert train.queue == "gpu" and train.pool == "trainbench_devices"
+    assert dag.get_task("discover_devices").queue == dag.get_task("prepare_dataset").queue == "gpu"
     assert dag.get_task("collect").trigger_rule == "all_done"
 
 
