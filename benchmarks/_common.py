@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-from pathlib import Path
 
 from trainbench import config, devices, frameworks
 from trainbench.pipeline import prepare_dataset
@@ -37,13 +36,6 @@ def child_env(spec: frameworks.LaunchSpec) -> dict[str, str]:
     return {**os.environ, **spec.env}
 
 
-def median_ratio(pairs: list[tuple[float, float]]) -> float:
-    return statistics.median(a / b for a, b in pairs if b)
-
-
 def describe(label: str, pairs: list[tuple[float, float]]) -> str:
     ratios = sorted(a / b for a, b in pairs if b)
     return f"{label}: median ratio {statistics.median(ratios):.4f} (min {ratios[0]:.4f}, max {ratios[-1]:.4f}, n={len(ratios)})"
-
-
-ROOT = Path(__file__).resolve().parents[1]

@@ -12,8 +12,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import sqlalchemy as sa
-
 from trainbench import config, pipeline
 from trainbench.results import ResultStore, device_memory, results, runs
 

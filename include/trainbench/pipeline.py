@@ -151,7 +151,6 @@ def run_case(config: Config, run_id: str, spec: dict, log: Callable[[str], None]
 
 HOST_RSS = "host RSS of the process tree, sampled"
 GPU_SAMPLED = "NVML device memory used, peak minus idle, sampled"
-GPU_ACCOUNTING = "NVML accounting, per-process maximum summed over the process tree"
 
 
 def memory_figures(case: Case, monitors: dict) -> dict:

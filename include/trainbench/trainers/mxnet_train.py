@@ -18,7 +18,6 @@ import sys
 import time
 
 import mxnet as mx
-import numpy as np
 from mxnet import autograd, gluon
 from mxnet.gluon import nn
 
