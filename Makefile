@@ -1,6 +1,7 @@
 # trainbench: two commands set everything up on a fresh machine (Python 3.11 + package registries).
 #   make demo   run the cifar10_benchmark DAG once through Airflow (SQLite, CPU, synthetic data)
-#   make test   the whole test suite (what CI runs)
+#   make test   lint (ruff, mypy) and the whole test suite (what CI runs)
+#   make lint   ruff check, ruff format --check, mypy on the core
 
 PYTHON ?= python3.11
 VENV := .venv
@@ -18,12 +19,12 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 DEMO_CONF := {"epochs": 2, "train_images": 2000, "device_sets": ["cpu", "cpu:2"], "repeats": 1}
 REFERENCE_LOG := include/reference/000_8ad6f2660727c232.txt
 
-.PHONY: demo test setup envs airflow-init clean
+.PHONY: demo test lint setup envs airflow-init clean
 
-$(BIN)/.installed: requirements.txt requirements.lock pyproject.toml
+$(BIN)/.installed: requirements.txt requirements-dev.txt requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip==25.3
-	$(BIN)/pip install --quiet -r requirements.txt -c requirements.lock
+	$(BIN)/pip install --quiet -r requirements.txt -r requirements-dev.txt -c requirements.lock
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
@@ -54,7 +55,12 @@ demo: setup
 	@echo "Results database: $(CURDIR)/output/results.db (python -m trainbench results --format csv)"
 	@echo "Airflow log of this run: $(AIRFLOW_HOME)/demo-run.log"
 
-test: setup
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint setup
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -8,7 +8,7 @@ import statistics
 
 from trainbench import config, devices, frameworks
 from trainbench.pipeline import prepare_dataset
-from trainbench.planning import Case, resolve_device_set
+from trainbench.planning import Case, TrainingJob, resolve_device_set
 
 
 def parser(doc: str) -> argparse.ArgumentParser:
@@ -27,15 +27,17 @@ def trainer_launch(args) -> tuple[frameworks.LaunchSpec, Case, devices.Inventory
     text = args.device_set or ("0" if inv.gpus else "cpu")
     case = Case(args.framework, resolve_device_set(text, inv), 1)
     dataset = prepare_dataset(cfg, cfg.settings.overridden(dataset="auto"))
-    job = frameworks.TrainingJob(data_dir=dataset["data_dir"], epochs=args.epochs, batch_size=128, seed=0,
-                                 train_images=args.train_images or None)
-    return frameworks.launch_spec(cfg.framework(args.framework), case, job), case, inv
+    job = TrainingJob(
+        data_dir=dataset["data_dir"], epochs=args.epochs, batch_size=128, seed=0, train_images=args.train_images or None
+    )
+    return frameworks.launch_spec(cfg.interpreter(args.framework), case, job), case, inv
 
 
 def child_env(spec: frameworks.LaunchSpec) -> dict[str, str]:
-    return {**os.environ, **spec.env}
+    return {**os.environ, **spec.environ}
 
 
 def describe(label: str, pairs: list[tuple[float, float]]) -> str:
     ratios = sorted(a / b for a, b in pairs if b)
-    return f"{label}: median ratio {statistics.median(ratios):.4f} (min {ratios[0]:.4f}, max {ratios[-1]:.4f}, n={len(ratios)})"
+    spread = f"min {ratios[0]:.4f}, max {ratios[-1]:.4f}, n={len(ratios)}"
+    return f"{label}: median ratio {statistics.median(ratios):.4f} ({spread})"

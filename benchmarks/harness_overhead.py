@@ -10,8 +10,10 @@ from __future__ import annotations
 import subprocess
 import time
 
+from trainbench import devices
+from trainbench.measure import runner, sampling
+
 from _common import child_env, describe, parser, trainer_launch
-from trainbench import devices, runner, sampling
 
 
 def monitors(case) -> list:
@@ -45,10 +47,15 @@ def main() -> None:
         walls.append((measured.wall_s, bare_wall))
         rates.append((rate, bare_rate))
         samples.append(measured.monitors.get("gpu_samples", measured.monitors["host_rss_samples"]))
-        print(f"pair {i + 1}: bare {bare_wall:.3f} s {bare_rate:.1f} images/s | "
-              f"runner {measured.wall_s:.3f} s {rate:.1f} images/s, {samples[-1]} samples", flush=True)
-    print(f"{case.label}, {args.epochs} epochs, {args.train_images} images, samplers: "
-          f"{', '.join(type(m).__name__ for m in monitors(case))}")
+        print(
+            f"pair {i + 1}: bare {bare_wall:.3f} s {bare_rate:.1f} images/s | "
+            f"runner {measured.wall_s:.3f} s {rate:.1f} images/s, {samples[-1]} samples",
+            flush=True,
+        )
+    print(
+        f"{case.label}, {args.epochs} epochs, {args.train_images} images, samplers: "
+        f"{', '.join(type(m).__name__ for m in monitors(case))}"
+    )
     print(describe("wall      runner/bare", walls) + "  (target <= 1.01)")
     print(describe("images/s  runner/bare", rates) + "  (target >= 0.995)")
 

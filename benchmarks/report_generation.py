@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from trainbench import config, pipeline
-from trainbench.results import ResultStore, device_memory, results, runs
+from trainbench.store.results import ResultStore, device_memory, results, runs
 
 FRAMEWORKS = ("neon", "mxnet", "pytorch", "jax")
 DEVICE_SETS = ("0,1,2", "0,1", "0,2", "1,2", "0", "1", "2")
@@ -23,28 +23,55 @@ REPEATS = 3
 def fill(store: ResultStore, total_rows: int) -> str:
     """Weekly runs of 4 frameworks x 7 GPU sets x 3 repeats until `total_rows` rows exist."""
     per_run = len(FRAMEWORKS) * len(DEVICE_SETS) * REPEATS
-    start = dt.datetime(2020, 1, 6, tzinfo=dt.timezone.utc)
+    start = dt.datetime(2020, 1, 6, tzinfo=dt.UTC)
     rows, devices, run_ids = [], [], []
     for week in range(-(-total_rows // per_run)):
         run_id = f"scheduled__{(start + dt.timedelta(weeks=week)):%Y-%m-%d}"
-        run_ids.append({"run_id": run_id, "source": "trainbench", "settings": {},
-                        "created_at": start + dt.timedelta(weeks=week)})
+        run_ids.append(
+            {"run_id": run_id, "source": "trainbench", "settings": {}, "created_at": start + dt.timedelta(weeks=week)}
+        )
         for fw in FRAMEWORKS:
             for ds in DEVICE_SETS:
                 n = len(ds.split(","))
                 for rep in range(1, REPEATS + 1):
                     rid = len(rows) + 1
-                    wall = 20.0 / n ** 0.8 * (1 + 0.01 * ((week * 7 + rep) % 5))
-                    rows.append({"id": rid, "run_id": run_id, "case_key": f"{fw}__{ds.replace(',', '-')}__r{rep}",
-                                 "env_key": "e1", "framework": fw, "device_set": ds, "repeat": rep, "status": "ok",
-                                 "wall_s": wall, "user_s": wall * 0.9, "sys_s": wall * 0.1, "peak_mem_mib": 900.0 * n,
-                                 "images_per_s": 500_000 / wall, "parameters": 420096,
-                                 "epochs": [{"epoch": e, "seconds": wall / 12, "loss": 2.0 / e} for e in range(1, 11)],
-                                 "environment": {"gpu_memory_total_mib": [81559.0] * n}, "telemetry": {},
-                                 "summary": {}, "started_at": start + dt.timedelta(weeks=week)})
-                    devices += [{"result_id": rid, "position": i, "device": f"GPU-{i}", "name": "NVIDIA H100",
-                                 "idle_mib": 480.0, "peak_mib": 1380.0, "used_mib": 900.0, "method": "nvml_sampled"}
-                                for i in range(n)]
+                    wall = 20.0 / n**0.8 * (1 + 0.01 * ((week * 7 + rep) % 5))
+                    rows.append(
+                        {
+                            "id": rid,
+                            "run_id": run_id,
+                            "case_key": f"{fw}__{ds.replace(',', '-')}__r{rep}",
+                            "env_key": "e1",
+                            "framework": fw,
+                            "device_set": ds,
+                            "repeat": rep,
+                            "status": "ok",
+                            "wall_s": wall,
+                            "user_s": wall * 0.9,
+                            "sys_s": wall * 0.1,
+                            "peak_mem_mib": 900.0 * n,
+                            "images_per_s": 500_000 / wall,
+                            "parameters": 420096,
+                            "epochs": [{"epoch": e, "seconds": wall / 12, "loss": 2.0 / e} for e in range(1, 11)],
+                            "environment": {"gpu_memory_total_mib": [81559.0] * n},
+                            "telemetry": {},
+                            "summary": {},
+                            "started_at": start + dt.timedelta(weeks=week),
+                        }
+                    )
+                    devices += [
+                        {
+                            "result_id": rid,
+                            "position": i,
+                            "device": f"GPU-{i}",
+                            "name": "NVIDIA H100",
+                            "idle_mib": 480.0,
+                            "peak_mib": 1380.0,
+                            "used_mib": 900.0,
+                            "method": "nvml_sampled",
+                        }
+                        for i in range(n)
+                    ]
                     if len(rows) == total_rows:
                         break
     with store.engine.begin() as conn:

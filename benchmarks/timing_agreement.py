@@ -11,8 +11,9 @@ from __future__ import annotations
 import re
 import subprocess
 
+from trainbench.measure import runner
+
 from _common import child_env, describe, parser, trainer_launch
-from trainbench import runner
 
 
 def gnu_time(argv: list[str], env: dict) -> tuple[float, float]:
@@ -20,8 +21,9 @@ def gnu_time(argv: list[str], env: dict) -> tuple[float, float]:
     err = subprocess.run(["/usr/bin/time", "-v", *argv], env=env, capture_output=True, text=True).stderr
     user = float(re.search(r"User time \(seconds\): ([\d.]+)", err).group(1))
     sys_ = float(re.search(r"System time \(seconds\): ([\d.]+)", err).group(1))
-    h, m, s = ([0, 0] + re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", err)
-               .group(1).split(":"))[-3:]
+    h, m, s = (
+        [0, 0] + re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", err).group(1).split(":")
+    )[-3:]
     return int(h) * 3600 + int(m) * 60 + float(s), user + sys_
 
 
@@ -39,8 +41,11 @@ def main() -> None:
             theirs = gnu_time(spec.argv, env)
         walls.append((ours.wall_s, theirs[0]))
         cpus.append((ours.user_s + ours.sys_s, theirs[1]))
-        print(f"pair {i + 1}: runner wall {ours.wall_s:.3f} s cpu {ours.user_s + ours.sys_s:.3f} s | "
-              f"time wall {theirs[0]:.3f} s cpu {theirs[1]:.3f} s", flush=True)
+        print(
+            f"pair {i + 1}: runner wall {ours.wall_s:.3f} s cpu {ours.user_s + ours.sys_s:.3f} s | "
+            f"time wall {theirs[0]:.3f} s cpu {theirs[1]:.3f} s",
+            flush=True,
+        )
     print(f"{case.label}, {args.epochs} epochs, {args.train_images} images")
     print(describe("wall     runner/time", walls) + "  (target 0.99..1.01)")
     print(describe("user+sys runner/time", cpus) + "  (target 0.98..1.02)")

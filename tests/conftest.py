@@ -33,8 +33,16 @@ sys.path.insert(0, str(TRAINERS))
 
 def write_config(folder: Path, neon: dict | None = None, **benchmark) -> Path:
     """A trainbench.toml whose output goes to `folder`, with [benchmark] overrides; frameworks from .envs/."""
-    settings = {"frameworks": ["pytorch"], "device_sets": ["cpu"], "epochs": 2, "batch_size": 128, "repeats": 1,
-                "train_images": 1024, "timeout_s": 600, **benchmark}
+    settings = {
+        "frameworks": ["pytorch"],
+        "device_sets": ["cpu"],
+        "epochs": 2,
+        "batch_size": 128,
+        "repeats": 1,
+        "train_images": 1024,
+        "timeout_s": 600,
+        **benchmark,
+    }
     neon = neon or {"python": "", "script": ""}
     lines = ["[benchmark]"]
     for key, value in settings.items():
@@ -65,8 +73,12 @@ def airflow_db() -> dict:
     """An initialised Airflow metadata database (SQLite) for this session; returns the env to use."""
     env = {**os.environ, **AIRFLOW_ENV}
     subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True)
-    subprocess.run([str(BIN / "airflow"), "pools", "set", "trainbench_devices", "1", "test pool"],
-                   env=env, check=True, capture_output=True)
+    subprocess.run(
+        [str(BIN / "airflow"), "pools", "set", "trainbench_devices", "1", "test pool"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     return env
 
 

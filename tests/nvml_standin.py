@@ -8,11 +8,11 @@ detection is tested against a known spike.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Callable
 
-MIB = 2 ** 20
+MIB = 2**20
 NVML_CLOCK_SM = 1
 NVML_TEMPERATURE_GPU = 0
 
@@ -118,8 +118,12 @@ class StandInNvml:
 
 def log_host() -> StandInNvml:
     """The original log's host: two Titan X and a GTX 980."""
-    return StandInNvml([
-        Device("GPU-aaaa-0000", "Titan X", "00000000:01:00.0", 12288, 138),
-        Device("GPU-bbbb-1111", "Titan X", "00000000:02:00.0", 12288, 29),
-        Device("GPU-cccc-2222", "GTX 980", "00000000:03:00.0", 4096, 15),
-    ], driver="352.63", cuda=7050)
+    return StandInNvml(
+        [
+            Device("GPU-aaaa-0000", "Titan X", "00000000:01:00.0", 12288, 138),
+            Device("GPU-bbbb-1111", "Titan X", "00000000:02:00.0", 12288, 29),
+            Device("GPU-cccc-2222", "GTX 980", "00000000:03:00.0", 4096, 15),
+        ],
+        driver="352.63",
+        cuda=7050,
+    )

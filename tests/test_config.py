@@ -10,7 +10,7 @@ def test_project_config_reproduces_the_original_log_on_a_gpu_host():
     cfg = config.load(ROOT / "trainbench.toml")
     s = cfg.settings
     assert (s.epochs, s.batch_size, s.device_sets) == (10, 128, ("all",))
-    assert cfg.framework("pytorch").python.endswith(".envs/pytorch/bin/python")
+    assert cfg.interpreter("pytorch").python.endswith(".envs/pytorch/bin/python")
     assert cfg.database_url == f"sqlite:///{ROOT / 'output' / 'results.db'}"
 
 
@@ -20,17 +20,20 @@ def test_relative_paths_resolve_against_the_config_file(tmp_path):
     assert cfg.settings.train_images == 1024
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"frameworks": ["tensorflow"]}, "unknown framework(s) ['tensorflow']; accepted: ['pytorch'"),
-    ({"device_sets": ["0;1"]}, "malformed device set '0;1'; accepted:"),
-    ({"device_sets": ["cpu:0"]}, "malformed device set 'cpu:0'"),
-    ({"epochs": 0}, "epochs must be an integer >= 1, got 0"),
-    ({"batch_size": -1}, "batch_size must be an integer >= 1"),
-    ({"repeats": 1.5}, "repeats must be an integer >= 1"),
-    ({"dataset": "imagenet"}, "dataset must be one of ['auto', 'real', 'synthetic']"),
-    ({"train_images": 0}, "train_images must be an integer >= 1"),
-    ({"colour": "red"}, "unknown setting(s) ['colour']"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"frameworks": ["tensorflow"]}, "unknown framework(s) ['tensorflow']; accepted: ['neon', 'mxnet', 'pytorch'"),
+        ({"device_sets": ["0;1"]}, "malformed device set '0;1'; accepted:"),
+        ({"device_sets": ["cpu:0"]}, "malformed device set 'cpu:0'"),
+        ({"epochs": 0}, "epochs must be an integer >= 1, got 0"),
+        ({"batch_size": -1}, "batch_size must be an integer >= 1"),
+        ({"repeats": 1.5}, "repeats must be an integer >= 1"),
+        ({"dataset": "imagenet"}, "dataset must be one of ['auto', 'real', 'synthetic']"),
+        ({"train_images": 0}, "train_images must be an integer >= 1"),
+        ({"colour": "red"}, "unknown setting(s) ['colour']"),
+    ],
+)
 def test_bad_overrides_name_the_value_and_what_is_accepted(change, message):
     with pytest.raises(ConfigError) as err:
         Settings().overridden(**change)

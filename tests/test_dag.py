@@ -22,9 +22,17 @@ def dag():
 
 def test_dag_shape(dag):
     assert dag.tags and dag.doc_md and dag.schedule is not None
-    assert {t.task_id for t in dag.tasks} == {"discover_devices", "prepare_dataset", "plan_matrix", "train",
-                                                "collect", "validate", "detect_regressions", "publish",
-                                                "regression_gate"}
+    assert {t.task_id for t in dag.tasks} == {
+        "discover_devices",
+        "prepare_dataset",
+        "plan_matrix",
+        "train",
+        "collect",
+        "validate",
+        "detect_regressions",
+        "publish",
+        "regression_gate",
+    }
     assert dag.get_task("publish").upstream_task_ids == {"detect_regressions"}
     assert dag.get_task("detect_regressions").upstream_task_ids == {"validate"}
     train = dag.get_task("train")
@@ -34,22 +42,27 @@ def test_dag_shape(dag):
 
 
 def test_dag_file_imports_no_framework_or_data_library():
-    code = ("import sys; sys.path[:0] = ['plugins', 'include']; import runpy; runpy.run_path('dags/cifar10_benchmark.py');"
-            "print(sorted(m for m in ('torch', 'pandas', 'numpy', 'mxnet', 'jax', 'matplotlib', 'great_expectations')"
-            " if m in sys.modules))")
+    code = (
+        "import sys; sys.path[:0] = ['plugins', 'include']; import runpy; runpy.run_path('dags/cifar10_benchmark.py');"
+        "print(sorted(m for m in ('torch', 'pandas', 'numpy', 'mxnet', 'jax', 'matplotlib', 'great_expectations')"
+        " if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, capture_output=True, text=True)
     assert out.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("name, value, message", [
-    ("frameworks", ["tensorflow"], "'tensorflow' is not one of ['pytorch'"),
-    ("device_sets", ["0;1"], "'0;1' does not match"),
-    ("epochs", 0, "0 is less than the minimum of 1"),
-    ("batch_size", "128", "'128' is not of type 'integer'"),
-    ("repeats", 0, "less than the minimum of 1"),
-    ("dataset", "imagenet", "'imagenet' is not one of ['auto', 'real', 'synthetic']"),
-    ("train_images", -5, "less than the minimum of 1"),
-])
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("frameworks", ["tensorflow"], "'tensorflow' is not one of ['neon', 'mxnet', 'pytorch'"),
+        ("device_sets", ["0;1"], "'0;1' does not match"),
+        ("epochs", 0, "0 is less than the minimum of 1"),
+        ("batch_size", "128", "'128' is not of type 'integer'"),
+        ("repeats", 0, "less than the minimum of 1"),
+        ("dataset", "imagenet", "'imagenet' is not one of ['auto', 'real', 'synthetic']"),
+        ("train_images", -5, "less than the minimum of 1"),
+    ],
+)
 def test_params_reject_bad_values(dag, name, value, message):
     from airflow.sdk.definitions.param import ParamValidationError
 
@@ -59,7 +72,14 @@ def test_params_reject_bad_values(dag, name, value, message):
 
 
 def test_params_accept_good_values(dag):
-    good = {"frameworks": ["pytorch"], "device_sets": ["0", "0,1", "cpu", "cpu:4", "GPU-8f0c1a2b-0000"],
-            "epochs": 1, "batch_size": 64, "repeats": 5, "train_images": None, "dataset": "synthetic"}
+    good = {
+        "frameworks": ["pytorch"],
+        "device_sets": ["0", "0,1", "cpu", "cpu:4", "GPU-8f0c1a2b-0000"],
+        "epochs": 1,
+        "batch_size": 64,
+        "repeats": 5,
+        "train_images": None,
+        "dataset": "synthetic",
+    }
     for name, value in good.items():
         assert dag.params.get_param(name).resolve(value) == value

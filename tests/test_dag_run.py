@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from trainbench import config
-from trainbench.results import ResultStore
+from trainbench.store.results import ResultStore
 
 from conftest import BIN, write_config
 
@@ -16,21 +16,35 @@ pytestmark = pytest.mark.integration
 
 
 def dags_test(env: dict, conf: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "airflow"), "dags", "test", "cifar10_benchmark", "-c", json.dumps(conf)],
-                          env=env, capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [str(BIN / "airflow"), "dags", "test", "cifar10_benchmark", "-c", json.dumps(conf)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 def trainbench_cli(env: dict, *args: str) -> str:
-    return subprocess.run([str(BIN / "python"), "-m", "trainbench", *args], env=env, capture_output=True,
-                          text=True, check=True).stdout
+    return subprocess.run(
+        [str(BIN / "python"), "-m", "trainbench", *args], env=env, capture_output=True, text=True, check=True
+    ).stdout
 
 
 @pytest.fixture(scope="module")
 def benchmark_run(airflow_db, tmp_path_factory):
     folder = tmp_path_factory.mktemp("dagrun")
     env = {**airflow_db, "TRAINBENCH_CONFIG": str(write_config(folder))}
-    proc = dags_test(env, {"frameworks": ["pytorch", "mxnet", "jax", "neon"], "device_sets": ["cpu", "cpu:2"],
-                           "epochs": 2, "train_images": 1024, "repeats": 1})
+    proc = dags_test(
+        env,
+        {
+            "frameworks": ["pytorch", "mxnet", "jax", "neon"],
+            "device_sets": ["cpu", "cpu:2"],
+            "epochs": 2,
+            "train_images": 1024,
+            "repeats": 1,
+        },
+    )
     cfg = config.load(env["TRAINBENCH_CONFIG"])
     return proc, cfg, env
 
@@ -41,7 +55,8 @@ def test_dag_run_measures_every_case(benchmark_run):
     rows = ResultStore(cfg.database_url).rows()
     assert sorted((r["framework"], r["device_set"], r["repeat"], r["status"]) for r in rows) == sorted(
         [(fw, ds, 1, "ok") for fw in ("pytorch", "mxnet", "jax") for ds in ("cpu", "cpu:2")]
-        + [("neon", "cpu", 1, "unavailable"), ("neon", "cpu:2", 1, "unavailable")])
+        + [("neon", "cpu", 1, "unavailable"), ("neon", "cpu:2", 1, "unavailable")]
+    )
     measured = [r for r in rows if r["status"] == "ok"]
     for r in measured:
         assert r["wall_s"] > 1 and r["user_s"] > 0.5 and r["sys_s"] > 0
@@ -78,8 +93,19 @@ def test_results_cli_prints_every_row_as_csv(benchmark_run):
     _, _, env = benchmark_run
     rows = list(csv.DictReader(io.StringIO(trainbench_cli(env, "results", "--format", "csv"))))
     assert len(rows) == 8 and {r["device_set"] for r in rows} == {"cpu", "cpu:2"}
-    assert set(rows[0]) >= {"run_id", "framework", "device_set", "repeat", "status", "wall_s", "user_s", "sys_s",
-                            "peak_mem_mib", "images_per_s", "error"}
+    assert set(rows[0]) >= {
+        "run_id",
+        "framework",
+        "device_set",
+        "repeat",
+        "status",
+        "wall_s",
+        "user_s",
+        "sys_s",
+        "peak_mem_mib",
+        "images_per_s",
+        "error",
+    }
     assert all(float(r["wall_s"]) > 0 for r in rows if r["status"] == "ok")
 
 
@@ -103,4 +129,4 @@ def test_bad_trigger_conf_is_rejected_before_anything_runs(airflow_db, tmp_path)
     env = {**airflow_db, "TRAINBENCH_CONFIG": str(write_config(tmp_path))}
     proc = dags_test(env, {"frameworks": ["caffe"]})
     assert proc.returncode != 0
-    assert "'caffe' is not one of ['pytorch'" in proc.stdout + proc.stderr
+    assert "'caffe' is not one of ['neon', 'mxnet', 'pytorch'" in proc.stdout + proc.stderr

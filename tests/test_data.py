@@ -8,8 +8,9 @@ import cifar10
 
 
 def test_synthetic_files_have_the_real_on_disk_format(synthetic_data):
-    assert sorted(os.listdir(synthetic_data)) == sorted([*cifar10.TRAIN_FILES, cifar10.TEST_FILE, cifar10.META_FILE,
-                                                         cifar10.SYNTHETIC_MARKER])
+    assert sorted(os.listdir(synthetic_data)) == sorted(
+        [*cifar10.TRAIN_FILES, cifar10.TEST_FILE, cifar10.META_FILE, cifar10.SYNTHETIC_MARKER]
+    )
     with open(os.path.join(synthetic_data, "data_batch_1"), "rb") as f:
         batch = pickle.load(f, encoding="bytes")
     assert batch[b"data"].dtype == np.uint8 and batch[b"data"].shape[1] == 3072
@@ -19,7 +20,7 @@ def test_synthetic_files_have_the_real_on_disk_format(synthetic_data):
 def test_loader_reads_the_synthetic_set_back(synthetic_data):
     train, test = cifar10.load(synthetic_data)
     assert train.images.shape == (2048, 3, 32, 32) and test.images.shape == (512, 3, 32, 32)
-    assert train.images.dtype == np.float32 and 0.0 <= train.images.min() and train.images.max() <= 1.0
+    assert train.images.dtype == np.float32 and train.images.min() >= 0.0 and train.images.max() <= 1.0
     with open(os.path.join(synthetic_data, "data_batch_1"), "rb") as f:
         raw = pickle.load(f, encoding="bytes")
     first = raw[b"data"][0]

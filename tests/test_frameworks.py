@@ -5,35 +5,42 @@ import sys
 import pytest
 
 from trainbench import config, frameworks, pipeline
-from trainbench.results import ResultStore
+from trainbench.frameworks import Interpreter, neon
+from trainbench.planning import Case, TrainingJob, resolve_device_set
+from trainbench.store.results import ResultStore
 
 from conftest import ROOT, write_config
 from test_planning import THREE_GPUS
-from trainbench.planning import Case, resolve_device_set
 
 FIXTURES = ROOT / "tests" / "fixtures"
-JOB = frameworks.TrainingJob(data_dir="/data/cifar-10-batches-py", epochs=10, batch_size=128, seed=0)
+JOB = TrainingJob(data_dir="/data/cifar-10-batches-py", epochs=10, batch_size=128, seed=0)
 
 
 def neon_env(script=FIXTURES / "cifar10_conv.py"):
-    return config.FrameworkEnv("neon", sys.executable, options={"script": str(script)})
+    return Interpreter("neon", sys.executable, options={"script": str(script)})
 
 
-@pytest.mark.parametrize("device_set, flags", [
-    ("0", ["-b", "gpu", "-i", "0"]),
-    ("0,1,2", ["-b", "mgpu", "-m", "3"]),
-    ("cpu", ["-b", "cpu"]),
-])
+@pytest.mark.parametrize(
+    "device_set, flags",
+    [
+        ("0", ["-b", "gpu", "-i", "0"]),
+        ("0,1,2", ["-b", "mgpu", "-m", "3"]),
+        ("cpu", ["-b", "cpu"]),
+    ],
+)
 def test_original_command_lines(device_set, flags):
     spec = frameworks.launch_spec(neon_env(), Case("neon", resolve_device_set(device_set, THREE_GPUS), 1), JOB)
-    assert spec.argv[2:2 + len(flags)] == flags
+    assert spec.argv[2 : 2 + len(flags)] == flags
     assert spec.argv[-8:] == ["-e", "10", "-z", "128", "-r", "0", "-w", "/data"]
 
 
 def test_neon_output_becomes_epochs_and_accuracy():
-    report = frameworks.parse_neon((FIXTURES / "neon_output.txt").read_text().splitlines())
-    assert [(e["epoch"], e["loss"], e["seconds"]) for e in report.epochs] == [(1, 1.62, 2.03), (2, 1.21, 1.91),
-                                                                                (3, 1.05, 1.90)]
+    report = neon.parse_output((FIXTURES / "neon_output.txt").read_text().splitlines())
+    assert [(e["epoch"], e["loss"], e["seconds"]) for e in report.epochs] == [
+        (1, 1.62, 2.03),
+        (2, 1.21, 1.91),
+        (3, 1.05, 1.90),
+    ]
     assert report.summary["test_accuracy"] == pytest.approx(0.688)
 
 
@@ -47,6 +54,7 @@ def run_neon(tmp_path):
         for spec in pipeline.plan_matrix(settings, pipeline.discover_devices(), dataset):
             pipeline.run_case(cfg, "neon-test", spec, log=lambda line: None)
         return ResultStore(cfg.database_url).rows("neon-test")
+
     return run
 
 
@@ -67,8 +75,10 @@ def test_missing_neon_script_is_an_unavailable_row(run_neon, tmp_path):
 
 
 def test_configured_environment_reaches_the_trainer():
-    fw = config.FrameworkEnv("mxnet", sys.executable, options={"env": {"LD_LIBRARY_PATH": "/opt/cu11/lib"}})
+    fw = Interpreter("mxnet", sys.executable, options={"env": {"LD_LIBRARY_PATH": "/opt/cu11/lib"}})
     case = Case("mxnet", resolve_device_set("0", THREE_GPUS), 1)
     spec = frameworks.launch_spec(fw, case, JOB)
-    assert spec.env["LD_LIBRARY_PATH"] == "/opt/cu11/lib" and spec.env["CUDA_VISIBLE_DEVICES"] == "GPU-aaaa-0000"
+    assert (
+        spec.environ["LD_LIBRARY_PATH"] == "/opt/cu11/lib" and spec.environ["CUDA_VISIBLE_DEVICES"] == "GPU-aaaa-0000"
+    )
     assert spec.argv[-2:] == ["--devices", "1"]

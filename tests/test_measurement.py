@@ -12,10 +12,11 @@ from types import SimpleNamespace
 import psutil
 import pytest
 
-from trainbench import config, devices, environment, idle, pipeline, sampling
-from trainbench.config import Settings
+from trainbench import config, devices, fingerprint, pipeline
+from trainbench.frameworks import interpreters
+from trainbench.measure import idle, memory, sampling
 from trainbench.planning import plan
-from trainbench.results import ResultStore
+from trainbench.store.results import ResultStore
 
 from conftest import write_config
 from nvml_standin import Device, StandInNvml, log_host
@@ -24,7 +25,10 @@ from nvml_standin import Device, StandInNvml, log_host
 def test_inventory_reads_every_gpu_and_the_driver():
     inv = devices.discover(nvml=log_host())
     assert [(g.index, g.name, g.uuid) for g in inv.gpus] == [
-        (0, "Titan X", "GPU-aaaa-0000"), (1, "Titan X", "GPU-bbbb-1111"), (2, "GTX 980", "GPU-cccc-2222")]
+        (0, "Titan X", "GPU-aaaa-0000"),
+        (1, "Titan X", "GPU-bbbb-1111"),
+        (2, "GTX 980", "GPU-cccc-2222"),
+    ]
     g = inv.gpus[2]
     assert (g.pci_bus_id, g.memory_total_mib, g.power_limit_w) == ("00000000:03:00.0", 4096, 700)
     assert (g.mig_mode, g.persistence_mode, g.accounting_mode) == (False, True, False)
@@ -35,7 +39,7 @@ def test_inventory_reads_every_gpu_and_the_driver():
 def test_host_without_nvml_has_only_its_cpu():
     inv = devices.discover(nvml=None, nvml_error="NVMLError_LibraryNotFound: NVML Shared Library Not Found")
     assert inv.gpus == () and inv.cpu_count >= 1 and "LibraryNotFound" in inv.nvml_error
-    assert [c.device_set.text for c in plan(Settings(repeats=1, frameworks=("pytorch",)), inv)] == ["cpu"]
+    assert [c.device_set.text for c in plan(("pytorch",), ("all",), 1, inv)] == ["cpu"]
 
 
 def test_this_host_reports_its_cpu_when_nvml_is_absent():
@@ -52,8 +56,10 @@ def test_idle_check_learns_levels_and_names_what_is_busy(tmp_path):
     nvml.devices[2].processes = [(4242, 700)]
     nvml.devices[0].idle_mib = 600
     reasons = idle.busy_reasons(nvml, uuids, levels, 64, driver="352.63")
-    assert reasons == ["GPU-aaaa-0000: 600 MiB used, above its idle level 138 MiB + 64 MiB",
-                       "GPU-cccc-2222: foreign compute process(es) pid 4242 (700 MiB)"]
+    assert reasons == [
+        "GPU-aaaa-0000: 600 MiB used, above its idle level 138 MiB + 64 MiB",
+        "GPU-cccc-2222: foreign compute process(es) pid 4242 (700 MiB)",
+    ]
 
 
 def test_wait_until_idle_waits_for_the_device_to_free(tmp_path):
@@ -84,8 +90,17 @@ def spike(idle_mib, peak_mib, at_s, width_s, after_mib):
 
 
 def test_gpu_monitor_catches_a_short_spike_and_reports_peak_minus_idle():
-    nvml = StandInNvml([Device("GPU-h100", "NVIDIA H100 80GB HBM3", "00000000:19:00.0",
-                               used_mib=spike(480, 1505, 0.15, 0.02, 1200), accounting=0)])
+    nvml = StandInNvml(
+        [
+            Device(
+                "GPU-h100",
+                "NVIDIA H100 80GB HBM3",
+                "00000000:19:00.0",
+                used_mib=spike(480, 1505, 0.15, 0.02, 1200),
+                accounting=0,
+            )
+        ]
+    )
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.6)"])
     nvml.devices[0].accounted = {child.pid: 1016, 1: 5000}  # pid 1 is not in the trainer's tree
     mon = sampling.GpuMonitor(nvml, ["GPU-h100"], interval_s=0.005, telemetry_every=10)
@@ -107,37 +122,44 @@ def test_gpu_monitor_catches_a_short_spike_and_reports_peak_minus_idle():
 
 def test_memory_figures_carry_their_method():
     inv = devices.discover(nvml=log_host())
-    case = plan(Settings(frameworks=("pytorch",), device_sets=("0,1",), repeats=1), inv)[0]
-    monitors = {"gpus": [
-        {"uuid": "GPU-aaaa-0000", "idle_mib": 138, "peak_mib": 1038, "used_mib": 900, "accounting_max_mib": 880},
-        {"uuid": "GPU-bbbb-1111", "idle_mib": 29, "peak_mib": 201, "used_mib": 172, "accounting_max_mib": None}],
-        "gpu_sample_interval_s": 0.005}
-    fig = pipeline.memory_figures(case, monitors)
+    case = plan(("pytorch",), ("0,1",), 1, inv)[0]
+    monitors = {
+        "gpus": [
+            {"uuid": "GPU-aaaa-0000", "idle_mib": 138, "peak_mib": 1038, "used_mib": 900, "accounting_max_mib": 880},
+            {"uuid": "GPU-bbbb-1111", "idle_mib": 29, "peak_mib": 201, "used_mib": 172, "accounting_max_mib": None},
+        ],
+        "gpu_sample_interval_s": 0.005,
+    }
+    fig = memory.figures(case.device_set, monitors)
     assert fig["peak_mem_mib"] == 1072 and "peak minus idle, sampled every 5 ms" in fig["peak_mem_method"]
     assert [(d["name"], d["used_mib"], d["method"]) for d in fig["devices"]] == [
-        ("Titan X", 900, "nvml_sampled"), ("Titan X", 172, "nvml_sampled"), ("Titan X", 880, "nvml_accounting")]
-    from trainbench.report import memory_line
+        ("Titan X", 900, "nvml_sampled"),
+        ("Titan X", 172, "nvml_sampled"),
+        ("Titan X", 880, "nvml_accounting"),
+    ]
+    from trainbench.reports.rows import memory_line
+
     assert memory_line({"devices": fig["devices"]}) == "peak memory    (1038 - 138)MiB + (201 - 29)MiB"
 
 
 def test_driver_upgrade_changes_the_comparability_key_and_nothing_else_does():
     inv = devices.discover(nvml=log_host())
-    case = plan(Settings(frameworks=("pytorch",), device_sets=("0",), repeats=1), inv)[0]
+    case = plan(("pytorch",), ("0",), 1, inv)[0]
     probe = {"python": "3.11.7", "packages": {"torch": "2.13.0"}}
     work = {"data_kind": "synthetic", "epochs": 10, "batch_size": 128, "train_images": None}
-    key = environment.env_key(environment.fingerprint(inv, case, probe, work))
-    assert key == environment.env_key(environment.fingerprint(inv, case, dict(probe), dict(work)))
+    key = fingerprint.env_key(fingerprint.fingerprint(inv, case, probe, work))
+    assert key == fingerprint.env_key(fingerprint.fingerprint(inv, case, dict(probe), dict(work)))
     newer = devices.discover(nvml=StandInNvml(log_host().devices, driver="361.42"))
-    assert environment.env_key(environment.fingerprint(newer, case, probe, work)) != key
+    assert fingerprint.env_key(fingerprint.fingerprint(newer, case, probe, work)) != key
     other_torch = {**probe, "packages": {"torch": "2.14.1"}}
-    assert environment.env_key(environment.fingerprint(inv, case, other_torch, work)) != key
-    assert environment.env_key(environment.fingerprint(inv, case, probe, {**work, "data_kind": "real"})) != key
+    assert fingerprint.env_key(fingerprint.fingerprint(inv, case, other_torch, work)) != key
+    assert fingerprint.env_key(fingerprint.fingerprint(inv, case, probe, {**work, "data_kind": "real"})) != key
 
 
 def test_probe_reads_the_framework_version_without_importing_it():
-    found = environment.probe_framework(sys.executable, "pytorch")
+    found = interpreters.probe(sys.executable, ("torch",))
     assert found["python"] == ".".join(map(str, sys.version_info[:3])) and "torch" not in found["packages"]
-    assert environment.probe_framework("/nonexistent/python", "jax")["error"].startswith("FileNotFoundError")
+    assert interpreters.probe("/nonexistent/python", ("jax", "jaxlib"))["error"].startswith("FileNotFoundError")
 
 
 @pytest.fixture

@@ -1,15 +1,22 @@
 import pytest
 
-from trainbench.config import ConfigError, Settings
+from trainbench.config import Settings
 from trainbench.devices import Gpu, Inventory
+from trainbench.errors import ConfigError
 from trainbench.planning import Case, expand, plan, resolve_device_set
 
 CPU_ONLY = Inventory(gpus=(), cpu_model="test cpu", cpu_count=2)
 THREE_GPUS = Inventory(
-    gpus=(Gpu(0, "GPU-aaaa-0000", "00000000:01:00.0", "Titan X", 12288.0),
-          Gpu(1, "GPU-bbbb-1111", "00000000:02:00.0", "Titan X", 12288.0),
-          Gpu(2, "GPU-cccc-2222", "00000000:03:00.0", "GTX 980", 4096.0)),
-    cpu_model="test cpu", cpu_count=8, driver_version="352.63", cuda_driver_version="7.5")
+    gpus=(
+        Gpu(0, "GPU-aaaa-0000", "00000000:01:00.0", "Titan X", 12288.0),
+        Gpu(1, "GPU-bbbb-1111", "00000000:02:00.0", "Titan X", 12288.0),
+        Gpu(2, "GPU-cccc-2222", "00000000:03:00.0", "GTX 980", 4096.0),
+    ),
+    cpu_model="test cpu",
+    cpu_count=8,
+    driver_version="352.63",
+    cuda_driver_version="7.5",
+)
 
 
 def test_cpu_sets():
@@ -51,18 +58,21 @@ def test_duplicate_sets_are_planned_once():
 
 def test_repeats_are_interleaved():
     s = Settings(frameworks=("pytorch",), device_sets=("cpu", "cpu:2"), repeats=2)
-    labels = [c.label for c in plan(s, CPU_ONLY)]
+    labels = [c.label for c in plan(s.frameworks, s.device_sets, s.repeats, CPU_ONLY)]
     assert labels == ["pytorch | cpu | r1", "pytorch | cpu:2 | r1", "pytorch | cpu | r2", "pytorch | cpu:2 | r2"]
 
 
 def test_case_round_trips_through_a_dict_with_a_file_safe_key():
-    case = plan(Settings(device_sets=("0,1",), repeats=1), THREE_GPUS)[0]
+    case = plan(("pytorch",), ("0,1",), 1, THREE_GPUS)[0]
     again = Case.from_dict(case.to_dict())
     assert again == case and case.key == "pytorch__0-1__r1"
 
 
 def test_a_matrix_airflow_cannot_map_is_refused_at_planning():
-    eight = Inventory(gpus=tuple(Gpu(i, f"GPU-{i}", f"0000:{i:02x}:00.0", "H100", 81559.0) for i in range(8)),
-                      cpu_model="x", cpu_count=64)
+    eight = Inventory(
+        gpus=tuple(Gpu(i, f"GPU-{i}", f"0000:{i:02x}:00.0", "H100", 81559.0) for i in range(8)),
+        cpu_model="x",
+        cpu_count=64,
+    )
     with pytest.raises(ConfigError, match="3060 cases .* exceed the 1024"):
-        plan(Settings(frameworks=("pytorch", "mxnet", "jax", "neon"), device_sets=("all",), repeats=3), eight)
+        plan(("pytorch", "mxnet", "jax", "neon"), ("all",), 3, eight)

@@ -3,18 +3,37 @@
 import numpy as np
 import pytest
 
+from trainbench.checks.regression import driver_comparisons, judge
 from trainbench.config import RegressionPolicy as Policy
-from trainbench.regression import driver_comparisons, judge
 
-ENV_OLD = {"framework": "pytorch", "driver_version": "570.86", "cuda_driver_version": "12.8", "gpu_names": ["H100"],
-           "framework_packages": {"torch": "2.11.0"}, "epochs": 10, "batch_size": 128, "data_kind": "real"}
+ENV_OLD = {
+    "framework": "pytorch",
+    "driver_version": "570.86",
+    "cuda_driver_version": "12.8",
+    "gpu_names": ["H100"],
+    "framework_packages": {"torch": "2.11.0"},
+    "epochs": 10,
+    "batch_size": 128,
+    "data_kind": "real",
+}
 ENV_NEW = {**ENV_OLD, "driver_version": "580.65", "cuda_driver_version": "13.0"}
 
 
 def rows(run_id, values, env_key="k1", env=ENV_OLD, status="ok", device_set="0"):
-    return [{"run_id": run_id, "framework": "pytorch", "device_set": device_set, "env_key": env_key,
-             "status": status, "wall_s": v, "images_per_s": 50_000 / v, "environment": env, "repeat": i + 1}
-            for i, v in enumerate(values)]
+    return [
+        {
+            "run_id": run_id,
+            "framework": "pytorch",
+            "device_set": device_set,
+            "env_key": env_key,
+            "status": status,
+            "wall_s": v,
+            "images_per_s": 50_000 / v,
+            "environment": env,
+            "repeat": i + 1,
+        }
+        for i, v in enumerate(values)
+    ]
 
 
 def history(n_runs=6, level=10.0, noise=0.02, seed=0, **kw):

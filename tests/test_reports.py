@@ -3,15 +3,18 @@
 import datetime as dt
 import html.parser
 import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from trainbench import config, historical, pipeline, report
-from trainbench.results import ResultStore
+from trainbench import config, pipeline
+from trainbench.reports import markdown
+from trainbench.store import imported_logs
+from trainbench.store.results import ResultStore
 
 from conftest import write_config
-from test_historical import REFERENCE
+from test_imported_logs import REFERENCE
 from test_results import result
 
 
@@ -30,10 +33,10 @@ def log_blocks(text: str) -> dict[str, list[str]]:
     return blocks
 
 
-def test_markdown_of_the_historical_rows_reproduces_the_original_log():
+def test_markdown_of_the_imported_rows_reproduces_the_original_log():
     original = REFERENCE.read_text()
-    rows = historical.parse_log(original, REFERENCE.name)
-    ours = log_blocks(report.markdown(rows, "historical"))
+    rows = [r.to_dict() for r in imported_logs.parse_log(original, REFERENCE.name)]
+    ours = log_blocks(markdown.render(rows, "imported"))
     theirs = log_blocks(original)
     for title, blocks in theirs.items():
         for block in blocks:
@@ -61,7 +64,7 @@ class _Html(html.parser.HTMLParser):
 
 @pytest.fixture
 def stored_history(tmp_path):
-    """Five weekly runs of a GPU case (the last one 10 % slower), a 2-GPU case, and the historical log."""
+    """Five weekly runs of a GPU case (the last one 10 % slower), a 2-GPU case, and the imported original log."""
     cfg = config.load(write_config(tmp_path))
     store = ResultStore(cfg.database_url)
     for week in range(5):
@@ -71,10 +74,11 @@ def stored_history(tmp_path):
             wall = 10.0 * (1.1 if week == 4 else 1.0) + 0.01 * rep
             for ds, names, speed in (("0", "NVIDIA H100", 1.0), ("0,1", "NVIDIA H100 + NVIDIA H100", 1.8)):
                 r = result(run_id=run, case_key=f"pytorch__{ds.replace(',', '-')}__r{rep}", wall=wall / speed)
-                r.update(device_set=ds, device_names=names, repeat=rep, images_per_s=50_000 * speed / wall,
-                         started_at=dt.datetime(2026, 11, 2 + 7 * week, tzinfo=dt.timezone.utc))
-                pipeline._store(cfg, run, r, log=lambda m: None)
-    historical.import_log(store, REFERENCE)
+                r.device_set, r.device_names, r.repeat = ds, names, rep
+                r.images_per_s = 50_000 * speed / wall
+                r.started_at = dt.datetime(2026, 11, 2 + 7 * week, tzinfo=dt.UTC)
+                pipeline._save(cfg, r, log=lambda m: None)
+    imported_logs.import_log(store, REFERENCE)
     return cfg, store, run
 
 
@@ -84,15 +88,20 @@ def test_publish_writes_every_format_with_charts_and_the_verdicts(stored_history
     assert {v["device_set"]: v["verdict"] for v in verdicts} == {"0": "regressed", "0,1": "regressed"}
     out = pipeline.publish(cfg, run)
     page = _Html()
-    page.feed(open(out["html"]).read())
-    assert {alt for alt, _ in page.images} == {"Wall time", "Steady-state images/s", "Memory per device", "Scaling",
-                                              "History per case"}
+    page.feed(Path(out["html"]).read_text())
+    assert {alt for alt, _ in page.images} == {
+        "Wall time",
+        "Steady-state images/s",
+        "Memory per device",
+        "Scaling",
+        "History per case",
+    }
     assert all(src == "data:image/png;base64," for _, src in page.images)
-    assert {"Results", "Scaling", "Regressions", "Historical baseline (the original log)"} <= set(page.headings)
-    md = open(out["markdown"]).read()
-    assert "| pytorch | 0 | regressed | +10.0% |" in md and "## Historical baseline (the original log)" in md
+    assert {"Results", "Scaling", "Regressions", "Imported logs (the original log)"} <= set(page.headings)
+    md = Path(out["markdown"]).read_text()
+    assert "| pytorch | 0 | regressed | +10.0% |" in md and "## Imported logs (the original log)" in md
     assert "peak memory    (1505 - 480)MiB" in md
     parquet = pd.read_parquet(out["parquet"])
     csv = pd.read_csv(out["csv"])
     assert len(parquet) == len(csv) == 6 and set(parquet["device_set"]) == {"0", "0,1"}
-    assert (cfg.output_dir / "latest" / "report.html").read_text() == open(out["html"]).read()
+    assert (cfg.output_dir / "latest" / "report.html").read_text() == Path(out["html"]).read_text()

@@ -7,23 +7,60 @@ import pytest
 import sqlalchemy as sa
 
 from trainbench import config, devices, pipeline
-from trainbench.results import ResultStore, metadata
+from trainbench.result import Result
+from trainbench.store import run_folder
+from trainbench.store.results import ResultStore, metadata
 
 from conftest import write_config
 
 
-def result(run_id="r1", case_key="pytorch__0__r1", env_key="e1", wall=12.5, status="ok"):
-    return {"run_id": run_id, "case_key": case_key, "env_key": env_key, "framework": "pytorch", "device_set": "0",
-            "device_names": "NVIDIA H100", "repeat": 1, "status": status, "wall_s": wall, "user_s": 10.0,
-            "sys_s": 1.5, "peak_mem_mib": 1025.0, "peak_mem_method": "NVML", "images_per_s": 78000.0,
-            "parameters": 420096, "final_loss": 0.5, "test_accuracy": 0.7, "error": None, "command": "python t.py",
-            "started_at": dt.datetime(2026, 11, 23, 3, 0, tzinfo=dt.timezone.utc),
-            "epochs": [{"epoch": 1, "seconds": 0.7, "loss": 1.2}], "summary": {"parameters": 420096},
-            "environment": {"driver_version": "580.65"}, "telemetry": {"gpu_samples": 2076},
-            "devices": [{"device": "GPU-1", "name": "NVIDIA H100", "idle_mib": 480.0, "peak_mib": 1505.0,
-                         "used_mib": 1025.0, "method": "nvml_sampled"},
-                        {"device": "GPU-1", "name": "NVIDIA H100", "idle_mib": None, "peak_mib": None,
-                         "used_mib": 1016.0, "method": "nvml_accounting"}]}
+def result(run_id="r1", case_key="pytorch__0__r1", env_key="e1", wall=12.5, status="ok") -> Result:
+    return Result.from_dict(
+        {
+            "run_id": run_id,
+            "case_key": case_key,
+            "env_key": env_key,
+            "framework": "pytorch",
+            "device_set": "0",
+            "device_names": "NVIDIA H100",
+            "repeat": 1,
+            "status": status,
+            "wall_s": wall,
+            "user_s": 10.0,
+            "sys_s": 1.5,
+            "peak_mem_mib": 1025.0,
+            "peak_mem_method": "NVML",
+            "images_per_s": 78000.0,
+            "parameters": 420096,
+            "final_loss": 0.5,
+            "test_accuracy": 0.7,
+            "error": None,
+            "command": "python t.py",
+            "started_at": dt.datetime(2026, 11, 23, 3, 0, tzinfo=dt.UTC),
+            "epochs": [{"epoch": 1, "seconds": 0.7, "loss": 1.2}],
+            "summary": {"parameters": 420096},
+            "environment": {"driver_version": "580.65"},
+            "telemetry": {"gpu_samples": 2076},
+            "devices": [
+                {
+                    "device": "GPU-1",
+                    "name": "NVIDIA H100",
+                    "idle_mib": 480.0,
+                    "peak_mib": 1505.0,
+                    "used_mib": 1025.0,
+                    "method": "nvml_sampled",
+                },
+                {
+                    "device": "GPU-1",
+                    "name": "NVIDIA H100",
+                    "idle_mib": None,
+                    "peak_mib": None,
+                    "used_mib": 1016.0,
+                    "method": "nvml_accounting",
+                },
+            ],
+        }
+    )
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -44,10 +81,12 @@ def test_round_trip_keeps_every_field_and_device(store):
     (row,) = store.rows("r1")
     expected = result()
     for key in ("status", "wall_s", "device_names", "epochs", "environment", "telemetry", "parameters"):
-        assert row[key] == expected[key]
-    assert row["started_at"].replace(tzinfo=dt.timezone.utc) == expected["started_at"]
-    assert [(d["method"], d["used_mib"]) for d in row["devices"]] == [("nvml_sampled", 1025.0),
-                                                                      ("nvml_accounting", 1016.0)]
+        assert row[key] == getattr(expected, key)
+    assert row["started_at"].replace(tzinfo=dt.UTC) == expected.started_at
+    assert [(d["method"], d["used_mib"]) for d in row["devices"]] == [
+        ("nvml_sampled", 1025.0),
+        ("nvml_accounting", 1016.0),
+    ]
 
 
 def test_retry_replaces_and_a_new_environment_adds(store):
@@ -67,23 +106,37 @@ def test_migrations_build_exactly_the_declared_schema(store):
 
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
-    assert [d for d in diff if not (isinstance(d, tuple) and d[0] == "remove_table"
-                                    and d[1].name == "trainbench_schema_version")] == []
+    assert [
+        d
+        for d in diff
+        if not (isinstance(d, tuple) and d[0] == "remove_table" and d[1].name == "trainbench_schema_version")
+    ] == []
     ResultStore(str(store.engine.url.render_as_string(hide_password=False)))  # upgrading again is a no-op
 
 
 def test_non_finite_numbers_are_stored_as_null(store):
     store.save_run("r1", {})
     diverged = result(status="ok")
-    diverged.update(final_loss=float("nan"), epochs=[{"epoch": 1, "seconds": 1.0, "loss": float("inf")}])
+    diverged.final_loss, diverged.epochs = float("nan"), [{"epoch": 1, "seconds": 1.0, "loss": float("inf")}]
     (row,) = [store.rows("r1")[0] for _ in [store.save(diverged)]]
     assert row["final_loss"] is None and row["epochs"] == [{"epoch": 1, "seconds": 1.0, "loss": None}]
 
 
 def test_verdicts_are_replaced_per_run(store):
     store.save_run("r1", {})
-    v = {"framework": "pytorch", "device_set": "0", "env_key": "e1", "metric": "wall_s", "verdict": "stable",
-         "current": 1.0, "baseline": 1.0, "change": 0.0, "p_value": 0.5, "history_runs": 3, "detail": "x"}
+    v = {
+        "framework": "pytorch",
+        "device_set": "0",
+        "env_key": "e1",
+        "metric": "wall_s",
+        "verdict": "stable",
+        "current": 1.0,
+        "baseline": 1.0,
+        "change": 0.0,
+        "p_value": 0.5,
+        "history_runs": 3,
+        "detail": "x",
+    }
     store.save_verdicts("r1", [v])
     store.save_verdicts("r1", [{**v, "verdict": "regressed"}])
     assert [x["verdict"] for x in store.verdicts()] == ["regressed"]
@@ -93,20 +146,21 @@ def test_database_outage_loses_nothing(tmp_path, synthetic_data):
     """A case measured while the database is down keeps its raw JSON; collect loads it later."""
     cfg = config.load(write_config(tmp_path, epochs=1, train_images=256))
     down = config.Config(**{**cfg.__dict__, "database_url": "postgresql+psycopg://postgres@127.0.0.1:1/none"})
-    (spec,) = pipeline.plan_matrix(cfg.settings, devices.discover().to_dict(),
-                                   {"kind": "synthetic", "data_dir": synthetic_data})
+    (spec,) = pipeline.plan_matrix(
+        cfg.settings, devices.discover().to_dict(), {"kind": "synthetic", "data_dir": synthetic_data}
+    )
     with pytest.raises(sa.exc.OperationalError):
         pipeline.start_run(down, "outage", cfg.settings)
     with pytest.raises(sa.exc.OperationalError):
         pipeline.run_case(down, "outage", spec, log=lambda m: None)
-    (raw,) = (pipeline.run_dir(cfg, "outage") / "raw").glob("*.json")
+    (raw,) = (run_folder.run_dir(cfg.output_dir, "outage") / "raw").glob("*.json")
     measured = json.loads(raw.read_text())
     assert measured["status"] == "ok"
     said = []
     pipeline.run_case(cfg, "outage", spec, log=said.append)  # the task's retry, database back
     assert "storing the result an earlier try measured" in said[0]
     assert [r["wall_s"] for r in ResultStore(cfg.database_url).rows("outage")] == [measured["wall_s"]]
-    rows = pipeline.collect(cfg, "outage")
+    assert pipeline.collect(cfg, "outage") == {"rows": 1, "loaded_from_raw": 0, "statuses": {"ok": 1}}
+    rows = pipeline.store(cfg).current_rows("outage")
     assert [(r["case_key"], r["status"]) for r in rows] == [("pytorch__cpu__r1", "ok")]
     assert rows[0]["wall_s"] > 0 and rows[0]["devices"][0]["method"] == "host_rss"
-    assert len(pipeline.collect(cfg, "outage")) == 1

@@ -8,8 +8,10 @@ import time
 
 import psutil
 
-from trainbench import outcome, runner
-from trainbench.trainer_output import parse
+from trainbench.measure import outcome, runner
+from trainbench.measure.protocol import parse
+
+TORCH = ("torch",)  # the framework modules whose absence makes a row `unavailable`
 
 PY = sys.executable
 
@@ -20,60 +22,71 @@ def child(code: str) -> list[str]:
 
 def test_success_measures_wall_user_sys_and_streams_lines():
     seen = []
-    r = runner.run(child("""
+    r = runner.run(
+        child("""
         import json, time
         t = time.process_time()
         while time.process_time() - t < 0.3: pass
         print(json.dumps({"event": "summary", "parameters": 1}), flush=True)
-    """), on_line=lambda stream, line: seen.append((stream, line)))
+    """),
+        on_line=lambda stream, line: seen.append((stream, line)),
+    )
     assert r.returncode == 0 and r.signal is None
     assert r.user_s + r.sys_s >= 0.25 and r.wall_s >= (r.user_s + r.sys_s) * 0.9
     assert seen == [("stdout", '{"event": "summary", "parameters": 1}')]
-    assert outcome.classify(r, parse(r.stdout_lines)) == ("ok", None)
+    assert outcome.classify(r, parse(r.stdout_lines), TORCH) == ("ok", None)
 
 
 def test_crash_becomes_crashed_with_the_traceback():
-    r = runner.run(child("""
+    r = runner.run(
+        child("""
         def train():
             raise RuntimeError("boom in layer 3")
         train()
-    """))
-    status, error = outcome.classify(r, parse(r.stdout_lines))
+    """)
+    )
+    status, error = outcome.classify(r, parse(r.stdout_lines), TORCH)
     assert (r.returncode, status) == (1, "crashed")
     assert error.startswith("exit status 1\nTraceback") and "RuntimeError: boom in layer 3" in error
 
 
 def test_nonzero_exit_and_missing_summary():
     r = runner.run(child("import sys; print('bye'); sys.exit(7)"))
-    assert r.returncode == 7 and outcome.classify(r, parse(r.stdout_lines))[0] == "crashed"
+    assert r.returncode == 7 and outcome.classify(r, parse(r.stdout_lines), TORCH)[0] == "crashed"
     r = runner.run(child("print('no summary')"))
-    status, error = outcome.classify(r, parse(r.stdout_lines))
+    status, error = outcome.classify(r, parse(r.stdout_lines), TORCH)
     assert status == "crashed" and "without a summary" in error
 
 
 def test_timeout_kills_the_whole_process_group():
-    r = runner.run(child("""
+    r = runner.run(
+        child("""
         import subprocess, sys, time
         p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
         print(p.pid, flush=True)
         time.sleep(60)
-    """), timeout_s=1.0, kill_grace_s=1.0)
+    """),
+        timeout_s=1.0,
+        kill_grace_s=1.0,
+    )
     grandchild = int(r.stdout_lines[0])
     assert r.timed_out and r.wall_s < 10
-    assert outcome.classify(r, parse(r.stdout_lines))[0] == "timeout"
+    assert outcome.classify(r, parse(r.stdout_lines), TORCH)[0] == "timeout"
     time.sleep(0.2)
     assert not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE
 
 
 def test_orphaned_grandchild_is_reaped_and_its_cpu_time_counted():
-    r = runner.run(child("""
+    r = runner.run(
+        child("""
         import os, time
         if os.fork() == 0:
             t = time.process_time()
             while time.process_time() - t < 0.5: pass
             os._exit(0)
         print("parent leaves at once", flush=True)
-    """))
+    """)
+    )
     assert r.returncode == 0 and r.orphans_reaped == 1
     assert r.user_s + r.sys_s >= 0.45
 
@@ -84,7 +97,7 @@ def test_kill_from_another_thread_stops_the_tree_like_on_kill():
     threading.Timer(0.5, launch.kill, args=("killed by Airflow",)).start()
     r = launch.wait()
     assert r.killed_by == "killed by Airflow" and r.signal == 15 and r.wall_s < 5
-    assert outcome.classify(r, parse([]))[0] == "crashed"
+    assert outcome.classify(r, parse([]), TORCH)[0] == "crashed"
 
 
 def test_child_runs_in_its_own_process_group():
@@ -103,23 +116,28 @@ def test_error_texts_map_to_statuses():
     }
     for text, status in cases.items():
         r = runner.run(child(f"import sys; sys.stderr.write({text!r} + '\\n'); sys.exit(1)"))
-        got, error = outcome.classify(r, parse(r.stdout_lines))
+        got, error = outcome.classify(r, parse(r.stdout_lines), ("mxnet",))
         assert got == status and text in error
 
 
 def test_sigkill_without_a_timeout_reads_as_the_oom_killer():
     r = runner.run(child("import os, signal; os.kill(os.getpid(), signal.SIGKILL)"))
-    status, error = outcome.classify(r, parse([]))
+    status, error = outcome.classify(r, parse([]), TORCH)
     assert status == "oom" and "SIGKILL" in error
 
 
 def test_kill_reaches_workers_in_sessions_of_their_own_like_torchrun_starts_them():
-    r = runner.run(child("""
+    r = runner.run(
+        child("""
         import subprocess, sys, time
         p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
         print(p.pid, flush=True)
         time.sleep(60)
-    """), timeout_s=1.0, kill_grace_s=1.0, orphan_grace_s=1.0)
+    """),
+        timeout_s=1.0,
+        kill_grace_s=1.0,
+        orphan_grace_s=1.0,
+    )
     worker = int(r.stdout_lines[0])
     time.sleep(0.2)
     assert r.timed_out
@@ -130,8 +148,9 @@ def test_a_failing_line_callback_never_stalls_the_child():
     def explode(stream, line):
         raise RuntimeError("log sink down")
 
-    launch = runner.Launch(child("print('x' * 1000 + '\\n') ; import sys; [print(i) for i in range(20000)]"),
-                           on_line=explode, timeout_s=30)
+    launch = runner.Launch(
+        child("print('x' * 1000 + '\\n') ; import sys; [print(i) for i in range(20000)]"), on_line=explode, timeout_s=30
+    )
     launch.start()
     r = launch.wait()
     assert r.returncode == 0 and not r.timed_out and len(r.stdout_lines) > 20000

@@ -5,9 +5,10 @@ import os
 
 import pytest
 
-from trainbench import config, frameworks, outcome, runner
+from trainbench import config, frameworks
 from trainbench.devices import Inventory
-from trainbench.planning import Case, resolve_device_set
+from trainbench.measure import outcome, runner
+from trainbench.planning import Case, TrainingJob, resolve_device_set
 
 from conftest import write_config
 
@@ -17,9 +18,9 @@ TRAINED = ["pytorch", "mxnet", "jax"]
 
 def train(cfg, framework, device_set, data, epochs=2, images=1024, batch=128):
     case = Case(framework, resolve_device_set(device_set, CPU), 1)
-    job = frameworks.TrainingJob(data_dir=data, epochs=epochs, batch_size=batch, seed=0, train_images=images)
-    spec = frameworks.launch_spec(cfg.framework(framework), case, job)
-    r = runner.run(spec.argv, env={**os.environ, **spec.env}, timeout_s=300)
+    job = TrainingJob(data_dir=data, epochs=epochs, batch_size=batch, seed=0, train_images=images)
+    spec = frameworks.launch_spec(cfg.interpreter(framework), case, job)
+    r = runner.run(spec.argv, env={**os.environ, **spec.environ}, timeout_s=300)
     return r, spec.parse(r.stdout_lines)
 
 
@@ -37,7 +38,7 @@ def first_epochs(cfg, synthetic_data):
 @pytest.mark.parametrize("framework", TRAINED)
 def test_trainer_trains_the_spec_network_on_one_device(first_epochs, framework):
     r, report = first_epochs[framework]
-    assert outcome.classify(r, report) == ("ok", None), r.stderr_tail
+    assert outcome.classify(r, report, frameworks.REGISTRY[framework].modules) == ("ok", None), r.stderr_tail
     assert report.start["parameters"] == report.summary["parameters"] == 420_096
     assert report.summary["framework"] == framework and report.summary["devices"] == 1
     assert [e["epoch"] for e in report.epochs] == [1, 2]
@@ -57,7 +58,7 @@ def test_first_epoch_losses_of_all_frameworks_lie_in_one_band(first_epochs):
 @pytest.mark.parametrize("framework", TRAINED)
 def test_trainer_is_data_parallel_over_two_devices(cfg, framework, synthetic_data):
     r, report = train(cfg, framework, "cpu:2", synthetic_data)
-    assert outcome.classify(r, report) == ("ok", None), r.stderr_tail
+    assert outcome.classify(r, report, frameworks.REGISTRY[framework].modules) == ("ok", None), r.stderr_tail
     assert report.summary["devices"] == 2 and report.summary["parameters"] == 420_096
     assert report.losses[1] < report.losses[0]
 
@@ -65,7 +66,7 @@ def test_trainer_is_data_parallel_over_two_devices(cfg, framework, synthetic_dat
 @pytest.mark.parametrize("framework", TRAINED)
 def test_impossible_batch_is_a_crash_with_the_trainer_message(cfg, framework, synthetic_data):
     r, report = train(cfg, framework, "cpu", synthetic_data, epochs=1, images=64, batch=128)
-    status, error = outcome.classify(r, report)
+    status, error = outcome.classify(r, report, frameworks.REGISTRY[framework].modules)
     assert status == "crashed" and "batch size 128 is larger than the 64 training images" in error
 
 

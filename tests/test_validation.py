@@ -7,31 +7,67 @@ from html.parser import HTMLParser
 
 import pytest
 
-from trainbench.validation import validate
+from trainbench.checks.validation import run_suite as validate
 
 GPU = "GPU-0000"
 
 
 def ok_row(case_key: str, gpu: bool = False, env_key: str = "env1") -> dict:
     """A plausible ok result: two epochs, falling loss, memory within its device."""
-    device = ({"device": GPU, "name": "H100", "idle_mib": 500.0, "peak_mib": 2500.0, "used_mib": 2000.0,
-               "method": "nvml_sampled"} if gpu else
-              {"device": "host", "name": "CPU", "idle_mib": None, "peak_mib": 900.0, "used_mib": 900.0,
-               "method": "host_rss"})
-    return {"run_id": "r1", "case_key": case_key, "framework": case_key.split("-")[0], "env_key": env_key,
-            "status": "ok", "wall_s": 30.0,
-            "user_s": 50.0, "sys_s": 2.0, "parameters": 420096,
-            "epochs": [{"epoch": 1, "seconds": 12.0, "loss": 2.1}, {"epoch": 2, "seconds": 11.0, "loss": 1.6}],
-            "devices": [device],
-            "environment": {"device_kind": "gpu" if gpu else "cpu", "gpu_uuids": [GPU] if gpu else [],
-                            "gpu_memory_total_mib": [81559] if gpu else []}}
+    device = (
+        {
+            "device": GPU,
+            "name": "H100",
+            "idle_mib": 500.0,
+            "peak_mib": 2500.0,
+            "used_mib": 2000.0,
+            "method": "nvml_sampled",
+        }
+        if gpu
+        else {
+            "device": "host",
+            "name": "CPU",
+            "idle_mib": None,
+            "peak_mib": 900.0,
+            "used_mib": 900.0,
+            "method": "host_rss",
+        }
+    )
+    return {
+        "run_id": "r1",
+        "case_key": case_key,
+        "framework": case_key.split("-")[0],
+        "env_key": env_key,
+        "status": "ok",
+        "wall_s": 30.0,
+        "user_s": 50.0,
+        "sys_s": 2.0,
+        "parameters": 420096,
+        "epochs": [{"epoch": 1, "seconds": 12.0, "loss": 2.1}, {"epoch": 2, "seconds": 11.0, "loss": 1.6}],
+        "devices": [device],
+        "environment": {
+            "device_kind": "gpu" if gpu else "cpu",
+            "gpu_uuids": [GPU] if gpu else [],
+            "gpu_memory_total_mib": [81559] if gpu else [],
+        },
+    }
 
 
 def crashed_row(case_key: str) -> dict:
-    return {"run_id": "r1", "case_key": case_key, "framework": case_key.split("-")[0], "env_key": "env1",
-            "status": "crashed", "wall_s": None,
-            "user_s": None, "sys_s": None, "parameters": None, "epochs": None, "devices": [],
-            "environment": {"device_kind": "gpu", "gpu_uuids": [GPU], "gpu_memory_total_mib": [81559]}}
+    return {
+        "run_id": "r1",
+        "case_key": case_key,
+        "framework": case_key.split("-")[0],
+        "env_key": "env1",
+        "status": "crashed",
+        "wall_s": None,
+        "user_s": None,
+        "sys_s": None,
+        "parameters": None,
+        "epochs": None,
+        "devices": [],
+        "environment": {"device_kind": "gpu", "gpu_uuids": [GPU], "gpu_memory_total_mib": [81559]},
+    }
 
 
 def good_rows() -> list[dict]:
@@ -68,6 +104,7 @@ def _set(index: int, **changes):
     def plant(rows):
         rows[index].update(changes)
         return rows
+
     return plant
 
 
@@ -94,20 +131,36 @@ def _nan_loss(rows):
     return rows
 
 
-@pytest.mark.parametrize("plant, expected", [
-    (_set(0, wall_s=-1.0), ["wall time is positive", "wall_s", "-1.0", "pytorch-cpu-r1"]),
-    (lambda rows: rows[:-1], ["every planned case has a row", "in cases [mxnet-gpu0-r1]"]),
-    (_extra_case, ["every row is a planned case", "in cases [jax-cpu-r1]"]),
-    (_duplicate, ["no case has more than one row", "[pytorch-gpu0-r1, pytorch-gpu0-r1]"]),
-    (_set(1, parameters=420095), ["spec's parameters", "420095", "pytorch-gpu0-r1"]),
-    (_set(0, wall_s=20.0), ["wall time covers the sum of epoch times", "wall_s, epoch_seconds_total",
-                            "pytorch-cpu-r1"]),
-    (_rising_loss, ["the loss falls", "first_loss, last_loss", "(2.1, 2.5)", "pytorch-cpu-r1"]),
-    (_nan_loss, ["loss is finite", "pytorch-cpu-r1"]),
-    (_over_capacity, ["fits the device", "memory_fraction", "pytorch-gpu0-r1"]),
-    (_set(0, status="exploded"), ["status is known", "exploded", "pytorch-cpu-r1"]),
-], ids=["negative-wall", "missing-case", "extra-case", "duplicate", "parameters", "wall-below-epochs",
-        "rising-loss", "nan-loss", "over-capacity", "unknown-status"])
+@pytest.mark.parametrize(
+    "plant, expected",
+    [
+        (_set(0, wall_s=-1.0), ["wall time is positive", "wall_s", "-1.0", "pytorch-cpu-r1"]),
+        (lambda rows: rows[:-1], ["every planned case has a row", "in cases [mxnet-gpu0-r1]"]),
+        (_extra_case, ["every row is a planned case", "in cases [jax-cpu-r1]"]),
+        (_duplicate, ["no case has more than one row", "[pytorch-gpu0-r1, pytorch-gpu0-r1]"]),
+        (_set(1, parameters=420095), ["spec's parameters", "420095", "pytorch-gpu0-r1"]),
+        (
+            _set(0, wall_s=20.0),
+            ["wall time covers the sum of epoch times", "wall_s, epoch_seconds_total", "pytorch-cpu-r1"],
+        ),
+        (_rising_loss, ["the loss falls", "first_loss, last_loss", "(2.1, 2.5)", "pytorch-cpu-r1"]),
+        (_nan_loss, ["loss is finite", "pytorch-cpu-r1"]),
+        (_over_capacity, ["fits the device", "memory_fraction", "pytorch-gpu0-r1"]),
+        (_set(0, status="exploded"), ["status is known", "exploded", "pytorch-cpu-r1"]),
+    ],
+    ids=[
+        "negative-wall",
+        "missing-case",
+        "extra-case",
+        "duplicate",
+        "parameters",
+        "wall-below-epochs",
+        "rising-loss",
+        "nan-loss",
+        "over-capacity",
+        "unknown-status",
+    ],
+)
 def test_planted_defect_fails_with_readable_summary(tmp_path, plant, expected):
     result = validate(plant(good_rows()), PLANNED, tmp_path / "docs", host_memory_mib=16000)
     summary = result.summary()

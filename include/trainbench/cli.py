@@ -1,9 +1,9 @@
 """Command line of the core: the same pipeline as the DAG, without Airflow.
 
-    python -m trainbench devices
-    python -m trainbench plan --device-sets cpu cpu:2
-    python -m trainbench run --epochs 1 --train-images 2000 --device-sets cpu cpu:2 --repeats 1
-    python -m trainbench results --format csv
+python -m trainbench devices
+python -m trainbench plan --device-sets cpu cpu:2
+python -m trainbench run --epochs 1 --train-images 2000 --device-sets cpu cpu:2 --repeats 1
+python -m trainbench results --format csv
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ import argparse
 import datetime as dt
 import json
 import sys
+from pathlib import Path
 
 from trainbench import config as config_mod
-from trainbench import pipeline, report
-from trainbench.config import ConfigError
-from trainbench.results import CSV_COLUMNS, ResultStore
+from trainbench import pipeline
+from trainbench.errors import ConfigError
+from trainbench.reports import tables
+from trainbench.store.results import BENCHMARK, ResultStore
 
 
 def _settings_flags(p: argparse.ArgumentParser) -> None:
@@ -43,7 +45,7 @@ def cmd_plan(cfg, args) -> int:
     settings = _settings(cfg, args)
     dataset = {"kind": settings.dataset, "data_dir": str(cfg.data_dir)}
     for spec in pipeline.plan_matrix(settings, pipeline.discover_devices(), dataset):
-        print(spec["case"]["label"])
+        print(spec.case.label)
     return 0
 
 
@@ -51,70 +53,81 @@ def cmd_run(cfg, args) -> int:
     from tqdm import tqdm
 
     settings = _settings(cfg, args)
-    run_id = args.run_id or f"cli__{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}"
+    run_id = args.run_id or f"cli__{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}"
     inventory = pipeline.discover_devices()
     dataset = pipeline.prepare_dataset(cfg, settings)
     specs = pipeline.plan_matrix(settings, inventory, dataset)
     pipeline.start_run(cfg, run_id, settings)
     with tqdm(specs, unit="case", file=sys.stderr) as bar:
         for spec in bar:
-            bar.set_description(spec["case"]["label"])
+            bar.set_description(spec.case.label)
             pipeline.run_case(cfg, run_id, spec, log=bar.write)
     try:
-        pipeline.validate(cfg, run_id, specs)
+        pipeline.collect(cfg, run_id)
+        pipeline.validate_results(cfg, run_id, specs)
     except pipeline.ValidationFailed as exc:
         print(f"trainbench: the run's results failed validation; nothing published:\n{exc}", file=sys.stderr)
         return 1
     pipeline.detect_regressions(cfg, run_id)
     published = pipeline.publish(cfg, run_id)
-    print(open(published["markdown"]).read())
+    print(Path(published["markdown"]).read_text())
     print(json.dumps(published, indent=2))
     return 0
 
 
-def _run_id(store: ResultStore, run_id: str | None) -> str | None:
-    """"latest" names the newest benchmark run (historical imports aside)."""
+def _run_id(store: ResultStore, run_id: str) -> str:
+    """A run id as given, or "latest": the newest benchmark run (imported logs aside)."""
     if run_id != "latest":
         return run_id
-    ids = store.run_ids(source="trainbench")
+    ids = store.run_ids(source=BENCHMARK)
     if not ids:
         raise ConfigError("no runs stored yet")
     return ids[-1]
 
 
 def cmd_results(cfg, args) -> int:
-    store = ResultStore(cfg.database_url)
-    rows = store.rows(_run_id(store, args.run_id))
+    store = pipeline.store(cfg)
+    rows = store.rows(_run_id(store, args.run_id) if args.run_id else None)
     if args.format == "csv":
-        sys.stdout.write(report.csv_text(rows))
+        sys.stdout.write(tables.csv_text(rows))
     elif args.format == "json":
         print(json.dumps(rows, default=str, indent=1))
     else:
-        print(" | ".join(CSV_COLUMNS))
+        print(" | ".join(tables.CSV_COLUMNS))
         for r in rows:
-            print(" | ".join("" if r.get(c) is None else str(r[c]).splitlines()[0] if c == "error" else
-                             f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in CSV_COLUMNS))
+            print(
+                " | ".join(
+                    ""
+                    if r.get(c) is None
+                    else str(r[c]).splitlines()[0]
+                    if c == "error"
+                    else f"{r[c]:.3f}"
+                    if isinstance(r[c], float)
+                    else str(r[c])
+                    for c in tables.CSV_COLUMNS
+                )
+            )
     return 0
 
 
 def cmd_import_log(cfg, args) -> int:
-    from trainbench import historical
+    from trainbench.store import imported_logs
 
-    store = ResultStore(cfg.database_url)
-    run_id = historical.import_log(store, args.path)
-    print(f"{run_id}: {len(store.rows(run_id))} historical rows in {cfg.database_url}")
+    store = pipeline.store(cfg)
+    run_id = imported_logs.import_log(store, args.path)
+    print(f"{run_id}: {len(store.rows(run_id))} imported rows in {cfg.database_url}")
     return 0
 
 
 def cmd_report(cfg, args) -> int:
-    print(json.dumps(pipeline.publish(cfg, _run_id(ResultStore(cfg.database_url), args.run_id)), indent=2))
+    print(json.dumps(pipeline.publish(cfg, _run_id(pipeline.store(cfg), args.run_id)), indent=2))
     return 0
 
 
 def cmd_envs(cfg, args) -> int:
-    from trainbench import envs
+    from trainbench.frameworks import interpreters
 
-    envs.ensure(cfg, args.frameworks or cfg.settings.frameworks)
+    interpreters.ensure(cfg.interpreter(name) for name in args.frameworks or cfg.settings.frameworks)
     return 0
 
 
@@ -137,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     env = sub.add_parser("envs", help="create the frameworks' interpreters that are missing")
     env.add_argument("--frameworks", nargs="+", help="default: the frameworks the configuration enables")
     env.set_defaults(func=cmd_envs)
-    imp = sub.add_parser("import-log", help="load a hand-made log in the original log's format as historical rows")
+    imp = sub.add_parser(
+        "import-log", help="load a hand-made log in the original log's format (shown beside runs, never judged on)"
+    )
     imp.add_argument("path")
     imp.set_defaults(func=cmd_import_log)
     rep = sub.add_parser("report", help="(re)write a run's reports")

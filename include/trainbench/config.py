@@ -9,23 +9,20 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from trainbench.errors import NoRetry
+from trainbench import frameworks
+from trainbench.errors import ConfigError
+from trainbench.frameworks import Interpreter
+from trainbench.planning import DEVICE_SET_HELP, DEVICE_SET_PATTERN, check_device_set_text
 
-KNOWN_FRAMEWORKS = ("pytorch", "mxnet", "jax", "neon")
+__all__ = ["Config", "ConfigError", "Measurement", "RegressionPolicy", "Settings", "load", "settings_schema"]
+
 DATASETS = ("auto", "real", "synthetic")
-DEVICE_SET_PATTERN = r"^(all|cpu(:[1-9][0-9]*)?|([0-9]+|GPU-[0-9a-fA-F-]+)(,([0-9]+|GPU-[0-9a-fA-F-]+))*)$"
-DEVICE_SET_HELP = ('"all" (every combination of the host\'s GPUs), a GPU set as comma-separated indices '
-                   'or UUIDs ("0", "0,1", "GPU-8f0c...,GPU-1a2b..."), "cpu", or "cpu:N" for N data-parallel CPU workers')
 ENV_VAR = "TRAINBENCH_CONFIG"
-
-
-class ConfigError(NoRetry, ValueError):
-    """A value in the configuration, a CLI flag or a DAG Param is not acceptable."""
 
 
 @dataclass(frozen=True)
@@ -42,14 +39,37 @@ class Settings:
     seed: int = 0
     timeout_s: float = 3600.0
 
-    def overridden(self, **changes) -> "Settings":
+    def overridden(self, **changes) -> Settings:
         """A validated copy with the given fields replaced."""
         known = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(changes) - known)
         if unknown:
             raise ConfigError(f"unknown setting(s) {unknown}; accepted: {sorted(known)}")
-        return validate(dataclasses.replace(self, **{k: tuple(v) if isinstance(v, list) else v
-                                                     for k, v in changes.items()}))
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()}
+        return dataclasses.replace(self, **values).checked()
+
+    def checked(self) -> Settings:
+        """This, if every field is acceptable; else a ConfigError saying what is wrong and what is accepted."""
+        bad = [f for f in self.frameworks if f not in frameworks.NAMES]
+        if bad or not self.frameworks:
+            raise ConfigError(f"unknown framework(s) {bad or '(none given)'}; accepted: {list(frameworks.NAMES)}")
+        if not self.device_sets:
+            raise ConfigError(f"no device set given; accepted: {DEVICE_SET_HELP}")
+        for text in self.device_sets:
+            check_device_set_text(text)
+        for name in ("epochs", "batch_size", "repeats"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.train_images is not None and (not isinstance(self.train_images, int) or self.train_images < 1):
+            raise ConfigError(
+                f"train_images must be an integer >= 1 or empty (the whole set), got {self.train_images!r}"
+            )
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"dataset must be one of {list(DATASETS)}, got {self.dataset!r}")
+        if not self.timeout_s > 0:
+            raise ConfigError(f"timeout_s must be > 0, got {self.timeout_s!r}")
+        return self
 
     def as_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -74,7 +94,7 @@ class Measurement:
 
 @dataclass(frozen=True)
 class RegressionPolicy:
-    """When a change against history is flagged; see trainbench.regression."""
+    """When a change against history is flagged; see trainbench.checks.regression."""
 
     threshold: float = 0.05
     alpha: float = 0.05
@@ -84,19 +104,11 @@ class RegressionPolicy:
 
     def __post_init__(self):
         if not 0 < self.threshold < 1 or not 0 < self.alpha < 1:
-            raise ConfigError(f"[regression] threshold and alpha must lie in (0, 1), got {self.threshold}, {self.alpha}")
+            raise ConfigError(
+                f"[regression] threshold and alpha must lie in (0, 1), got {self.threshold}, {self.alpha}"
+            )
         if self.lookback_runs < 1 or self.min_history_runs < 1:
             raise ConfigError("[regression] lookback_runs and min_history_runs must be >= 1")
-
-
-@dataclass(frozen=True)
-class FrameworkEnv:
-    """Where a framework's trainer runs: its interpreter, and how set-up creates it."""
-
-    name: str
-    python: str
-    requirements: str | None = None
-    options: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -106,56 +118,45 @@ class Config:
     data_dir: Path
     output_dir: Path
     database_url: str
-    frameworks: dict[str, FrameworkEnv]
+    interpreters: dict[str, Interpreter]
     measurement: Measurement = Measurement()
     regression: RegressionPolicy = RegressionPolicy()
 
-    def framework(self, name: str) -> FrameworkEnv:
-        if name not in self.frameworks:
-            raise ConfigError(f"framework {name!r} has no [frameworks.{name}] section in {self.path}; "
-                              f"configured: {sorted(self.frameworks)}")
-        return self.frameworks[name]
-
-
-def validate(s: Settings) -> Settings:
-    """Check every field; the message says what is wrong and what is accepted."""
-    bad = [f for f in s.frameworks if f not in KNOWN_FRAMEWORKS]
-    if bad or not s.frameworks:
-        raise ConfigError(f"unknown framework(s) {bad or '(none given)'}; accepted: {list(KNOWN_FRAMEWORKS)}")
-    if not s.device_sets:
-        raise ConfigError(f"no device set given; accepted: {DEVICE_SET_HELP}")
-    for text in s.device_sets:
-        if not isinstance(text, str) or not re.match(DEVICE_SET_PATTERN, text.replace(" ", "")):
-            raise ConfigError(f"malformed device set {text!r}; accepted: {DEVICE_SET_HELP}")
-    for name in ("epochs", "batch_size", "repeats"):
-        value = getattr(s, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-    if s.train_images is not None and (not isinstance(s.train_images, int) or s.train_images < 1):
-        raise ConfigError(f"train_images must be an integer >= 1 or empty (the whole set), got {s.train_images!r}")
-    if s.dataset not in DATASETS:
-        raise ConfigError(f"dataset must be one of {list(DATASETS)}, got {s.dataset!r}")
-    if not s.timeout_s > 0:
-        raise ConfigError(f"timeout_s must be > 0, got {s.timeout_s!r}")
-    return s
+    def interpreter(self, name: str) -> Interpreter:
+        if name not in self.interpreters:
+            raise ConfigError(f"unknown framework {name!r}; accepted: {list(self.interpreters)}")
+        return self.interpreters[name]
 
 
 def settings_schema() -> dict[str, dict]:
     """JSON Schema per overridable setting, for the DAG's Params (the UI trigger form)."""
     return {
-        "frameworks": {"type": "array", "minItems": 1, "uniqueItems": True,
-                       "items": {"type": "string", "enum": list(KNOWN_FRAMEWORKS)},
-                       "description": f"Frameworks to benchmark; accepted: {', '.join(KNOWN_FRAMEWORKS)}."},
-        "device_sets": {"type": "array", "minItems": 1,
-                        "items": {"type": "string", "pattern": DEVICE_SET_PATTERN},
-                        "description": f"Device sets to run on; each is {DEVICE_SET_HELP}."},
+        "frameworks": {
+            "type": "array",
+            "minItems": 1,
+            "uniqueItems": True,
+            "items": {"type": "string", "enum": list(frameworks.NAMES)},
+            "description": f"Frameworks to benchmark; accepted: {', '.join(frameworks.NAMES)}.",
+        },
+        "device_sets": {
+            "type": "array",
+            "minItems": 1,
+            "items": {"type": "string", "pattern": DEVICE_SET_PATTERN},
+            "description": f"Device sets to run on; each is {DEVICE_SET_HELP}.",
+        },
         "epochs": {"type": "integer", "minimum": 1, "description": "Training epochs (integer >= 1)."},
         "batch_size": {"type": "integer", "minimum": 1, "description": "Global batch size (integer >= 1)."},
         "repeats": {"type": "integer", "minimum": 1, "description": "Runs of every case (integer >= 1)."},
-        "train_images": {"type": ["null", "integer"], "minimum": 1,
-                         "description": "Train on the first N images only; empty for all 50,000."},
-        "dataset": {"type": "string", "enum": list(DATASETS),
-                    "description": "auto: real CIFAR-10 if present, else synthetic; real; synthetic."},
+        "train_images": {
+            "type": ["null", "integer"],
+            "minimum": 1,
+            "description": "Train on the first N images only; empty for all 50,000.",
+        },
+        "dataset": {
+            "type": "string",
+            "enum": list(DATASETS),
+            "description": "auto: real CIFAR-10 if present, else synthetic; real; synthetic.",
+        },
     }
 
 
@@ -171,7 +172,9 @@ def _section(path: Path, raw: dict, name: str, cls):
     try:
         return cls(**raw.get(name, {}))
     except TypeError as exc:
-        raise ConfigError(f"{path}: [{name}]: {exc}; accepted keys: {[f.name for f in dataclasses.fields(cls)]}") from None
+        raise ConfigError(
+            f"{path}: [{name}]: {exc}; accepted keys: {[f.name for f in dataclasses.fields(cls)]}"
+        ) from None
 
 
 def load(path: str | os.PathLike | None = None) -> Config:
@@ -184,23 +187,15 @@ def load(path: str | os.PathLike | None = None) -> Config:
     unknown = sorted(set(raw.get("benchmark", {})) - {f.name for f in dataclasses.fields(Settings)})
     if unknown:
         raise ConfigError(f"{path}: unknown [benchmark] key(s) {unknown}")
-    settings = validate(Settings(**{k: tuple(v) if isinstance(v, list) else v
-                                    for k, v in raw.get("benchmark", {}).items()}))
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.get("benchmark", {}).items()}
+    settings = Settings(**values).checked()
     paths = raw.get("paths", {})
     output_dir = base / paths.get("output_dir", "output")
-    frameworks = {}
-    for name, section in raw.get("frameworks", {}).items():
-        section = dict(section)
-        python = section.pop("python", "python3")
-        requirements = section.pop("requirements", None)
-        if section.get("script"):
-            section["script"] = str(base / section["script"])
-        frameworks[name] = FrameworkEnv(
-            name=name,
-            python=str(base / python) if "/" in python else python,  # else a command on PATH, or "" for none
-            requirements=str(base / requirements) if requirements else None,
-            options=section,
-        )
+    sections = raw.get("frameworks", {})
+    unknown = sorted(set(sections) - set(frameworks.NAMES))
+    if unknown:
+        raise ConfigError(f"{path}: unknown [frameworks.*] section(s) {unknown}; accepted: {list(frameworks.NAMES)}")
+    interpreters = {name: _interpreter(base, fw, sections.get(name, {})) for name, fw in frameworks.REGISTRY.items()}
     return Config(
         path=path.resolve(),
         measurement=_section(path, raw, "measurement", Measurement),
@@ -209,5 +204,20 @@ def load(path: str | os.PathLike | None = None) -> Config:
         data_dir=base / paths.get("data_dir", "data"),
         output_dir=output_dir,
         database_url=paths.get("database_url") or f"sqlite:///{output_dir / 'results.db'}",
-        frameworks=frameworks,
+        interpreters=interpreters,
+    )
+
+
+def _interpreter(base: Path, fw: frameworks.Framework, section: dict) -> Interpreter:
+    """The framework's section, with the registry's defaults for what it leaves out; paths relative to the file."""
+    options = dict(section)
+    python = options.pop("python", fw.default_interpreter())
+    requirements = options.pop("requirements", fw.default_requirements())
+    if options.get("script"):
+        options["script"] = str(base / options["script"])
+    return Interpreter(
+        name=fw.name,
+        python=str(base / python) if "/" in python else python,  # else a command on PATH, or "" for none
+        requirements=str(base / requirements) if requirements else None,
+        options=options,
     )

@@ -11,6 +11,7 @@ import dataclasses
 import os
 import platform
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class Inventory:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Inventory":
+    def from_dict(cls, d: dict) -> Inventory:
         return cls(**{**d, "gpus": tuple(Gpu(**g) for g in d["gpus"])})
 
     def gpu(self, key: str) -> Gpu:
@@ -47,7 +48,9 @@ class Inventory:
         for g in self.gpus:
             if key == str(g.index) or key.lower() == g.uuid.lower():
                 return g
-        have = ", ".join(f"{g.index} ({g.name}, {g.uuid})" for g in self.gpus) or "none (CPU only: use \"cpu\" or \"cpu:N\")"
+        have = (
+            ", ".join(f"{g.index} ({g.name}, {g.uuid})" for g in self.gpus) or 'none (CPU only: use "cpu" or "cpu:N")'
+        )
         raise LookupError(f"device {key!r} does not exist on this host; GPUs here: {have}")
 
 
@@ -82,6 +85,7 @@ def load_nvml():
     """The NVML bindings, initialised, or None with the reason."""
     try:
         import pynvml
+
         pynvml.nvmlInit()
         return pynvml, None
     except Exception as exc:  # ImportError, or NVMLError_LibraryNotFound/DriverNotLoaded
@@ -92,7 +96,7 @@ def discover(nvml=None, nvml_error: str | None = None) -> Inventory:
     """Inventory of this host. Pass an initialised NVML module, or None to load the real one."""
     if nvml is None and nvml_error is None:
         nvml, nvml_error = load_nvml()
-    cpu = dict(cpu_model=cpu_model(), cpu_count=os.cpu_count() or 1)
+    cpu: dict[str, Any] = {"cpu_model": cpu_model(), "cpu_count": os.cpu_count() or 1}
     if nvml is None:
         return Inventory(gpus=(), nvml_error=nvml_error, **cpu)
     gpus = []
@@ -100,17 +104,19 @@ def discover(nvml=None, nvml_error: str | None = None) -> Inventory:
         h = nvml.nvmlDeviceGetHandleByIndex(i)
         mig = optional(nvml.nvmlDeviceGetMigMode, h)
         limit = optional(nvml.nvmlDeviceGetEnforcedPowerLimit, h)
-        gpus.append(Gpu(
-            index=i,
-            uuid=_text(nvml.nvmlDeviceGetUUID(h)),
-            pci_bus_id=_text(nvml.nvmlDeviceGetPciInfo(h).busId),
-            name=_text(nvml.nvmlDeviceGetName(h)),
-            memory_total_mib=nvml.nvmlDeviceGetMemoryInfo(h).total / 2**20,
-            mig_mode=_flag(mig[0] if mig else None),
-            persistence_mode=_flag(optional(nvml.nvmlDeviceGetPersistenceMode, h)),
-            accounting_mode=_flag(optional(nvml.nvmlDeviceGetAccountingMode, h)),
-            power_limit_w=limit / 1000 if limit is not None else None,
-        ))
+        gpus.append(
+            Gpu(
+                index=i,
+                uuid=_text(nvml.nvmlDeviceGetUUID(h)),
+                pci_bus_id=_text(nvml.nvmlDeviceGetPciInfo(h).busId),
+                name=_text(nvml.nvmlDeviceGetName(h)),
+                memory_total_mib=nvml.nvmlDeviceGetMemoryInfo(h).total / 2**20,
+                mig_mode=_flag(mig[0] if mig else None),
+                persistence_mode=_flag(optional(nvml.nvmlDeviceGetPersistenceMode, h)),
+                accounting_mode=_flag(optional(nvml.nvmlDeviceGetAccountingMode, h)),
+                power_limit_w=limit / 1000 if limit is not None else None,
+            )
+        )
     cuda = optional(nvml.nvmlSystemGetCudaDriverVersion_v2) or optional(nvml.nvmlSystemGetCudaDriverVersion)
     return Inventory(
         gpus=tuple(gpus),

@@ -3,3 +3,7 @@
 
 class NoRetry(Exception):
     """Raising this fails the step at once; an orchestrator should not retry it."""
+
+
+class ConfigError(NoRetry, ValueError):
+    """A value in the configuration, a CLI flag or a DAG Param is not acceptable."""

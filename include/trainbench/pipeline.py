@@ -1,35 +1,49 @@
 """The benchmark pipeline's steps, as plain functions the DAG tasks and the CLI both call.
 
 discover devices -> prepare the data set -> plan the matrix -> run every case -> collect
--> publish.  Every step takes and returns small JSON-able values (they travel as XCom).
-Each case writes its raw result to the run folder before touching the database, so a
-database outage loses nothing: `collect` loads whatever the database is missing.
+-> validate -> detect regressions -> publish.  Each step takes and returns small values
+that travel as XCom (`CaseSpec`, `Result` and plain dicts).  Each case writes its raw
+result to the run folder before touching the database, so a database outage loses
+nothing: `collect` loads whatever the database is missing.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import os
-import re
 import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from trainbench import environment, frameworks, idle, outcome, report, runner, sampling, trainer_output
+from trainbench import fingerprint, frameworks
 from trainbench.config import Config, ConfigError, Settings
 from trainbench.devices import Inventory, discover, load_nvml
 from trainbench.errors import NoRetry
-from trainbench.planning import Case, plan
-from trainbench.results import ResultStore, to_json
+from trainbench.frameworks import interpreters
+from trainbench.measure import idle, memory, outcome, protocol, runner, sampling
+from trainbench.planning import CaseSpec, TrainingJob, plan
+from trainbench.result import Result
+from trainbench.store import run_folder
+from trainbench.store.results import BENCHMARK, IMPORTED_LOG, ResultStore, open_store
 from trainbench.trainers import cifar10
 
-REAL_DATA_HELP = ("download the CIFAR-10 python version (cifar-10-python.tar.gz) and extract it there, "
-                  "set [paths] data_dir in the configuration, or run with dataset \"synthetic\"")
+Log = Callable[[str], None]
+REAL_DATA_HELP = (
+    "download the CIFAR-10 python version (cifar-10-python.tar.gz) and extract it there, "
+    'set [paths] data_dir in the configuration, or run with dataset "synthetic"'
+)
 
 
-def run_dir(config: Config, run_id: str) -> Path:
-    return config.output_dir / "runs" / re.sub(r"[^A-Za-z0-9_.+-]", "_", run_id)
+class ValidationFailed(NoRetry):
+    """The run's rows broke expectations; nothing is published from them."""
+
+
+class RegressionFound(NoRetry):
+    """A case got slower than its history allows, and the run asked to fail on that."""
+
+
+def store(config: Config) -> ResultStore:
+    return open_store(config.database_url)
 
 
 def discover_devices() -> dict:
@@ -38,250 +52,295 @@ def discover_devices() -> dict:
 
 def prepare_dataset(config: Config, settings: Settings) -> dict:
     """Where the data is, and whether it is real CIFAR-10 or the synthetic stand-in."""
-    real = config.data_dir
-    if settings.dataset in ("auto", "real") and cifar10.is_present(str(real)) and not cifar10.is_synthetic(str(real)):
-        return {"kind": "real", "data_dir": cifar10.batches_dir(str(real))}
+    real = str(config.data_dir)
+    if settings.dataset in ("auto", "real") and cifar10.is_present(real) and not cifar10.is_synthetic(real):
+        return {"kind": "real", "data_dir": cifar10.batches_dir(real)}
     if settings.dataset == "real":
-        raise ConfigError(f"dataset is \"real\" but CIFAR-10 is not in {cifar10.batches_dir(str(real))} "
-                          f"(expected data_batch_1..5 and test_batch): {REAL_DATA_HELP}")
-    synthetic = config.output_dir / "data" / f"synthetic-seed{settings.seed}"
-    if not cifar10.is_present(str(synthetic)):
-        cifar10.write_synthetic(str(synthetic), seed=settings.seed)
-    return {"kind": "synthetic", "data_dir": cifar10.batches_dir(str(synthetic))}
+        raise ConfigError(
+            f'dataset is "real" but CIFAR-10 is not in {cifar10.batches_dir(real)} '
+            f"(expected data_batch_1..5 and test_batch): {REAL_DATA_HELP}"
+        )
+    synthetic = str(config.output_dir / "data" / f"synthetic-seed{settings.seed}")
+    if not cifar10.is_present(synthetic):
+        cifar10.write_synthetic(synthetic, seed=settings.seed)
+    return {"kind": "synthetic", "data_dir": cifar10.batches_dir(synthetic)}
 
 
-def plan_matrix(settings: Settings, inventory: dict, dataset: dict) -> list[dict]:
+def plan_matrix(settings: Settings, inventory: dict, dataset: dict) -> list[CaseSpec]:
     """One spec per case x repeat: everything a training task needs, nothing it must look up."""
-    job = frameworks.TrainingJob(data_dir=dataset["data_dir"], epochs=settings.epochs, batch_size=settings.batch_size,
-                                 seed=settings.seed, train_images=settings.train_images)
-    return [{"case": c.to_dict(), "job": vars(job), "data_kind": dataset["kind"], "timeout_s": settings.timeout_s}
-            for c in plan(settings, Inventory.from_dict(inventory))]
+    job = TrainingJob(
+        data_dir=dataset["data_dir"],
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        seed=settings.seed,
+        train_images=settings.train_images,
+    )
+    cases = plan(settings.frameworks, settings.device_sets, settings.repeats, Inventory.from_dict(inventory))
+    return [CaseSpec(case=c, job=job, data_kind=dataset["kind"], timeout_s=settings.timeout_s) for c in cases]
 
 
-def run_case(config: Config, run_id: str, spec: dict, log: Callable[[str], None] = print,
-             on_launch: Callable[[runner.Launch], None] | None = None, final_attempt: bool = True,
-             nvml=None) -> dict:
+def start_run(config: Config, run_id: str, settings: Settings) -> None:
+    """Record the run and its settings, in the database and beside its raw results."""
+    run_folder.write_settings(config.output_dir, run_id, settings.as_dict())
+    store(config).save_run(run_id, settings.as_dict())
+
+
+@dataclass
+class _Measuring:
+    """One case on its way through `run_case`: what each step needs from the ones before."""
+
+    config: Config
+    spec: CaseSpec
+    result: Result
+    inventory: Inventory
+    nvml: object | None
+    nvml_error: str | None
+    log: Log
+
+
+def run_case(
+    config: Config,
+    run_id: str,
+    spec: CaseSpec,
+    log: Log = print,
+    on_launch: Callable[[runner.Launch], None] | None = None,
+    final_attempt: bool = True,
+    nvml=None,
+) -> Result:
     """Train one case in its framework's interpreter, measure it, and store the result.
 
     A busy GPU raises `DeviceBusy` so the caller can retry later; on the final attempt the
     case is stored as `busy` instead.  `nvml` replaces the NVML library (tests without GPUs).
     """
-    case = Case.from_dict(spec["case"])
-    job = frameworks.TrainingJob(**spec["job"])
-    fw = config.framework(case.framework)
-    gpu = case.device_set.kind == "gpu"
-    nvml_error = None if gpu else "not queried for a CPU case"
-    if gpu and nvml is None:
-        nvml, nvml_error = load_nvml()
-    inv = discover(nvml, nvml_error)  # this host's devices and driver, not the planning host's
-    workload = {"data_kind": spec["data_kind"], "epochs": job.epochs, "batch_size": job.batch_size,
-                "train_images": job.train_images}
-    fp = environment.fingerprint(inv, case, environment.probe_framework(fw.python, case.framework), workload)
-    base = {"run_id": run_id, "case_key": case.key, "env_key": environment.env_key(fp), "framework": case.framework,
-            "device_set": case.device_set.text, "device_names": " + ".join(case.device_set.gpu_names) or None,
-            "repeat": case.repeat, "environment": fp, "started_at": dt.datetime.now(dt.timezone.utc)}
-    raw = raw_path(config, run_id, case.key, base["env_key"])
-    if raw.is_file() and not ResultStore(config.database_url).has(run_id, case.key, base["env_key"]):
-        log(f"{case.label}: storing the result an earlier try measured (the database was unreachable then)")
-        return _store(config, run_id, load_raw(raw), log)
+    m = _begin(config, run_id, spec, log, nvml)
+    replayed = _replay_raw(m)
+    if replayed is not None:
+        return replayed
     try:
-        launch_spec = frameworks.launch_spec(fw, case, job)
+        launch_spec = frameworks.launch_spec(config.interpreter(spec.case.framework), spec.case, spec.job)
     except frameworks.Unavailable as exc:
-        return _store(config, run_id, {**base, "status": "unavailable", "error": str(exc)}, log)
-    base["command"] = shlex.join(launch_spec.argv)
+        return _finish(m, "unavailable", str(exc))
+    m.result.command = shlex.join(launch_spec.argv)
+    try:
+        monitors = _monitors(m, final_attempt)
+    except _NotRun as exc:
+        return _finish(m, exc.status, exc.error)
+    return _launch(m, launch_spec, monitors, on_launch)
 
+
+def _begin(config: Config, run_id: str, spec: CaseSpec, log: Log, nvml) -> _Measuring:
+    """The case's fingerprint on this host (not the planning host): it decides which results compare."""
+    case = spec.case
+    nvml_error = None if case.device_set.kind == "gpu" else "not queried for a CPU case"
+    if case.device_set.kind == "gpu" and nvml is None:
+        nvml, nvml_error = load_nvml()
+    inventory = discover(nvml, nvml_error)
+    fw = frameworks.REGISTRY[case.framework]
+    probe = interpreters.probe(config.interpreter(case.framework).python, fw.distributions)
+    fp = fingerprint.fingerprint(inventory, case, probe, spec.workload)
+    result = Result.for_case(run_id, case, fingerprint.env_key(fp), fp)
+    return _Measuring(config, spec, result, inventory, nvml, nvml_error, log)
+
+
+def _replay_raw(m: _Measuring) -> Result | None:
+    """A retry after a database outage stores what the earlier try measured instead of training again."""
+    r = m.result
+    raw = run_folder.raw_path(m.config.output_dir, r.run_id, r.case_key, r.env_key)
+    if not raw.is_file() or store(m.config).has(r.run_id, r.case_key, r.env_key):
+        return None
+    m.log(f"{m.spec.case.label}: storing the result an earlier try measured (the database was unreachable then)")
+    return _save(m.config, Result.from_json(raw.read_text()), m.log)
+
+
+class _NotRun(Exception):
+    """The case must not run here; its row says why."""
+
+    def __init__(self, status: str, error: str):
+        super().__init__(error)
+        self.status, self.error = status, error
+
+
+def _monitors(m: _Measuring, final_attempt: bool) -> list:
+    """The samplers for the case, after the GPU pre-checks (raising `_NotRun` when it must not run)."""
     monitors: list = [sampling.HostRssMonitor()]
-    if gpu:
-        if nvml is None:
-            return _store(config, run_id, {**base, "status": "unavailable",
-                                           "error": f"NVML is needed to measure GPUs: {nvml_error}"}, log)
-        try:
-            for uuid in case.device_set.gpu_uuids:
-                inv.gpu(uuid)
-        except LookupError as exc:
-            return _store(config, run_id, {**base, "status": "unavailable",
-                                           "error": f"planned on another host: {exc}"}, log)
-        m = config.measurement
-        reasons = idle.wait_until_idle(nvml, case.device_set.gpu_uuids, config.output_dir / "idle_levels.json",
-                                       m.idle_threshold_mib, m.idle_wait_s, driver=inv.driver_version, log=log)
-        if reasons and not final_attempt:
-            raise idle.DeviceBusy(f"{case.label}: not measured, devices busy: " + "; ".join(reasons))
-        if reasons:
-            return _store(config, run_id, {**base, "status": "busy", "error": "; ".join(reasons)}, log)
-        monitors.append(sampling.GpuMonitor(nvml, case.device_set.gpu_uuids, interval_s=m.memory_sample_ms / 1000))
+    ds = m.spec.case.device_set
+    if ds.kind != "gpu":
+        return monitors
+    if m.nvml is None:
+        raise _NotRun("unavailable", f"NVML is needed to measure GPUs: {m.nvml_error}")
+    try:
+        for uuid in ds.gpu_uuids:
+            m.inventory.gpu(uuid)
+    except LookupError as exc:
+        raise _NotRun("unavailable", f"planned on another host: {exc}") from None
+    cfg = m.config.measurement
+    reasons = idle.wait_until_idle(
+        m.nvml,
+        ds.gpu_uuids,
+        m.config.output_dir / "idle_levels.json",
+        cfg.idle_threshold_mib,
+        cfg.idle_wait_s,
+        driver=m.inventory.driver_version,
+        log=m.log,
+    )
+    if reasons and not final_attempt:
+        raise idle.DeviceBusy(f"{m.spec.case.label}: not measured, devices busy: " + "; ".join(reasons))
+    if reasons:
+        raise _NotRun("busy", "; ".join(reasons))
+    return [*monitors, sampling.GpuMonitor(m.nvml, ds.gpu_uuids, interval_s=cfg.memory_sample_ms / 1000)]
+
+
+def _launch(
+    m: _Measuring, launch_spec: frameworks.LaunchSpec, monitors: list, on_launch: Callable[[runner.Launch], None] | None
+) -> Result:
+    label = m.spec.case.label
 
     def on_line(stream: str, line: str) -> None:
-        event = trainer_output.parse_line(line)
+        event = protocol.parse_line(line)
         if event and event["event"] == "epoch":
-            log(f"{case.label}: epoch {event['epoch']} {event['seconds']:.2f} s, "
-                f"{event['images_per_s']:.0f} images/s, loss {event['loss']:.4f}")
+            m.log(
+                f"{label}: epoch {event['epoch']} {event['seconds']:.2f} s, "
+                f"{event['images_per_s']:.0f} images/s, loss {event['loss']:.4f}"
+            )
 
-    launch = runner.Launch(launch_spec.argv, env={**os.environ, **launch_spec.env}, timeout_s=spec["timeout_s"],
-                           on_line=on_line, monitors=monitors)
-    log(f"{case.label}: {base['command']}")
+    launch = runner.Launch(
+        launch_spec.argv,
+        env={**os.environ, **launch_spec.environ},
+        timeout_s=m.spec.timeout_s,
+        on_line=on_line,
+        monitors=monitors,
+    )
+    m.log(f"{label}: {m.result.command}")
     try:
         launch.start()
     except OSError as exc:
-        result = {**base, "status": "unavailable",
-                  "error": f"cannot start {fw.python!r} for {case.framework}: {exc}; create it with `make envs` "
-                           f"or set [frameworks.{case.framework}] python in {config.path}"}
-        return _store(config, run_id, result, log)
+        fw = m.spec.case.framework
+        return _finish(
+            m,
+            "unavailable",
+            f"cannot start {m.config.interpreter(fw).python!r} for {fw}: {exc}; "
+            f"create it with `make envs` or set [frameworks.{fw}] python in "
+            f"{m.config.path}",
+        )
     if on_launch:
         on_launch(launch)
     proc = launch.wait()
-    parsed = launch_spec.parse(proc.stdout_lines)
-    status, error = outcome.classify(proc, parsed)
-    summary = parsed.summary or {}
-    fp["framework_reported"] = {k: summary.get(k) for k in ("framework_version", "cuda_version", "cudnn_version",
-                                                            "nccl_version") if summary.get(k) is not None}
-    result = {**base, "status": status, "error": error, "wall_s": proc.wall_s, "user_s": proc.user_s,
-              "sys_s": proc.sys_s, "images_per_s": parsed.steady_images_per_s, "epochs": parsed.epochs,
-              "summary": summary, "parameters": summary.get("parameters"),
-              "final_loss": parsed.losses[-1] if parsed.losses else None,
-              "test_accuracy": summary.get("test_accuracy"),
-              "telemetry": proc.monitors | {
-                  "returncode": proc.returncode, "orphans_reaped": proc.orphans_reaped,
-                  "allocator_peak_mib": summary.get("allocator_peak_mib")}}
-    result.update(memory_figures(case, proc.monitors))
-    log(f"{case.label}: {status} in {proc.wall_s:.2f} s (user {proc.user_s:.2f} s, sys {proc.sys_s:.2f} s)"
-        + (f", peak memory {result['peak_mem_mib']:.0f} MiB ({result['peak_mem_method']})"
-           if result["peak_mem_mib"] is not None else "") + (f"\n{error}" if error else ""))
-    return _store(config, run_id, result, log)
+    _record(m.result, proc, launch_spec.parse(proc.stdout_lines), m.spec)
+    r = m.result
+    m.log(
+        f"{label}: {r.status} in {proc.wall_s:.2f} s (user {proc.user_s:.2f} s, sys {proc.sys_s:.2f} s)"
+        + (f", peak memory {r.peak_mem_mib:.0f} MiB ({r.peak_mem_method})" if r.peak_mem_mib is not None else "")
+        + (f"\n{r.error}" if r.error else "")
+    )
+    return _save(m.config, r, m.log)
 
 
-HOST_RSS = "host RSS of the process tree, sampled"
-GPU_SAMPLED = "NVML device memory used, peak minus idle, sampled"
+def _record(r: Result, proc: runner.ProcessResult, report: protocol.TrainerReport, spec: CaseSpec) -> None:
+    """Fill the result from how the trainer ended, what it printed and what the monitors saw."""
+    r.status, r.error = outcome.classify(proc, report, frameworks.REGISTRY[spec.case.framework].modules)
+    summary = report.summary or {}
+    r.environment["framework_reported"] = {
+        k: summary.get(k)
+        for k in ("framework_version", "cuda_version", "cudnn_version", "nccl_version")
+        if summary.get(k) is not None
+    }
+    r.wall_s, r.user_s, r.sys_s = proc.wall_s, proc.user_s, proc.sys_s
+    r.images_per_s, r.epochs, r.summary = report.steady_images_per_s, report.epochs, summary
+    r.parameters, r.test_accuracy = summary.get("parameters"), summary.get("test_accuracy")
+    r.final_loss = report.losses[-1] if report.losses else None
+    r.telemetry = proc.monitors | {
+        "returncode": proc.returncode,
+        "orphans_reaped": proc.orphans_reaped,
+        "allocator_peak_mib": summary.get("allocator_peak_mib"),
+    }
+    figures = memory.figures(spec.case.device_set, proc.monitors)
+    r.peak_mem_mib, r.peak_mem_method, r.devices = (
+        figures["peak_mem_mib"],
+        figures["peak_mem_method"],
+        figures["devices"],
+    )
 
 
-def memory_figures(case: Case, monitors: dict) -> dict:
-    """The result's peak memory: per GPU peak minus idle (the log's figure), or the tree's host RSS on the CPU.
-
-    Device rows carry their method; accounting-mode figures, where NVML kept them, are extra rows.
-    """
-    if case.device_set.kind == "gpu" and monitors.get("gpus"):
-        gpus = monitors["gpus"]
-        names = dict(zip(case.device_set.gpu_uuids, case.device_set.gpu_names))
-        rows = [{"device": g["uuid"], "name": names.get(g["uuid"]), "idle_mib": g["idle_mib"], "peak_mib": g["peak_mib"],
-                 "used_mib": g["used_mib"], "method": sampling.SAMPLED_METHOD} for g in gpus]
-        rows += [{"device": g["uuid"], "name": names.get(g["uuid"]), "idle_mib": None, "peak_mib": None,
-                  "used_mib": g["accounting_max_mib"], "method": sampling.ACCOUNTING_METHOD}
-                 for g in gpus if g.get("accounting_max_mib") is not None]
-        return {"peak_mem_mib": sum(g["used_mib"] for g in gpus), "devices": rows,
-                "peak_mem_method": f"{GPU_SAMPLED} every {monitors['gpu_sample_interval_s'] * 1000:g} ms"}
-    if "host_peak_rss_mib" in monitors:
-        rss = monitors["host_peak_rss_mib"]
-        return {"peak_mem_mib": rss, "peak_mem_method": HOST_RSS,
-                "devices": [{"device": "host", "name": "CPU", "idle_mib": None, "peak_mib": rss, "used_mib": rss,
-                             "method": "host_rss"}]}
-    return {"peak_mem_mib": None, "peak_mem_method": None, "devices": []}
+def _finish(m: _Measuring, status: str, error: str) -> Result:
+    """A case that never launched still becomes a row: why it could not run is the result."""
+    m.result.status, m.result.error = status, error
+    return _save(m.config, m.result, m.log)
 
 
-def raw_path(config: Config, run_id: str, case_key: str, env_key: str) -> Path:
-    return run_dir(config, run_id) / "raw" / f"{case_key}__{env_key}.json"
-
-
-def load_raw(path: Path) -> dict:
-    result = json.loads(path.read_text())
-    result["started_at"] = dt.datetime.fromisoformat(result["started_at"]) if result.get("started_at") else None
+def _save(config: Config, result: Result, log: Log) -> Result:
+    """Write the raw JSON first (it survives a database outage), then the row."""
+    raw = run_folder.write_raw(config.output_dir, result)
+    db = store(config)
+    db.save_run(result.run_id, run_folder.read_settings(config.output_dir, result.run_id))
+    db.save(result)
+    log(f"{result.case_key}: stored ({raw})")
     return result
 
 
-def _store(config: Config, run_id: str, result: dict, log: Callable[[str], None]) -> dict:
-    """Write the raw JSON first (it survives a database outage), then the row."""
-    raw = raw_path(config, run_id, result["case_key"], result["env_key"])
-    raw.parent.mkdir(parents=True, exist_ok=True)
-    tmp = raw.with_suffix(".tmp")
-    tmp.write_text(to_json(result))
-    os.replace(tmp, raw)
-    store = ResultStore(config.database_url)
-    ensure_run(config, store, run_id)
-    store.save(result)
-    log(f"{result['case_key']}: stored ({raw})")
-    return {"case_key": result["case_key"], "env_key": result["env_key"], "status": result["status"],
-            "wall_s": result.get("wall_s"), "raw": str(raw)}
+def collect(config: Config, run_id: str) -> dict:
+    """Load every raw result the database does not hold yet (stored during an outage); count the run's rows."""
+    db = store(config)
+    db.save_run(run_id, run_folder.read_settings(config.output_dir, run_id))
+    stored = {(r["case_key"], r["env_key"]) for r in db.rows(run_id)}
+    loaded = [r for r in run_folder.raw_results(config.output_dir, run_id) if (r.case_key, r.env_key) not in stored]
+    for result in loaded:
+        db.save(result)
+    rows = db.current_rows(run_id)
+    statuses: dict[str, int] = {}
+    for r in rows:
+        statuses[r["status"]] = statuses.get(r["status"], 0) + 1
+    return {"rows": len(rows), "loaded_from_raw": len(loaded), "statuses": statuses}
 
 
-def start_run(config: Config, run_id: str, settings: Settings) -> None:
-    """Record the run and its settings, in the database and beside its raw results."""
-    folder = run_dir(config, run_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "run.json").write_text(json.dumps({"run_id": run_id, "settings": settings.as_dict()}, indent=1))
-    ResultStore(config.database_url).save_run(run_id, settings.as_dict())
-
-
-def ensure_run(config: Config, store: ResultStore, run_id: str) -> None:
-    """The run's row, from the settings kept beside its raw results (start_run may have met an outage)."""
-    saved = run_dir(config, run_id) / "run.json"
-    store.save_run(run_id, json.loads(saved.read_text())["settings"] if saved.is_file() else {})
-
-
-def collect(config: Config, run_id: str) -> list[dict]:
-    """The run's current rows, after loading any raw result the database does not hold yet.
-
-    "Current": per case the newest result, so a re-run after a driver upgrade is judged on
-    its new rows while the old ones stay stored.
-    """
-    store = ResultStore(config.database_url)
-    folder = run_dir(config, run_id)
-    ensure_run(config, store, run_id)
-    stored = {(r["case_key"], r["env_key"]) for r in store.rows(run_id)}
-    newest: dict[str, tuple[str, str]] = {}
-    for raw in sorted((folder / "raw").glob("*.json"), key=lambda p: p.stat().st_mtime):
-        result = load_raw(raw)
-        identity = (result["case_key"], result["env_key"])
-        newest[result["case_key"]] = identity
-        if identity not in stored:
-            store.save(result)
-    rows = store.rows(run_id)
-    return [r for r in rows if newest.get(r["case_key"], (r["case_key"], r["env_key"])) == (r["case_key"], r["env_key"])]
-
-
-class ValidationFailed(NoRetry):
-    """The run's rows broke expectations; nothing is published from them."""
-
-
-def validate(config: Config, run_id: str, planned: list[dict]) -> dict:
+def validate_results(config: Config, run_id: str, planned: list[CaseSpec]) -> dict:
     """Great Expectations suite over the run's rows against its plan; Data Docs kept in the run's folder."""
-    from trainbench import validation
+    from trainbench.checks import validation
 
-    rows = collect(config, run_id)
-    epochs = {s["job"]["epochs"] for s in planned}
-    memory = [r["environment"].get("host_memory_mib") for r in rows if r.get("environment")]
-    result = validation.validate(rows, [s["case"]["key"] for s in planned], run_dir(config, run_id) / "data_docs",
-                                 host_memory_mib=max((m for m in memory if m), default=None),
-                                 epochs=epochs.pop() if len(epochs) == 1 else None)
+    rows = store(config).current_rows(run_id)
+    epochs = {s.job.epochs for s in planned}
+    host_memory = [r["environment"].get("host_memory_mib") for r in rows if r.get("environment")]
+    docs = run_folder.run_dir(config.output_dir, run_id) / "data_docs"
+    result = validation.run_suite(
+        rows,
+        [s.case.key for s in planned],
+        docs,
+        host_memory_mib=max((m for m in host_memory if m), default=None),
+        epochs=epochs.pop() if len(epochs) == 1 else None,
+    )
     if not result.success:
         raise ValidationFailed(result.summary())
-    return {"rows": len(rows), "data_docs": str(result.docs_index) if result.docs_index else None,
-            "statistics": result.statistics}
+    return {
+        "rows": len(rows),
+        "data_docs": str(result.docs_index) if result.docs_index else None,
+        "statistics": result.statistics,
+    }
 
 
-def live_history(store: ResultStore, run_id: str) -> list[dict]:
-    """Every benchmark row of the other runs; imported historical logs are shown, never judged against."""
-    return [r for r in store.rows(source="trainbench") if r["run_id"] != run_id]
+def history(db: ResultStore, run_id: str) -> list[dict]:
+    """Every row of trainbench's other runs: what verdicts are judged on (imported logs are not)."""
+    return [r for r in db.rows(source=BENCHMARK) if r["run_id"] != run_id]
 
 
-def detect_regressions(config: Config, run_id: str, log: Callable[[str], None] = print) -> list[dict]:
+def detect_regressions(config: Config, run_id: str, log: Log = print) -> list[dict]:
     """Judge every case of the run against its history; store and log the verdicts."""
-    from trainbench import regression
+    from trainbench.checks import regression
 
-    store = ResultStore(config.database_url)
-    current = collect(config, run_id)
-    history = live_history(store, run_id)
-    found = [v.to_dict() for v in regression.judge(current, history, store.run_ids(), config.regression)]
-    store.save_verdicts(run_id, found)
+    db = store(config)
+    found = [
+        v.to_dict()
+        for v in regression.judge(db.current_rows(run_id), history(db, run_id), db.run_ids(), config.regression)
+    ]
+    db.save_verdicts(run_id, found)
     for v in found:
         log(f"{v['framework']} | {v['device_set']}: {v['verdict']} ({v['detail']})")
     return found
 
 
-class RegressionFound(NoRetry):
-    """A case got slower than its history allows, and the run asked to fail on that."""
-
-
 def regression_gate(verdicts: list[dict], fail_on_regression: bool) -> list[str]:
     """The regressed cases; raises when the run asked to fail on any."""
-    regressed = [f"{v['framework']} | {v['device_set']}: {v['detail']}" for v in verdicts if v["verdict"] == "regressed"]
+    regressed = [
+        f"{v['framework']} | {v['device_set']}: {v['detail']}" for v in verdicts if v["verdict"] == "regressed"
+    ]
     if regressed and fail_on_regression:
         raise RegressionFound("regressions found:\n" + "\n".join(regressed))
     return regressed
@@ -289,14 +348,21 @@ def regression_gate(verdicts: list[dict], fail_on_regression: bool) -> list[str]
 
 def publish(config: Config, run_id: str) -> dict:
     """Write the run's reports (Markdown, HTML, CSV, Parquet) into its folder and into output/latest."""
-    from trainbench import regression
+    from trainbench import reports
+    from trainbench.checks import regression
 
-    store = ResultStore(config.database_url)
-    rows = collect(config, run_id)
-    history = live_history(store, run_id)
-    paths = report.write_all(
-        rows, run_dir(config, run_id), config.output_dir / "latest", run_id,
-        history=history, verdicts=store.verdicts(), run_order=store.run_ids(),
-        comparisons=regression.driver_comparisons(rows, history),
-        historical=store.rows(source="historical"))
+    db = store(config)
+    rows = db.current_rows(run_id)
+    past = history(db, run_id)
+    paths: dict[str, Path] = reports.write_all(
+        rows,
+        run_folder.run_dir(config.output_dir, run_id),
+        config.output_dir / "latest",
+        run_id,
+        history=past,
+        verdicts=db.verdicts(),
+        run_order=db.run_ids(),
+        comparisons=regression.driver_comparisons(rows, past),
+        imported=db.rows(source=IMPORTED_LOG),
+    )
     return {"rows": len(rows), **{k: str(v) for k, v in paths.items()}, "database": config.database_url}

@@ -1,5 +1,7 @@
 """The benchmark matrix: framework x device set x repeat, checked against the host.
 
+Also the device-set grammar ("all", "cpu", "cpu:N", "0,1", "GPU-<uuid>,...") and the typed
+values planning hands to the training tasks (`CaseSpec`, travelling as XCom or JSON).
 Repeats are interleaved (every case once, then every case again) so that drift in the
 machine's state spreads over all cases instead of biasing one.
 """
@@ -8,10 +10,33 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 from dataclasses import dataclass
+from typing import Any
 
-from trainbench.config import DEVICE_SET_HELP, ConfigError, Settings
 from trainbench.devices import Inventory
+from trainbench.errors import ConfigError
+
+DEVICE_SET_PATTERN = r"^(all|cpu(:[1-9][0-9]*)?|([0-9]+|GPU-[0-9a-fA-F-]+)(,([0-9]+|GPU-[0-9a-fA-F-]+))*)$"
+DEVICE_SET_HELP = (
+    '"all" (every combination of the host\'s GPUs), a GPU set as comma-separated indices '
+    'or UUIDs ("0", "0,1", "GPU-8f0c...,GPU-1a2b..."), "cpu", or "cpu:N" for N data-parallel CPU workers'
+)
+MAX_CASES = 1024  # Airflow's [core] max_map_length: one mapped task per case
+
+
+def check_device_set_text(text: Any) -> str:
+    """The text without spaces, or a ConfigError naming what is accepted."""
+    if not isinstance(text, str) or not re.match(DEVICE_SET_PATTERN, text.replace(" ", "")):
+        raise ConfigError(f"malformed device set {text!r}; accepted: {DEVICE_SET_HELP}")
+    return text.replace(" ", "")
+
+
+def workers_of(text: str) -> int:
+    """How many devices (GPUs, or CPU workers) a resolved device set's text names."""
+    if text.startswith("cpu"):
+        return int(text.partition(":")[2] or 1)
+    return len(text.split(","))
 
 
 @dataclass(frozen=True)
@@ -45,31 +70,98 @@ class Case:
         return {**dataclasses.asdict(self), "label": self.label, "key": self.key}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Case":
-        ds = {k: tuple(v) if isinstance(v, list) else v for k, v in d["device_set"].items()}
+    def from_dict(cls, d: dict) -> Case:
+        ds: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d["device_set"].items()}
         return cls(framework=d["framework"], device_set=DeviceSet(**ds), repeat=d["repeat"])
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """What every trainer is asked to do, whatever the framework."""
+
+    data_dir: str
+    epochs: int
+    batch_size: int
+    seed: int
+    train_images: int | None = None
+
+    def trainer_args(self, device: str) -> list[str]:
+        args = [
+            "--data-dir",
+            self.data_dir,
+            "--epochs",
+            str(self.epochs),
+            "--batch-size",
+            str(self.batch_size),
+            "--seed",
+            str(self.seed),
+            "--device",
+            device,
+        ]
+        if self.train_images:
+            args += ["--train-images", str(self.train_images), "--test-images", str(min(self.train_images, 10_000))]
+        return args
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    """Everything one training task needs, nothing it must look up: planned once, sent as XCom."""
+
+    case: Case
+    job: TrainingJob
+    data_kind: str
+    timeout_s: float
+
+    @property
+    def workload(self) -> dict:
+        """What was asked of the trainer: part of the fingerprint, so different workloads never compare."""
+        return {
+            "data_kind": self.data_kind,
+            "epochs": self.job.epochs,
+            "batch_size": self.job.batch_size,
+            "train_images": self.job.train_images,
+        }
+
+    def to_dict(self) -> dict:
+        return {
+            "case": self.case.to_dict(),
+            "job": dataclasses.asdict(self.job),
+            "data_kind": self.data_kind,
+            "timeout_s": self.timeout_s,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CaseSpec:
+        return cls(
+            case=Case.from_dict(d["case"]),
+            job=TrainingJob(**d["job"]),
+            data_kind=d["data_kind"],
+            timeout_s=d["timeout_s"],
+        )
 
 
 def resolve_device_set(text: str, inventory: Inventory) -> DeviceSet:
     """Turn "cpu", "cpu:N", "0,1" or "GPU-uuid,..." into a DeviceSet of this host."""
-    text = text.replace(" ", "")
-    if text == "cpu" or text.startswith("cpu:"):
-        workers = int(text.split(":", 1)[1]) if ":" in text else 1
-        if workers < 1:
-            raise ConfigError(f"malformed device set {text!r}; accepted: {DEVICE_SET_HELP}")
-        return DeviceSet(text=text, kind="cpu", workers=workers)
-    keys = [k for k in text.split(",") if k]
-    if not keys:
-        raise ConfigError(f"malformed device set {text!r}; accepted: {DEVICE_SET_HELP}")
+    text = check_device_set_text(text)
+    if text == "all":
+        raise ConfigError('"all" names several device sets; expand() resolves it')
+    if text.startswith("cpu"):
+        return DeviceSet(text=text, kind="cpu", workers=workers_of(text))
+    keys = text.split(",")
     try:
         gpus = [inventory.gpu(k) for k in keys]
     except LookupError as exc:
         raise ConfigError(f"device set {text!r}: {exc}") from None
     if len({g.uuid for g in gpus}) != len(gpus):
         raise ConfigError(f"device set {text!r} names the same GPU twice")
-    return DeviceSet(text=",".join(keys), kind="gpu", workers=len(gpus),
-                     gpu_uuids=tuple(g.uuid for g in gpus), gpu_names=tuple(g.name for g in gpus),
-                     gpu_indices=tuple(g.index for g in gpus))
+    return DeviceSet(
+        text=text,
+        kind="gpu",
+        workers=len(gpus),
+        gpu_uuids=tuple(g.uuid for g in gpus),
+        gpu_names=tuple(g.name for g in gpus),
+        gpu_indices=tuple(g.index for g in gpus),
+    )
 
 
 def expand(texts: tuple[str, ...], inventory: Inventory) -> list[DeviceSet]:
@@ -86,17 +178,15 @@ def expand(texts: tuple[str, ...], inventory: Inventory) -> list[DeviceSet]:
     return [d for d in out if unique[(d.kind, d.workers, d.gpu_uuids)] is d]
 
 
-MAX_CASES = 1024  # Airflow's [core] max_map_length: one mapped task per case
-
-
-def plan(settings: Settings, inventory: Inventory) -> list[Case]:
-    device_sets = expand(settings.device_sets, inventory)
-    cases = [Case(framework=f, device_set=d, repeat=r)
-             for r in range(1, settings.repeats + 1)
-             for f in settings.frameworks
-             for d in device_sets]
+def plan(frameworks: tuple[str, ...], device_sets: tuple[str, ...], repeats: int, inventory: Inventory) -> list[Case]:
+    resolved = expand(device_sets, inventory)
+    cases = [
+        Case(framework=f, device_set=d, repeat=r) for r in range(1, repeats + 1) for f in frameworks for d in resolved
+    ]
     if len(cases) > MAX_CASES:
-        raise ConfigError(f"{len(cases)} cases ({len(settings.frameworks)} frameworks x {len(device_sets)} device sets "
-                          f"x {settings.repeats} repeats) exceed the {MAX_CASES} one run can map; "
-                          "name fewer device sets than \"all\", or fewer frameworks or repeats")
+        raise ConfigError(
+            f"{len(cases)} cases ({len(frameworks)} frameworks x {len(resolved)} device sets "
+            f"x {repeats} repeats) exceed the {MAX_CASES} one run can map; "
+            'name fewer device sets than "all", or fewer frameworks or repeats'
+        )
     return cases

@@ -26,8 +26,10 @@ class TrainCaseOperator(BaseOperator):
 
     def execute(self, context):
         from trainbench import config, pipeline
+        from trainbench.planning import CaseSpec
 
-        context["case_label"] = self.spec["case"]["label"]
+        spec = CaseSpec.from_dict(self.spec)
+        context["case_label"] = spec.case.label
 
         def remember(launch):
             self._launch = launch
@@ -35,8 +37,15 @@ class TrainCaseOperator(BaseOperator):
         # A busy GPU raises DeviceBusy, so Airflow retries later; the last try records `busy` instead.
         ti = context["ti"]
         final_attempt = ti.try_number > getattr(ti, "max_tries", self.retries)  # max_tries grows when cleared
-        return pipeline.run_case(config.load(), context["run_id"], self.spec, log=self.log.info,
-                                 on_launch=remember, final_attempt=final_attempt)
+        result = pipeline.run_case(
+            config.load(), context["run_id"], spec, log=self.log.info, on_launch=remember, final_attempt=final_attempt
+        )
+        return {
+            "case_key": result.case_key,
+            "env_key": result.env_key,
+            "status": result.status,
+            "wall_s": result.wall_s,
+        }
 
     def on_kill(self) -> None:
         if self._launch is not None:

@@ -21,8 +21,7 @@ DIRNAME = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
 META_FILE = "batches.meta"
-LABEL_NAMES = ("airplane", "automobile", "bird", "cat", "deer",
-               "dog", "frog", "horse", "ship", "truck")
+LABEL_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 IMAGES_PER_BATCH = 10_000
 SYNTHETIC_MARKER = "SYNTHETIC"
 
@@ -54,7 +53,7 @@ class _Unpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):
         if module.startswith("numpy._core") and not hasattr(np, "_core"):
-            module = "numpy.core" + module[len("numpy._core"):]
+            module = "numpy.core" + module[len("numpy._core") :]
         return super().find_class(module, name)
 
 
@@ -120,8 +119,10 @@ def write_synthetic(root: str, seed: int = 0, train_images: int = 50_000, test_i
         remaining -= n
         _dump(os.path.join(d, name), {**make(n), b"batch_label": f"synthetic {name}".encode()})
     _dump(os.path.join(d, TEST_FILE), {**make(test_images), b"batch_label": b"synthetic test"})
-    _dump(os.path.join(d, META_FILE), {b"label_names": [n.encode() for n in LABEL_NAMES],
-                                       b"num_cases_per_batch": IMAGES_PER_BATCH, b"num_vis": 3072})
+    _dump(
+        os.path.join(d, META_FILE),
+        {b"label_names": [n.encode() for n in LABEL_NAMES], b"num_cases_per_batch": IMAGES_PER_BATCH, b"num_vis": 3072},
+    )
     with open(os.path.join(d, SYNTHETIC_MARKER), "w") as f:
         f.write(f"seed={seed} train={train_images} test={test_images}\n")
     return d

@@ -34,8 +34,9 @@ jax = jnp = lax = None
 def init(key):
     """Weights Uniform(-0.1, 0.1), batch-norm scale 1 and shift 0; running stats apart (not trained)."""
     keys = jax.random.split(key, len(WEIGHTS))
-    params = {name: jax.random.uniform(k, shape, jnp.float32, -0.1, 0.1)
-              for (name, shape), k in zip(WEIGHTS.items(), keys)}
+    params = {
+        name: jax.random.uniform(k, shape, jnp.float32, -0.1, 0.1) for (name, shape), k in zip(WEIGHTS.items(), keys)
+    }
     params |= {name: {"scale": jnp.ones(c), "shift": jnp.zeros(c)} for name, c in NORMS.items()}
     stats = {name: {"mean": jnp.zeros(c), "var": jnp.ones(c)} for name, c in NORMS.items()}
     return params, stats
@@ -47,8 +48,10 @@ def batch_norm(x, p, s, train):
     shape = (1, -1) + (1,) * (x.ndim - 2)
     if train:
         mean, var = x.mean(axes), x.var(axes)
-        s = {"mean": BN_MOMENTUM * s["mean"] + (1 - BN_MOMENTUM) * mean,
-             "var": BN_MOMENTUM * s["var"] + (1 - BN_MOMENTUM) * var}
+        s = {
+            "mean": BN_MOMENTUM * s["mean"] + (1 - BN_MOMENTUM) * mean,
+            "var": BN_MOMENTUM * s["var"] + (1 - BN_MOMENTUM) * var,
+        }
     else:
         mean, var = s["mean"], s["var"]
     y = (x - mean.reshape(shape)) * lax.rsqrt(var.reshape(shape) + BN_EPS)
@@ -91,13 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     import jax
     import jax.numpy as jnp
     from jax import lax
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
 
     kind = "gpu" if args.device == "cuda" else "cpu"
     try:
         available = jax.devices(kind)
     except RuntimeError as e:
-        raise SystemExit(f"JAX has no {kind} backend here: {e}")
+        raise SystemExit(f"JAX has no {kind} backend here: {e}") from None
     if len(available) < args.devices:
         raise SystemExit(f"asked for {args.devices} {kind} devices, JAX sees {len(available)}")
     devices = available[: args.devices]
@@ -117,8 +121,16 @@ def main(argv: list[str] | None = None) -> int:
     velocity = jax.tree.map(jnp.zeros_like, params)
     parameters = sum(p.size for p in jax.tree.leaves(params))
     version = jax.__version__
-    cifar10.emit("start", framework="jax", framework_version=version, devices=args.devices, device=args.device,
-                 train_images=n, steps_per_epoch=steps, parameters=parameters)
+    cifar10.emit(
+        "start",
+        framework="jax",
+        framework_version=version,
+        devices=args.devices,
+        device=args.device,
+        train_images=n,
+        steps_per_epoch=steps,
+        parameters=parameters,
+    )
 
     def train_step(state, totals, x_all, y_all, index, i):
         """One SGD step on global batch `index[i]`, gathered from the resident training set."""
@@ -135,9 +147,12 @@ def main(argv: list[str] | None = None) -> int:
         totals = (totals[0] + loss, totals[1] + (logits.argmax(1) == y).sum())
         return (params, velocity, stats), totals
 
-    step = jax.jit(train_step, donate_argnums=(0, 1),
-                   in_shardings=(replicated, replicated, replicated, replicated, steps_sharding, replicated),
-                   out_shardings=(replicated, replicated))
+    step = jax.jit(
+        train_step,
+        donate_argnums=(0, 1),
+        in_shardings=(replicated, replicated, replicated, replicated, steps_sharding, replicated),
+        out_shardings=(replicated, replicated),
+    )
     state = (params, velocity, stats)
     for epoch in range(1, args.epochs + 1):
         order = cifar10.epoch_order(n, args.seed, epoch)[: steps * args.batch_size]
@@ -148,17 +163,33 @@ def main(argv: list[str] | None = None) -> int:
             state, totals = step(state, totals, x_train, y_train, index, i)
         jax.block_until_ready(totals)
         seconds = time.perf_counter() - start
-        cifar10.emit("epoch", epoch=epoch, seconds=seconds, images=steps * args.batch_size,
-                     images_per_s=steps * args.batch_size / seconds,
-                     loss=float(totals[0]) / steps, accuracy=int(totals[1]) / (steps * args.batch_size))
+        cifar10.emit(
+            "epoch",
+            epoch=epoch,
+            seconds=seconds,
+            images=steps * args.batch_size,
+            images_per_s=steps * args.batch_size / seconds,
+            loss=float(totals[0]) / steps,
+            accuracy=int(totals[1]) / (steps * args.batch_size),
+        )
 
     params, _, stats = state
     predict = jax.jit(lambda params, stats, x: forward(params, stats, x, False)[0].argmax(1))
-    hits = sum(int((np.asarray(predict(params, stats, test.images[i:i + 1000])) == test.labels[i:i + 1000]).sum())
-               for i in range(0, len(test.labels), 1000))
-    summary = {"framework": "jax", "framework_version": version, "parameters": parameters,
-               "devices": args.devices, "device": args.device, "train_images": n, "batch_size": args.batch_size,
-               "epochs": args.epochs, "synthetic_data": cifar10.is_synthetic(args.data_dir)}
+    hits = sum(
+        int((np.asarray(predict(params, stats, test.images[i : i + 1000])) == test.labels[i : i + 1000]).sum())
+        for i in range(0, len(test.labels), 1000)
+    )
+    summary = {
+        "framework": "jax",
+        "framework_version": version,
+        "parameters": parameters,
+        "devices": args.devices,
+        "device": args.device,
+        "train_images": n,
+        "batch_size": args.batch_size,
+        "epochs": args.epochs,
+        "synthetic_data": cifar10.is_synthetic(args.data_dir),
+    }
     if args.device == "cuda":
         memory = [d.memory_stats() for d in devices]
         if all(m and "peak_bytes_in_use" in m for m in memory):

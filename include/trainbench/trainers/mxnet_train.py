@@ -27,13 +27,20 @@ import cifar10
 def build_model() -> nn.HybridSequential:
     """The spec's net; input sizes are given so that parameters exist before the first batch."""
     net = nn.HybridSequential()
-    net.add(nn.Conv2D(16, 5, use_bias=False, in_channels=3), nn.BatchNorm(in_channels=16),
-            nn.Activation("relu"), nn.MaxPool2D(2, 2),
-            nn.Conv2D(32, 5, use_bias=False, in_channels=16), nn.BatchNorm(in_channels=32),
-            nn.Activation("relu"), nn.MaxPool2D(2, 2),
-            nn.Dense(500, use_bias=False, in_units=800), nn.BatchNorm(in_channels=500),
-            nn.Activation("relu"),
-            nn.Dense(10, use_bias=False, in_units=500))
+    net.add(
+        nn.Conv2D(16, 5, use_bias=False, in_channels=3),
+        nn.BatchNorm(in_channels=16),
+        nn.Activation("relu"),
+        nn.MaxPool2D(2, 2),
+        nn.Conv2D(32, 5, use_bias=False, in_channels=16),
+        nn.BatchNorm(in_channels=32),
+        nn.Activation("relu"),
+        nn.MaxPool2D(2, 2),
+        nn.Dense(500, use_bias=False, in_units=800),
+        nn.BatchNorm(in_channels=500),
+        nn.Activation("relu"),
+        nn.Dense(10, use_bias=False, in_units=500),
+    )
     return net
 
 
@@ -62,12 +69,23 @@ def main(argv: list[str] | None = None) -> int:
     net.initialize(mx.init.Uniform(0.1), ctx=ctxs)  # batch norm keeps its own ones/zeros init
     net.hybridize(static_alloc=True, static_shape=True)
     parameters = sum(p.data(ctxs[0]).size for p in net.collect_params().values() if p.grad_req != "null")
-    trainer = gluon.Trainer(net.collect_params(), "sgd",
-                            {"learning_rate": args.lr, "momentum": args.momentum, "wd": 0.0},
-                            kvstore="device" if args.device == "cuda" else "local")
+    trainer = gluon.Trainer(
+        net.collect_params(),
+        "sgd",
+        {"learning_rate": args.lr, "momentum": args.momentum, "wd": 0.0},
+        kvstore="device" if args.device == "cuda" else "local",
+    )
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
-    cifar10.emit("start", framework="mxnet", framework_version=mx.__version__, devices=len(ctxs),
-                 device=args.device, train_images=n, steps_per_epoch=steps, parameters=parameters)
+    cifar10.emit(
+        "start",
+        framework="mxnet",
+        framework_version=mx.__version__,
+        devices=len(ctxs),
+        device=args.device,
+        train_images=n,
+        steps_per_epoch=steps,
+        parameters=parameters,
+    )
 
     images = steps * args.batch_size
     for epoch in range(1, args.epochs + 1):
@@ -89,18 +107,34 @@ def main(argv: list[str] | None = None) -> int:
                 correct[k] += (out.argmax(axis=1) == yb).sum()
         mx.nd.waitall()
         seconds = time.perf_counter() - start
-        cifar10.emit("epoch", epoch=epoch, seconds=seconds, images=images, images_per_s=images / seconds,
-                     loss=sum(v.asscalar() for v in loss_sum) / images,
-                     accuracy=sum(v.asscalar() for v in correct) / images)
+        cifar10.emit(
+            "epoch",
+            epoch=epoch,
+            seconds=seconds,
+            images=images,
+            images_per_s=images / seconds,
+            loss=sum(v.asscalar() for v in loss_sum) / images,
+            accuracy=sum(v.asscalar() for v in correct) / images,
+        )
 
     hits = 0
     for i in range(0, len(test.labels), 1000):
-        out = net(mx.nd.array(test.images[i:i + 1000], ctx=ctxs[0]))
-        hits += int((out.argmax(axis=1) == mx.nd.array(test.labels[i:i + 1000], ctx=ctxs[0])).sum().asscalar())
-    cifar10.emit("summary", test_accuracy=hits / max(1, len(test.labels)), test_images=len(test.labels),
-                 framework="mxnet", framework_version=mx.__version__, parameters=parameters, devices=len(ctxs),
-                 device=args.device, train_images=n, batch_size=args.batch_size, epochs=args.epochs,
-                 synthetic_data=cifar10.is_synthetic(args.data_dir))
+        out = net(mx.nd.array(test.images[i : i + 1000], ctx=ctxs[0]))
+        hits += int((out.argmax(axis=1) == mx.nd.array(test.labels[i : i + 1000], ctx=ctxs[0])).sum().asscalar())
+    cifar10.emit(
+        "summary",
+        test_accuracy=hits / max(1, len(test.labels)),
+        test_images=len(test.labels),
+        framework="mxnet",
+        framework_version=mx.__version__,
+        parameters=parameters,
+        devices=len(ctxs),
+        device=args.device,
+        train_images=n,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        synthetic_data=cifar10.is_synthetic(args.data_dir),
+    )
     return 0
 
 

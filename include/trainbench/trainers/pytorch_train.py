@@ -28,10 +28,18 @@ MIB = 1024 * 1024
 
 def build_model() -> nn.Module:
     model = nn.Sequential(
-        nn.Conv2d(3, 16, 5, bias=False), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 5, bias=False), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(3, 16, 5, bias=False),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 5, bias=False),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
         nn.Flatten(),
-        nn.Linear(800, 500, bias=False), nn.BatchNorm1d(500), nn.ReLU(),
+        nn.Linear(800, 500, bias=False),
+        nn.BatchNorm1d(500),
+        nn.ReLU(),
         nn.Linear(500, 10, bias=False),
     )
     for m in model.modules():
@@ -72,13 +80,22 @@ def main(argv: list[str] | None = None) -> int:
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     opt = torch.optim.SGD(net.parameters(), lr=args.lr, momentum=args.momentum)
     if rank == 0:
-        cifar10.emit("start", framework="pytorch", framework_version=torch.__version__, devices=world,
-                     device=args.device, train_images=n, steps_per_epoch=steps, parameters=parameters)
+        cifar10.emit(
+            "start",
+            framework="pytorch",
+            framework_version=torch.__version__,
+            devices=world,
+            device=args.device,
+            train_images=n,
+            steps_per_epoch=steps,
+            parameters=parameters,
+        )
 
     for epoch in range(1, args.epochs + 1):
         order = cifar10.epoch_order(n, args.seed, epoch)[: steps * args.batch_size]
-        index = torch.from_numpy(np.stack([np.array_split(b, world)[rank]
-                                           for b in order.reshape(steps, args.batch_size)])).to(device)
+        index = torch.from_numpy(
+            np.stack([np.array_split(b, world)[rank] for b in order.reshape(steps, args.batch_size)])
+        ).to(device)
         net.train()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.int64)
@@ -99,23 +116,42 @@ def main(argv: list[str] | None = None) -> int:
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - start
         if rank == 0:
-            cifar10.emit("epoch", epoch=epoch, seconds=seconds, images=steps * args.batch_size,
-                         images_per_s=steps * args.batch_size / seconds,
-                         loss=totals[0].item() / (steps * world), accuracy=totals[1].item() / (steps * args.batch_size))
+            cifar10.emit(
+                "epoch",
+                epoch=epoch,
+                seconds=seconds,
+                images=steps * args.batch_size,
+                images_per_s=steps * args.batch_size / seconds,
+                loss=totals[0].item() / (steps * world),
+                accuracy=totals[1].item() / (steps * args.batch_size),
+            )
 
-    summary = {"framework": "pytorch", "framework_version": torch.__version__, "parameters": parameters,
-               "devices": world, "device": args.device, "train_images": n, "batch_size": args.batch_size,
-               "epochs": args.epochs, "synthetic_data": cifar10.is_synthetic(args.data_dir)}
+    summary = {
+        "framework": "pytorch",
+        "framework_version": torch.__version__,
+        "parameters": parameters,
+        "devices": world,
+        "device": args.device,
+        "train_images": n,
+        "batch_size": args.batch_size,
+        "epochs": args.epochs,
+        "synthetic_data": cifar10.is_synthetic(args.data_dir),
+    }
     if args.device == "cuda":
-        peaks = torch.tensor([torch.cuda.max_memory_reserved(device), torch.cuda.max_memory_allocated(device)],
-                             device=device, dtype=torch.float64)
+        peaks = torch.tensor(
+            [torch.cuda.max_memory_reserved(device), torch.cuda.max_memory_allocated(device)],
+            device=device,
+            dtype=torch.float64,
+        )
         gathered = [torch.zeros_like(peaks) for _ in range(world)]
         if world > 1:
             torch.distributed.all_gather(gathered, peaks)
         else:
             gathered = [peaks]
-        summary["allocator_peak_mib"] = {"reserved": [g[0].item() / MIB for g in gathered],
-                                         "allocated": [g[1].item() / MIB for g in gathered]}
+        summary["allocator_peak_mib"] = {
+            "reserved": [g[0].item() / MIB for g in gathered],
+            "allocated": [g[1].item() / MIB for g in gathered],
+        }
         summary["cuda_version"] = torch.version.cuda
         summary["cudnn_version"] = torch.backends.cudnn.version()
         summary["nccl_version"] = ".".join(map(str, torch.cuda.nccl.version())) if world > 1 else None
@@ -125,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         hits = 0
         with torch.no_grad():
             for i in range(0, len(y_test), 1000):
-                hits += (model(x_test[i:i + 1000].to(device)).argmax(1).cpu() == y_test[i:i + 1000]).sum().item()
+                hits += (model(x_test[i : i + 1000].to(device)).argmax(1).cpu() == y_test[i : i + 1000]).sum().item()
         cifar10.emit("summary", test_accuracy=hits / max(1, len(y_test)), test_images=len(y_test), **summary)
     if world > 1:
         torch.distributed.barrier()

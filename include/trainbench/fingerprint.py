@@ -1,4 +1,4 @@
-"""The environment fingerprint of a result, and the key that says which results compare.
+"""The fingerprint of a result (host, devices, driver, framework versions, workload), and its key.
 
 The key is computed before the trainer starts (from the device inventory, the framework's
 installed package version, and the workload), so a retry of a crashed case lands on the
@@ -11,39 +11,29 @@ import hashlib
 import json
 import platform
 import socket
-import subprocess
 
 import psutil
 
 from trainbench.devices import Inventory
 from trainbench.planning import Case
 
-DISTRIBUTIONS = {"pytorch": ("torch",), "mxnet": ("mxnet", "mxnet-cu117", "mxnet-cu116", "mxnet-cu112", "mxnet-cu110"),
-                 "jax": ("jax", "jaxlib"), "neon": ("nervananeon", "neon")}
-PROBE = ("import importlib.metadata as m, json, platform, sys\n"
-         "def v(d):\n"
-         "    try: return m.version(d)\n"
-         "    except m.PackageNotFoundError: return None\n"
-         "print(json.dumps({'python': platform.python_version(), 'packages': {d: v(d) for d in sys.argv[1:]}}))")
-
 # What decides whether two results may be compared; everything else is context.
-KEY_FIELDS = ("framework", "framework_packages", "framework_python", "device_kind", "workers", "gpu_names",
-              "gpu_uuids", "driver_version", "cuda_driver_version", "cpu_model", "data_kind", "epochs",
-              "batch_size", "train_images")
-
-
-def probe_framework(python: str, framework: str, timeout_s: float = 60) -> dict:
-    """Installed versions of the framework's packages in its interpreter, without importing it."""
-    dists = DISTRIBUTIONS.get(framework, (framework,))
-    try:
-        out = subprocess.run([python, "-c", PROBE, *dists], capture_output=True, text=True, timeout=timeout_s)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return {"python": None, "packages": {}, "error": f"{type(exc).__name__}: {exc}"}
-    if out.returncode != 0:
-        return {"python": None, "packages": {}, "error": out.stderr.strip()[-500:]}
-    found = json.loads(out.stdout)
-    found["packages"] = {k: v for k, v in found["packages"].items() if v}
-    return found
+KEY_FIELDS = (
+    "framework",
+    "framework_packages",
+    "framework_python",
+    "device_kind",
+    "workers",
+    "gpu_names",
+    "gpu_uuids",
+    "driver_version",
+    "cuda_driver_version",
+    "cpu_model",
+    "data_kind",
+    "epochs",
+    "batch_size",
+    "train_images",
+)
 
 
 def fingerprint(inventory: Inventory, case: Case, probe: dict, workload: dict) -> dict:
@@ -75,5 +65,6 @@ def fingerprint(inventory: Inventory, case: Case, probe: dict, workload: dict) -
 
 
 def env_key(fp: dict) -> str:
+    """Which results compare: a hash of the fields that decide it (`KEY_FIELDS`)."""
     blob = json.dumps({k: fp.get(k) for k in KEY_FIELDS}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -16,11 +16,13 @@ import statistics
 from dataclasses import asdict, dataclass
 
 from trainbench.config import RegressionPolicy as Policy
-from trainbench.environment import KEY_FIELDS
+from trainbench.fingerprint import KEY_FIELDS
 
 VERDICTS = ("regressed", "improved", "stable", "insufficient history", "new environment")
 METRICS = {"wall_s": +1, "images_per_s": -1}  # +1: higher is worse
 UPGRADE_FIELDS = ("driver_version", "cuda_driver_version", "framework_packages")
+
+DEFAULT_POLICY = Policy()
 
 
 @dataclass
@@ -69,8 +71,13 @@ def _p_value(current: list[float], history: dict[str, list[float]], alpha: float
     return None, "too few values for a test"
 
 
-def judge(current_rows: list[dict], history_rows: list[dict], run_order: list[str], policy: Policy = Policy(),
-          metric: str = "wall_s") -> list[Verdict]:
+def judge(
+    current_rows: list[dict],
+    history_rows: list[dict],
+    run_order: list[str],
+    policy: Policy = DEFAULT_POLICY,
+    metric: str = "wall_s",
+) -> list[Verdict]:
     """One verdict per case of `current_rows`; `run_order` lists history run ids oldest first."""
     out = []
     cases = dict.fromkeys((r["framework"], r["device_set"], r["env_key"]) for r in current_rows)
@@ -80,50 +87,88 @@ def judge(current_rows: list[dict], history_rows: list[dict], run_order: list[st
         values = [v for vs in _by_run(mine, metric).values() for v in vs]
         same_case = [r for r in history_rows if (r["framework"], r["device_set"]) == (fw, ds)]
         same_env = _by_run([r for r in same_case if r["env_key"] == key], metric)
-        window = dict(sorted(same_env.items(), key=lambda kv: rank.get(kv[0], -1))[-policy.lookback_runs:])
+        window = dict(sorted(same_env.items(), key=lambda kv: rank.get(kv[0], -1))[-policy.lookback_runs :])
         base = dict(framework=fw, device_set=ds, env_key=key, metric=metric, history_runs=len(window))
         if not values:
-            out.append(Verdict(**base, verdict="insufficient history", current=None, baseline=None, change=None,
-                               p_value=None, detail="no ok repeat in this run"))
+            out.append(
+                Verdict(
+                    **base,
+                    verdict="insufficient history",
+                    current=None,
+                    baseline=None,
+                    change=None,
+                    p_value=None,
+                    detail="no ok repeat in this run",
+                )
+            )
             continue
         current = statistics.median(values)
         if not window:
             other_envs = {r["env_key"] for r in same_case if r["status"] == "ok"} - {key}
             verdict = "new environment" if other_envs else "insufficient history"
-            detail = (f"first run under this environment; {len(other_envs)} other environment(s) have history"
-                      if other_envs else "no history for this case yet")
-            out.append(Verdict(**base, verdict=verdict, current=current, baseline=None, change=None, p_value=None,
-                               detail=detail))
+            detail = (
+                f"first run under this environment; {len(other_envs)} other environment(s) have history"
+                if other_envs
+                else "no history for this case yet"
+            )
+            out.append(
+                Verdict(
+                    **base, verdict=verdict, current=current, baseline=None, change=None, p_value=None, detail=detail
+                )
+            )
             continue
         baseline = statistics.median(v for vs in window.values() for v in vs)
         change = current / baseline - 1
         if len(window) < policy.min_history_runs:
-            out.append(Verdict(**base, verdict="insufficient history", current=current, baseline=baseline,
-                               change=change, p_value=None,
-                               detail=f"{len(window)} earlier run(s); {policy.min_history_runs} needed"))
+            out.append(
+                Verdict(
+                    **base,
+                    verdict="insufficient history",
+                    current=current,
+                    baseline=baseline,
+                    change=change,
+                    p_value=None,
+                    detail=f"{len(window)} earlier run(s); {policy.min_history_runs} needed",
+                )
+            )
             continue
         p, test = _p_value(values, window, policy.alpha)
         if p is None:
-            out.append(Verdict(**base, verdict="insufficient history", current=current, baseline=baseline,
-                               change=change, p_value=None, detail=f"{change:+.1%}, but {test}"))
+            out.append(
+                Verdict(
+                    **base,
+                    verdict="insufficient history",
+                    current=current,
+                    baseline=baseline,
+                    change=change,
+                    p_value=None,
+                    detail=f"{change:+.1%}, but {test}",
+                )
+            )
             continue
         worse = METRICS[metric] * change > 0
         flagged = abs(change) > policy.threshold and p < policy.alpha
         verdict = ("regressed" if worse else "improved") if flagged else "stable"
-        detail = (f"{change:+.1%} against the median of {len(window)} run(s) "
-                  f"(threshold {policy.threshold:.0%}); {test}, p = {p:.3g}")
-        out.append(Verdict(**base, verdict=verdict, current=current, baseline=baseline, change=change,
-                           p_value=p, detail=detail))
+        detail = (
+            f"{change:+.1%} against the median of {len(window)} run(s) "
+            f"(threshold {policy.threshold:.0%}); {test}, p = {p:.3g}"
+        )
+        out.append(
+            Verdict(
+                **base, verdict=verdict, current=current, baseline=baseline, change=change, p_value=p, detail=detail
+            )
+        )
     return out
 
 
 def driver_comparisons(current_rows: list[dict], history_rows: list[dict], metric: str = "wall_s") -> list[dict]:
     """Same case under two environments that differ only in driver, CUDA or framework versions."""
+
     def rest(env: dict) -> dict:
         return {k: env.get(k) for k in KEY_FIELDS if k not in UPGRADE_FIELDS}
 
     out = []
-    cases = {}
+    cases: dict[tuple[str, str, str], tuple[dict, list[dict]]] = {}
     for r in current_rows:
         cases.setdefault((r["framework"], r["device_set"], r["env_key"]), (r["environment"] or {}, []))[1].append(r)
     for (fw, ds, key), (env, mine) in cases.items():
@@ -131,15 +176,28 @@ def driver_comparisons(current_rows: list[dict], history_rows: list[dict], metri
         older: dict[str, tuple[dict, list[float]]] = {}
         for r in history_rows:
             e = r.get("environment") or {}
-            if (r["framework"], r["device_set"]) == (fw, ds) and r["env_key"] != key and rest(e) == rest(env) \
-                    and r["status"] == "ok" and r.get(metric) is not None:
+            if (
+                (r["framework"], r["device_set"]) == (fw, ds)
+                and r["env_key"] != key
+                and rest(e) == rest(env)
+                and r["status"] == "ok"
+                and r.get(metric) is not None
+            ):
                 older.setdefault(r["env_key"], (e, []))[1].append(r[metric])
-        for other_key, (e, then) in older.items():
+        for _, (e, then) in older.items():
             if now:
-                out.append({"framework": fw, "device_set": ds, "metric": metric,
-                            "before": {k: e.get(k) for k in UPGRADE_FIELDS},
-                            "after": {k: env.get(k) for k in UPGRADE_FIELDS},
-                            "before_median": statistics.median(then), "after_median": statistics.median(now),
-                            "ratio": statistics.median(now) / statistics.median(then),
-                            "before_runs": len(then), "after_runs": len(now)})
+                out.append(
+                    {
+                        "framework": fw,
+                        "device_set": ds,
+                        "metric": metric,
+                        "before": {k: e.get(k) for k in UPGRADE_FIELDS},
+                        "after": {k: env.get(k) for k in UPGRADE_FIELDS},
+                        "before_median": statistics.median(then),
+                        "after_median": statistics.median(now),
+                        "ratio": statistics.median(now) / statistics.median(then),
+                        "before_runs": len(then),
+                        "after_runs": len(now),
+                    }
+                )
     return out

@@ -16,8 +16,9 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 import psutil
 
@@ -72,9 +73,18 @@ class Launch:
     starts its workers in sessions of their own).
     """
 
-    def __init__(self, argv: Sequence[str], *, env: dict[str, str] | None = None, cwd: str | None = None,
-                 timeout_s: float | None = None, on_line: Callable[[str, str], None] | None = None,
-                 monitors: Sequence[Monitor] = (), kill_grace_s: float = 5.0, orphan_grace_s: float = 10.0):
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        timeout_s: float | None = None,
+        on_line: Callable[[str, str], None] | None = None,
+        monitors: Sequence[Monitor] = (),
+        kill_grace_s: float = 5.0,
+        orphan_grace_s: float = 10.0,
+    ):
         self.argv = [str(a) for a in argv]
         self.env, self.cwd, self.timeout_s = env, cwd, timeout_s
         self.on_line = on_line or (lambda stream, line: None)
@@ -96,16 +106,26 @@ class Launch:
         for m in self.monitors:
             m.prepare()
         self._t0 = time.perf_counter()
-        self.proc = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
-                                     errors="replace", start_new_session=True, preexec_fn=_die_with_parent)
+        self.proc = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            cwd=self.cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+            errors="replace",
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
         self.pgid = self.proc.pid
         for m in self.monitors:
             m.start(self.proc.pid)
-        self._readers = [threading.Thread(target=self._read, args=(self.proc.stdout, "stdout", self._stdout.append),
-                                          daemon=True),
-                         threading.Thread(target=self._read, args=(self.proc.stderr, "stderr", self._stderr.append),
-                                          daemon=True)]
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.proc.stdout, "stdout", self._stdout.append), daemon=True),
+            threading.Thread(target=self._read, args=(self.proc.stderr, "stderr", self._stderr.append), daemon=True),
+        ]
         for t in self._readers:
             t.start()
         if self.timeout_s:
@@ -127,11 +147,11 @@ class Launch:
 
     def _orphans(self) -> list[psutil.Process]:
         """Processes reparented to us since launch: what the child left behind."""
-        return [p for p in self._me.children() if p.pid not in self._before and p.pid != self.proc.pid]
+        return [p for p in self._me.children() if p.pid not in self._before and p.pid != self.pgid]
 
     def _tree(self) -> list[psutil.Process]:
         try:
-            tree = [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(recursive=True)]
+            tree = [psutil.Process(self.pgid), *psutil.Process(self.pgid).children(recursive=True)]
         except psutil.NoSuchProcess:
             tree = []
         for orphan in self._orphans():
@@ -187,10 +207,19 @@ class Launch:
         for t in self._readers:
             t.join(timeout=5)
         killed = self._killed_by
-        return ProcessResult(argv=self.argv, returncode=self.proc.returncode, wall_s=wall, user_s=user, sys_s=sys_,
-                             timed_out=bool(killed and killed.startswith("timeout")), killed_by=killed,
-                             orphans_reaped=len(orphans), stdout_lines=list(self._stdout),
-                             stderr_tail=list(self._stderr), monitors=monitors)
+        return ProcessResult(
+            argv=self.argv,
+            returncode=self.proc.returncode,
+            wall_s=wall,
+            user_s=user,
+            sys_s=sys_,
+            timed_out=bool(killed and killed.startswith("timeout")),
+            killed_by=killed,
+            orphans_reaped=len(orphans),
+            stdout_lines=list(self._stdout),
+            stderr_tail=list(self._stderr),
+            monitors=monitors,
+        )
 
     def _reap_orphans(self) -> list:
         """Wait for what the child left behind (reparented to us), killing it after a grace period."""

@@ -1,27 +1,33 @@
 """The results database: one row per case x repeat x environment, per-device memory beside it.
 
 SQLAlchemy Core, so the same code runs on the embedded SQLite file and on PostgreSQL; the
-schema is created and upgraded by Alembic migrations (include/trainbench/migrations).
-Writes are idempotent: saving a result again for the same run, case and environment
-replaces it (a retried task never duplicates a row); a new environment adds rows.
+schema is created and upgraded by Alembic migrations (store/migrations), once per process
+and database (`open_store`).  Writes are idempotent: saving a result again for the same run,
+case and environment replaces it (a retried task never duplicates a row); a new
+environment adds rows.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-import json
-import math
+import functools
 import os
 from pathlib import Path
 
 import sqlalchemy as sa
 
+from trainbench.result import Result, finite
+
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 VERSION_TABLE = "trainbench_schema_version"
+BENCHMARK = "trainbench"  # runs.source of the runs trainbench measured: the history verdicts are judged on
+IMPORTED_LOG = "imported_log"  # runs.source of hand-made logs loaded with `import-log`: shown, never judged on
 metadata = sa.MetaData()
 
 runs = sa.Table(
-    "runs", metadata,
+    "runs",
+    metadata,
     sa.Column("run_id", sa.String(250), primary_key=True),
     sa.Column("source", sa.String(32), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
@@ -29,7 +35,8 @@ runs = sa.Table(
 )
 
 results = sa.Table(
-    "results", metadata,
+    "results",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("run_id", sa.String(250), sa.ForeignKey("runs.run_id"), nullable=False),
     sa.Column("case_key", sa.String(250), nullable=False),
@@ -59,7 +66,8 @@ results = sa.Table(
 )
 
 device_memory = sa.Table(
-    "device_memory", metadata,
+    "device_memory",
+    metadata,
     sa.Column("result_id", sa.Integer, sa.ForeignKey("results.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("position", sa.Integer, primary_key=True),
     sa.Column("device", sa.String(100), nullable=False),
@@ -71,7 +79,8 @@ device_memory = sa.Table(
 )
 
 verdicts = sa.Table(
-    "verdicts", metadata,
+    "verdicts",
+    metadata,
     sa.Column("run_id", sa.String(250), sa.ForeignKey("runs.run_id"), primary_key=True),
     sa.Column("framework", sa.String(32), primary_key=True),
     sa.Column("device_set", sa.String(250), primary_key=True),
@@ -87,20 +96,7 @@ verdicts = sa.Table(
 )
 sa.Index("ix_results_case", results.c.framework, results.c.device_set, results.c.env_key)
 
-CSV_COLUMNS = ("run_id", "framework", "device_set", "repeat", "status", "wall_s", "user_s", "sys_s",
-               "peak_mem_mib", "images_per_s", "error")
 RESULT_FIELDS = tuple(c.name for c in results.columns if c.name != "id")
-
-
-def finite(value):
-    """NaN and infinities (a diverged loss) as None: PostgreSQL's JSON and Parquet reject them."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [finite(v) for v in value]
-    return value
 
 
 def migrate(engine: sa.Engine, revision: str = "head") -> None:
@@ -115,41 +111,56 @@ def migrate(engine: sa.Engine, revision: str = "head") -> None:
         command.upgrade(cfg, revision)
 
 
+@functools.cache
+def open_store(url: str) -> ResultStore:
+    """The process's store for `url`: one engine, migrated once."""
+    return ResultStore(url)
+
+
 class ResultStore:
     def __init__(self, url: str):
         if url.startswith("sqlite:///"):
-            os.makedirs(os.path.dirname(os.path.abspath(url[len("sqlite:///"):])), exist_ok=True)
+            os.makedirs(os.path.dirname(os.path.abspath(url[len("sqlite:///") :])), exist_ok=True)
         self.engine = sa.create_engine(url)
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", lambda conn, _: conn.execute("PRAGMA foreign_keys=ON"))
         migrate(self.engine)
 
-    def save_run(self, run_id: str, settings: dict, source: str = "trainbench") -> None:
+    def save_run(self, run_id: str, settings: dict, source: str = BENCHMARK) -> None:
         with self.engine.begin() as conn:
             if conn.execute(sa.select(runs.c.run_id).where(runs.c.run_id == run_id)).first() is None:
-                conn.execute(runs.insert().values(run_id=run_id, source=source, settings=settings,
-                                                  created_at=dt.datetime.now(dt.timezone.utc)))
+                conn.execute(
+                    runs.insert().values(
+                        run_id=run_id, source=source, settings=settings, created_at=dt.datetime.now(dt.UTC)
+                    )
+                )
 
-    def save(self, result: dict) -> int:
+    def save(self, result: Result) -> int:
         """Insert a result, replacing any earlier one with the same run, case and environment."""
-        row = {k: finite(result.get(k)) for k in RESULT_FIELDS}
-        identity = sa.and_(results.c.run_id == row["run_id"], results.c.case_key == row["case_key"],
-                           results.c.env_key == row["env_key"])
+        values = dataclasses.asdict(result)
+        row = {k: finite(values.get(k)) for k in RESULT_FIELDS}
+        identity = sa.and_(
+            results.c.run_id == row["run_id"],
+            results.c.case_key == row["case_key"],
+            results.c.env_key == row["env_key"],
+        )
         with self.engine.begin() as conn:
             old = conn.execute(sa.select(results.c.id).where(identity)).scalars().all()
             if old:
                 conn.execute(device_memory.delete().where(device_memory.c.result_id.in_(old)))
                 conn.execute(results.delete().where(identity))
-            result_id = conn.execute(results.insert().values(**row)).inserted_primary_key[0]
-            devices = [{**finite(d), "result_id": result_id, "position": i}
-                       for i, d in enumerate(result.get("devices") or [])]
+            inserted = conn.execute(results.insert().values(**row)).inserted_primary_key
+            assert inserted is not None
+            result_id = inserted[0]
+            devices = [{**finite(d), "result_id": result_id, "position": i} for i, d in enumerate(result.devices or [])]
             if devices:
                 conn.execute(device_memory.insert(), devices)
         return result_id
 
     def has(self, run_id: str, case_key: str, env_key: str) -> bool:
-        query = sa.select(results.c.id).where(results.c.run_id == run_id, results.c.case_key == case_key,
-                                              results.c.env_key == env_key)
+        query = sa.select(results.c.id).where(
+            results.c.run_id == run_id, results.c.case_key == case_key, results.c.env_key == env_key
+        )
         with self.engine.connect() as conn:
             return conn.execute(query).first() is not None
 
@@ -161,19 +172,35 @@ class ResultStore:
         if source is not None:
             chosen = chosen.where(results.c.run_id.in_(sa.select(runs.c.run_id).where(runs.c.source == source)))
         with self.engine.connect() as conn:
-            rows = [dict(r._mapping) for r in conn.execute(
-                sa.select(results).where(results.c.id.in_(chosen)).order_by(results.c.id))]
+            rows = [
+                dict(r._mapping)
+                for r in conn.execute(sa.select(results).where(results.c.id.in_(chosen)).order_by(results.c.id))
+            ]
             devices: dict[int, list[dict]] = {}
-            for d in conn.execute(sa.select(device_memory).where(device_memory.c.result_id.in_(chosen))
-                                  .order_by(device_memory.c.result_id, device_memory.c.position)):
+            for d in conn.execute(
+                sa.select(device_memory)
+                .where(device_memory.c.result_id.in_(chosen))
+                .order_by(device_memory.c.result_id, device_memory.c.position)
+            ):
                 devices.setdefault(d.result_id, []).append(
-                    {k: v for k, v in d._mapping.items() if k not in ("result_id", "position")})
+                    {k: v for k, v in d._mapping.items() if k not in ("result_id", "position")}
+                )
         for r in rows:
             r["devices"] = devices.get(r["id"], [])
         return rows
 
+    def current_rows(self, run_id: str) -> list[dict]:
+        """The run's rows that count: per case the newest result, so a re-run after a driver upgrade is judged on
+        its new rows while the old ones stay stored."""
+        newest: dict[str, dict] = {}
+        for r in self.rows(run_id):
+            old = newest.get(r["case_key"])
+            if old is None or (_when(r), r["id"]) > (_when(old), old["id"]):
+                newest[r["case_key"]] = r
+        return sorted(newest.values(), key=lambda r: r["id"])
+
     def run_ids(self, source: str | None = None) -> list[str]:
-        """Run ids, oldest first (of one source if given: "trainbench" or "historical")."""
+        """Run ids, oldest first (of one source if given: BENCHMARK or IMPORTED_LOG)."""
         query = sa.select(runs.c.run_id).order_by(runs.c.created_at, runs.c.run_id)
         if source:
             query = query.where(runs.c.source == source)
@@ -192,5 +219,6 @@ class ResultStore:
             return [dict(r._mapping) for r in conn.execute(sa.select(verdicts))]
 
 
-def to_json(result: dict) -> str:
-    return json.dumps(result, default=lambda o: o.isoformat() if isinstance(o, dt.datetime) else str(o), indent=1)
+def _when(row: dict) -> dt.datetime:
+    started = row.get("started_at") or dt.datetime.min
+    return started.replace(tzinfo=None) if started.tzinfo else started

@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-MIB = 2 ** 20
+from trainbench.units import MIB
 
 
 class DeviceBusy(Exception):
@@ -51,8 +51,16 @@ def busy_reasons(nvml, uuids, levels: dict[str, float], threshold_mib: float, dr
     return reasons
 
 
-def wait_until_idle(nvml, uuids, levels_path: Path, threshold_mib: float, wait_s: float, poll_s: float = 5.0,
-                    driver: str | None = None, log=print) -> list[str]:
+def wait_until_idle(
+    nvml,
+    uuids,
+    levels_path: Path,
+    threshold_mib: float,
+    wait_s: float,
+    poll_s: float = 5.0,
+    driver: str | None = None,
+    log=print,
+) -> list[str]:
     """Poll until every device is idle or `wait_s` has passed; return the last busy reasons (empty: idle)."""
     deadline = time.monotonic() + wait_s
     levels = load_levels(levels_path)

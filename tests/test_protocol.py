@@ -1,11 +1,16 @@
-from trainbench.trainer_output import parse, parse_line
+import json
+
+from trainbench.measure.protocol import parse, parse_line
 
 LINES = [
     "Warning: something the framework printed",
     '{"event": "start", "framework": "pytorch", "parameters": 420096}',
-    '{"event": "epoch", "epoch": 1, "seconds": 2.0, "images": 1000, "images_per_s": 500.0, "loss": 2.1, "accuracy": 0.2}',
-    '{"event": "epoch", "epoch": 2, "seconds": 1.0, "images": 1000, "images_per_s": 1000.0, "loss": 1.5, "accuracy": 0.5}',
-    '{"event": "epoch", "epoch": 3, "seconds": 0.8, "images": 1000, "images_per_s": 1250.0, "loss": 1.0, "accuracy": 0.7}',
+    *(
+        json.dumps(
+            {"event": "epoch", "epoch": n, "seconds": s, "images": 1000, "images_per_s": r, "loss": l, "accuracy": a}
+        )
+        for n, s, r, l, a in ((1, 2.0, 500.0, 2.1, 0.2), (2, 1.0, 1000.0, 1.5, 0.5), (3, 0.8, 1250.0, 1.0, 0.7))
+    ),
     '{"event": "epoch", "epoch": 4, "trunc',
     '{"not": "an event"}',
     '{"event": "summary", "parameters": 420096, "test_accuracy": 0.6}',

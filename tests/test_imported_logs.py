@@ -6,15 +6,23 @@ from pathlib import Path
 
 import pytest
 
-from trainbench import environment
-from trainbench.historical import import_log, parse_log
-from trainbench.results import RESULT_FIELDS, ResultStore
+from trainbench import fingerprint
+from trainbench.store.imported_logs import import_log, parse_log
+from trainbench.store.results import RESULT_FIELDS, ResultStore
 
 REFERENCE = Path(__file__).parents[1] / "include" / "reference" / "000_8ad6f2660727c232.txt"  # the original log
 
-RUNS = [("neon", "0,1,2", "crashed", 1), ("neon", "0,1", "ok", 1), ("neon", "0", "ok", 1), ("neon", "2", "ok", 1),
-        ("mxnet", "0,1,2", "ok", 1), ("mxnet", "0,1", "ok", 1), ("mxnet", "0", "ok", 1), ("mxnet", "2", "ok", 1),
-        ("neon", "0", "ok", 2)]
+RUNS = [
+    ("neon", "0,1,2", "crashed", 1),
+    ("neon", "0,1", "ok", 1),
+    ("neon", "0", "ok", 1),
+    ("neon", "2", "ok", 1),
+    ("mxnet", "0,1,2", "ok", 1),
+    ("mxnet", "0,1", "ok", 1),
+    ("mxnet", "0", "ok", 1),
+    ("mxnet", "2", "ok", 1),
+    ("neon", "0", "ok", 2),
+]
 
 SMALL = """## Devices
 * Device 0: Titan X (idle memory 138MiB at test)
@@ -33,7 +41,7 @@ peak memory    (1041 - 138)MiB
 
 @pytest.fixture(scope="module")
 def rows() -> list[dict]:
-    return parse_log(REFERENCE.read_text(), REFERENCE.name)
+    return [r.to_dict() for r in parse_log(REFERENCE.read_text(), REFERENCE.name)]
 
 
 def test_every_run_in_the_log(rows):
@@ -58,13 +66,33 @@ def test_exact_figures(rows):
     assert (neon["wall_s"], neon["user_s"], neon["sys_s"]) == (43.526, 40.118, 3.797)
     assert neon["command"] == "python cifar10_conv.py -b mgpu -m 3 -e 10 -z 128"
     assert neon["devices"] == [
-        {"device": "log:0", "name": "Titan X", "idle_mib": 138, "peak_mib": 1038, "used_mib": 900,
-         "method": "log_peak_minus_idle"},
-        {"device": "log:1", "name": "Titan X", "idle_mib": 29, "peak_mib": 201, "used_mib": 172,
-         "method": "log_peak_minus_idle"}]
+        {
+            "device": "log:0",
+            "name": "Titan X",
+            "idle_mib": 138,
+            "peak_mib": 1038,
+            "used_mib": 900,
+            "method": "log_peak_minus_idle",
+        },
+        {
+            "device": "log:1",
+            "name": "Titan X",
+            "idle_mib": 29,
+            "peak_mib": 201,
+            "used_mib": 172,
+            "method": "log_peak_minus_idle",
+        },
+    ]
     assert neon["peak_mem_mib"] == 1072
-    assert neon["environment"] == {"source": "historical", "hostname": "max4", "gpu_names": ["Titan X", "Titan X"],
-                                   "framework": "neon", "data_kind": "real", "epochs": 10, "batch_size": 128}
+    assert neon["environment"] == {
+        "source": "historical",
+        "hostname": "max4",
+        "gpu_names": ["Titan X", "Titan X"],
+        "framework": "neon",
+        "data_kind": "real",
+        "epochs": 10,
+        "batch_size": 128,
+    }
     mxnet = rows[4]
     assert mxnet["user_s"] == pytest.approx(147.192) and mxnet["peak_mem_mib"] == 522
     assert [d["device"] for d in mxnet["devices"]] == ["log:0", "log:1", "log:2"]
@@ -74,7 +102,7 @@ def test_exact_figures(rows):
 def test_import_round_trip_is_idempotent(tmp_path):
     store = ResultStore(f"sqlite:///{tmp_path}/r.db")
     run_id = import_log(store, REFERENCE)
-    assert import_log(store, REFERENCE) == run_id == f"historical:{REFERENCE.name}"
+    assert import_log(store, REFERENCE) == run_id == f"imported:{REFERENCE.name}"
     stored = store.rows(run_id)
     assert [(r["framework"], r["device_set"], r["status"], r["repeat"]) for r in stored] == RUNS
     assert stored[5]["user_s"] == pytest.approx(131.367)
@@ -83,21 +111,28 @@ def test_import_round_trip_is_idempotent(tmp_path):
 
 
 def test_small_log_and_its_key():
-    [row] = parse_log(SMALL, "small.txt")
+    [row] = [r.to_dict() for r in parse_log(SMALL, "small.txt")]
     assert (row["case_key"], row["status"], row["peak_mem_mib"]) == ("neon__0__r1", "ok", 903)
-    assert row["env_key"] != environment.env_key(row["environment"])
+    assert row["env_key"] != fingerprint.env_key(row["environment"])
 
 
-@pytest.mark.parametrize("edits, message", [
-    ({"real    0m20.616s\n": ""}, "bad.txt:7: the run's block lacks real"),
-    ({"0m20.616s": "forty seconds"}, "bad.txt:8: expected 'real"),
-    ({"(1041 - 138)MiB": "(1041 - 138)MiB + (5 - 1)MiB"}, "bad.txt:11: 2 memory figures for 1 GPUs"),
-    ({"cifar10_conv.py": "train.py"}, "bad.txt:7: expected a command running one of"),
-    ({"-e 10": "-e ten"}, "bad.txt:7: -e and -z must be whole numbers"),
-    ({"-i 0": "-i 1"}, "bad.txt:7: GPU 1 is not in the '## Devices' list"),
-    ({"### Titan X": "### GTX 980"}, r"bad.txt:7: the command's GPUs \[0\] \(Titan X\) differ from the title"),
-    ({"-b gpu": "-b mgpu", " -i 0": "", "### Titan X": "### Titan X + Titan X"}, "bad.txt:7: title device 'Titan X'"),
-    ({"MiB\n```": "MiB"}, "bad.txt:6: the ``` block opened here is never closed")])
+@pytest.mark.parametrize(
+    "edits, message",
+    [
+        ({"real    0m20.616s\n": ""}, "bad.txt:7: the run's block lacks real"),
+        ({"0m20.616s": "forty seconds"}, "bad.txt:8: expected 'real"),
+        ({"(1041 - 138)MiB": "(1041 - 138)MiB + (5 - 1)MiB"}, "bad.txt:11: 2 memory figures for 1 GPUs"),
+        ({"cifar10_conv.py": "train.py"}, "bad.txt:7: expected a command running one of"),
+        ({"-e 10": "-e ten"}, "bad.txt:7: -e and -z must be whole numbers"),
+        ({"-i 0": "-i 1"}, "bad.txt:7: GPU 1 is not in the '## Devices' list"),
+        ({"### Titan X": "### GTX 980"}, r"bad.txt:7: the command's GPUs \[0\] \(Titan X\) differ from the title"),
+        (
+            {"-b gpu": "-b mgpu", " -i 0": "", "### Titan X": "### Titan X + Titan X"},
+            "bad.txt:7: title device 'Titan X'",
+        ),
+        ({"MiB\n```": "MiB"}, "bad.txt:6: the ``` block opened here is never closed"),
+    ],
+)
 def test_malformed_log_names_the_line(edits, message):
     text = SMALL
     for old, new in edits.items():

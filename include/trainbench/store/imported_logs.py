@@ -1,7 +1,8 @@
-"""Results from hand-made benchmark logs (the original `time` + nvidia-smi log), as result rows.
+"""Imported logs: hand-made benchmark logs (the original `time` + nvidia-smi log) as result rows.
 
-Reports set these historical numbers beside today's; they are stored under their own run
-and an environment key no live row can have, so they never mix into a live series.
+Reports set these numbers beside today's; they are stored under a run of their own
+(source `imported_log`) and an environment key no measured row can have, so they never mix
+into the history that verdicts are judged on.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ import json
 import re
 import shlex
 from pathlib import Path
+from typing import Any
 
-from trainbench.results import ResultStore
+from trainbench.measure.memory import DESCRIPTIONS, IMPORTED_LOG
+from trainbench.result import Result
+from trainbench.store import results
+from trainbench.store.results import ResultStore
 
 SCRIPTS = {"cifar10_conv.py": "neon", "cifar10_mxnet.py": "mxnet"}
-LOG_METHOD = "log_peak_minus_idle"
-PEAK_METHOD = "log: peak used minus idle used, per device"
+RUN_PREFIX = "imported:"
 
 DEVICE = re.compile(r"\* Device (\d+): (.+?) \(idle memory \d+(?:\.\d+)?MiB at test\)")
 HOST = re.compile(r"\* Tested on `([^`]+)`")
@@ -39,14 +43,18 @@ class _Log:
     def from_title(self, title: str | None, lineno: int, line: str) -> list[int]:
         """Title names matched to the device list in order: "Titan X + Titan X" is 0,1."""
         if not title:
-            raise self.error(lineno, "the command names no GPUs and the block has no '### ' title to take them from",
-                             line)
+            raise self.error(
+                lineno, "the command names no GPUs and the block has no '### ' title to take them from", line
+            )
         chosen: list[int] = []
         for name in title.split(" + "):
             free = [i for i, n in sorted(self.devices.items()) if n == name.strip() and i not in chosen]
             if not free:
-                raise self.error(lineno, f"title device {name.strip()!r} is not in the '## Devices' list "
-                                         f"(or appears there fewer times)", title)
+                raise self.error(
+                    lineno,
+                    f"title device {name.strip()!r} is not in the '## Devices' list (or appears there fewer times)",
+                    title,
+                )
             chosen.append(free[0])
         return chosen
 
@@ -89,14 +97,31 @@ class _Log:
         workload = {k: opts.get(f) for k, f in zip(("epochs", "batch_size"), flags)}
         if not all(v is None or v.isdigit() for v in workload.values()):
             raise self.error(lineno, f"{' and '.join(flags)} must be whole numbers", line)
-        environment = {"source": "historical", "hostname": self.host, "gpu_names": names, "framework": framework,
-                       "data_kind": "real", **{k: v and int(v) for k, v in workload.items()}}
-        row = {"framework": framework, "device_set": ",".join(map(str, indices)), "device_names": " + ".join(names),
-               "command": command, "environment": environment,
-               "env_key": hashlib.sha256(json.dumps(environment, sort_keys=True).encode()).hexdigest()[:16],
-               "summary": {"source": self.source, "line": lineno, "heading": heading, "title": title},
-               "wall_s": None, "user_s": None, "sys_s": None, "peak_mem_mib": None, "peak_mem_method": None,
-               "devices": [], "error": None}
+        # "historical" is frozen into the keys of logs imported before the rename; changing it would duplicate them
+        environment = {
+            "source": "historical",
+            "hostname": self.host,
+            "gpu_names": names,
+            "framework": framework,
+            "data_kind": "real",
+            **{k: v and int(v) for k, v in workload.items()},
+        }
+        row: dict[str, Any] = {
+            "framework": framework,
+            "device_set": ",".join(map(str, indices)),
+            "device_names": " + ".join(names),
+            "command": command,
+            "environment": environment,
+            "env_key": hashlib.sha256(json.dumps(environment, sort_keys=True).encode()).hexdigest()[:16],
+            "summary": {"source": self.source, "line": lineno, "heading": heading, "title": title},
+            "wall_s": None,
+            "user_s": None,
+            "sys_s": None,
+            "peak_mem_mib": None,
+            "peak_mem_method": None,
+            "devices": [],
+            "error": None,
+        }
         rest = block[1:]
         if rest and rest[0][1].strip() == "(crashed)":
             return {**row, "status": "crashed", "error": "\n".join(text for _, text in rest[1:]).strip() or None}
@@ -112,21 +137,36 @@ class _Log:
                 terms = [(float(p), float(i)) for p, i in re.findall(TERM, m[1])]
                 if len(terms) != len(indices):
                     raise self.error(lineno, f"{len(terms)} memory figures for {len(indices)} GPUs", line)
-                found["devices"] = [{"device": f"log:{d}", "name": self.devices[d], "idle_mib": idle,
-                                     "peak_mib": peak, "used_mib": peak - idle, "method": LOG_METHOD}
-                                    for d, (peak, idle) in zip(indices, terms)]
+                found["devices"] = [
+                    {
+                        "device": f"log:{d}",
+                        "name": self.devices[d],
+                        "idle_mib": idle,
+                        "peak_mib": peak,
+                        "used_mib": peak - idle,
+                        "method": IMPORTED_LOG,
+                    }
+                    for d, (peak, idle) in zip(indices, terms)
+                ]
             elif line.strip():
-                raise self.error(lineno, "expected 'real|user|sys <N>m<S>s' or 'peak memory (peak - idle)MiB + ...'",
-                                 line)
+                raise self.error(
+                    lineno, "expected 'real|user|sys <N>m<S>s' or 'peak memory (peak - idle)MiB + ...'", line
+                )
         missing = [k for k in ("wall_s", "user_s", "sys_s", "devices") if k not in found]
         if missing:
-            raise ValueError(f"{self.source}:{start}: the run's block lacks "
-                             + ", ".join({"wall_s": "real", "user_s": "user", "sys_s": "sys"}.get(k, "peak memory")
-                                         for k in missing) + " (and does not say '(crashed)')")
-        return {**found, "peak_mem_mib": sum(d["used_mib"] for d in found["devices"]), "peak_mem_method": PEAK_METHOD}
+            raise ValueError(
+                f"{self.source}:{start}: the run's block lacks "
+                + ", ".join({"wall_s": "real", "user_s": "user", "sys_s": "sys"}.get(k, "peak memory") for k in missing)
+                + " (and does not say '(crashed)')"
+            )
+        return {
+            **found,
+            "peak_mem_mib": sum(d["used_mib"] for d in found["devices"]),
+            "peak_mem_method": DESCRIPTIONS[IMPORTED_LOG],
+        }
 
 
-def parse_log(text: str, source: str) -> list[dict]:
+def parse_log(text: str, source: str) -> list[Result]:
     """One result row per run block in the log, in the order they appear."""
     log = _Log(source)
     heading = title = None
@@ -158,17 +198,15 @@ def parse_log(text: str, source: str) -> list[dict]:
         ident = (row["framework"], row["device_set"])
         seen[ident] = row["repeat"] = seen.get(ident, 0) + 1
         case_key = f"{row['framework']}__{row['device_set'].replace(',', '-')}__r{row['repeat']}"
-        row.update(run_id=f"historical:{source}", case_key=case_key,
-                   images_per_s=None, parameters=None, final_loss=None, test_accuracy=None, started_at=None,
-                   epochs=None, telemetry=None)
-    return found
+        row.update(run_id=RUN_PREFIX + source, case_key=case_key)
+    return [Result.from_dict(row) for row in found]
 
 
 def import_log(store: ResultStore, path: str | Path) -> str:
-    """Store a log's runs under run "historical:<file name>"; importing again replaces, never duplicates."""
+    """Store a log's runs under run "imported:<file name>"; importing again replaces, never duplicates."""
     rows = parse_log(Path(path).read_text(), Path(path).name)
-    run_id = f"historical:{Path(path).name}"
-    store.save_run(run_id, {"source_file": str(path)}, source="historical")
+    run_id = RUN_PREFIX + Path(path).name
+    store.save_run(run_id, {"source_file": str(path)}, source=results.IMPORTED_LOG)
     for row in rows:
         store.save(row)
     return run_id

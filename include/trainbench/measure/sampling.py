@@ -14,8 +14,8 @@ import threading
 import psutil
 
 from trainbench.devices import optional
-
-MIB = 2 ** 20
+from trainbench.measure.memory import NVML_SAMPLED
+from trainbench.units import MIB
 
 
 class _Sampler:
@@ -84,16 +84,25 @@ class HostRssMonitor(_Sampler):
 
     def stop(self) -> dict:
         self._join()
-        return {"host_peak_rss_mib": self.peak_bytes / MIB, "host_rss_samples": self.samples,
-                "tree_processes": len(self.pids)}
+        return {
+            "host_peak_rss_mib": self.peak_bytes / MIB,
+            "host_rss_samples": self.samples,
+            "tree_processes": len(self.pids),
+        }
 
 
 # NVML clock-event ("throttle") reason bits, named as nvidia-smi names them.
-THROTTLE_REASONS = {0x1: "gpu_idle", 0x2: "applications_clocks_setting", 0x4: "sw_power_cap", 0x8: "hw_slowdown",
-                    0x10: "sync_boost", 0x20: "sw_thermal_slowdown", 0x40: "hw_thermal_slowdown",
-                    0x80: "hw_power_brake_slowdown", 0x100: "display_clock_setting"}
-SAMPLED_METHOD = "nvml_sampled"
-ACCOUNTING_METHOD = "nvml_accounting"
+THROTTLE_REASONS = {
+    0x1: "gpu_idle",
+    0x2: "applications_clocks_setting",
+    0x4: "sw_power_cap",
+    0x8: "hw_slowdown",
+    0x10: "sync_boost",
+    0x20: "sw_thermal_slowdown",
+    0x40: "hw_thermal_slowdown",
+    0x80: "hw_power_brake_slowdown",
+    0x100: "display_clock_setting",
+}
 
 
 class GpuMonitor(_Sampler):
@@ -106,8 +115,9 @@ class GpuMonitor(_Sampler):
     high-water marks of the trainer's process tree are summed per device as well.
     """
 
-    def __init__(self, nvml, gpu_uuids, interval_s: float = 0.005, telemetry_every: int = 20,
-                 enable_accounting: bool = True):
+    def __init__(
+        self, nvml, gpu_uuids, interval_s: float = 0.005, telemetry_every: int = 20, enable_accounting: bool = True
+    ):
         self.nvml, self.interval_s, self.telemetry_every = nvml, interval_s, telemetry_every
         self.uuids = list(gpu_uuids)
         self.handles = [nvml.nvmlDeviceGetHandleByUUID(u) for u in self.uuids]
@@ -118,13 +128,15 @@ class GpuMonitor(_Sampler):
         return self.nvml.nvmlDeviceGetMemoryInfo(h).used
 
     def _accounting(self, h) -> str | None:
-        """"on", "enabled" (by us, as root), or None when unavailable."""
+        """ "on", "enabled" (by us, as root), or None when unavailable."""
         mode = optional(self.nvml.nvmlDeviceGetAccountingMode, h)
         if mode == 1:
             return "on"
         if mode == 0 and self.enable_accounting and os.geteuid() == 0:
-            if optional(self.nvml.nvmlDeviceSetAccountingMode, h, 1) is not None or \
-                    optional(self.nvml.nvmlDeviceGetAccountingMode, h) == 1:
+            if (
+                optional(self.nvml.nvmlDeviceSetAccountingMode, h, 1) is not None
+                or optional(self.nvml.nvmlDeviceGetAccountingMode, h) == 1
+            ):
                 return "enabled"
         return None
 
@@ -147,8 +159,8 @@ class GpuMonitor(_Sampler):
 
     def _telemetry(self) -> None:
         nvml = self.nvml
-        reasons_call = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or \
-            getattr(nvml, "nvmlDeviceGetCurrentClocksThrottleReasons")
+        reasons_call = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
+        reasons_call = reasons_call or nvml.nvmlDeviceGetCurrentClocksThrottleReasons
         for i, h in enumerate(self.handles):
             clock = optional(nvml.nvmlDeviceGetClockInfo, h, nvml.NVML_CLOCK_SM)
             if clock is not None:
@@ -175,19 +187,27 @@ class GpuMonitor(_Sampler):
         devices = []
         for i, (uuid, h) in enumerate(zip(self.uuids, self.handles)):
             e1 = optional(self.nvml.nvmlDeviceGetTotalEnergyConsumption, h)
-            devices.append({
-                "uuid": uuid,
-                "idle_mib": self.idle[i] / MIB,
-                "peak_mib": self.peak[i] / MIB,
-                "used_mib": (self.peak[i] - self.idle[i]) / MIB,
-                "method": SAMPLED_METHOD,
-                "accounting": self.accounting[i],
-                "accounting_max_mib": self._accounted_peak(h) if self.accounting[i] else None,
-                "sm_clock_mhz": self.clock[i],
-                "max_temperature_c": self.max_temp[i],
-                "max_power_w": self.max_power[i],
-                "energy_j": (e1 - self.energy0[i]) / 1000 if e1 is not None and self.energy0[i] is not None else None,
-                "throttle_reasons": [name for bit, name in THROTTLE_REASONS.items() if self.reasons[i] & bit],
-            })
-        return {"gpus": devices, "gpu_samples": self.samples, "gpu_sample_interval_s": self.interval_s,
-                "gpu_sample_errors": self.errors}
+            devices.append(
+                {
+                    "uuid": uuid,
+                    "idle_mib": self.idle[i] / MIB,
+                    "peak_mib": self.peak[i] / MIB,
+                    "used_mib": (self.peak[i] - self.idle[i]) / MIB,
+                    "method": NVML_SAMPLED,
+                    "accounting": self.accounting[i],
+                    "accounting_max_mib": self._accounted_peak(h) if self.accounting[i] else None,
+                    "sm_clock_mhz": self.clock[i],
+                    "max_temperature_c": self.max_temp[i],
+                    "max_power_w": self.max_power[i],
+                    "energy_j": (e1 - self.energy0[i]) / 1000
+                    if e1 is not None and self.energy0[i] is not None
+                    else None,
+                    "throttle_reasons": [name for bit, name in THROTTLE_REASONS.items() if self.reasons[i] & bit],
+                }
+            )
+        return {
+            "gpus": devices,
+            "gpu_samples": self.samples,
+            "gpu_sample_interval_s": self.interval_s,
+            "gpu_sample_errors": self.errors,
+        }

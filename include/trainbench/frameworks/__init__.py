@@ -1,0 +1,31 @@
+"""The frameworks trainbench knows, one module each; this registry is the only list of them.
+
+Adding a framework is one module here (its `Framework` entry, listed below) plus its
+trainer script in `trainbench/trainers/` and its pinned interpreter file in `envs/`.
+Every project trainer takes the same flags and prints the same JSON lines; only the launch
+differs per framework (see each module).
+"""
+
+from __future__ import annotations
+
+from trainbench.frameworks import jax, mxnet, neon, pytorch
+from trainbench.frameworks.base import Framework, Interpreter, LaunchSpec, Unavailable
+from trainbench.planning import Case, TrainingJob
+
+# The original log's order first (neon, MXNet), then the frameworks trainbench added.
+REGISTRY: dict[str, Framework] = {
+    f.name: f for f in (neon.FRAMEWORK, mxnet.FRAMEWORK, pytorch.FRAMEWORK, jax.FRAMEWORK)
+}
+NAMES = tuple(REGISTRY)
+
+__all__ = ["NAMES", "REGISTRY", "Framework", "Interpreter", "LaunchSpec", "Unavailable", "launch_spec", "title"]
+
+
+def title(name: str) -> str:
+    return REGISTRY[name].title if name in REGISTRY else name
+
+
+def launch_spec(interpreter: Interpreter, case: Case, job: TrainingJob) -> LaunchSpec:
+    """The framework's launch, with the configuration's extra environment (`[frameworks.X] env`) on top."""
+    spec = REGISTRY[case.framework].launch(interpreter, case, job)
+    return LaunchSpec(spec.argv, {**spec.environ, **interpreter.environ}, spec.parse)

@@ -1,0 +1,98 @@
+"""What a framework entry is, and what every launch shares.
+
+A `Framework` is the one place a framework is described: its title in reports, the
+distributions the fingerprint records, the modules whose absence means "not installed",
+its trainer script, and how a case is launched and its output read.  Its interpreter and
+the pinned file that creates it follow from its name unless the configuration says
+otherwise (`[frameworks.<name>]`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trainbench.measure.protocol import TrainerReport, parse
+from trainbench.planning import Case, TrainingJob
+
+TRAINERS_DIR = Path(__file__).resolve().parents[1] / "trainers"
+
+
+class Unavailable(Exception):
+    """The framework cannot run here (no interpreter or script configured); the case is recorded as such."""
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    """Where a framework's trainer runs, and how `make envs` creates it.
+
+    `options` holds the rest of the framework's configuration section: `env` (extra
+    environment variables for the trainer), `script` (neon), `base_python`.
+    """
+
+    name: str
+    python: str
+    requirements: str | None = None
+    options: dict = field(default_factory=dict)
+
+    @property
+    def environ(self) -> dict[str, str]:
+        return {k: str(v) for k, v in self.options.get("env", {}).items()}
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """The trainer's command line, the variables added to its environment, and how to read what it prints."""
+
+    argv: list[str]
+    environ: dict[str, str]
+    parse: Callable[[list[str]], TrainerReport] = parse
+
+
+Launcher = Callable[[Interpreter, Case, TrainingJob], LaunchSpec]
+
+
+@dataclass(frozen=True)
+class Framework:
+    name: str
+    title: str
+    distributions: tuple[str, ...]
+    modules: tuple[str, ...]
+    launch: Launcher
+    trainer: str | None = None
+    installable: bool = True  # False: no pinned interpreter can be built; the user points at one (neon)
+
+    @property
+    def trainer_path(self) -> Path | None:
+        return TRAINERS_DIR / self.trainer if self.trainer else None
+
+    def default_interpreter(self) -> str:
+        """`make envs` creates it here; empty when the framework cannot be installed."""
+        return f".envs/{self.name}/bin/python" if self.installable else ""
+
+    def default_requirements(self) -> str | None:
+        return f"envs/{self.name}.txt" if self.installable else None
+
+
+def device_environ(case: Case) -> dict[str, str]:
+    """Hide every GPU but the set's, named by UUID in PCI bus order (NVML and CUDA agree then)."""
+    return {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": ",".join(case.device_set.gpu_uuids)}
+
+
+def device_flag(case: Case) -> str:
+    return "cuda" if case.device_set.kind == "gpu" else "cpu"
+
+
+def single_process(
+    fw: Framework, interpreter: Interpreter, case: Case, job: TrainingJob, environ: dict[str, str]
+) -> LaunchSpec:
+    """A trainer that drives every device of the set from one process (`--devices N`)."""
+    argv = [
+        interpreter.python,
+        str(fw.trainer_path),
+        *job.trainer_args(device_flag(case)),
+        "--devices",
+        str(case.device_set.workers),
+    ]
+    return LaunchSpec(argv, {**device_environ(case), **environ})

@@ -1,0 +1,63 @@
+"""Each framework's own interpreter: created from its pinned requirements, and probed for versions.
+
+Frameworks never share the orchestrator's interpreter: their pins conflict (MXNet needs
+numpy<1.24, Airflow's pandas wants numpy 2).  A framework whose configured interpreter
+already exists (a CUDA build on a GPU host, say) is left alone.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from trainbench.frameworks.base import Interpreter
+
+PROBE = (
+    "import importlib.metadata as m, json, platform, sys\n"
+    "def v(d):\n"
+    "    try: return m.version(d)\n"
+    "    except m.PackageNotFoundError: return None\n"
+    "print(json.dumps({'python': platform.python_version(), 'packages': {d: v(d) for d in sys.argv[1:]}}))"
+)
+
+
+def venv_root(python: str) -> Path | None:
+    """The venv a `<venv>/bin/python` path belongs to, or None for a bare command name."""
+    path = Path(python)
+    return path.parent.parent if path.parent.name == "bin" else None
+
+
+def ensure(interpreters: Iterable[Interpreter], log: Callable[[str], None] = print) -> dict[str, str]:
+    """Create the missing interpreters; return what each one is."""
+    done = {}
+    for it in interpreters:
+        root = venv_root(it.python)
+        if not it.python:
+            done[it.name] = "no interpreter configured"
+        elif Path(it.python).exists():
+            done[it.name] = f"{it.python} (exists)"
+        elif root is None or not it.requirements or not Path(it.requirements).is_file():
+            done[it.name] = f"{it.python} missing; no requirements file to create it from"
+        else:
+            log(f"{it.name}: creating {root} from {it.requirements}")
+            subprocess.run([it.options.get("base_python", sys.executable), "-m", "venv", str(root)], check=True)
+            subprocess.run([it.python, "-m", "pip", "install", "--quiet", "-r", it.requirements], check=True)
+            done[it.name] = f"{it.python} (created)"
+        log(f"{it.name}: {done[it.name]}")
+    return done
+
+
+def probe(python: str, distributions: tuple[str, ...], timeout_s: float = 60) -> dict:
+    """Installed versions of the framework's distributions in its interpreter, without importing the framework."""
+    try:
+        out = subprocess.run([python, "-c", PROBE, *distributions], capture_output=True, text=True, timeout=timeout_s)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {"python": None, "packages": {}, "error": f"{type(exc).__name__}: {exc}"}
+    if out.returncode != 0:
+        return {"python": None, "packages": {}, "error": out.stderr.strip()[-500:]}
+    found = json.loads(out.stdout)
+    found["packages"] = {k: v for k, v in found["packages"].items() if v}
+    return found

@@ -1,0 +1,150 @@
+"""The report's charts (matplotlib, embedded as PNG): wall time, images/s, memory per device, scaling
+(speed-up and efficiency against the same framework's single-device run, as DLBS and Lambda's tables show
+it), and each case's history with regressions marked."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import statistics
+
+from trainbench.measure.memory import HOST_RSS, PEAK_MINUS_IDLE
+from trainbench.planning import workers_of
+from trainbench.reports.rows import cases, combination, median_ok
+
+
+def figure_html(fig, title: str) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    data = base64.b64encode(buf.getvalue()).decode()
+    alt = html.escape(title)
+    return f'<figure><img alt="{alt}" src="data:image/png;base64,{data}"><figcaption>{alt}</figcaption></figure>'
+
+
+def scaling(rows: list[dict]) -> list[list]:
+    """Per framework: each set's images/s against the same framework's best single-device run."""
+    groups = cases(rows)
+    out = []
+    for (fw, ds), rs in groups.items():
+        n = workers_of(ds)
+        rate = median_ok(rs, "images_per_s")
+        singles = [
+            median_ok(v, "images_per_s")
+            for (f, d), v in groups.items()
+            if f == fw and workers_of(d) == 1 and d.startswith("cpu") == ds.startswith("cpu")
+        ]
+        best = max((s for s in singles if s), default=None)
+        if rate and best and n > 1:
+            speedup = rate / best
+            out.append([fw, ds, n, rate, speedup, speedup / n])
+    return out
+
+
+def _bar_chart(labels: list[str], values: list[float], ylabel: str, title: str):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(labels) + 2), 3.2))
+    ax.bar(range(len(values)), values, color="#4c72b0")
+    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
+def charts(rows: list[dict], history: list[dict], verdicts: list[dict], run_order: list[str]) -> dict[str, str]:
+    """Every chart of the report, as HTML figures keyed by name."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = cases(rows)
+    labels = [f"{fw} | {combination(rs[0])}" for (fw, _), rs in groups.items()]
+    out = {}
+    walls = [median_ok(rs, "wall_s") or 0.0 for rs in groups.values()]
+    out["wall_time"] = figure_html(
+        _bar_chart(labels, walls, "wall time (s), median of repeats", "Wall time per framework x device set"),
+        "Wall time",
+    )
+    rates = [median_ok(rs, "images_per_s") or 0.0 for rs in groups.values()]
+    out["images_per_s"] = figure_html(
+        _bar_chart(labels, rates, "images/s (steady state)", "Steady-state throughput"), "Steady-state images/s"
+    )
+    fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(labels) + 2), 3.2))
+    for i, rs in enumerate(groups.values()):
+        ok = [r for r in rs if r["status"] == "ok" and r.get("devices")]
+        bottom = 0.0
+        if ok:
+            for d in ok[0]["devices"]:
+                if d["method"] in (*PEAK_MINUS_IDLE, HOST_RSS) and d.get("used_mib") is not None:
+                    ax.bar(i, d["used_mib"], bottom=bottom, edgecolor="white")
+                    bottom += d["used_mib"]
+    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("MiB (per device, stacked)")
+    ax.set_title("Peak memory per device (GPU: peak - idle; CPU: host RSS)", fontsize=10)
+    out["memory"] = figure_html(fig, "Memory per device")
+    scale = scaling(rows)
+    if scale:
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
+        names = [f"{r[0]} | {r[1]}" for r in scale]
+        a1.bar(range(len(scale)), [r[4] for r in scale], color="#55a868")
+        a1.set_xticks(range(len(scale)), names, rotation=30, ha="right", fontsize=8)
+        a1.set_title("Speed-up vs single device", fontsize=10)
+        a2.bar(range(len(scale)), [r[5] for r in scale], color="#c44e52")
+        a2.axhline(1.0, color="grey", lw=0.8)
+        a2.set_xticks(range(len(scale)), names, rotation=30, ha="right", fontsize=8)
+        a2.set_title("Scaling efficiency (speed-up / devices)", fontsize=10)
+        out["scaling"] = figure_html(fig, "Scaling")
+    out["history"] = history_chart(rows, history, verdicts, run_order)
+    return out
+
+
+def history_chart(rows: list[dict], history: list[dict], verdicts: list[dict], run_order: list[str]) -> str:
+    """Median wall time per run for each case and environment of this run, oldest first; flagged runs marked.
+
+    One line per environment key: a driver upgrade starts a new line instead of a step in the old one.
+    """
+    import matplotlib.pyplot as plt
+
+    rank = {run: i for i, run in enumerate(run_order)}
+    flagged = {
+        (v["run_id"], v["framework"], v["device_set"], v["env_key"]): v["verdict"]
+        for v in verdicts
+        if v["verdict"] in ("regressed", "improved")
+    }
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    for fw, ds, key in dict.fromkeys((r["framework"], r["device_set"], r["env_key"]) for r in rows):
+        per_run: dict[str, list[float]] = {}
+        for r in history + rows:
+            if (
+                (r["framework"], r["device_set"], r["env_key"]) == (fw, ds, key)
+                and r["status"] == "ok"
+                and r.get("wall_s")
+            ):
+                per_run.setdefault(r["run_id"], []).append(r["wall_s"])
+        runs = sorted(per_run, key=lambda run: rank.get(run, len(rank)))
+        if not runs:
+            continue
+        xs = [rank.get(run, len(rank)) for run in runs]
+        ys = [statistics.median(per_run[run]) for run in runs]
+        ax.plot(xs, ys, marker="o", ms=3, label=f"{fw} | {ds} | env {key[:6]}")
+        for x, y, run in zip(xs, ys, runs):
+            mark = flagged.get((run, fw, ds, key))
+            if mark:
+                ax.plot(
+                    x,
+                    y,
+                    marker="v" if mark == "regressed" else "^",
+                    ms=10,
+                    color="red" if mark == "regressed" else "green",
+                )
+    ax.set_xlabel("run (oldest to newest)")
+    ax.set_ylabel("wall time (s), median")
+    ax.set_title("History per case (red: regressed, green: improved)", fontsize=10)
+    if ax.lines:
+        ax.legend(fontsize=7, loc="best")
+    return figure_html(fig, "History per case")

@@ -1,0 +1,161 @@
+"""The self-contained HTML report: the results, scaling, verdicts, upgrades and imported logs as tables,
+with the charts of `charts` embedded."""
+
+from __future__ import annotations
+
+import html
+
+from trainbench.reports.charts import charts, scaling
+from trainbench.reports.rows import combination, report_order
+
+
+def _table(headers: list[str], rows: list[list]) -> str:
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:.3f}"
+        return html.escape("" if v is None else str(v))
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+CSS = (
+    "body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;"
+    "margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}"
+    "th{background:#f0f0f0}figure{display:inline-block;margin:1em}.regressed{color:#b00}"
+)
+
+
+def render(
+    run_id: str,
+    rows: list[dict],
+    history: list[dict],
+    verdicts: list[dict],
+    comparisons: list[dict],
+    imported: list[dict],
+    run_order: list[str],
+) -> str:
+    figures = charts(rows, history, verdicts, run_order)
+    results = [
+        [
+            r["framework"],
+            r["device_set"],
+            combination(r),
+            r["repeat"],
+            r["status"],
+            r.get("wall_s"),
+            r.get("user_s"),
+            r.get("sys_s"),
+            r.get("peak_mem_mib"),
+            r.get("images_per_s"),
+            (r.get("error") or "").strip().rpartition("\n")[2],
+        ]
+        for r in sorted(rows, key=report_order)
+    ]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>trainbench {html.escape(run_id)}</title>",
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>trainbench run <code>{html.escape(run_id)}</code></h1>",
+    ]
+    parts.append("<h2>Results</h2>")
+    parts.append(
+        _table(
+            [
+                "framework",
+                "device set",
+                "devices",
+                "repeat",
+                "status",
+                "wall s",
+                "user s",
+                "sys s",
+                "peak MiB",
+                "images/s",
+                "error",
+            ],
+            results,
+        )
+    )
+    parts += [figures["wall_time"], figures["images_per_s"], figures["memory"]]
+    if "scaling" in figures:
+        parts.append("<h2>Scaling</h2>")
+        parts.append(
+            _table(["framework", "device set", "devices", "images/s", "speed-up", "efficiency"], scaling(rows))
+        )
+        parts.append(figures["scaling"])
+    parts.append("<h2>Regressions</h2>")
+    parts.append(
+        _table(
+            [
+                "framework",
+                "device set",
+                "metric",
+                "verdict",
+                "current",
+                "baseline",
+                "change",
+                "p",
+                "history runs",
+                "detail",
+            ],
+            [
+                [
+                    v["framework"],
+                    v["device_set"],
+                    v["metric"],
+                    v["verdict"],
+                    v["current"],
+                    v["baseline"],
+                    v["change"],
+                    v["p_value"],
+                    v["history_runs"],
+                    v["detail"],
+                ]
+                for v in verdicts
+                if v["run_id"] == run_id
+            ],
+        )
+    )
+    parts.append(figures["history"])
+    if comparisons:
+        parts.append("<h2>Driver and framework upgrades</h2>")
+        parts.append(
+            _table(
+                ["framework", "device set", "before", "after", "before median", "after median", "after / before"],
+                [
+                    [
+                        c["framework"],
+                        c["device_set"],
+                        c["before"],
+                        c["after"],
+                        c["before_median"],
+                        c["after_median"],
+                        c["ratio"],
+                    ]
+                    for c in comparisons
+                ],
+            )
+        )
+    if imported:
+        parts.append("<h2>Imported logs (the original log)</h2>")
+        parts.append(
+            _table(
+                ["framework", "devices", "repeat", "status", "wall s", "user s", "sys s", "peak MiB"],
+                [
+                    [
+                        r["framework"],
+                        r.get("device_names") or r["device_set"],
+                        r["repeat"],
+                        r["status"],
+                        r.get("wall_s"),
+                        r.get("user_s"),
+                        r.get("sys_s"),
+                        r.get("peak_mem_mib"),
+                    ]
+                    for r in sorted(imported, key=report_order)
+                ],
+            )
+        )
+    parts.append("</body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,112 @@
+"""The Markdown report, laid out like the original log.
+
+Framework -> device combination -> the command, `time`'s real/user/sys, peak memory per
+device as "(peak - idle)MiB", so this week's table reads like the one the project started
+from; regression verdicts, driver comparisons and the imported logs follow it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from trainbench import frameworks
+from trainbench.reports.rows import clock, combination, memory_line, report_order, short_command
+
+
+def render(
+    rows: list[dict],
+    run_id: str,
+    verdicts: Sequence[dict] = (),
+    comparisons: Sequence[dict] = (),
+    imported: Sequence[dict] = (),
+) -> str:
+    rows = sorted(rows, key=report_order)
+    out = [f"# trainbench run `{run_id}`", ""]
+    env = rows[0].get("environment") or {} if rows else {}
+    gpus = {}
+    for r in rows:
+        e = r.get("environment") or {}
+        for uuid, name in zip(e.get("gpu_uuids", []), e.get("gpu_names", [])):
+            gpus[uuid] = name
+    out.append("## Devices")
+    out += [f"* Device {uuid}: {name}" for uuid, name in gpus.items()]
+    if env:
+        out.append(f"* CPU: {env.get('cpu_model')} ({env.get('cpu_count')} logical cores)")
+        out.append(f"* Tested on `{env.get('hostname')}`")
+        kinds = sorted({str(kind) for r in rows if (kind := (r.get("environment") or {}).get("data_kind"))})
+        out.append(f"* Data: {', '.join(kinds)} CIFAR-10")
+    out.append("")
+    for fw in dict.fromkeys(r["framework"] for r in rows):
+        out += ["", f"## {frameworks.title(fw)}"]
+        fw_rows = [r for r in rows if r["framework"] == fw]
+        for combo in dict.fromkeys(combination(r) for r in fw_rows):
+            out.append(f"### {combo}")
+            for r in sorted((r for r in fw_rows if combination(r) == combo), key=lambda r: r["repeat"]):
+                out.append("```")
+                if r.get("command"):
+                    out.append(f"$ time {short_command(r['command'])}")
+                if r["status"] == "ok":
+                    out += [
+                        f"real    {clock(r['wall_s'])}",
+                        f"user    {clock(r['user_s'])}",
+                        f"sys     {clock(r['sys_s'])}",
+                    ]
+                    if memory := memory_line(r):
+                        out.append(memory)
+                    if r.get("images_per_s"):
+                        out.append(f"images/s       {r['images_per_s']:.1f} (steady state, repeat {r['repeat']})")
+                else:
+                    out.append(f"({r['status']})")
+                    if r.get("error"):
+                        out.append(r["error"])
+                out.append("```")
+            out.append("")
+    mine = sorted((v for v in verdicts if v["run_id"] == run_id), key=lambda v: report_order({**v, "repeat": 0}))
+    if mine:
+        out += [
+            "",
+            "## Regressions against history",
+            "",
+            "| framework | device set | verdict | change | detail |",
+            "|---|---|---|---|---|",
+        ]
+        out += [
+            f"| {v['framework']} | {v['device_set']} | {v['verdict']} | {_fmt(v['change'], '+.1%')} | {v['detail']} |"
+            for v in mine
+        ]
+    if comparisons:
+        out += [
+            "",
+            "## Driver and framework upgrades",
+            "",
+            "| framework | device set | before | after | before median | after median | after/before |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        out += [
+            f"| {c['framework']} | {c['device_set']} | {_versions(c['before'])} | {_versions(c['after'])} | "
+            f"{c['before_median']:.3f} | {c['after_median']:.3f} | {c['ratio']:.3f} |"
+            for c in comparisons
+        ]
+    if imported:
+        out += [
+            "",
+            "## Imported logs (the original log)",
+            "",
+            "| framework | devices | repeat | status | real | user | sys | peak memory (MiB) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        out += [
+            f"| {r['framework']} | {r.get('device_names') or r['device_set']} | {r['repeat']} | {r['status']} | "
+            f"{clock(r.get('wall_s'))} | {clock(r.get('user_s'))} | {clock(r.get('sys_s'))} | "
+            f"{_fmt(r.get('peak_mem_mib'), '.0f')} |"
+            for r in sorted(imported, key=report_order)
+        ]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+def _versions(fields: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in fields.items() if v)

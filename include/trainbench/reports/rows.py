@@ -1,0 +1,74 @@
+"""What every report shares: the log's formats (`time`'s clock, the memory line, device titles), the order
+rows appear in, and per-case grouping and medians."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import statistics
+
+from trainbench import frameworks
+from trainbench.measure.memory import PEAK_MINUS_IDLE
+from trainbench.planning import workers_of
+
+
+def clock(seconds: float | None) -> str:
+    """`time`'s format: 0m43.526s."""
+    if seconds is None:
+        return "-"
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)}m{rest:.3f}s"
+
+
+def short_command(command: str) -> str:
+    """The command as a person would type it: interpreter and scripts by their base names."""
+    if not command:
+        return ""
+    argv = shlex.split(command)
+    return shlex.join([os.path.basename(a) if os.path.isabs(a) and not os.path.isdir(a) else a for a in argv])
+
+
+def combination(row: dict) -> str:
+    """The devices as the log titles them: "Titan X + Titan X", "CPU", "CPU x 2 workers"."""
+    if row.get("device_names"):
+        return row["device_names"]
+    workers = workers_of(row["device_set"])
+    return "CPU" if workers == 1 else f"CPU x {workers} workers"
+
+
+def report_order(row: dict) -> tuple:
+    """Frameworks in the log's order; per framework the largest GPU set first (as the log), then CPU sets."""
+    order = list(frameworks.NAMES)
+    fw = order.index(row["framework"]) if row["framework"] in order else len(order)
+    ds = row["device_set"]
+    device = (1, workers_of(ds)) if ds.startswith("cpu") else (0, -workers_of(ds), ds)
+    return fw, row["framework"], device, row["repeat"]
+
+
+def memory_line(row: dict) -> str | None:
+    """The log's "peak memory    (peak - idle)MiB + ..." line, or the host RSS on the CPU."""
+    devices = row.get("devices") or []
+    sampled = [d for d in devices if d["method"] in PEAK_MINUS_IDLE]
+    if sampled:
+        return "peak memory    " + " + ".join(f"({d['peak_mib']:.0f} - {d['idle_mib']:.0f})MiB" for d in sampled)
+    if devices:
+        return (
+            "peak memory    "
+            + " + ".join(f"{d['used_mib']:.0f}MiB" for d in devices)
+            + f" ({row.get('peak_mem_method')})"
+        )
+    return None
+
+
+def cases(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """Rows grouped by framework x device set, in report order."""
+    out: dict[tuple[str, str], list[dict]] = {}
+    for r in sorted(rows, key=report_order):
+        out.setdefault((r["framework"], r["device_set"]), []).append(r)
+    return out
+
+
+def median_ok(rows: list[dict], field: str) -> float | None:
+    """The median of `field` over the rows that finished ok (None when none did)."""
+    values = [r[field] for r in rows if r["status"] == "ok" and r.get(field) is not None]
+    return statistics.median(values) if values else None

@@ -1,0 +1,37 @@
+"""The run's rows as tables: CSV (the columns `results --format csv` prints) and Parquet (every column)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+CSV_COLUMNS = (
+    "run_id",
+    "framework",
+    "device_set",
+    "repeat",
+    "status",
+    "wall_s",
+    "user_s",
+    "sys_s",
+    "peak_mem_mib",
+    "images_per_s",
+    "error",
+)
+
+
+def csv_text(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def frame(rows: list[dict]):
+    """The rows as a DataFrame for CSV/Parquet: scalar columns as they are, nested ones as JSON text."""
+    import pandas as pd
+
+    nested = ("epochs", "summary", "environment", "telemetry", "devices")
+    return pd.DataFrame([{k: json.dumps(v, default=str) if k in nested else v for k, v in r.items()} for r in rows])

@@ -1,0 +1,47 @@
+"""A run's folder under `output/runs/<run id>/`: its settings (`run.json`) and one raw JSON per result.
+
+The raw JSON is written before the database row, so a database outage loses nothing:
+`pipeline.collect` loads whatever the database is missing from here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from trainbench.result import Result
+
+
+def run_dir(output_dir: Path, run_id: str) -> Path:
+    return output_dir / "runs" / re.sub(r"[^A-Za-z0-9_.+-]", "_", run_id)
+
+
+def raw_path(output_dir: Path, run_id: str, case_key: str, env_key: str) -> Path:
+    return run_dir(output_dir, run_id) / "raw" / f"{case_key}__{env_key}.json"
+
+
+def write_raw(output_dir: Path, result: Result) -> Path:
+    path = raw_path(output_dir, result.run_id, result.case_key, result.env_key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(result.to_json())
+    os.replace(tmp, path)
+    return path
+
+
+def raw_results(output_dir: Path, run_id: str) -> list[Result]:
+    return [Result.from_json(p.read_text()) for p in sorted((run_dir(output_dir, run_id) / "raw").glob("*.json"))]
+
+
+def write_settings(output_dir: Path, run_id: str, settings: dict) -> None:
+    folder = run_dir(output_dir, run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "run.json").write_text(json.dumps({"run_id": run_id, "settings": settings}, indent=1))
+
+
+def read_settings(output_dir: Path, run_id: str) -> dict:
+    """The settings start_run kept beside the raw results ({} when the run was never started here)."""
+    saved = run_dir(output_dir, run_id) / "run.json"
+    return json.loads(saved.read_text())["settings"] if saved.is_file() else {}
