@@ -36,7 +36,6 @@ envs: $(BIN)/.installed
 $(AIRFLOW_HOME)/.initialized: $(BIN)/.installed
 	mkdir -p $(AIRFLOW_HOME)
 	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log
-	$(BIN)/airflow pools set trainbench_devices 1 "one benchmark run at a time: runs never share a device"
 	touch $@
 
 airflow-init: $(AIRFLOW_HOME)/.initialized

@@ -7,22 +7,25 @@ with every configured framework on every device set, times each run as `time` do
 results: one row per framework x device set x repeat in the results database, and a
 report laid out like the original hand-made log.
 
-Pipeline: discover devices -> prepare dataset -> plan the matrix -> one `train` task per
-case x repeat (queue `gpu`, pool `trainbench_devices` with one slot, so two runs never
-share a device) -> collect -> validate (Great Expectations) -> detect regressions against
+Pipeline: per fleet host (`[fleet] hosts`, one Celery queue and one single-slot worker
+each): discover devices -> prepare dataset -> plan the matrix -> one `train` task per case
+x repeat, one at a time, on that host's queue, so two runs never share a device while
+hosts work in parallel -> collect -> validate (Great Expectations) -> detect regressions against
 history -> publish (Markdown like the log, HTML with charts, CSV, Parquet; updates the
 `trainbench_results` asset, so other DAGs can run on new results) -> regression gate (fails
 the run on a regression when `fail_on_regression` is set).
 
 Defaults come from `trainbench.toml`; the trigger form overrides them per run.
-Runs weekly (Monday 03:00 UTC); backfill after a driver upgrade to compare drivers.
+Runs weekly (Monday 03:00 UTC). A scheduled run that starts more than 6 hours late (the
+DAG was just unpaused, say) skips itself instead of starting a long run by surprise;
+manual runs and backfills always run. Backfill after a driver upgrade to compare drivers.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Asset, Param, TaskGroup, dag, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from trainbench import config
@@ -30,13 +33,28 @@ from trainbench_airflow.errors import fail_without_retry
 from trainbench_airflow.operators import TrainCaseOperator
 
 CONFIG = config.load()
-POOL = "trainbench_devices"
 RESULTS = Asset(name="trainbench_results", uri="trainbench://results")
+LATE_AFTER = dt.timedelta(hours=6)
 
 
-def run_settings(params: dict) -> config.Settings:
-    """This run's settings: the configuration file overridden by the trigger form."""
-    return CONFIG.settings.overridden(**{k: params[k] for k in config.settings_schema()})
+def run_settings(params: dict, dag_run) -> config.Settings:
+    """This run's settings: the configuration file overridden by the trigger form.
+
+    A backfill without a conf of its own re-measures a week as that week's first run did
+    (after a driver upgrade, old and new rows then differ only in the environment).
+    """
+    chosen = {k: params[k] for k in config.settings_schema()}
+    if str(getattr(dag_run.run_type, "value", dag_run.run_type)) == "backfill" and not dag_run.conf:
+        from trainbench import pipeline
+
+        stored = pipeline.original_settings(CONFIG, logical_date(dag_run)) or {}
+        chosen |= {k: v for k, v in stored.items() if k in chosen}
+    return CONFIG.settings.overridden(**chosen)
+
+
+def logical_date(dag_run) -> dt.datetime:
+    """The week the run measures: its logical date, or when it was triggered (manual runs may have none)."""
+    return dag_run.logical_date or dag_run.run_after
 
 
 @dag(
@@ -58,29 +76,34 @@ def run_settings(params: dict) -> config.Settings:
     },
 )
 def cifar10_benchmark():
-    @task(queue="gpu")  # the GPU host's devices, not the scheduler's
+    @task.short_circuit(ignore_downstream_trigger_rules=True)
+    def on_time(dag_run=None) -> bool:
+        """A scheduled run starting long after its slot (just unpaused) skips; the next Monday measures."""
+        from trainbench_airflow.schedule import on_time
+
+        return on_time(dag_run, LATE_AFTER)
+
+    @task
     def discover_devices() -> dict:
         from trainbench import pipeline
 
         return pipeline.discover_devices()
 
-    @task(queue="gpu")  # the data must be where the trainers run
+    @task
     @fail_without_retry
-    def prepare_dataset(params: dict | None = None) -> dict:
+    def prepare_dataset(params: dict | None = None, dag_run=None) -> dict:
         from trainbench import pipeline
 
-        return pipeline.prepare_dataset(CONFIG, run_settings(params))
+        return pipeline.prepare_dataset(CONFIG, run_settings(params, dag_run))
 
     @task
     @fail_without_retry
-    def plan_matrix(
-        inventory: dict, dataset: dict, params: dict | None = None, run_id: str | None = None
-    ) -> list[dict]:
+    def plan_matrix(inventory: dict, dataset: dict, host: str, params: dict | None = None, dag_run=None) -> list[dict]:
         from trainbench import pipeline
 
-        settings = run_settings(params)
-        pipeline.start_run(CONFIG, run_id, settings)
-        return [spec.to_dict() for spec in pipeline.plan_matrix(settings, inventory, dataset)]
+        settings = run_settings(params, dag_run)
+        pipeline.start_run(CONFIG, dag_run.run_id, settings, logical_date(dag_run))
+        return [spec.to_dict() for spec in pipeline.plan_matrix(settings, inventory, dataset, host)]
 
     @task(trigger_rule="all_done")
     def collect(run_id: str | None = None) -> dict:
@@ -90,12 +113,13 @@ def cifar10_benchmark():
 
     @task
     @fail_without_retry
-    def validate(specs: list[dict], collected: dict, run_id: str | None = None) -> dict:
+    def validate(specs_per_host: list[list[dict]], collected: dict, run_id: str | None = None) -> dict:
         from trainbench import pipeline
         from trainbench.planning import CaseSpec
 
         print(f"collected: {collected}")
-        return pipeline.validate_results(CONFIG, run_id, [CaseSpec.from_dict(s) for s in specs])
+        planned = [CaseSpec.from_dict(s) for specs in specs_per_host for s in specs]
+        return pipeline.validate_results(CONFIG, run_id, planned)
 
     @task
     def detect_regressions(validated: dict, run_id: str | None = None) -> list[dict]:
@@ -116,19 +140,27 @@ def cifar10_benchmark():
 
         return pipeline.regression_gate(verdicts, params["fail_on_regression"])
 
-    specs = plan_matrix(discover_devices(), prepare_dataset())
-    trained = TrainCaseOperator.partial(
-        task_id="train",
-        queue="gpu",
-        pool=POOL,
-        map_index_template="{{ case_label }}",
-        execution_timeout=dt.timedelta(seconds=CONFIG.settings.timeout_s + 600),
-        retries=3,
-        retry_delay=dt.timedelta(minutes=5),
-    ).expand(spec=specs)
+    start = on_time()
     collected = collect()
-    trained >> collected
-    verdicts = detect_regressions(validate(specs, collected))
+    specs_per_host = []
+    for host in CONFIG.hosts:  # everything that touches a host runs on its queue, one task at a time
+        with TaskGroup(group_id=host):
+            devices = discover_devices.override(queue=host)()
+            dataset = prepare_dataset.override(queue=host)()
+            specs = plan_matrix.override(queue=host)(devices, dataset, host)
+            trained = TrainCaseOperator.partial(
+                task_id="train",
+                queue=host,
+                max_active_tis_per_dagrun=1,
+                map_index_template="{{ case_label }}",
+                execution_timeout=dt.timedelta(seconds=CONFIG.settings.timeout_s + 600),
+                retries=3,
+                retry_delay=dt.timedelta(minutes=5),
+            ).expand(spec=specs)
+        start >> [devices, dataset]
+        trained >> collected
+        specs_per_host.append(specs)
+    verdicts = detect_regressions(validate(specs_per_host, collected))
     regression_gate(verdicts, publish(verdicts))
 
 

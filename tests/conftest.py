@@ -31,7 +31,9 @@ sys.path.insert(0, str(ROOT / "plugins"))
 sys.path.insert(0, str(TRAINERS))
 
 
-def write_config(folder: Path, neon: dict | None = None, **benchmark) -> Path:
+def write_config(
+    folder: Path, neon: dict | None = None, hosts: list[str] | None = None, database_url: str = "", **benchmark
+) -> Path:
     """A trainbench.toml whose output goes to `folder`, with [benchmark] overrides; frameworks from .envs/."""
     settings = {
         "frameworks": ["pytorch"],
@@ -48,6 +50,7 @@ def write_config(folder: Path, neon: dict | None = None, **benchmark) -> Path:
     for key, value in settings.items():
         lines.append(f"{key} = {value!r}".replace("'", '"').replace("None", '""'))
     lines += ["", "[paths]", f'data_dir = "{folder / "data"}"', f'output_dir = "{folder / "output"}"']
+    lines += [f'database_url = "{database_url}"', "[fleet]", f"hosts = {hosts or ['gpu']!r}".replace("'", '"')]
     for name in ("pytorch", "mxnet", "jax"):
         lines += [f"[frameworks.{name}]", f'python = "{ENVS / name / "bin" / "python"}"']
     lines += ["[frameworks.neon]", *(f'{k} = "{v}"' for k, v in neon.items())]
@@ -73,12 +76,6 @@ def airflow_db() -> dict:
     """An initialised Airflow metadata database (SQLite) for this session; returns the env to use."""
     env = {**os.environ, **AIRFLOW_ENV}
     subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True)
-    subprocess.run(
-        [str(BIN / "airflow"), "pools", "set", "trainbench_devices", "1", "test pool"],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
     return env
 
 

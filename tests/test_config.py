@@ -45,6 +45,14 @@ def test_overrides_keep_what_they_do_not_change():
     assert s.device_sets == ("cpu", "cpu:2") and s.epochs == 10 and s.train_images is None
 
 
+def test_fleet_hosts_are_queue_names(tmp_path):
+    assert config.load(write_config(tmp_path, hosts=["h100-a", "h100-b"])).hosts == ("h100-a", "h100-b")
+    with pytest.raises(ConfigError, match=r"\[fleet\] host name\(s\) \['gpu 1'\] are not queue names"):
+        config.load(write_config(tmp_path, hosts=["gpu 1"]))
+    with pytest.raises(ConfigError, match=r"\[fleet\] hosts must be a non-empty list of distinct names"):
+        config.load(write_config(tmp_path, hosts=["a", "a"]))
+
+
 def test_missing_config_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         config.load(tmp_path / "nope.toml")

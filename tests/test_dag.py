@@ -23,10 +23,11 @@ def dag():
 def test_dag_shape(dag):
     assert dag.tags and dag.doc_md and dag.schedule is not None
     assert {t.task_id for t in dag.tasks} == {
-        "discover_devices",
-        "prepare_dataset",
-        "plan_matrix",
-        "train",
+        "on_time",
+        "gpu.discover_devices",
+        "gpu.prepare_dataset",
+        "gpu.plan_matrix",
+        "gpu.train",
         "collect",
         "validate",
         "detect_regressions",
@@ -35,10 +36,27 @@ def test_dag_shape(dag):
     }
     assert dag.get_task("publish").upstream_task_ids == {"detect_regressions"}
     assert dag.get_task("detect_regressions").upstream_task_ids == {"validate"}
-    train = dag.get_task("train")
-    assert train.queue == "gpu" and train.pool == "trainbench_devices"
-    assert dag.get_task("discover_devices").queue == dag.get_task("prepare_dataset").queue == "gpu"
+    train = dag.get_task("gpu.train")
+    assert train.queue == "gpu" and train.max_active_tis_per_dagrun == 1
+    assert {dag.get_task(f"gpu.{t}").queue for t in ("discover_devices", "prepare_dataset", "plan_matrix")} == {"gpu"}
     assert dag.get_task("collect").trigger_rule == "all_done"
+    assert dag.get_task("collect").upstream_task_ids == {"gpu.train"}
+    assert [a.name for a in dag.get_task("publish").outlets] == ["trainbench_results"]
+
+
+def test_a_run_that_starts_long_after_its_slot_skips_itself():
+    import datetime as dt
+    from types import SimpleNamespace
+
+    from trainbench_airflow.schedule import on_time
+
+    slot = dt.datetime(2026, 11, 23, 3, tzinfo=dt.UTC)
+    late = dt.timedelta(hours=6)
+    scheduled = SimpleNamespace(run_type="scheduled", logical_date=slot, run_after=slot)
+    assert on_time(scheduled, late, now=slot + dt.timedelta(minutes=2))
+    assert not on_time(scheduled, late, now=slot + dt.timedelta(days=3))
+    for run_type in ("manual", "backfill"):
+        assert on_time(SimpleNamespace(run_type=run_type, logical_date=slot, run_after=slot), late, now=slot + late * 9)
 
 
 def test_dag_file_imports_no_framework_or_data_library():

@@ -65,7 +65,7 @@ def test_repeats_are_interleaved():
 def test_case_round_trips_through_a_dict_with_a_file_safe_key():
     case = plan(("pytorch",), ("0,1",), 1, THREE_GPUS)[0]
     again = Case.from_dict(case.to_dict())
-    assert again == case and case.key == "pytorch__0-1__r1"
+    assert again == case and case.key == "gpu__pytorch__0-1__r1"
 
 
 def test_a_matrix_airflow_cannot_map_is_refused_at_planning():

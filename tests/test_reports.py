@@ -10,7 +10,7 @@ import pytest
 
 from trainbench import config, pipeline
 from trainbench.reports import markdown
-from trainbench.store import imported_logs
+from trainbench.store import imported_logs, run_folder
 from trainbench.store.results import ResultStore
 
 from conftest import write_config
@@ -69,7 +69,7 @@ def stored_history(tmp_path):
     store = ResultStore(cfg.database_url)
     for week in range(5):
         run = f"scheduled__2026-11-{2 + 7 * week:02d}"
-        pipeline.start_run(cfg, run, cfg.settings)
+        pipeline.start_run(cfg, run, cfg.settings, logical_date=dt.datetime(2026, 11, 2 + 7 * week, 3, tzinfo=dt.UTC))
         for rep in (1, 2, 3):
             wall = 10.0 * (1.1 if week == 4 else 1.0) + 0.01 * rep
             for ds, names, speed in (("0", "NVIDIA H100", 1.0), ("0,1", "NVIDIA H100 + NVIDIA H100", 1.8)):
@@ -105,3 +105,28 @@ def test_publish_writes_every_format_with_charts_and_the_verdicts(stored_history
     csv = pd.read_csv(out["csv"])
     assert len(parquet) == len(csv) == 6 and set(parquet["device_set"]) == {"0", "0,1"}
     assert (cfg.output_dir / "latest" / "report.html").read_text() == Path(out["html"]).read_text()
+
+
+def test_latest_is_the_newest_week_with_results(stored_history):
+    """A backfill of an older week, or a newer run that measured nothing, never becomes "latest"."""
+    cfg, store, newest = stored_history
+    old = "backfill__2026-10-26T03:00:00+00:00"
+    pipeline.start_run(cfg, old, cfg.settings, logical_date=dt.datetime(2026, 10, 26, 3, tzinfo=dt.UTC))
+    pipeline._save(cfg, result(run_id=old, case_key="gpu__pytorch__0__r1"), log=lambda m: None)
+    pipeline.start_run(
+        cfg, "failed-before-measuring", cfg.settings, logical_date=dt.datetime(2026, 12, 7, 3, tzinfo=dt.UTC)
+    )
+    assert pipeline.publish(cfg, old)["latest"] is False
+    assert store.latest_run_id() == newest
+    latest = cfg.output_dir / "latest"
+    assert latest.is_symlink() and latest.resolve() == run_folder.run_dir(cfg.output_dir, newest).resolve()
+    assert pipeline.publish(cfg, newest)["latest"] is True
+    assert f"# trainbench run `{newest}`" in (latest / "report.md").read_text()
+
+
+def test_backfill_reuses_the_settings_its_week_was_first_measured_with(stored_history):
+    cfg, store, _ = stored_history
+    week = dt.datetime(2026, 11, 9, 3, tzinfo=dt.UTC)
+    pipeline.start_run(cfg, "scheduled__2026-11-09T03:00:00+00:00", cfg.settings.overridden(epochs=7), week)
+    assert pipeline.original_settings(cfg, week) == cfg.settings.as_dict()  # the week's first run, not the later one
+    assert pipeline.original_settings(cfg, week + dt.timedelta(days=1)) is None

@@ -162,5 +162,5 @@ def test_database_outage_loses_nothing(tmp_path, synthetic_data):
     assert [r["wall_s"] for r in ResultStore(cfg.database_url).rows("outage")] == [measured["wall_s"]]
     assert pipeline.collect(cfg, "outage") == {"rows": 1, "loaded_from_raw": 0, "statuses": {"ok": 1}}
     rows = pipeline.store(cfg).current_rows("outage")
-    assert [(r["case_key"], r["status"]) for r in rows] == [("pytorch__cpu__r1", "ok")]
+    assert [(r["case_key"], r["status"]) for r in rows] == [("gpu__pytorch__cpu__r1", "ok")]
     assert rows[0]["wall_s"] > 0 and rows[0]["devices"][0]["method"] == "host_rss"

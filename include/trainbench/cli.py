@@ -18,7 +18,7 @@ from trainbench import config as config_mod
 from trainbench import pipeline
 from trainbench.errors import ConfigError
 from trainbench.reports import tables
-from trainbench.store.results import BENCHMARK, ResultStore
+from trainbench.store.results import ResultStore
 
 
 def _settings_flags(p: argparse.ArgumentParser) -> None:
@@ -76,13 +76,13 @@ def cmd_run(cfg, args) -> int:
 
 
 def _run_id(store: ResultStore, run_id: str) -> str:
-    """A run id as given, or "latest": the newest benchmark run (imported logs aside)."""
+    """A run id as given, or "latest": the benchmark run of the newest logical date that has results."""
     if run_id != "latest":
         return run_id
-    ids = store.run_ids(source=BENCHMARK)
-    if not ids:
-        raise ConfigError("no runs stored yet")
-    return ids[-1]
+    latest = store.latest_run_id()
+    if latest is None:
+        raise ConfigError("no benchmark run with results stored yet")
+    return latest
 
 
 def cmd_results(cfg, args) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +18,13 @@ from typing import Any
 from trainbench import frameworks
 from trainbench.errors import ConfigError
 from trainbench.frameworks import Interpreter
-from trainbench.planning import DEVICE_SET_HELP, DEVICE_SET_PATTERN, check_device_set_text
+from trainbench.planning import DEFAULT_HOST, DEVICE_SET_HELP, DEVICE_SET_PATTERN, HOST_PATTERN, check_device_set_text
 
 __all__ = ["Config", "ConfigError", "Measurement", "RegressionPolicy", "Settings", "load", "settings_schema"]
 
 DATASETS = ("auto", "real", "synthetic")
 ENV_VAR = "TRAINBENCH_CONFIG"
+DATABASE_URL_VAR = "TRAINBENCH_DATABASE_URL"  # overrides [paths] database_url: secrets stay out of the file
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,7 @@ class Config:
     output_dir: Path
     database_url: str
     interpreters: dict[str, Interpreter]
+    hosts: tuple[str, ...] = (DEFAULT_HOST,)  # [fleet] hosts: one Celery queue (and worker) per host
     measurement: Measurement = Measurement()
     regression: RegressionPolicy = RegressionPolicy()
 
@@ -198,12 +201,15 @@ def load(path: str | os.PathLike | None = None) -> Config:
     interpreters = {name: _interpreter(base, fw, sections.get(name, {})) for name, fw in frameworks.REGISTRY.items()}
     return Config(
         path=path.resolve(),
+        hosts=_hosts(path, raw.get("fleet", {})),
         measurement=_section(path, raw, "measurement", Measurement),
         regression=_section(path, raw, "regression", RegressionPolicy),
         settings=settings,
         data_dir=base / paths.get("data_dir", "data"),
         output_dir=output_dir,
-        database_url=paths.get("database_url") or f"sqlite:///{output_dir / 'results.db'}",
+        database_url=os.environ.get(DATABASE_URL_VAR)
+        or paths.get("database_url")
+        or f"sqlite:///{output_dir / 'results.db'}",
         interpreters=interpreters,
     )
 
@@ -221,3 +227,17 @@ def _interpreter(base: Path, fw: frameworks.Framework, section: dict) -> Interpr
         requirements=str(base / requirements) if requirements else None,
         options=options,
     )
+
+
+def _hosts(path: Path, fleet: dict) -> tuple[str, ...]:
+    """`[fleet] hosts`: the GPU hosts by queue name; each runs one worker, `airflow celery worker -q <host> -c 1`."""
+    unknown = sorted(set(fleet) - {"hosts"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown [fleet] key(s) {unknown}; accepted: ['hosts']")
+    hosts = fleet.get("hosts", [DEFAULT_HOST])
+    if not isinstance(hosts, list) or not hosts or len(set(hosts)) != len(hosts):
+        raise ConfigError(f"{path}: [fleet] hosts must be a non-empty list of distinct names, got {hosts!r}")
+    bad = [h for h in hosts if not isinstance(h, str) or not re.match(HOST_PATTERN, h)]
+    if bad:
+        raise ConfigError(f"{path}: [fleet] host name(s) {bad} are not queue names (letters, digits, _ and -)")
+    return tuple(hosts)

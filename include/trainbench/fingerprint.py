@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import socket
 
@@ -18,7 +19,9 @@ from trainbench.devices import Inventory
 from trainbench.planning import Case
 
 # What decides whether two results may be compared; everything else is context.
+HOST_VAR = "TRAINBENCH_HOST"  # set on each fleet worker to the host (queue) name it serves
 KEY_FIELDS = (
+    "host",
     "framework",
     "framework_packages",
     "framework_python",
@@ -40,6 +43,8 @@ def fingerprint(inventory: Inventory, case: Case, probe: dict, workload: dict) -
     ds = case.device_set
     gpus = [g for g in inventory.gpus if g.uuid in ds.gpu_uuids]
     return {
+        "host": case.host,
+        "worker_host": worker_host(),
         "framework": case.framework,
         "framework_packages": probe.get("packages", {}),
         "framework_python": probe.get("python"),
@@ -68,3 +73,8 @@ def env_key(fp: dict) -> str:
     """Which results compare: a hash of the fields that decide it (`KEY_FIELDS`)."""
     blob = json.dumps({k: fp.get(k) for k in KEY_FIELDS}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def worker_host() -> str | None:
+    """The fleet host this process serves, as its worker declares it (None outside a fleet worker)."""
+    return os.environ.get(HOST_VAR) or None

@@ -9,6 +9,7 @@ nothing: `collect` loads whatever the database is missing.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shlex
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from trainbench.devices import Inventory, discover, load_nvml
 from trainbench.errors import NoRetry
 from trainbench.frameworks import interpreters
 from trainbench.measure import idle, memory, outcome, protocol, runner, sampling
-from trainbench.planning import CaseSpec, TrainingJob, plan
+from trainbench.planning import DEFAULT_HOST, CaseSpec, TrainingJob, plan
 from trainbench.result import Result
 from trainbench.store import run_folder
 from trainbench.store.results import BENCHMARK, IMPORTED_LOG, ResultStore, open_store
@@ -66,8 +67,8 @@ def prepare_dataset(config: Config, settings: Settings) -> dict:
     return {"kind": "synthetic", "data_dir": cifar10.batches_dir(synthetic)}
 
 
-def plan_matrix(settings: Settings, inventory: dict, dataset: dict) -> list[CaseSpec]:
-    """One spec per case x repeat: everything a training task needs, nothing it must look up."""
+def plan_matrix(settings: Settings, inventory: dict, dataset: dict, host: str = DEFAULT_HOST) -> list[CaseSpec]:
+    """One spec per case x repeat of one host: everything a training task needs, nothing it must look up."""
     job = TrainingJob(
         data_dir=dataset["data_dir"],
         epochs=settings.epochs,
@@ -75,14 +76,19 @@ def plan_matrix(settings: Settings, inventory: dict, dataset: dict) -> list[Case
         seed=settings.seed,
         train_images=settings.train_images,
     )
-    cases = plan(settings.frameworks, settings.device_sets, settings.repeats, Inventory.from_dict(inventory))
+    cases = plan(settings.frameworks, settings.device_sets, settings.repeats, Inventory.from_dict(inventory), host)
     return [CaseSpec(case=c, job=job, data_kind=dataset["kind"], timeout_s=settings.timeout_s) for c in cases]
 
 
-def start_run(config: Config, run_id: str, settings: Settings) -> None:
+def start_run(config: Config, run_id: str, settings: Settings, logical_date: dt.datetime | None = None) -> None:
     """Record the run and its settings, in the database and beside its raw results."""
     run_folder.write_settings(config.output_dir, run_id, settings.as_dict())
-    store(config).save_run(run_id, settings.as_dict())
+    store(config).save_run(run_id, settings.as_dict(), logical_date=logical_date)
+
+
+def original_settings(config: Config, logical_date: dt.datetime) -> dict | None:
+    """What the first run of this logical date measured with: a backfill of that week re-uses it."""
+    return store(config).settings_at(logical_date)
 
 
 @dataclass
@@ -164,6 +170,13 @@ def _monitors(m: _Measuring, final_attempt: bool) -> list:
     """The samplers for the case, after the GPU pre-checks (raising `_NotRun` when it must not run)."""
     monitors: list = [sampling.HostRssMonitor()]
     ds = m.spec.case.device_set
+    worker = fingerprint.worker_host()
+    if worker is not None and worker != m.spec.case.host:
+        raise _NotRun(
+            "unavailable",
+            f"planned on host {m.spec.case.host!r}, ran on {worker!r}: check the worker's "
+            f"queue (`airflow celery worker -q {m.spec.case.host}`) and its ${fingerprint.HOST_VAR}",
+        )
     if ds.kind != "gpu":
         return monitors
     if m.nvml is None:
@@ -347,7 +360,11 @@ def regression_gate(verdicts: list[dict], fail_on_regression: bool) -> list[str]
 
 
 def publish(config: Config, run_id: str) -> dict:
-    """Write the run's reports (Markdown, HTML, CSV, Parquet) into its folder and into output/latest."""
+    """Write the run's reports (Markdown, HTML, CSV, Parquet) into its folder; point output/latest at the newest.
+
+    "Newest" is the run of the newest logical date with results, so publishing a backfill of old
+    weeks leaves output/latest on the current week.
+    """
     from trainbench import reports
     from trainbench.checks import regression
 
@@ -357,7 +374,6 @@ def publish(config: Config, run_id: str) -> dict:
     paths: dict[str, Path] = reports.write_all(
         rows,
         run_folder.run_dir(config.output_dir, run_id),
-        config.output_dir / "latest",
         run_id,
         history=past,
         verdicts=db.verdicts(),
@@ -365,4 +381,12 @@ def publish(config: Config, run_id: str) -> dict:
         comparisons=regression.driver_comparisons(rows, past),
         imported=db.rows(source=IMPORTED_LOG),
     )
-    return {"rows": len(rows), **{k: str(v) for k, v in paths.items()}, "database": config.database_url}
+    latest = db.latest_run_id()
+    if latest is not None:
+        run_folder.point_latest(config.output_dir, latest)
+    return {
+        "rows": len(rows),
+        **{k: str(v) for k, v in paths.items()},
+        "database": config.database_url,
+        "latest": latest == run_id,
+    }

@@ -23,6 +23,8 @@ DEVICE_SET_HELP = (
     'or UUIDs ("0", "0,1", "GPU-8f0c...,GPU-1a2b..."), "cpu", or "cpu:N" for N data-parallel CPU workers'
 )
 MAX_CASES = 1024  # Airflow's [core] max_map_length: one mapped task per case
+DEFAULT_HOST = "gpu"
+HOST_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,62}$"
 
 
 def check_device_set_text(text: Any) -> str:
@@ -56,6 +58,7 @@ class Case:
     framework: str
     device_set: DeviceSet
     repeat: int
+    host: str = DEFAULT_HOST  # the fleet host (its Celery queue) the case was planned on and must run on
 
     @property
     def label(self) -> str:
@@ -64,7 +67,8 @@ class Case:
     @property
     def key(self) -> str:
         """A file-name-safe identity, stable across retries of the same case."""
-        return f"{self.framework}__{self.device_set.text.replace(',', '-').replace(':', '')}__r{self.repeat}"
+        device_set = self.device_set.text.replace(",", "-").replace(":", "")
+        return f"{self.host}__{self.framework}__{device_set}__r{self.repeat}"
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "label": self.label, "key": self.key}
@@ -72,7 +76,7 @@ class Case:
     @classmethod
     def from_dict(cls, d: dict) -> Case:
         ds: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d["device_set"].items()}
-        return cls(framework=d["framework"], device_set=DeviceSet(**ds), repeat=d["repeat"])
+        return cls(d["framework"], DeviceSet(**ds), d["repeat"], d.get("host", DEFAULT_HOST))
 
 
 @dataclass(frozen=True)
@@ -178,11 +182,16 @@ def expand(texts: tuple[str, ...], inventory: Inventory) -> list[DeviceSet]:
     return [d for d in out if unique[(d.kind, d.workers, d.gpu_uuids)] is d]
 
 
-def plan(frameworks: tuple[str, ...], device_sets: tuple[str, ...], repeats: int, inventory: Inventory) -> list[Case]:
+def plan(
+    frameworks: tuple[str, ...],
+    device_sets: tuple[str, ...],
+    repeats: int,
+    inventory: Inventory,
+    host: str = DEFAULT_HOST,
+) -> list[Case]:
+    """The cases of one host, resolved against that host's inventory."""
     resolved = expand(device_sets, inventory)
-    cases = [
-        Case(framework=f, device_set=d, repeat=r) for r in range(1, repeats + 1) for f in frameworks for d in resolved
-    ]
+    cases = [Case(f, d, r, host) for r in range(1, repeats + 1) for f in frameworks for d in resolved]
     if len(cases) > MAX_CASES:
         raise ConfigError(
             f"{len(cases)} cases ({len(frameworks)} frameworks x {len(resolved)} device sets "

@@ -22,6 +22,7 @@ class Result:
     device_set: str
     repeat: int
     status: str
+    host: str | None = None
     device_names: str | None = None
     environment: dict = field(default_factory=dict)  # the fingerprint
     started_at: dt.datetime | None = None
@@ -48,6 +49,7 @@ class Result:
             case_key=case.key,
             env_key=env_key,
             framework=case.framework,
+            host=case.host,
             device_set=case.device_set.text,
             repeat=case.repeat,
             status=status,

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-import shutil
+import io
+import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,7 +15,6 @@ from trainbench.reports import html_page, markdown, tables
 def write_all(
     rows: list[dict],
     folder: Path,
-    latest: Path,
     run_id: str,
     *,
     history: Sequence[dict] = (),
@@ -22,7 +23,7 @@ def write_all(
     comparisons: Sequence[dict] = (),
     imported: Sequence[dict] = (),
 ) -> dict[str, Path]:
-    """Write every report into the run's folder and copy them to the stable latest path."""
+    """Write every report into the run's folder, each file replaced whole (a reader never sees half of one)."""
     folder.mkdir(parents=True, exist_ok=True)
     files = {
         "markdown": folder / "report.md",
@@ -30,15 +31,19 @@ def write_all(
         "csv": folder / "results.csv",
         "parquet": folder / "results.parquet",
     }
-    files["markdown"].write_text(markdown.render(rows, run_id, verdicts, comparisons, imported))
-    files["html"].write_text(
-        html_page.render(
-            run_id, rows, list(history), list(verdicts), list(comparisons), list(imported), list(run_order)
-        )
+    page = html_page.render(
+        run_id, rows, list(history), list(verdicts), list(comparisons), list(imported), list(run_order)
     )
-    files["csv"].write_text(tables.csv_text(rows))
-    tables.frame(rows).to_parquet(files["parquet"], index=False)
-    latest.mkdir(parents=True, exist_ok=True)
-    for path in files.values():
-        shutil.copy2(path, latest / path.name)
+    _replace(files["markdown"], markdown.render(rows, run_id, verdicts, comparisons, imported).encode())
+    _replace(files["html"], page.encode())
+    _replace(files["csv"], tables.csv_text(rows).encode())
+    buffer = io.BytesIO()
+    tables.frame(rows).to_parquet(buffer, index=False)
+    _replace(files["parquet"], buffer.getvalue())
     return files
+
+
+def _replace(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

@@ -21,6 +21,7 @@ from trainbench.result import Result, finite
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 VERSION_TABLE = "trainbench_schema_version"
+MIGRATION_LOCK = 0x7472_6169_6E62  # pg_advisory_xact_lock key: "trainb"
 BENCHMARK = "trainbench"  # runs.source of the runs trainbench measured: the history verdicts are judged on
 IMPORTED_LOG = "imported_log"  # runs.source of hand-made logs loaded with `import-log`: shown, never judged on
 metadata = sa.MetaData()
@@ -32,6 +33,7 @@ runs = sa.Table(
     sa.Column("source", sa.String(32), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("settings", sa.JSON, nullable=False),
+    sa.Column("logical_date", sa.DateTime(timezone=True)),
 )
 
 results = sa.Table(
@@ -45,6 +47,7 @@ results = sa.Table(
     sa.Column("device_set", sa.String(250), nullable=False),
     sa.Column("device_names", sa.String(500)),
     sa.Column("repeat", sa.Integer, nullable=False),
+    sa.Column("host", sa.String(64)),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("wall_s", sa.Float),
     sa.Column("user_s", sa.Float),
@@ -107,6 +110,8 @@ def migrate(engine: sa.Engine, revision: str = "head") -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":  # hosts' first tasks start together: one migrates, the rest wait
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
 
@@ -126,14 +131,25 @@ class ResultStore:
             sa.event.listen(self.engine, "connect", lambda conn, _: conn.execute("PRAGMA foreign_keys=ON"))
         migrate(self.engine)
 
-    def save_run(self, run_id: str, settings: dict, source: str = BENCHMARK) -> None:
-        with self.engine.begin() as conn:
-            if conn.execute(sa.select(runs.c.run_id).where(runs.c.run_id == run_id)).first() is None:
-                conn.execute(
-                    runs.insert().values(
-                        run_id=run_id, source=source, settings=settings, created_at=dt.datetime.now(dt.UTC)
-                    )
-                )
+    def save_run(
+        self, run_id: str, settings: dict, source: str = BENCHMARK, logical_date: dt.datetime | None = None
+    ) -> None:
+        """Record the run once; every host's tasks call this, possibly at the same moment."""
+        with self.engine.connect() as conn:
+            if conn.execute(sa.select(runs.c.run_id).where(runs.c.run_id == run_id)).first() is not None:
+                return
+        row = {
+            "run_id": run_id,
+            "source": source,
+            "settings": settings,
+            "created_at": dt.datetime.now(dt.UTC),
+            "logical_date": logical_date,
+        }
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(runs.insert().values(**row))
+        except sa.exc.IntegrityError:
+            pass  # another host recorded it first
 
     def save(self, result: Result) -> int:
         """Insert a result, replacing any earlier one with the same run, case and environment."""
@@ -206,6 +222,36 @@ class ResultStore:
             query = query.where(runs.c.source == source)
         with self.engine.connect() as conn:
             return list(conn.execute(query).scalars())
+
+    def latest_run_id(self) -> str | None:
+        """The benchmark run of the newest logical date (else the newest run) that has results: "latest".
+
+        A backfill of old weeks, or a run that failed before measuring anything, never takes it.
+        """
+        when = sa.func.coalesce(runs.c.logical_date, runs.c.created_at)
+        query = (
+            sa.select(runs.c.run_id)
+            .where(runs.c.source == BENCHMARK, runs.c.run_id.in_(sa.select(results.c.run_id)))
+            .order_by(when.desc(), runs.c.created_at.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar()
+
+    def settings_at(self, logical_date: dt.datetime) -> dict | None:
+        """The settings the first benchmark run of a logical date stored (what a backfill of it re-uses).
+
+        Airflow's backfill clears and re-runs that very run (same run id, conf replaced), and the
+        runs row keeps the settings it was first stored with.
+        """
+        query = (
+            sa.select(runs.c.settings)
+            .where(runs.c.source == BENCHMARK, runs.c.logical_date == logical_date)
+            .order_by(runs.c.created_at)
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar()
 
     def save_verdicts(self, run_id: str, found: list[dict]) -> None:
         """Replace the run's regression verdicts."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import threading
 from pathlib import Path
 
 from trainbench.result import Result
@@ -45,3 +47,15 @@ def read_settings(output_dir: Path, run_id: str) -> dict:
     """The settings start_run kept beside the raw results ({} when the run was never started here)."""
     saved = run_dir(output_dir, run_id) / "run.json"
     return json.loads(saved.read_text())["settings"] if saved.is_file() else {}
+
+
+def point_latest(output_dir: Path, run_id: str) -> Path:
+    """`output/latest` becomes a link to the run's folder, swapped atomically: readers see one run, whole."""
+    latest = output_dir / "latest"
+    if latest.is_dir() and not latest.is_symlink():
+        shutil.rmtree(latest)  # the folder of copies that earlier versions kept
+    tmp = output_dir / f".latest.{os.getpid()}.{threading.get_ident()}"
+    tmp.unlink(missing_ok=True)
+    os.symlink(os.path.relpath(run_dir(output_dir, run_id), output_dir), tmp)
+    os.replace(tmp, latest)
+    return latest

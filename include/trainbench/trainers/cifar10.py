@@ -13,6 +13,8 @@ import argparse
 import json
 import os
 import pickle
+import shutil
+import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,10 +101,13 @@ def write_synthetic(root: str, seed: int = 0, train_images: int = 50_000, test_i
     """Write a deterministic, learnable stand-in for CIFAR-10 in the real format.
 
     Each class is a fixed random template plus per-image noise, so a network's loss falls
-    as it would on real data while the compute per image is identical.
+    as it would on real data while the compute per image is identical.  The files are
+    written into a private folder that is renamed into place, so writers racing for the
+    same data set (two hosts' tasks on one machine) never see each other's partial files.
     """
-    d = batches_dir(root)
-    os.makedirs(d, exist_ok=True)
+    final = batches_dir(root)
+    os.makedirs(os.path.dirname(final) or ".", exist_ok=True)
+    d = tempfile.mkdtemp(prefix=".synthetic-", dir=os.path.dirname(final) or ".")
     rng = np.random.default_rng(seed)
     templates = rng.integers(96, 161, size=(10, 3072)).astype(np.int16)
 
@@ -125,7 +130,11 @@ def write_synthetic(root: str, seed: int = 0, train_images: int = 50_000, test_i
     )
     with open(os.path.join(d, SYNTHETIC_MARKER), "w") as f:
         f.write(f"seed={seed} train={train_images} test={test_images}\n")
-    return d
+    try:
+        os.rename(d, final)
+    except OSError:  # another writer finished first: its files are the same bytes
+        shutil.rmtree(d)
+    return final
 
 
 def _dump(path: str, obj: dict) -> None:
