@@ -10,7 +10,6 @@ nothing: `collect` loads whatever the database is missing.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from trainbench.config import Config, ConfigError, Settings
 from trainbench.devices import Inventory, discover, load_nvml
 from trainbench.errors import NoRetry
 from trainbench.frameworks import interpreters
-from trainbench.measure import idle, memory, outcome, protocol, runner, sampling
+from trainbench.measure import environ, idle, memory, outcome, protocol, runner, sampling
 from trainbench.planning import DEFAULT_HOST, CaseSpec, TrainingJob, plan
 from trainbench.result import Result
 from trainbench.store import run_folder
@@ -218,7 +217,7 @@ def _launch(
 
     launch = runner.Launch(
         launch_spec.argv,
-        env={**os.environ, **launch_spec.environ},
+        env=environ.trainer_environ(launch_spec.environ),
         timeout_s=m.spec.timeout_s,
         on_line=on_line,
         monitors=monitors,

@@ -50,22 +50,101 @@ def is_synthetic(root: str) -> bool:
     return os.path.isfile(os.path.join(batches_dir(root), SYNTHETIC_MARKER))
 
 
+class DataError(ValueError):
+    """A data file is not CIFAR-10's python format; the message is one line that starts with the file's path."""
+
+
+def _numpy_globals() -> dict[tuple[str, str], object]:
+    """The only globals a CIFAR-10 batch needs: what pickle rebuilds numpy arrays and bytes with (numpy 1.x and 2)."""
+    core = getattr(np, "_core", None) or np.core
+    reconstruct = core.multiarray._reconstruct
+    found: dict[tuple[str, str], object] = {}
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        found[(module, "_reconstruct")] = reconstruct
+    for module in ("numpy", "numpy.core.multiarray", "numpy._core.multiarray"):
+        found[(module, "ndarray")] = np.ndarray
+        found[(module, "dtype")] = np.dtype
+    found[("_codecs", "encode")] = _latin1  # how protocol 2 spells bytes when Python 3 writes it
+    return found
+
+
+def _latin1(text: str, encoding: str = "utf-8") -> bytes:
+    if not isinstance(text, str) or encoding.replace("-", "").lower() != "latin1":
+        raise pickle.UnpicklingError(f"refused _codecs.encode(..., {encoding!r}): only latin1 text becomes bytes")
+    return text.encode("latin1")
+
+
 class _Unpickler(pickle.Unpickler):
-    """Reads pickles written under numpy 2 (`numpy._core`) with numpy 1.x too (MXNet's interpreter)."""
+    """Data only: numpy's array reconstruction, nothing else (a pickle naming os.system or eval is refused).
+
+    Reads pickles written under numpy 2 (`numpy._core`) with numpy 1.x too (MXNet's interpreter) and back.
+    """
+
+    ALLOWED = _numpy_globals()
 
     def find_class(self, module: str, name: str):
-        if module.startswith("numpy._core") and not hasattr(np, "_core"):
-            module = "numpy.core" + module[len("numpy._core") :]
-        return super().find_class(module, name)
+        try:
+            return self.ALLOWED[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"refused {module}.{name}: a CIFAR-10 batch holds only dicts, lists, bytes, str, ints "
+                "and uint8/int numpy arrays"
+            ) from None
+
+
+def _check_values(obj, depth: int = 0) -> None:
+    """What CIFAR-10's python format holds: dicts, lists, bytes, str, numbers, numeric numpy arrays."""
+    if depth > 4:
+        raise pickle.UnpicklingError("nested deeper than a CIFAR-10 batch")
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if not isinstance(k, (bytes, str)):
+                raise pickle.UnpicklingError(f"a key of type {type(k).__name__}")
+            _check_values(v, depth + 1)
+    elif isinstance(obj, list):
+        for v in obj:
+            _check_values(v, depth + 1)
+    elif isinstance(obj, np.ndarray):
+        if obj.dtype.kind not in "uif":
+            raise pickle.UnpicklingError(f"a numpy array of dtype {obj.dtype}")
+    elif not isinstance(obj, (bytes, str, int, float, type(None))):
+        raise pickle.UnpicklingError(f"a value of type {type(obj).__name__}")
+
+
+def _unpickle(path: str):
+    try:
+        with open(path, "rb") as f:
+            batch = _Unpickler(f, encoding="bytes").load()
+        _check_values(batch)
+    except OSError:
+        raise
+    except Exception as exc:  # truncated, empty, or not data: one line naming the file
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise DataError(f"{path}: not a CIFAR-10 batch ({type(exc).__name__}: {detail})") from None
+    if not isinstance(batch, dict):
+        raise DataError(f"{path}: not a CIFAR-10 batch (a {type(batch).__name__}, not a dict)")
+    return {k.encode() if isinstance(k, str) else k: v for k, v in batch.items()}
 
 
 def _read_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
-    with open(path, "rb") as f:
-        batch = _Unpickler(f, encoding="bytes").load()
-    data = np.asarray(batch[b"data"], dtype=np.uint8)
-    labels = np.asarray(batch[b"labels"], dtype=np.int64)
-    if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
-        raise ValueError(f"{path}: expected N x 3072 uint8 data and N labels, got {data.shape} and {len(labels)}")
+    batch = _unpickle(path)
+    missing = [k for k in (b"data", b"labels") if k not in batch]
+    if missing:
+        raise DataError(f"{path}: not a CIFAR-10 batch (no {' or '.join(map(repr, missing))} entry)")
+    data, labels = batch[b"data"], batch[b"labels"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise DataError(f"{path}: expected N x 3072 uint8 data, got {got}")
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in labels) and not (
+        isinstance(labels, np.ndarray) and labels.dtype.kind in "iu"
+    ):
+        raise DataError(f"{path}: labels must be integers 0..9")
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if len(labels) != len(data):
+        raise DataError(f"{path}: {len(data)} images but {len(labels)} labels")
+    if len(labels) and (labels.min() < 0 or labels.max() > 9):
+        bad = labels[(labels < 0) | (labels > 9)]
+        raise DataError(f"{path}: labels must lie in 0..9 (the 10 classes), found {int(bad[0])}")
     return data, labels
 
 
@@ -87,9 +166,21 @@ def load(root: str, train_images: int | None = None, test_images: int | None = N
         parts.append(x)
         labels.append(y)
         have += len(x)
+    if train_images is not None and have < train_images:
+        raise DataError(f"{d}: asked for {train_images} training images; data_batch_1..5 hold {have}")
     x, y = np.concatenate(parts), np.concatenate(labels)
     tx, ty = _read_batch(os.path.join(d, TEST_FILE))
+    if test_images is not None and len(tx) < test_images:
+        raise DataError(f"{d}: asked for {test_images} test images; {TEST_FILE} holds {len(tx)}")
     return _to_split(x[:train_images], y[:train_images]), _to_split(tx[:test_images], ty[:test_images])
+
+
+def load_or_exit(root: str, train_images: int | None = None, test_images: int | None = None) -> tuple[Split, Split]:
+    """`load` for a trainer: bad or missing data ends the process with one line naming the file (exit status 1)."""
+    try:
+        return load(root, train_images, test_images)
+    except (DataError, OSError) as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     batch = NamedSharding(mesh, P("data"))
     steps_sharding = NamedSharding(mesh, P(None, "data"))
 
-    train, test = cifar10.load(args.data_dir, args.train_images, args.test_images)
+    train, test = cifar10.load_or_exit(args.data_dir, args.train_images, args.test_images)
     n = len(train.labels)
     steps = n // args.batch_size
     if steps == 0:

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     make_ctx = mx.gpu if args.device == "cuda" else mx.cpu
     ctxs = [make_ctx(i) for i in range(args.devices)]
 
-    train, test = cifar10.load(args.data_dir, args.train_images, args.test_images)
+    train, test = cifar10.load_or_exit(args.data_dir, args.train_images, args.test_images)
     n = len(train.labels)
     steps = n // args.batch_size
     if steps == 0:

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     if world > 1:
         torch.distributed.init_process_group("nccl" if args.device == "cuda" else "gloo")
 
-    train, test = cifar10.load(args.data_dir, args.train_images, args.test_images)
+    train, test = cifar10.load_or_exit(args.data_dir, args.train_images, args.test_images)
     x_train = torch.from_numpy(train.images).to(device)
     y_train = torch.from_numpy(train.labels).to(device)
     n = len(train.labels)
