@@ -58,6 +58,20 @@ def probe(python: str, distributions: tuple[str, ...], timeout_s: float = 60) ->
         return {"python": None, "packages": {}, "error": f"{type(exc).__name__}: {exc}"}
     if out.returncode != 0:
         return {"python": None, "packages": {}, "error": out.stderr.strip()[-500:]}
-    found = json.loads(out.stdout)
+    found = last_json_line(out.stdout)
+    if found is None or not isinstance(found.get("packages"), dict):
+        return {"python": None, "packages": {}, "error": f"no JSON line in the probe's output: {out.stdout[-300:]!r}"}
     found["packages"] = {k: v for k, v in found["packages"].items() if v}
     return found
+
+
+def last_json_line(text: str) -> dict | None:
+    """The last line of `text` that is a JSON object: a banner or warning printed at start-up is ignored."""
+    for line in reversed(text.splitlines()):
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            return obj
+    return None

@@ -1,7 +1,9 @@
 """Parse what a trainer prints: one JSON object per line (`start`, `epoch`, `summary`).
 
-Anything else on stdout (framework warnings, progress text) is ignored, so a trainer never
-has to silence its framework for the harness to read it.
+Anything else on stdout (framework warnings, progress text, banners) is ignored, so a trainer
+never has to silence its framework for the harness to read it.  An event line is checked on
+parsing (its required fields and their types, `EVENT_FIELDS`): a malformed one is recorded in
+`TrainerReport.errors`, which makes the row `crashed` (see `outcome.classify`), never `ok`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ class TrainerReport:
     start: dict | None = None
     epochs: list[dict] = field(default_factory=list)
     summary: dict | None = None
+    errors: list[str] = field(default_factory=list)
 
     @property
     def steady_images_per_s(self) -> float | None:
@@ -30,23 +33,74 @@ class TrainerReport:
         return [e["loss"] for e in self.epochs]
 
 
-def parse_line(line: str) -> dict | None:
-    """The event a line carries, or None when it is not a trainer event."""
+NUMBER = (int, float)
+# per event kind: field -> (accepted types, required)
+EVENT_FIELDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
+    "start": {"framework": ((str,), True), "framework_version": ((str,), False), "devices": ((int,), False)},
+    "epoch": {
+        "epoch": ((int,), True),
+        "seconds": (NUMBER, True),
+        "images_per_s": (NUMBER, True),
+        "loss": (NUMBER, True),
+        "images": ((int,), False),
+        "accuracy": (NUMBER, False),
+    },
+    "summary": {
+        "test_accuracy": (NUMBER, False),
+        "test_images": ((int,), False),
+        "parameters": ((int,), False),
+        "framework": ((str,), False),
+        "framework_version": ((str,), False),
+        "devices": ((int,), False),
+        "train_images": ((int,), False),
+        "batch_size": ((int,), False),
+        "epochs": ((int,), False),
+    },
+}
+
+
+def _decode(line: str) -> dict | None:
+    """The JSON object a line carries if it names a trainer event (checked or not), else None."""
     line = line.strip()
     if not line.startswith("{"):
         return None
     try:
         obj = json.loads(line)
-    except json.JSONDecodeError:
+    except ValueError:
         return None
-    return obj if isinstance(obj, dict) and obj.get("event") in ("start", "epoch", "summary") else None
+    return obj if isinstance(obj, dict) and obj.get("event") in EVENT_FIELDS else None
+
+
+def problem(event: dict) -> str | None:
+    """What is wrong with an event's fields, or None: required ones present, every known one of its type."""
+    for name, (types, required) in EVENT_FIELDS[event["event"]].items():
+        if name not in event:
+            if required:
+                return f"{event['event']} event lacks {name!r}"
+            continue
+        value = event[name]
+        if value is None and not required:
+            continue
+        if isinstance(value, bool) or not isinstance(value, types):
+            expected = "a number" if types == NUMBER else "an integer" if types == (int,) else "a string"
+            return f"{event['event']} event field {name!r} must be {expected}, got {value!r:.60}"
+    return None
+
+
+def parse_line(line: str) -> dict | None:
+    """The event a line carries, or None when it is not a well-formed trainer event."""
+    event = _decode(line)
+    return event if event is not None and problem(event) is None else None
 
 
 def parse(lines) -> TrainerReport:
     report = TrainerReport()
-    for line in lines:
-        event = parse_line(line)
+    for n, line in enumerate(lines, 1):
+        event = _decode(line)
         if event is None:
+            continue
+        if (why := problem(event)) is not None:
+            report.errors.append(f"stdout line {n}: {why}")
             continue
         kind = event.pop("event")
         if kind == "epoch":

@@ -5,6 +5,11 @@ which includes every descendant the child waited for (torchrun's workers count, 
 `time`).  The child runs in its own process group, so a timeout or Airflow's `on_kill`
 can stop the whole tree, and the harness is a child subreaper, so orphans are reaped by
 it and their CPU time added.  Monitors (memory samplers) run beside the child.
+
+Each captured line is capped (`LINE_HEAD` + `LINE_TAIL` characters, the middle replaced by a
+note of its size), so a trainer printing a 10 MB line cannot flood the database or the logs.
+The cgroup's `memory.events` `oom_kill` counter is read before and after the run: the kernel's
+own word on whether its OOM killer struck (`ProcessResult.oom_kills`; None where unreadable).
 """
 
 from __future__ import annotations
@@ -12,12 +17,14 @@ from __future__ import annotations
 import collections
 import ctypes
 import os
+import re
 import signal
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import psutil
@@ -25,6 +32,50 @@ import psutil
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_PDEATHSIG = 1
 TAIL_LINES = 400
+LINE_HEAD = LINE_TAIL = 4096  # characters kept of each captured line's start and end
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def clip(text: str, head: int, tail: int) -> str:
+    """`text` if it is short, else its first `head` and last `tail` characters with the size of the cut between."""
+    if len(text) <= head + tail:
+        return text
+    return f"{text[:head]}[... {len(text) - head - tail} characters omitted ...]{text[len(text) - tail :]}"
+
+
+def memory_events_path() -> Path | None:
+    """The file holding this process's cgroup `oom_kill` counter (the trainer starts in the same cgroup), or None.
+
+    cgroup v2: `memory.events`; v1 (hybrid hosts): the memory controller's `memory.oom_control`.
+    """
+    candidates = []
+    try:
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                rel = path.lstrip("/")
+                if controllers == "":
+                    candidates += [CGROUP_ROOT / rel / "memory.events", CGROUP_ROOT / "unified" / rel / "memory.events"]
+                elif "memory" in controllers.split(","):
+                    candidates.append(CGROUP_ROOT / "memory" / rel / "memory.oom_control")
+    except (OSError, ValueError):
+        return None
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def oom_kill_count() -> int | None:
+    """The cgroup's `oom_kill` counter: how many processes the kernel OOM killer took in it; None if unreadable."""
+    path = memory_events_path()
+    if path is None:
+        return None
+    try:
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return int(value)
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 class Monitor(Protocol):
@@ -45,6 +96,8 @@ class ProcessResult:
     timed_out: bool = False
     killed_by: str | None = None
     orphans_reaped: int = 0
+    oom_kills: int | None = None  # the cgroup's oom_kill counter's rise during the run; None if unreadable
+    kernel_log_oom: bool | None = None  # the kernel log names the child as OOM-killed; None if not looked/readable
     stdout_lines: list[str] = field(default_factory=list)
     stderr_tail: list[str] = field(default_factory=list)
     monitors: dict = field(default_factory=dict)
@@ -105,6 +158,7 @@ class Launch:
         self._before = {p.pid for p in self._me.children()}
         for m in self.monitors:
             m.prepare()
+        self._oom_before = oom_kill_count()
         self._t0 = time.perf_counter()
         self.proc = subprocess.Popen(
             self.argv,
@@ -133,8 +187,7 @@ class Launch:
 
     def _read(self, pipe, stream: str, keep: Callable[[str], None]) -> None:
         """Drain the pipe to the end whatever `on_line` does, so the child never blocks on a full pipe."""
-        for line in pipe:
-            line = line.rstrip("\n")
+        for line in _capped_lines(pipe):
             keep(line)
             try:
                 self.on_line(stream, line)
@@ -207,6 +260,7 @@ class Launch:
         for t in self._readers:
             t.join(timeout=5)
         killed = self._killed_by
+        oom_after = oom_kill_count()
         return ProcessResult(
             argv=self.argv,
             returncode=self.proc.returncode,
@@ -216,6 +270,8 @@ class Launch:
             timed_out=bool(killed and killed.startswith("timeout")),
             killed_by=killed,
             orphans_reaped=len(orphans),
+            oom_kills=None if self._oom_before is None or oom_after is None else oom_after - self._oom_before,
+            kernel_log_oom=kernel_log_oom_kill(self.proc.pid) if self.proc.returncode == -signal.SIGKILL else None,
             stdout_lines=list(self._stdout),
             stderr_tail=list(self._stderr),
             monitors=monitors,
@@ -237,6 +293,52 @@ class Launch:
                 self._signal_tree(signal.SIGKILL)
             time.sleep(0.005)
         return usages
+
+
+KERNEL_OOM_KILL = re.compile(r"(?:Killed process|oom-kill:.*?,pid=)\s*(\d+)")
+
+
+def kernel_log_oom_kill(pid: int, max_records: int = 100_000) -> bool | None:
+    """Whether the kernel log says its OOM killer took `pid`; None when the log is not readable (the usual case)."""
+    try:
+        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        for _ in range(max_records):
+            try:
+                record = os.read(fd, 8192).decode(errors="replace")
+            except BlockingIOError:
+                break
+            except OSError:  # EPIPE: a record was overwritten while reading; go on
+                continue
+            if (m := KERNEL_OOM_KILL.search(record)) and int(m[1]) == pid:
+                return True
+        return False
+    finally:
+        os.close(fd)
+
+
+def _capped_lines(pipe, head: int = LINE_HEAD, tail: int = LINE_TAIL):
+    """The pipe's lines without their newline, each clipped to `head` + `tail` characters while it is read."""
+    buf, dropped = "", 0
+    while chunk := pipe.readline(head + tail):
+        buf += chunk
+        if buf.endswith("\n"):
+            yield _clipped(buf[:-1], dropped, head, tail)
+            buf, dropped = "", 0
+        elif len(buf) > head + 2 * tail:
+            dropped += len(buf) - head - tail
+            buf = buf[:head] + buf[len(buf) - tail :]
+    if buf:
+        yield _clipped(buf, dropped, head, tail)
+
+
+def _clipped(line: str, dropped: int, head: int, tail: int) -> str:
+    if not dropped:
+        return clip(line, head, tail)
+    omitted = dropped + len(line) - head - tail
+    return f"{line[:head]}[... {omitted} characters omitted ...]{line[len(line) - tail :]}"
 
 
 def run(argv: Sequence[str], **kwargs) -> ProcessResult:
