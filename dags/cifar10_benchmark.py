@@ -155,7 +155,7 @@ def cifar10_benchmark():
                 map_index_template="{{ case_label }}",
                 execution_timeout=dt.timedelta(seconds=CONFIG.settings.timeout_s + 600),
                 retries=3,
-                retry_delay=dt.timedelta(minutes=5),
+                retry_delay=dt.timedelta(seconds=CONFIG.retry_delay_s),
             ).expand(spec=specs)
         start >> [devices, dataset]
         trained >> collected

@@ -32,7 +32,12 @@ sys.path.insert(0, str(TRAINERS))
 
 
 def write_config(
-    folder: Path, neon: dict | None = None, hosts: list[str] | None = None, database_url: str = "", **benchmark
+    folder: Path,
+    neon: dict | None = None,
+    hosts: list[str] | None = None,
+    database_url: str = "",
+    retry_delay_s: float = 300,
+    **benchmark,
 ) -> Path:
     """A trainbench.toml whose output goes to `folder`, with [benchmark] overrides; frameworks from .envs/."""
     settings = {
@@ -51,6 +56,7 @@ def write_config(
         lines.append(f"{key} = {value!r}".replace("'", '"').replace("None", '""'))
     lines += ["", "[paths]", f'data_dir = "{folder / "data"}"', f'output_dir = "{folder / "output"}"']
     lines += [f'database_url = "{database_url}"', "[fleet]", f"hosts = {hosts or ['gpu']!r}".replace("'", '"')]
+    lines.append(f"retry_delay_s = {retry_delay_s}")
     for name in ("pytorch", "mxnet", "jax"):
         lines += [f"[frameworks.{name}]", f'python = "{ENVS / name / "bin" / "python"}"']
     lines += ["[frameworks.neon]", *(f'{k} = "{v}"' for k, v in neon.items())]
