@@ -18,7 +18,8 @@ from trainbench import config as config_mod
 from trainbench import pipeline
 from trainbench.errors import ConfigError
 from trainbench.reports import tables
-from trainbench.store.results import ResultStore
+from trainbench.store import run_folder
+from trainbench.store.results import ResultStore, open_existing
 
 
 def _settings_flags(p: argparse.ArgumentParser) -> None:
@@ -53,7 +54,7 @@ def cmd_run(cfg, args) -> int:
     from tqdm import tqdm
 
     settings = _settings(cfg, args)
-    run_id = args.run_id or f"cli__{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}"
+    run_id = run_folder.check_run_id(args.run_id or f"cli__{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}")
     inventory = pipeline.discover_devices()
     dataset = pipeline.prepare_dataset(cfg, settings)
     specs = pipeline.plan_matrix(settings, inventory, dataset)
@@ -86,7 +87,7 @@ def _run_id(store: ResultStore, run_id: str) -> str:
 
 
 def cmd_results(cfg, args) -> int:
-    store = pipeline.store(cfg)
+    store = open_existing(cfg.database_url)
     rows = store.rows(_run_id(store, args.run_id) if args.run_id else None)
     if args.format == "csv":
         sys.stdout.write(tables.csv_text(rows))
@@ -114,13 +115,16 @@ def cmd_import_log(cfg, args) -> int:
     from trainbench.store import imported_logs
 
     store = pipeline.store(cfg)
-    run_id = imported_logs.import_log(store, args.path)
+    try:
+        run_id = imported_logs.import_log(store, args.path)
+    except ValueError as exc:  # empty or unparsable (or not text): the message names the file and line
+        raise ConfigError(" ".join(str(exc).split())) from None
     print(f"{run_id}: {len(store.rows(run_id))} imported rows in {cfg.database_url}")
     return 0
 
 
 def cmd_report(cfg, args) -> int:
-    print(json.dumps(pipeline.publish(cfg, _run_id(pipeline.store(cfg), args.run_id)), indent=2))
+    print(json.dumps(pipeline.publish(cfg, _run_id(open_existing(cfg.database_url), args.run_id)), indent=2))
     return 0
 
 
@@ -161,10 +165,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def one_line(exc: BaseException) -> str:
+    """A configuration, filesystem or database error as the one line the CLI prints."""
+    import sqlalchemy.exc
+
+    if isinstance(exc, OSError) and exc.strerror:
+        where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        return f"{exc.strerror}: {where}" if where else exc.strerror
+    if isinstance(exc, sqlalchemy.exc.SQLAlchemyError):
+        first = next((l.strip() for l in str(exc).splitlines() if l.strip()), type(exc).__name__)
+        return f"results database: {first}"
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
+    import sqlalchemy.exc
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(config_mod.load(args.config), args)
-    except ConfigError as exc:
-        print(f"trainbench: {exc}", file=sys.stderr)
+    except (ConfigError, OSError, sqlalchemy.exc.SQLAlchemyError) as exc:
+        print(f"trainbench: {one_line(exc)}", file=sys.stderr)
         return 2

@@ -25,6 +25,9 @@ __all__ = ["Config", "ConfigError", "Measurement", "RegressionPolicy", "Settings
 DATASETS = ("auto", "real", "synthetic")
 ENV_VAR = "TRAINBENCH_CONFIG"
 DATABASE_URL_VAR = "TRAINBENCH_DATABASE_URL"  # overrides [paths] database_url: secrets stay out of the file
+SECTIONS = ("benchmark", "measurement", "regression", "paths", "frameworks", "fleet")
+PATH_KEYS = ("data_dir", "output_dir", "database_url")
+FRAMEWORK_KEYS = ("base_python", "env", "python", "requirements", "script")
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,13 @@ class Settings:
 
     def checked(self) -> Settings:
         """This, if every field is acceptable; else a ConfigError saying what is wrong and what is accepted."""
+        for name in ("frameworks", "device_sets"):
+            value = getattr(self, name)
+            if not isinstance(value, (tuple, list)):
+                raise ConfigError(f'{name} must be a list, got {value!r} (write ["{value}"] for one)')
+        twice = sorted({f for f in self.frameworks if self.frameworks.count(f) > 1}, key=str)
+        if twice:
+            raise ConfigError(f"frameworks lists {twice[0]!r} twice; name each framework once")
         bad = [f for f in self.frameworks if f not in frameworks.NAMES]
         if bad or not self.frameworks:
             raise ConfigError(f"unknown framework(s) {bad or '(none given)'}; accepted: {list(frameworks.NAMES)}")
@@ -69,8 +79,10 @@ class Settings:
             )
         if self.dataset not in DATASETS:
             raise ConfigError(f"dataset must be one of {list(DATASETS)}, got {self.dataset!r}")
-        if not self.timeout_s > 0:
-            raise ConfigError(f"timeout_s must be > 0, got {self.timeout_s!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+        if isinstance(self.timeout_s, bool) or not isinstance(self.timeout_s, (int, float)) or not self.timeout_s > 0:
+            raise ConfigError(f"timeout_s must be a number > 0 (seconds), got {self.timeout_s!r}")
         return self
 
     def as_dict(self) -> dict:
@@ -105,6 +117,16 @@ class RegressionPolicy:
     fail_on_regression: bool = False
 
     def __post_init__(self):
+        for name in ("threshold", "alpha"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"[regression] {name} must be a number in (0, 1), got {value!r}")
+        for name in ("lookback_runs", "min_history_runs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"[regression] {name} must be an integer >= 1, got {value!r}")
+        if not isinstance(self.fail_on_regression, bool):
+            raise ConfigError(f"[regression] fail_on_regression must be true or false, got {self.fail_on_regression!r}")
         if not 0 < self.threshold < 1 or not 0 < self.alpha < 1:
             raise ConfigError(
                 f"[regression] threshold and alpha must lie in (0, 1), got {self.threshold}, {self.alpha}"
@@ -122,6 +144,7 @@ class Config:
     database_url: str
     interpreters: dict[str, Interpreter]
     hosts: tuple[str, ...] = (DEFAULT_HOST,)  # [fleet] hosts: one Celery queue (and worker) per host
+    retry_delay_s: float = 300.0  # [fleet] retry_delay_s: before a case's task retries (busy GPU, lost worker)
     measurement: Measurement = Measurement()
     regression: RegressionPolicy = RegressionPolicy()
 
@@ -180,36 +203,105 @@ def _section(path: Path, raw: dict, name: str, cls):
         ) from None
 
 
-def load(path: str | os.PathLike | None = None) -> Config:
-    path = Path(path) if path else default_path()
-    if not path.is_file():
-        raise ConfigError(f"configuration file {path} not found (set ${ENV_VAR} or run from the project folder)")
-    with open(path, "rb") as f:
-        raw = tomllib.load(f)
-    base = path.resolve().parent
-    unknown = sorted(set(raw.get("benchmark", {})) - {f.name for f in dataclasses.fields(Settings)})
+def _read(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: malformed TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the configuration: {exc}") from None
+
+
+def _known(path: Path, where: str, table: dict, accepted) -> None:
+    unknown = sorted(set(table) - set(accepted))
     if unknown:
-        raise ConfigError(f"{path}: unknown [benchmark] key(s) {unknown}")
-    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.get("benchmark", {}).items()}
-    settings = Settings(**values).checked()
+        raise ConfigError(f"{path}: {where}: unknown key(s) {unknown}; accepted: {sorted(accepted)}")
+
+
+def _check_schema(path: Path, raw: dict) -> None:
+    """Every section and key known, and of its type; the values themselves are checked where they are used."""
+    unknown = [s for s in raw if s not in SECTIONS]
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {unknown}; accepted: {list(SECTIONS)}")
+    for name in SECTIONS:
+        if not isinstance(raw.get(name, {}), dict):
+            raise ConfigError(f"{path}: {name} must be a section ([{name}]), got {raw[name]!r}")
+    _known(path, "[benchmark]", raw.get("benchmark", {}), [f.name for f in dataclasses.fields(Settings)])
+    _known(path, "[measurement]", raw.get("measurement", {}), [f.name for f in dataclasses.fields(Measurement)])
+    _known(path, "[regression]", raw.get("regression", {}), [f.name for f in dataclasses.fields(RegressionPolicy)])
     paths = raw.get("paths", {})
-    output_dir = base / paths.get("output_dir", "output")
+    _known(path, "[paths]", paths, PATH_KEYS)
+    for key, value in paths.items():
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: [paths] {key} must be a string, got {value!r}")
     sections = raw.get("frameworks", {})
     unknown = sorted(set(sections) - set(frameworks.NAMES))
     if unknown:
         raise ConfigError(f"{path}: unknown [frameworks.*] section(s) {unknown}; accepted: {list(frameworks.NAMES)}")
+    for name, section in sections.items():
+        if not isinstance(section, dict):
+            raise ConfigError(f"{path}: frameworks.{name} must be a section ([frameworks.{name}]), got {section!r}")
+        _known(path, f"[frameworks.{name}]", section, FRAMEWORK_KEYS)
+        for key, value in section.items():
+            if key == "env":
+                if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                    raise ConfigError(
+                        f'{path}: [frameworks.{name}] env must be a table of strings (env = {{ NAME = "value" }}), '
+                        f"got {value!r}"
+                    )
+            elif not isinstance(value, str):
+                raise ConfigError(f"{path}: [frameworks.{name}] {key} must be a string, got {value!r}")
+
+
+def _database_url(path: Path, url: str) -> str:
+    """The URL, if SQLAlchemy can parse it and knows its dialect (never echoed: it may hold a password)."""
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
+    try:
+        make_url(url).get_dialect()
+    except sqlalchemy.exc.NoSuchModuleError as exc:
+        raise ConfigError(f"{path}: [paths] database_url (or ${DATABASE_URL_VAR}): unknown database: {exc}") from None
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        raise ConfigError(
+            f"{path}: [paths] database_url (or ${DATABASE_URL_VAR}) is not a SQLAlchemy URL "
+            "(like sqlite:////abs/path/results.db or postgresql+psycopg://user@host/db)"
+        ) from None
+    return url
+
+
+def load(path: str | os.PathLike | None = None) -> Config:
+    path = Path(path) if path else default_path()
+    if not path.is_file():
+        raise ConfigError(f"configuration file {path} not found (set ${ENV_VAR} or run from the project folder)")
+    raw = _read(path)
+    _check_schema(path, raw)
+    base = path.resolve().parent
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.get("benchmark", {}).items()}
+    if values.get("train_images") == "":  # empty: the whole set
+        values["train_images"] = None
+    try:
+        settings = Settings(**values).checked()
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: [benchmark] {exc}") from None
+    paths = raw.get("paths", {})
+    output_dir = base / paths.get("output_dir", "output")
+    sections = raw.get("frameworks", {})
     interpreters = {name: _interpreter(base, fw, sections.get(name, {})) for name, fw in frameworks.REGISTRY.items()}
     return Config(
         path=path.resolve(),
         hosts=_hosts(path, raw.get("fleet", {})),
+        retry_delay_s=_retry_delay(path, raw.get("fleet", {})),
         measurement=_section(path, raw, "measurement", Measurement),
         regression=_section(path, raw, "regression", RegressionPolicy),
         settings=settings,
         data_dir=base / paths.get("data_dir", "data"),
         output_dir=output_dir,
-        database_url=os.environ.get(DATABASE_URL_VAR)
-        or paths.get("database_url")
-        or f"sqlite:///{output_dir / 'results.db'}",
+        database_url=_database_url(
+            path,
+            os.environ.get(DATABASE_URL_VAR) or paths.get("database_url") or f"sqlite:///{output_dir / 'results.db'}",
+        ),
         interpreters=interpreters,
     )
 
@@ -231,9 +323,9 @@ def _interpreter(base: Path, fw: frameworks.Framework, section: dict) -> Interpr
 
 def _hosts(path: Path, fleet: dict) -> tuple[str, ...]:
     """`[fleet] hosts`: the GPU hosts by queue name; each runs one worker, `airflow celery worker -q <host> -c 1`."""
-    unknown = sorted(set(fleet) - {"hosts"})
+    unknown = sorted(set(fleet) - {"hosts", "retry_delay_s"})
     if unknown:
-        raise ConfigError(f"{path}: unknown [fleet] key(s) {unknown}; accepted: ['hosts']")
+        raise ConfigError(f"{path}: unknown [fleet] key(s) {unknown}; accepted: ['hosts', 'retry_delay_s']")
     hosts = fleet.get("hosts", [DEFAULT_HOST])
     if not isinstance(hosts, list) or not hosts or len(set(hosts)) != len(hosts):
         raise ConfigError(f"{path}: [fleet] hosts must be a non-empty list of distinct names, got {hosts!r}")
@@ -241,3 +333,10 @@ def _hosts(path: Path, fleet: dict) -> tuple[str, ...]:
     if bad:
         raise ConfigError(f"{path}: [fleet] host name(s) {bad} are not queue names (letters, digits, _ and -)")
     return tuple(hosts)
+
+
+def _retry_delay(path: Path, fleet: dict) -> float:
+    value = fleet.get("retry_delay_s", 300.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ConfigError(f"{path}: [fleet] retry_delay_s must be a number of seconds >= 0, got {value!r}")
+    return float(value)

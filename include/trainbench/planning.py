@@ -150,7 +150,13 @@ def resolve_device_set(text: str, inventory: Inventory) -> DeviceSet:
     if text == "all":
         raise ConfigError('"all" names several device sets; expand() resolves it')
     if text.startswith("cpu"):
-        return DeviceSet(text=text, kind="cpu", workers=workers_of(text))
+        workers = workers_of(text)
+        if workers > inventory.cpu_count:
+            raise ConfigError(
+                f"device set {text!r} asks for {workers} CPU workers; this host has {inventory.cpu_count} cores: "
+                f"use cpu:1 to cpu:{inventory.cpu_count}"
+            )
+        return DeviceSet(text=text, kind="cpu", workers=workers)
     keys = text.split(",")
     try:
         gpus = [inventory.gpu(k) for k in keys]

@@ -21,6 +21,7 @@ from trainbench.store.results import ResultStore
 
 SCRIPTS = {"cifar10_conv.py": "neon", "cifar10_mxnet.py": "mxnet"}
 RUN_PREFIX = "imported:"
+HASH_CHARS = 12
 
 DEVICE = re.compile(r"\* Device (\d+): (.+?) \(idle memory \d+(?:\.\d+)?MiB at test\)")
 HOST = re.compile(r"\* Tested on `([^`]+)`")
@@ -193,19 +194,33 @@ def parse_log(text: str, source: str) -> list[Result]:
             heading, title = line[3:].strip(), None
     if block is not None:
         raise ValueError(f"{source}:{opened}: the ``` block opened here is never closed")
+    if not found:
+        raise ValueError(
+            f"{source}: no run blocks found: expected ``` blocks holding a `time python ...` command and its "
+            "real/user/sys and peak memory lines (see include/reference/)"
+        )
+    run_id = run_id_of(source, text)
     seen: dict[tuple[str, str], int] = {}
     for row in found:
         ident = (row["framework"], row["device_set"])
         seen[ident] = row["repeat"] = seen.get(ident, 0) + 1
         case_key = f"{row['framework']}__{row['device_set'].replace(',', '-')}__r{row['repeat']}"
-        row.update(run_id=RUN_PREFIX + source, case_key=case_key)
+        row.update(run_id=run_id, case_key=case_key)
     return [Result.from_dict(row) for row in found]
 
 
+def run_id_of(name: str, text: str) -> str:
+    """ "imported:<file name>:<sha256 prefix of its content>": the same content is the same import, whatever its name's
+    history; a different log saved under the same name is a different import."""
+    return f"{RUN_PREFIX}{name[:160]}:{hashlib.sha256(text.encode()).hexdigest()[:HASH_CHARS]}"
+
+
 def import_log(store: ResultStore, path: str | Path) -> str:
-    """Store a log's runs under run "imported:<file name>"; importing again replaces, never duplicates."""
-    rows = parse_log(Path(path).read_text(), Path(path).name)
-    run_id = RUN_PREFIX + Path(path).name
+    """Store a log's runs under run "imported:<file name>:<content hash>"; importing it again replaces, never
+    duplicates.  An empty or unparsable log raises ValueError naming the file (and line)."""
+    text = Path(path).read_text()
+    rows = parse_log(text, Path(path).name)
+    run_id = run_id_of(Path(path).name, text)
     store.save_run(run_id, {"source_file": str(path)}, source=results.IMPORTED_LOG)
     for row in rows:
         store.save(row)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from trainbench.errors import ConfigError
 from trainbench.result import Result, finite
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -120,6 +121,15 @@ def migrate(engine: sa.Engine, revision: str = "head") -> None:
 def open_store(url: str) -> ResultStore:
     """The process's store for `url`: one engine, migrated once."""
     return ResultStore(url)
+
+
+def open_existing(url: str) -> ResultStore:
+    """The store for read-only commands (`results`, `report`): where no database exists yet, nothing is created."""
+    if url.startswith("sqlite:///"):
+        path = os.path.abspath(url[len("sqlite:///") :].split("?")[0])
+        if not os.path.isfile(path):
+            raise ConfigError(f"no results database at {path} yet; run a benchmark first")
+    return open_store(url)
 
 
 class ResultStore:

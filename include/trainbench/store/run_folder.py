@@ -13,11 +13,42 @@ import shutil
 import threading
 from pathlib import Path
 
+from trainbench.errors import ConfigError
 from trainbench.result import Result
+
+RUN_ID = re.compile(r"[A-Za-z0-9_.:+-]{1,200}")
+RUN_ID_HELP = (
+    "accepted: 1 to 200 of A-Z a-z 0-9 _ . : + - , not starting with '.' "
+    "(like Airflow's manual__2026-11-26T23:35:25.702386+00:00 or cli__20261126T233525)"
+)
+
+
+def check_run_id(run_id: str) -> str:
+    """The run id, if it can name a run's folder as it is (one folder per id); else a ConfigError."""
+    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id) or run_id.startswith("."):
+        shown = repr(run_id) if not isinstance(run_id, str) or len(run_id) <= 40 else repr(run_id[:40]) + "..."
+        raise ConfigError(f"run id {shown} is not usable; {RUN_ID_HELP}")
+    return run_id
 
 
 def run_dir(output_dir: Path, run_id: str) -> Path:
-    return output_dir / "runs" / re.sub(r"[^A-Za-z0-9_.+-]", "_", run_id)
+    """`runs/<run id>`: the id itself, so distinct ids never share a folder (bad ids are refused).
+
+    Folders of earlier versions (":" became "_") are still found, through the run id their run.json records.
+    """
+    folder = output_dir / "runs" / check_run_id(run_id)
+    if not folder.exists():
+        legacy = output_dir / "runs" / re.sub(r"[^A-Za-z0-9_.+-]", "_", run_id)
+        if legacy != folder and _recorded_id(legacy) == run_id:
+            return legacy
+    return folder
+
+
+def _recorded_id(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / "run.json").read_text()).get("run_id")
+    except (OSError, ValueError):
+        return None
 
 
 def raw_path(output_dir: Path, run_id: str, case_key: str, env_key: str) -> Path:
