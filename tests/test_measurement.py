@@ -116,6 +116,7 @@ def test_gpu_monitor_catches_a_short_spike_and_reports_peak_minus_idle():
     assert g["energy_j"] == pytest.approx(0.6 * 300, rel=0.5) and g["throttle_reasons"] == ["sw_power_cap"]
     if g["accounting"]:  # as root the monitor turns accounting mode on, as it would on a real GPU
         assert g["accounting_max_mib"] == 1016
+        assert g["accounting"] == "enabled" and g["accounting_restored"] and nvml.devices[0].accounting == 0
     else:
         assert g["accounting_max_mib"] is None
 
@@ -193,12 +194,13 @@ def test_on_kill_stops_the_whole_trainer_tree_and_the_row_says_so(tmp_path, synt
     inv = devices.discover().to_dict()
     (spec,) = pipeline.plan_matrix(cfg.settings, inv, {"kind": "synthetic", "data_dir": synthetic_data})
     pipeline.start_run(cfg, "kill-run", cfg.settings)
-    op = TrainCaseOperator(task_id="train", spec=spec)
+    op = TrainCaseOperator(task_id="train", spec=spec.to_dict())
     context = {"run_id": "kill-run", "ti": SimpleNamespace(try_number=1)}
     monkeypatch.setenv("TRAINBENCH_CONFIG", str(cfg_path))
     worker = threading.Thread(target=op.execute, args=(context,))
     worker.start()
     while op._launch is None or len(psutil.Process(op._launch.proc.pid).children(recursive=True)) < 2:
+        assert worker.is_alive(), "the task ended before its trainer started"
         time.sleep(0.1)
     tree = [op._launch.proc.pid] + [p.pid for p in psutil.Process(op._launch.proc.pid).children(recursive=True)]
     time.sleep(1.0)

@@ -34,3 +34,9 @@ def test_steady_state_skips_the_first_epoch():
 def test_parse_line():
     assert parse_line("  " + LINES[1]) == {"event": "start", "framework": "pytorch", "parameters": 420096}
     assert parse_line("[1, 2]") is None and parse_line("") is None
+
+
+def test_marks_cut_the_timeline_and_a_mark_without_its_time_is_an_error():
+    good = parse(['{"event": "mark", "name": "ready", "t": 1700000000.5}', '{"event": "mark", "name": "data"}'])
+    assert good.marks == {"ready": 1700000000.5}
+    assert good.errors == ["stdout line 2: mark event lacks 't'"]

@@ -93,6 +93,7 @@ def test_publish_writes_every_format_with_charts_and_the_verdicts(stored_history
         "Wall time",
         "Steady-state images/s",
         "Memory per device",
+        "Phases per case",
         "Scaling",
         "History per case",
     }
@@ -101,6 +102,7 @@ def test_publish_writes_every_format_with_charts_and_the_verdicts(stored_history
     md = Path(out["markdown"]).read_text()
     assert "| pytorch | 0 | regressed | +10.0% |" in md and "## Imported logs (the original log)" in md
     assert "peak memory    (1505 - 480)MiB" in md
+    assert "phases         startup 4.50 s | data 0.50 s | first epoch 1.50 s | steady training 5.50 s" in md
     parquet = pd.read_parquet(out["parquet"])
     csv = pd.read_csv(out["csv"])
     assert len(parquet) == len(csv) == 6 and set(parquet["device_set"]) == {"0", "0,1"}

@@ -41,6 +41,14 @@ def result(run_id="r1", case_key="pytorch__0__r1", env_key="e1", wall=12.5, stat
             "summary": {"parameters": 420096},
             "environment": {"driver_version": "580.65"},
             "telemetry": {"gpu_samples": 2076},
+            "phases": {
+                "startup": 4.5,
+                "data": 0.5,
+                "first_epoch": 1.5,
+                "steady_training": 5.5,
+                "evaluation": 0.3,
+                "teardown": 0.2,
+            },
             "devices": [
                 {
                     "device": "GPU-1",

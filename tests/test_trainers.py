@@ -7,7 +7,7 @@ import pytest
 
 from trainbench import config, frameworks
 from trainbench.devices import Inventory
-from trainbench.measure import outcome, runner
+from trainbench.measure import outcome, phases, runner
 from trainbench.planning import Case, TrainingJob, resolve_device_set
 
 from conftest import write_config
@@ -74,3 +74,13 @@ def test_every_trainer_prints_one_json_object_per_event(first_epochs):
     for r, _ in first_epochs.values():
         events = [json.loads(l)["event"] for l in r.stdout_lines if l.startswith("{")]
         assert events == ["start", "epoch", "epoch", "summary"]
+
+
+@pytest.mark.parametrize("framework", TRAINED)
+def test_phase_timeline_adds_up_to_the_wall_time(first_epochs, framework):
+    """The trainer's marks cut the run into phases that account for the wall time `time` would print."""
+    r, report = first_epochs[framework]
+    timeline = phases.timeline(report, r.launched_at, r.exited_at)
+    assert timeline is not None and list(timeline) == list(phases.PHASES), report.marks
+    assert timeline["startup"] > 0.1 and timeline["first_epoch"] > 0 and timeline["steady_training"] > 0
+    assert abs(sum(timeline.values()) - r.wall_s) / r.wall_s < phases.TOLERANCE

@@ -44,6 +44,14 @@ def ok_row(case_key: str, gpu: bool = False, env_key: str = "env1") -> dict:
         "sys_s": 2.0,
         "parameters": 420096,
         "epochs": [{"epoch": 1, "seconds": 12.0, "loss": 2.1}, {"epoch": 2, "seconds": 11.0, "loss": 1.6}],
+        "phases": {
+            "startup": 5.0,
+            "data": 1.0,
+            "first_epoch": 12.0,
+            "steady_training": 11.0,
+            "evaluation": 0.8,
+            "teardown": 0.2,
+        },
         "devices": [device],
         "environment": {
             "device_kind": "gpu" if gpu else "cpu",
@@ -147,6 +155,7 @@ def _nan_loss(rows):
         (_nan_loss, ["loss is finite", "pytorch-cpu-r1"]),
         (_over_capacity, ["fits the device", "memory_fraction", "pytorch-gpu0-r1"]),
         (_set(0, status="exploded"), ["status is known", "exploded", "pytorch-cpu-r1"]),
+        (_set(0, wall_s=36.0), ["phases add up to the wall time within 2%", "phases_gap", "pytorch-cpu-r1"]),
     ],
     ids=[
         "negative-wall",
@@ -159,6 +168,7 @@ def _nan_loss(rows):
         "nan-loss",
         "over-capacity",
         "unknown-status",
+        "phases-do-not-add-up",
     ],
 )
 def test_planted_defect_fails_with_readable_summary(tmp_path, plant, expected):

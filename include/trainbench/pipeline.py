@@ -20,7 +20,7 @@ from trainbench.config import Config, ConfigError, Settings
 from trainbench.devices import Inventory, discover, load_nvml
 from trainbench.errors import NoRetry
 from trainbench.frameworks import interpreters
-from trainbench.measure import environ, idle, memory, outcome, protocol, runner, sampling
+from trainbench.measure import environ, idle, memory, outcome, phases, protocol, runner, sampling
 from trainbench.planning import DEFAULT_HOST, CaseSpec, TrainingJob, plan
 from trainbench.result import Result
 from trainbench.store import run_folder
@@ -260,6 +260,7 @@ def _record(r: Result, proc: runner.ProcessResult, report: protocol.TrainerRepor
     r.images_per_s, r.epochs, r.summary = report.steady_images_per_s, report.epochs, summary
     r.parameters, r.test_accuracy = summary.get("parameters"), summary.get("test_accuracy")
     r.final_loss = report.losses[-1] if report.losses else None
+    r.phases = phases.timeline(report, proc.launched_at, proc.exited_at)
     r.telemetry = proc.monitors | {
         "returncode": proc.returncode,
         "orphans_reaped": proc.orphans_reaped,

@@ -41,6 +41,7 @@ class Result:
     epochs: list[dict] | None = None
     summary: dict | None = None
     telemetry: dict | None = None
+    phases: dict[str, float] | None = None  # seconds per phase of the run (trainbench.measure.phases)
 
     @classmethod
     def for_case(cls, run_id: str, case: Case, env_key: str, environment: dict, status: str = "pending") -> Result:

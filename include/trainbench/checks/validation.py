@@ -21,6 +21,7 @@ from great_expectations.data_context.types.base import (
 from great_expectations.expectations.row_conditions import Column
 
 from trainbench.measure.outcome import STATUSES
+from trainbench.measure.phases import TOLERANCE as PHASES_TOLERANCE
 
 MODEL_PARAMETERS = 420096
 SITE = "trainbench"
@@ -41,6 +42,7 @@ COLUMNS = (
     "last_loss",
     "losses_finite",
     "memory_fraction",
+    "phases_gap",
 )
 SHOWN = 8
 IGNORED_KWARGS = {
@@ -110,9 +112,18 @@ def frame(rows: list[dict], planned_case_keys: list[str], host_memory_mib: float
                 "last_loss": losses[-1] if losses else None,
                 "losses_finite": all(isinstance(x, (int, float)) and math.isfinite(x) for x in losses),
                 "memory_fraction": max(fractions, default=None),
+                "phases_gap": _phases_gap(r),
             }
         )
     return pd.DataFrame.from_records(records, columns=COLUMNS)
+
+
+def _phases_gap(row: dict) -> float | None:
+    """How far the phases' sum is from the wall time, as a fraction of it (None without a timeline)."""
+    timeline, wall = row.get("phases"), row.get("wall_s")
+    if not timeline or not wall:
+        return None
+    return abs(sum(timeline.values()) - wall) / wall
 
 
 def expectations(epochs: int | None = None) -> list:
@@ -159,6 +170,13 @@ def expectations(epochs: int | None = None) -> list:
             or_equal=True,
             row_condition=ok,
             description="ok runs: wall time covers the sum of epoch times",
+        ),
+        e.ExpectColumnValuesToBeBetween(
+            column="phases_gap",
+            min_value=0,
+            max_value=PHASES_TOLERANCE,
+            row_condition=ok,
+            description=f"ok runs with a timeline: the phases add up to the wall time within {PHASES_TOLERANCE:.0%}",
         ),
         e.ExpectColumnValuesToBeBetween(
             column="memory_fraction",

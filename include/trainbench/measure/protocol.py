@@ -1,4 +1,8 @@
-"""Parse what a trainer prints: one JSON object per line (`start`, `epoch`, `summary`).
+"""Parse what a trainer prints: one JSON object per line (`start`, `mark`, `epoch`, `summary`).
+
+Every event carries `t`, the wall clock (`time.time()`) when it was printed; `mark` events
+name the moments the phase timeline is cut at (`ready`: framework imported and devices
+initialised; `data`: the data set is on the device), in the spirit of MLPerf's logging markers.
 
 Anything else on stdout (framework warnings, progress text, banners) is ignored, so a trainer
 never has to silence its framework for the harness to read it.  An event line is checked on
@@ -19,6 +23,7 @@ class TrainerReport:
     epochs: list[dict] = field(default_factory=list)
     summary: dict | None = None
     errors: list[str] = field(default_factory=list)
+    marks: dict[str, float] = field(default_factory=dict)  # mark name -> its `t`
 
     @property
     def steady_images_per_s(self) -> float | None:
@@ -37,6 +42,7 @@ NUMBER = (int, float)
 # per event kind: field -> (accepted types, required)
 EVENT_FIELDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "start": {"framework": ((str,), True), "framework_version": ((str,), False), "devices": ((int,), False)},
+    "mark": {"name": ((str,), True), "t": (NUMBER, True)},
     "epoch": {
         "epoch": ((int,), True),
         "seconds": (NUMBER, True),
@@ -73,7 +79,7 @@ def _decode(line: str) -> dict | None:
 
 def problem(event: dict) -> str | None:
     """What is wrong with an event's fields, or None: required ones present, every known one of its type."""
-    for name, (types, required) in EVENT_FIELDS[event["event"]].items():
+    for name, (types, required) in {"t": (NUMBER, False), **EVENT_FIELDS[event["event"]]}.items():
         if name not in event:
             if required:
                 return f"{event['event']} event lacks {name!r}"
@@ -103,7 +109,9 @@ def parse(lines) -> TrainerReport:
             report.errors.append(f"stdout line {n}: {why}")
             continue
         kind = event.pop("event")
-        if kind == "epoch":
+        if kind == "mark":
+            report.marks[event["name"]] = event["t"]
+        elif kind == "epoch":
             report.epochs.append(event)
         else:
             setattr(report, kind, event)

@@ -101,6 +101,8 @@ class ProcessResult:
     stdout_lines: list[str] = field(default_factory=list)
     stderr_tail: list[str] = field(default_factory=list)
     monitors: dict = field(default_factory=dict)
+    launched_at: float | None = None  # time.time() just before the child was forked, for the phase timeline
+    exited_at: float | None = None  # time.time() when the child was reaped
 
     @property
     def signal(self) -> int | None:
@@ -159,6 +161,7 @@ class Launch:
         for m in self.monitors:
             m.prepare()
         self._oom_before = oom_kill_count()
+        self._launched_at = time.time()
         self._t0 = time.perf_counter()
         self.proc = subprocess.Popen(
             self.argv,
@@ -245,6 +248,7 @@ class Launch:
         assert self.proc is not None, "start() first"
         _, status, usage = os.wait4(self.proc.pid, 0)
         wall = time.perf_counter() - self._t0
+        exited_at = time.time()
         with self._lock:
             self._exited.set()
         self.proc.returncode = os.waitstatus_to_exitcode(status)
@@ -272,6 +276,8 @@ class Launch:
             orphans_reaped=len(orphans),
             oom_kills=None if self._oom_before is None or oom_after is None else oom_after - self._oom_before,
             kernel_log_oom=kernel_log_oom_kill(self.proc.pid) if self.proc.returncode == -signal.SIGKILL else None,
+            launched_at=self._launched_at,
+            exited_at=exited_at,
             stdout_lines=list(self._stdout),
             stderr_tail=list(self._stderr),
             monitors=monitors,

@@ -182,11 +182,15 @@ class GpuMonitor(_Sampler):
         return sum(used) / MIB if used else None
 
     def stop(self) -> dict:
+        """The figures per device; accounting mode, where this monitor turned it on, is turned off again."""
         self._join()
         self._safe_sample()
         devices = []
         for i, (uuid, h) in enumerate(zip(self.uuids, self.handles)):
             e1 = optional(self.nvml.nvmlDeviceGetTotalEnergyConsumption, h)
+            accounted = self._accounted_peak(h) if self.accounting[i] else None
+            if self.accounting[i] == "enabled":
+                optional(self.nvml.nvmlDeviceSetAccountingMode, h, 0)
             devices.append(
                 {
                     "uuid": uuid,
@@ -195,7 +199,9 @@ class GpuMonitor(_Sampler):
                     "used_mib": (self.peak[i] - self.idle[i]) / MIB,
                     "method": NVML_SAMPLED,
                     "accounting": self.accounting[i],
-                    "accounting_max_mib": self._accounted_peak(h) if self.accounting[i] else None,
+                    "accounting_max_mib": accounted,
+                    "accounting_restored": self.accounting[i] == "enabled"
+                    and optional(self.nvml.nvmlDeviceGetAccountingMode, h) == 0,
                     "sm_clock_mhz": self.clock[i],
                     "max_temperature_c": self.max_temp[i],
                     "max_power_w": self.max_power[i],

@@ -10,8 +10,9 @@ import io
 import statistics
 
 from trainbench.measure.memory import HOST_RSS, PEAK_MINUS_IDLE
+from trainbench.measure.phases import PHASES
 from trainbench.planning import workers_of
-from trainbench.reports.rows import cases, combination, median_ok
+from trainbench.reports.rows import cases, combination, median_ok, median_phases, phase_title
 
 
 def figure_html(fig, title: str) -> str:
@@ -99,6 +100,9 @@ def charts(rows: list[dict], history: list[dict], verdicts: list[dict], run_orde
         a2.set_xticks(range(len(scale)), names, rotation=30, ha="right", fontsize=8)
         a2.set_title("Scaling efficiency (speed-up / devices)", fontsize=10)
         out["scaling"] = figure_html(fig, "Scaling")
+    phases = phases_chart(rows)
+    if phases:
+        out["phases"] = phases
     out["history"] = history_chart(rows, history, verdicts, run_order)
     return out
 
@@ -148,3 +152,31 @@ def history_chart(rows: list[dict], history: list[dict], verdicts: list[dict], r
     if ax.lines:
         ax.legend(fontsize=7, loc="best")
     return figure_html(fig, "History per case")
+
+
+PHASE_COLOURS = ("#8172b3", "#937860", "#dd8452", "#4c72b0", "#55a868", "#c44e52")
+
+
+def phases_chart(rows: list[dict]) -> str | None:
+    """One stacked bar per case: the median seconds of each phase, startup to teardown."""
+    import matplotlib.pyplot as plt
+
+    groups = [
+        (f"{fw} | {combination(rs[0])}", timeline)
+        for (fw, _), rs in cases(rows).items()
+        if (timeline := median_phases(rs)) is not None
+    ]
+    if not groups:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(groups) + 1.4))
+    left = [0.0] * len(groups)
+    for phase, colour in zip(PHASES, PHASE_COLOURS):
+        widths = [timeline[phase] for _, timeline in groups]
+        ax.barh(range(len(groups)), widths, left=left, color=colour, label=phase_title(phase))
+        left = [a + b for a, b in zip(left, widths)]
+    ax.set_yticks(range(len(groups)), [label for label, _ in groups], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds (median of repeats)")
+    ax.set_title("Where the wall time goes", fontsize=10)
+    ax.legend(fontsize=7, ncol=3, loc="lower right")
+    return figure_html(fig, "Phases per case")

@@ -78,6 +78,8 @@ def render(
         )
     )
     parts += [figures["wall_time"], figures["images_per_s"], figures["memory"]]
+    if "phases" in figures:
+        parts += ["<h2>Phases</h2>", figures["phases"]]
     if "scaling" in figures:
         parts.append("<h2>Scaling</h2>")
         parts.append(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from trainbench import frameworks
-from trainbench.reports.rows import clock, combination, memory_line, report_order, short_command
+from trainbench.reports.rows import clock, combination, memory_line, phases_line, report_order, short_command
 
 
 def render(
@@ -55,6 +55,8 @@ def render(
                         out.append(memory)
                     if r.get("images_per_s"):
                         out.append(f"images/s       {r['images_per_s']:.1f} (steady state, repeat {r['repeat']})")
+                    if timeline := phases_line(r):
+                        out.append(timeline)
                 else:
                     out.append(f"({r['status']})")
                     if r.get("error"):

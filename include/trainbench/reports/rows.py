@@ -9,6 +9,7 @@ import statistics
 
 from trainbench import frameworks
 from trainbench.measure.memory import PEAK_MINUS_IDLE
+from trainbench.measure.phases import PHASES
 from trainbench.planning import workers_of
 
 
@@ -72,3 +73,23 @@ def median_ok(rows: list[dict], field: str) -> float | None:
     """The median of `field` over the rows that finished ok (None when none did)."""
     values = [r[field] for r in rows if r["status"] == "ok" and r.get(field) is not None]
     return statistics.median(values) if values else None
+
+
+def phase_title(name: str) -> str:
+    return name.replace("_", " ")
+
+
+def phases_line(row: dict) -> str | None:
+    """Where the wall time went: "phases  startup 4.31 s | data 0.52 s | first epoch 1.20 s | ..."."""
+    timeline = row.get("phases")
+    if not timeline:
+        return None
+    return "phases         " + " | ".join(f"{phase_title(p)} {timeline[p]:.2f} s" for p in PHASES if p in timeline)
+
+
+def median_phases(rows: list[dict]) -> dict[str, float] | None:
+    """Per phase, the median over the case's ok repeats that have a timeline."""
+    timelines = [r["phases"] for r in rows if r["status"] == "ok" and r.get("phases")]
+    if not timelines:
+        return None
+    return {p: statistics.median(t.get(p, 0.0) for t in timelines) for p in PHASES}

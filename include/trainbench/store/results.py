@@ -66,6 +66,7 @@ results = sa.Table(
     sa.Column("summary", sa.JSON),
     sa.Column("environment", sa.JSON),
     sa.Column("telemetry", sa.JSON),
+    sa.Column("phases", sa.JSON),
     sa.UniqueConstraint("run_id", "case_key", "env_key", name="uq_result_identity"),
 )
 

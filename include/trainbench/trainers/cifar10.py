@@ -15,6 +15,7 @@ import os
 import pickle
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -251,5 +252,12 @@ def trainer_arguments(description: str) -> argparse.ArgumentParser:
 
 
 def emit(event: str, **fields) -> None:
-    """One trainer event (`start`, `epoch`, `summary`) as one JSON line on stdout."""
-    print(json.dumps({"event": event, **fields}), flush=True)
+    """One trainer event (`start`, `mark`, `epoch`, `summary`) as one JSON line on stdout, stamped with the wall
+    clock (`t`) so the harness can cut the run into phases."""
+    print(json.dumps({"event": event, "t": time.time(), **fields}), flush=True)
+
+
+def mark(name: str) -> None:
+    """A phase boundary: "ready" once the framework is imported and its devices initialised, "data" once the
+    training data is on the device."""
+    emit("mark", name=name)

@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     replicated = NamedSharding(mesh, P())
     batch = NamedSharding(mesh, P("data"))
     steps_sharding = NamedSharding(mesh, P(None, "data"))
+    cifar10.mark("ready")
 
     train, test = cifar10.load_or_exit(args.data_dir, args.train_images, args.test_images)
     n = len(train.labels)
@@ -121,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     velocity = jax.tree.map(jnp.zeros_like, params)
     parameters = sum(p.size for p in jax.tree.leaves(params))
     version = jax.__version__
+    jax.block_until_ready((x_train, y_train, params, stats, velocity))
+    cifar10.mark("data")
     cifar10.emit(
         "start",
         framework="jax",

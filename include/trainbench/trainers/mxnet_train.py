@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     make_ctx = mx.gpu if args.device == "cuda" else mx.cpu
     ctxs = [make_ctx(i) for i in range(args.devices)]
+    cifar10.mark("ready")
 
     train, test = cifar10.load_or_exit(args.data_dir, args.train_images, args.test_images)
     n = len(train.labels)
@@ -76,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         kvstore="device" if args.device == "cuda" else "local",
     )
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+    mx.nd.waitall()
+    cifar10.mark("data")
     cifar10.emit(
         "start",
         framework="mxnet",

@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         device = torch.device("cpu")
     if world > 1:
         torch.distributed.init_process_group("nccl" if args.device == "cuda" else "gloo")
+    if rank == 0:
+        cifar10.mark("ready")
 
     train, test = cifar10.load_or_exit(args.data_dir, args.train_images, args.test_images)
     x_train = torch.from_numpy(train.images).to(device)
@@ -80,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     opt = torch.optim.SGD(net.parameters(), lr=args.lr, momentum=args.momentum)
     if rank == 0:
+        cifar10.mark("data")
         cifar10.emit(
             "start",
             framework="pytorch",
