@@ -210,4 +210,4 @@ def test_on_kill_stops_the_whole_trainer_tree_and_the_row_says_so(tmp_path, synt
     alive = [p for p in tree if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     assert alive == []
     (row,) = ResultStore(cfg.database_url).rows("kill-run")
-    assert row["status"] == "crashed" and row["error"].startswith("killed by Airflow")
+    assert row["status"] == "killed" and row["error"].startswith("killed by Airflow")
