@@ -46,6 +46,7 @@ def write_config(
         "epochs": 2,
         "batch_size": 128,
         "repeats": 1,
+        "warmup": 0,
         "train_images": 1024,
         "timeout_s": 600,
         **benchmark,

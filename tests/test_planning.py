@@ -76,3 +76,16 @@ def test_a_matrix_airflow_cannot_map_is_refused_at_planning():
     )
     with pytest.raises(ConfigError, match="3060 cases .* exceed the 1024"):
         plan(("pytorch", "mxnet", "jax", "neon"), ("all",), 3, eight)
+
+
+def test_warm_ups_run_first_and_are_keyed_apart_from_the_measured_repeats():
+    cases = plan(("pytorch", "jax"), ("cpu",), 2, CPU_ONLY, warmup=1)
+    assert [c.label for c in cases] == [
+        "pytorch | cpu | warm-up 1",
+        "jax | cpu | warm-up 1",
+        "pytorch | cpu | r1",
+        "jax | cpu | r1",
+        "pytorch | cpu | r2",
+        "jax | cpu | r2",
+    ]
+    assert cases[0].key == "gpu__pytorch__cpu__w1" != cases[2].key and Case.from_dict(cases[0].to_dict()) == cases[0]

@@ -39,6 +39,7 @@ class Settings:
     epochs: int = 10
     batch_size: int = 128
     repeats: int = 3
+    warmup: int = 1  # runs per framework x device set before the measured ones: stored, never in statistics
     train_images: int | None = None
     dataset: str = "auto"
     seed: int = 0
@@ -73,6 +74,8 @@ class Settings:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+        if not isinstance(self.warmup, int) or isinstance(self.warmup, bool) or self.warmup < 0:
+            raise ConfigError(f"warmup must be an integer >= 0, got {self.warmup!r}")
         if self.train_images is not None and (not isinstance(self.train_images, int) or self.train_images < 1):
             raise ConfigError(
                 f"train_images must be an integer >= 1 or empty (the whole set), got {self.train_images!r}"
@@ -96,6 +99,7 @@ class Measurement:
     idle_threshold_mib: float = 64.0
     idle_wait_s: float = 120.0
     memory_sample_ms: float = 5.0
+    max_cv: float = 0.05  # a case whose repeats vary more (coefficient of variation) is noisy: no verdict
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -173,6 +177,11 @@ def settings_schema() -> dict[str, dict]:
         "epochs": {"type": "integer", "minimum": 1, "description": "Training epochs (integer >= 1)."},
         "batch_size": {"type": "integer", "minimum": 1, "description": "Global batch size (integer >= 1)."},
         "repeats": {"type": "integer", "minimum": 1, "description": "Runs of every case (integer >= 1)."},
+        "warmup": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "Warm-up runs per framework x device set before the measured ones; never in statistics.",
+        },
         "train_images": {
             "type": ["null", "integer"],
             "minimum": 1,

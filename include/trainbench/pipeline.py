@@ -75,7 +75,14 @@ def plan_matrix(settings: Settings, inventory: dict, dataset: dict, host: str = 
         seed=settings.seed,
         train_images=settings.train_images,
     )
-    cases = plan(settings.frameworks, settings.device_sets, settings.repeats, Inventory.from_dict(inventory), host)
+    cases = plan(
+        settings.frameworks,
+        settings.device_sets,
+        settings.repeats,
+        Inventory.from_dict(inventory),
+        host,
+        settings.warmup,
+    )
     return [CaseSpec(case=c, job=job, data_kind=dataset["kind"], timeout_s=settings.timeout_s) for c in cases]
 
 
@@ -335,14 +342,22 @@ def history(db: ResultStore, run_id: str) -> list[dict]:
 
 
 def detect_regressions(config: Config, run_id: str, log: Log = print) -> list[dict]:
-    """Judge every case of the run against its history; store and log the verdicts."""
-    from trainbench.checks import regression
+    """Measure each case's dispersion, then judge it against its history; store and log both."""
+    from trainbench.checks import dispersion, regression
 
     db = store(config)
-    found = [
-        v.to_dict()
-        for v in regression.judge(db.current_rows(run_id), history(db, run_id), db.run_ids(), config.regression)
-    ]
+    rows = db.current_rows(run_id)
+    max_cv = config.measurement.max_cv
+    stats = dispersion.case_stats(rows, max_cv)
+    db.save_case_stats(run_id, stats)
+    for s in stats:
+        if s["noisy"]:
+            log(
+                f"{s['framework']} | {s['device_set']}: noisy, wall CV {s['wall_cv'] or 0:.1%}, "
+                f"images/s CV {s['ips_cv'] or 0:.1%} > max_cv {max_cv:.0%}"
+            )
+    verdicts = regression.judge(rows, history(db, run_id), db.run_ids(), config.regression, max_cv=max_cv)
+    found = [v.to_dict() for v in verdicts]
     db.save_verdicts(run_id, found)
     for v in found:
         log(f"{v['framework']} | {v['device_set']}: {v['verdict']} ({v['detail']})")
@@ -379,6 +394,7 @@ def publish(config: Config, run_id: str) -> dict:
         verdicts=db.verdicts(),
         run_order=db.run_ids(),
         comparisons=regression.driver_comparisons(rows, past),
+        stats=db.case_stats(run_id),
         imported=db.rows(source=IMPORTED_LOG),
     )
     latest = db.latest_run_id()

@@ -59,16 +59,17 @@ class Case:
     device_set: DeviceSet
     repeat: int
     host: str = DEFAULT_HOST  # the fleet host (its Celery queue) the case was planned on and must run on
+    warmup: bool = False  # run first, stored, never counted in statistics or verdicts
 
     @property
     def label(self) -> str:
-        return f"{self.framework} | {self.device_set.text} | r{self.repeat}"
+        return f"{self.framework} | {self.device_set.text} | {'warm-up ' if self.warmup else 'r'}{self.repeat}"
 
     @property
     def key(self) -> str:
         """A file-name-safe identity, stable across retries of the same case."""
         device_set = self.device_set.text.replace(",", "-").replace(":", "")
-        return f"{self.host}__{self.framework}__{device_set}__r{self.repeat}"
+        return f"{self.host}__{self.framework}__{device_set}__{'w' if self.warmup else 'r'}{self.repeat}"
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "label": self.label, "key": self.key}
@@ -76,7 +77,7 @@ class Case:
     @classmethod
     def from_dict(cls, d: dict) -> Case:
         ds: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d["device_set"].items()}
-        return cls(d["framework"], DeviceSet(**ds), d["repeat"], d.get("host", DEFAULT_HOST))
+        return cls(d["framework"], DeviceSet(**ds), d["repeat"], d.get("host", DEFAULT_HOST), d.get("warmup", False))
 
 
 @dataclass(frozen=True)
@@ -194,10 +195,13 @@ def plan(
     repeats: int,
     inventory: Inventory,
     host: str = DEFAULT_HOST,
+    warmup: int = 0,
 ) -> list[Case]:
-    """The cases of one host, resolved against that host's inventory."""
+    """The cases of one host, resolved against that host's inventory: warm-ups first, then the measured
+    repeats interleaved."""
     resolved = expand(device_sets, inventory)
-    cases = [Case(f, d, r, host) for r in range(1, repeats + 1) for f in frameworks for d in resolved]
+    cases = [Case(f, d, w, host, warmup=True) for w in range(1, warmup + 1) for f in frameworks for d in resolved]
+    cases += [Case(f, d, r, host) for r in range(1, repeats + 1) for f in frameworks for d in resolved]
     if len(cases) > MAX_CASES:
         raise ConfigError(
             f"{len(cases)} cases ({len(frameworks)} frameworks x {len(resolved)} device sets "

@@ -23,6 +23,7 @@ class Result:
     repeat: int
     status: str
     host: str | None = None
+    warmup: bool = False  # a warm-up run: shown, never in statistics or verdicts
     device_names: str | None = None
     environment: dict = field(default_factory=dict)  # the fingerprint
     started_at: dt.datetime | None = None
@@ -51,6 +52,7 @@ class Result:
             env_key=env_key,
             framework=case.framework,
             host=case.host,
+            warmup=case.warmup,
             device_set=case.device_set.text,
             repeat=case.repeat,
             status=status,

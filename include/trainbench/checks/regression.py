@@ -1,12 +1,15 @@
 """Flag regressions against history, without crying wolf.
 
-For each case (framework x device set) a run's median of repeats is compared with the
-history of the same case under the same comparability key (lookback window of runs).
-A change is flagged only when it exceeds a practical threshold (default 5 %) and a
-statistical test agrees: Mann-Whitney U between this run's repeats and the history's,
-or, with a single repeat, a z-score against the history's run medians.  A case whose
-environment (driver, framework version, ...) has no history yet is a `new environment`,
-never a regression; `driver_comparisons` sets the old and new environments side by side.
+For each case (framework x device set) a run's median of its measured repeats (warm-ups
+never count) is compared with the history of the same case under the same comparability
+key (lookback window of runs).  A case is only judged when its own noise is known and
+small: one repeat, or repeats varying more than `max_cv` (coefficient of variation), give
+`inconclusive`.  A change is flagged only when it exceeds both the practical threshold
+(default 5 %) and twice the case's own historical spread (the CV of its run medians), and
+Mann-Whitney U agrees: this run's samples against the history's, where the samples of
+images/s are every steady epoch of every repeat and those of wall time the repeats.  A case
+whose environment (driver, framework version, ...) has no history yet is a `new
+environment`, never a regression; `driver_comparisons` sets old and new side by side.
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ import math
 import statistics
 from dataclasses import asdict, dataclass
 
+from trainbench.checks.dispersion import cv, measured
 from trainbench.config import RegressionPolicy as Policy
 from trainbench.fingerprint import KEY_FIELDS
 
-VERDICTS = ("regressed", "improved", "stable", "insufficient history", "new environment")
+VERDICTS = ("regressed", "improved", "stable", "inconclusive", "insufficient history", "new environment")
+SPREAD_FACTOR = 2.0  # a change must exceed this many historical CVs (of run medians) as well as the threshold
 METRICS = {"wall_s": +1, "images_per_s": -1}  # +1: higher is worse
 UPGRADE_FIELDS = ("driver_version", "cuda_driver_version", "framework_packages")
 
@@ -44,6 +49,7 @@ class Verdict:
 
 
 def _by_run(rows: list[dict], metric: str) -> dict[str, list[float]]:
+    """Per run, the metric of each ok repeat."""
     runs: dict[str, list[float]] = {}
     for r in rows:
         if r["status"] == "ok" and r.get(metric) is not None:
@@ -51,24 +57,27 @@ def _by_run(rows: list[dict], metric: str) -> dict[str, list[float]]:
     return runs
 
 
-def _p_value(current: list[float], history: dict[str, list[float]], alpha: float) -> tuple[float | None, str]:
-    """The test's p-value, or None when these sample sizes cannot reach `alpha` at all."""
+def _samples(rows: list[dict], metric: str) -> list[float]:
+    """What the test compares: every steady epoch's images/s of every repeat, or each repeat's wall time."""
+    out: list[float] = []
+    for r in rows:
+        if r["status"] != "ok" or r.get(metric) is None:
+            continue
+        steady = [e["images_per_s"] for e in (r.get("epochs") or [])[1:] if e.get("images_per_s")]
+        out += steady if metric == "images_per_s" and steady else [r[metric]]
+    return out
+
+
+def _p_value(current: list[float], pooled: list[float], alpha: float) -> tuple[float | None, str]:
+    """Mann-Whitney U's p-value, or None when these sample sizes cannot reach `alpha` at all."""
     from scipy import stats
 
-    pooled = [v for values in history.values() for v in values]
-    if len(current) >= 2 and len(pooled) >= 3:
-        smallest = 2 / math.comb(len(current) + len(pooled), len(current))
-        if smallest >= alpha:
-            return None, f"Mann-Whitney U cannot reach p < {alpha:g} with {len(current)} and {len(pooled)} values"
-        return float(stats.mannwhitneyu(current, pooled, alternative="two-sided").pvalue), "Mann-Whitney U"
-    medians = [statistics.median(v) for v in history.values()]
-    if len(medians) >= 3:
-        spread = statistics.stdev(medians)
-        if spread == 0:
-            return (1.0 if statistics.median(current) == medians[0] else 0.0), "z-score (history without spread)"
-        z = (statistics.median(current) - statistics.mean(medians)) / spread
-        return math.erfc(abs(z) / math.sqrt(2)), f"z-score {z:+.2f}"
-    return None, "too few values for a test"
+    if len(current) < 2 or len(pooled) < 3:
+        return None, "too few values for a test"
+    smallest = 2 / math.comb(len(current) + len(pooled), len(current))
+    if smallest >= alpha:
+        return None, f"Mann-Whitney U cannot reach p < {alpha:g} with {len(current)} and {len(pooled)} values"
+    return float(stats.mannwhitneyu(current, pooled, alternative="two-sided").pvalue), "Mann-Whitney U"
 
 
 def judge(
@@ -77,8 +86,10 @@ def judge(
     run_order: list[str],
     policy: Policy = DEFAULT_POLICY,
     metric: str = "wall_s",
+    max_cv: float = 0.05,
 ) -> list[Verdict]:
     """One verdict per case of `current_rows`; `run_order` lists history run ids oldest first."""
+    current_rows, history_rows = measured(current_rows), measured(history_rows)
     out = []
     cases = dict.fromkeys((r["framework"], r["device_set"], r["env_key"]) for r in current_rows)
     rank = {run: i for i, run in enumerate(run_order)}
@@ -119,6 +130,25 @@ def judge(
             continue
         baseline = statistics.median(v for vs in window.values() for v in vs)
         change = current / baseline - 1
+        noise = cv(values)
+        if noise is None or noise > max_cv:
+            why = (
+                f"{len(values)} repeat: its noise is unknown, so no change can be told from it (use repeats >= 2)"
+                if noise is None
+                else f"noisy: repeats vary by CV {noise:.1%} > max_cv {max_cv:.0%}"
+            )
+            out.append(
+                Verdict(
+                    **base,
+                    verdict="inconclusive",
+                    current=current,
+                    baseline=baseline,
+                    change=change,
+                    p_value=None,
+                    detail=f"{change:+.1%}, but {why}",
+                )
+            )
+            continue
         if len(window) < policy.min_history_runs:
             out.append(
                 Verdict(
@@ -132,7 +162,8 @@ def judge(
                 )
             )
             continue
-        p, test = _p_value(values, window, policy.alpha)
+        past = [r for r in same_case if r["env_key"] == key and r["run_id"] in window]
+        p, test = _p_value(_samples(mine, metric), _samples(past, metric), policy.alpha)
         if p is None:
             out.append(
                 Verdict(
@@ -147,11 +178,13 @@ def judge(
             )
             continue
         worse = METRICS[metric] * change > 0
-        flagged = abs(change) > policy.threshold and p < policy.alpha
+        history_cv = cv([statistics.median(vs) for vs in window.values()]) or 0.0
+        bar = max(policy.threshold, SPREAD_FACTOR * history_cv)
+        flagged = abs(change) > bar and p < policy.alpha
         verdict = ("regressed" if worse else "improved") if flagged else "stable"
         detail = (
-            f"{change:+.1%} against the median of {len(window)} run(s) "
-            f"(threshold {policy.threshold:.0%}); {test}, p = {p:.3g}"
+            f"{change:+.1%} against the median of {len(window)} run(s) (bar {bar:.1%}: threshold "
+            f"{policy.threshold:.0%}, {SPREAD_FACTOR:g} x historical CV {history_cv:.1%}); {test}, p = {p:.3g}"
         )
         out.append(
             Verdict(
@@ -167,6 +200,7 @@ def driver_comparisons(current_rows: list[dict], history_rows: list[dict], metri
     def rest(env: dict) -> dict:
         return {k: env.get(k) for k in KEY_FIELDS if k not in UPGRADE_FIELDS}
 
+    current_rows, history_rows = measured(current_rows), measured(history_rows)
     out = []
     cases: dict[tuple[str, str, str], tuple[dict, list[dict]]] = {}
     for r in current_rows:

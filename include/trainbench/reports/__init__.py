@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from trainbench.reports import html_page, markdown, tables
+from trainbench.reports.rows import report_order
 
 
 def write_all(
@@ -22,6 +23,7 @@ def write_all(
     run_order: Sequence[str] = (),
     comparisons: Sequence[dict] = (),
     imported: Sequence[dict] = (),
+    stats: Sequence[dict] = (),
 ) -> dict[str, Path]:
     """Write every report into the run's folder, each file replaced whole (a reader never sees half of one)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -30,16 +32,23 @@ def write_all(
         "html": folder / "report.html",
         "csv": folder / "results.csv",
         "parquet": folder / "results.parquet",
+        "cases_csv": folder / "cases.csv",
+        "cases_parquet": folder / "cases.parquet",
     }
+    stats = sorted(stats, key=lambda s: report_order({**s, "repeat": 0}))
     page = html_page.render(
-        run_id, rows, list(history), list(verdicts), list(comparisons), list(imported), list(run_order)
+        run_id, rows, list(history), list(verdicts), list(comparisons), list(imported), list(run_order), stats
     )
-    _replace(files["markdown"], markdown.render(rows, run_id, verdicts, comparisons, imported).encode())
+    _replace(files["markdown"], markdown.render(rows, run_id, verdicts, comparisons, imported, stats).encode())
     _replace(files["html"], page.encode())
     _replace(files["csv"], tables.csv_text(rows).encode())
+    _replace(files["cases_csv"], tables.stats_csv_text(stats).encode())
     buffer = io.BytesIO()
     tables.frame(rows).to_parquet(buffer, index=False)
     _replace(files["parquet"], buffer.getvalue())
+    buffer = io.BytesIO()
+    tables.stats_frame(stats).to_parquet(buffer, index=False)
+    _replace(files["cases_parquet"], buffer.getvalue())
     return files
 
 

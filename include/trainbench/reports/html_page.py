@@ -20,6 +20,10 @@ def _table(headers: list[str], rows: list[list]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _percent(value: float | None) -> str:
+    return "" if value is None else f"{value:.1%}"
+
+
 CSS = (
     "body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;"
     "margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}"
@@ -35,6 +39,7 @@ def render(
     comparisons: list[dict],
     imported: list[dict],
     run_order: list[str],
+    stats: list[dict],
 ) -> str:
     figures = charts(rows, history, verdicts, run_order)
     results = [
@@ -42,7 +47,7 @@ def render(
             r["framework"],
             r["device_set"],
             combination(r),
-            r["repeat"],
+            f"warm-up {r['repeat']}" if r.get("warmup") else r["repeat"],
             r["status"],
             r.get("wall_s"),
             r.get("user_s"),
@@ -78,6 +83,45 @@ def render(
         )
     )
     parts += [figures["wall_time"], figures["images_per_s"], figures["memory"]]
+    if stats:
+        parts.append("<h2>Dispersion over the repeats</h2>")
+        parts.append(
+            _table(
+                [
+                    "framework",
+                    "device set",
+                    "host",
+                    "repeats",
+                    "wall median s",
+                    "wall min s",
+                    "wall max s",
+                    "wall CV",
+                    "images/s median",
+                    "images/s min",
+                    "images/s max",
+                    "images/s CV",
+                    "noisy",
+                ],
+                [
+                    [
+                        s["framework"],
+                        s["device_set"],
+                        s["host"],
+                        s["repeats"],
+                        s["wall_median"],
+                        s["wall_min"],
+                        s["wall_max"],
+                        _percent(s["wall_cv"]),
+                        s["ips_median"],
+                        s["ips_min"],
+                        s["ips_max"],
+                        _percent(s["ips_cv"]),
+                        "unknown" if s["noisy"] is None else "yes" if s["noisy"] else "no",
+                    ]
+                    for s in stats
+                ],
+            )
+        )
     if "phases" in figures:
         parts += ["<h2>Phases</h2>", figures["phases"]]
     if "scaling" in figures:

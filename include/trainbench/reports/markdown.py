@@ -19,6 +19,7 @@ def render(
     verdicts: Sequence[dict] = (),
     comparisons: Sequence[dict] = (),
     imported: Sequence[dict] = (),
+    stats: Sequence[dict] = (),
 ) -> str:
     rows = sorted(rows, key=report_order)
     out = [f"# trainbench run `{run_id}`", ""]
@@ -41,8 +42,10 @@ def render(
         fw_rows = [r for r in rows if r["framework"] == fw]
         for combo in dict.fromkeys(combination(r) for r in fw_rows):
             out.append(f"### {combo}")
-            for r in sorted((r for r in fw_rows if combination(r) == combo), key=lambda r: r["repeat"]):
+            for r in sorted((r for r in fw_rows if combination(r) == combo), key=report_order):
                 out.append("```")
+                if r.get("warmup"):
+                    out.append(f"(warm-up {r['repeat']}: shown, never in statistics or verdicts)")
                 if r.get("command"):
                     out.append(f"$ time {short_command(r['command'])}")
                 if r["status"] == "ok":
@@ -63,6 +66,23 @@ def render(
                         out.append(r["error"])
                 out.append("```")
             out.append("")
+    if stats:
+        out += [
+            "",
+            "## Dispersion over the repeats",
+            "",
+            "| framework | device set | host | repeats | wall median (min-max) | wall CV | images/s median (min-max) "
+            "| images/s CV | noisy |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        out += [
+            f"| {s['framework']} | {s['device_set']} | {s['host']} | {s['repeats']} | "
+            f"{_fmt(s['wall_median'], '.2f')} s ({_fmt(s['wall_min'], '.2f')}-{_fmt(s['wall_max'], '.2f')}) | "
+            f"{_fmt(s['wall_cv'], '.1%')} | {_fmt(s['ips_median'], ',.0f')} "
+            f"({_fmt(s['ips_min'], ',.0f')}-{_fmt(s['ips_max'], ',.0f')}) | {_fmt(s['ips_cv'], '.1%')} | "
+            f"{'yes' if s['noisy'] else 'unknown (1 repeat)' if s['noisy'] is None else 'no'} |"
+            for s in stats
+        ]
     mine = sorted((v for v in verdicts if v["run_id"] == run_id), key=lambda v: report_order({**v, "repeat": 0}))
     if mine:
         out += [

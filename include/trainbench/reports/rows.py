@@ -8,6 +8,7 @@ import shlex
 import statistics
 
 from trainbench import frameworks
+from trainbench.checks.dispersion import measured
 from trainbench.measure.memory import PEAK_MINUS_IDLE
 from trainbench.measure.phases import PHASES
 from trainbench.planning import workers_of
@@ -38,12 +39,13 @@ def combination(row: dict) -> str:
 
 
 def report_order(row: dict) -> tuple:
-    """Frameworks in the log's order; per framework the largest GPU set first (as the log), then CPU sets."""
+    """Frameworks in the log's order; per framework the largest GPU set first (as the log), then CPU sets;
+    warm-ups before the measured repeats."""
     order = list(frameworks.NAMES)
     fw = order.index(row["framework"]) if row["framework"] in order else len(order)
     ds = row["device_set"]
     device = (1, workers_of(ds)) if ds.startswith("cpu") else (0, -workers_of(ds), ds)
-    return fw, row["framework"], device, row["repeat"]
+    return fw, row["framework"], device, not row.get("warmup"), row["repeat"]
 
 
 def memory_line(row: dict) -> str | None:
@@ -70,8 +72,8 @@ def cases(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
 
 
 def median_ok(rows: list[dict], field: str) -> float | None:
-    """The median of `field` over the rows that finished ok (None when none did)."""
-    values = [r[field] for r in rows if r["status"] == "ok" and r.get(field) is not None]
+    """The median of `field` over the measured rows that finished ok (None when none did)."""
+    values = [r[field] for r in measured(rows) if r["status"] == "ok" and r.get(field) is not None]
     return statistics.median(values) if values else None
 
 
@@ -89,7 +91,7 @@ def phases_line(row: dict) -> str | None:
 
 def median_phases(rows: list[dict]) -> dict[str, float] | None:
     """Per phase, the median over the case's ok repeats that have a timeline."""
-    timelines = [r["phases"] for r in rows if r["status"] == "ok" and r.get("phases")]
+    timelines = [r["phases"] for r in measured(rows) if r["status"] == "ok" and r.get("phases")]
     if not timelines:
         return None
     return {p: statistics.median(t.get(p, 0.0) for t in timelines) for p in PHASES}

@@ -1,4 +1,5 @@
-"""The run's rows as tables: CSV (the columns `results --format csv` prints) and Parquet (every column)."""
+"""The run's rows as tables: CSV (the columns `results --format csv` prints) and Parquet (every column), and its
+dispersion per case (`cases.csv`, `cases.parquet`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ CSV_COLUMNS = (
     "run_id",
     "framework",
     "device_set",
+    "host",
     "repeat",
+    "warmup",
     "status",
     "wall_s",
     "user_s",
@@ -33,5 +36,38 @@ def frame(rows: list[dict]):
     """The rows as a DataFrame for CSV/Parquet: scalar columns as they are, nested ones as JSON text."""
     import pandas as pd
 
-    nested = ("epochs", "summary", "environment", "telemetry", "devices")
+    nested = ("epochs", "summary", "environment", "telemetry", "devices", "phases")
     return pd.DataFrame([{k: json.dumps(v, default=str) if k in nested else v for k, v in r.items()} for r in rows])
+
+
+STATS_COLUMNS = (
+    "run_id",
+    "framework",
+    "device_set",
+    "host",
+    "env_key",
+    "repeats",
+    "wall_median",
+    "wall_min",
+    "wall_max",
+    "wall_cv",
+    "ips_median",
+    "ips_min",
+    "ips_max",
+    "ips_cv",
+    "noisy",
+)
+
+
+def stats_csv_text(stats: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=STATS_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(stats)
+    return buf.getvalue()
+
+
+def stats_frame(stats: list[dict]):
+    import pandas as pd
+
+    return pd.DataFrame(list(stats), columns=list(STATS_COLUMNS))

@@ -49,6 +49,7 @@ results = sa.Table(
     sa.Column("device_names", sa.String(500)),
     sa.Column("repeat", sa.Integer, nullable=False),
     sa.Column("host", sa.String(64)),
+    sa.Column("warmup", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("wall_s", sa.Float),
     sa.Column("user_s", sa.Float),
@@ -98,6 +99,25 @@ verdicts = sa.Table(
     sa.Column("p_value", sa.Float),
     sa.Column("history_runs", sa.Integer, nullable=False),
     sa.Column("detail", sa.Text),
+)
+case_stats = sa.Table(
+    "case_stats",
+    metadata,
+    sa.Column("run_id", sa.String(250), sa.ForeignKey("runs.run_id"), primary_key=True),
+    sa.Column("framework", sa.String(32), primary_key=True),
+    sa.Column("device_set", sa.String(250), primary_key=True),
+    sa.Column("host", sa.String(64), primary_key=True),
+    sa.Column("env_key", sa.String(64), primary_key=True),
+    sa.Column("repeats", sa.Integer, nullable=False),
+    sa.Column("wall_median", sa.Float),
+    sa.Column("wall_min", sa.Float),
+    sa.Column("wall_max", sa.Float),
+    sa.Column("wall_cv", sa.Float),
+    sa.Column("ips_median", sa.Float),
+    sa.Column("ips_min", sa.Float),
+    sa.Column("ips_max", sa.Float),
+    sa.Column("ips_cv", sa.Float),
+    sa.Column("noisy", sa.Boolean),
 )
 sa.Index("ix_results_case", results.c.framework, results.c.device_set, results.c.env_key)
 
@@ -233,6 +253,20 @@ class ResultStore:
             query = query.where(runs.c.source == source)
         with self.engine.connect() as conn:
             return list(conn.execute(query).scalars())
+
+    def save_case_stats(self, run_id: str, stats: list[dict]) -> None:
+        """Replace the run's dispersion per case (trainbench.checks.dispersion)."""
+        with self.engine.begin() as conn:
+            conn.execute(case_stats.delete().where(case_stats.c.run_id == run_id))
+            if stats:
+                conn.execute(case_stats.insert(), [{**finite(s), "run_id": run_id} for s in stats])
+
+    def case_stats(self, run_id: str | None = None) -> list[dict]:
+        query = sa.select(case_stats)
+        if run_id is not None:
+            query = query.where(case_stats.c.run_id == run_id)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
 
     def latest_run_id(self) -> str | None:
         """The benchmark run of the newest logical date (else the newest run) that has results: "latest".
