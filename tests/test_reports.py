@@ -85,7 +85,12 @@ def stored_history(tmp_path):
 def test_publish_writes_every_format_with_charts_and_the_verdicts(stored_history):
     cfg, store, run = stored_history
     verdicts = pipeline.detect_regressions(cfg, run, log=lambda m: None)
-    assert {v["device_set"]: v["verdict"] for v in verdicts} == {"0": "regressed", "0,1": "regressed"}
+    assert {(v["device_set"], v["metric"]): v["verdict"] for v in verdicts} == {
+        ("0", "wall_s"): "regressed",
+        ("0,1", "wall_s"): "regressed",
+        ("0", "images_per_s"): "regressed",
+        ("0,1", "images_per_s"): "regressed",
+    }
     out = pipeline.publish(cfg, run)
     page = _Html()
     page.feed(Path(out["html"]).read_text())
@@ -100,7 +105,7 @@ def test_publish_writes_every_format_with_charts_and_the_verdicts(stored_history
     assert all(src == "data:image/png;base64," for _, src in page.images)
     assert {"Results", "Scaling", "Regressions", "Imported logs (the original log)"} <= set(page.headings)
     md = Path(out["markdown"]).read_text()
-    assert "| pytorch | 0 | regressed | +10.0% |" in md and "## Imported logs (the original log)" in md
+    assert "| pytorch | 0 | wall_s | regressed | +10.0% |" in md and "## Imported logs (the original log)" in md
     assert "peak memory    (1505 - 480)MiB" in md
     assert "phases         startup 4.50 s | data 0.50 s | first epoch 1.50 s | steady training 5.50 s" in md
     parquet = pd.read_parquet(out["parquet"])

@@ -356,11 +356,15 @@ def detect_regressions(config: Config, run_id: str, log: Log = print) -> list[di
                 f"{s['framework']} | {s['device_set']}: noisy, wall CV {s['wall_cv'] or 0:.1%}, "
                 f"images/s CV {s['ips_cv'] or 0:.1%} > max_cv {max_cv:.0%}"
             )
-    verdicts = regression.judge(rows, history(db, run_id), db.run_ids(), config.regression, max_cv=max_cv)
-    found = [v.to_dict() for v in verdicts]
+    past, order = history(db, run_id), db.run_ids()
+    found = [
+        v.to_dict()
+        for metric in regression.METRICS
+        for v in regression.judge(rows, past, order, config.regression, metric=metric, max_cv=max_cv)
+    ]
     db.save_verdicts(run_id, found)
     for v in found:
-        log(f"{v['framework']} | {v['device_set']}: {v['verdict']} ({v['detail']})")
+        log(f"{v['framework']} | {v['device_set']} | {v['metric']}: {v['verdict']} ({v['detail']})")
     return found
 
 

@@ -89,11 +89,12 @@ def render(
             "",
             "## Regressions against history",
             "",
-            "| framework | device set | verdict | change | detail |",
-            "|---|---|---|---|---|",
+            "| framework | device set | metric | verdict | change | detail |",
+            "|---|---|---|---|---|---|",
         ]
         out += [
-            f"| {v['framework']} | {v['device_set']} | {v['verdict']} | {_fmt(v['change'], '+.1%')} | {v['detail']} |"
+            f"| {v['framework']} | {v['device_set']} | {v['metric']} | {v['verdict']} | {_fmt(v['change'], '+.1%')} "
+            f"| {v['detail']} |"
             for v in mine
         ]
     if comparisons:
