@@ -16,7 +16,7 @@ export AIRFLOW__CORE__UNIT_TEST_MODE := False
 export TRAINBENCH_CONFIG ?= $(CURDIR)/trainbench.toml
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-DEMO_CONF := {"epochs": 2, "train_images": 2000, "device_sets": ["cpu", "cpu:2"], "repeats": 1}
+DEMO_CONF := {"epochs": 2, "train_images": 2000, "device_sets": ["cpu", "cpu:2"], "repeats": 2, "warmup": 0}
 REFERENCE_LOG := include/reference/000_8ad6f2660727c232.txt
 
 .PHONY: demo test lint setup envs airflow-init clean
@@ -44,7 +44,7 @@ demo: setup
 	$(BIN)/python -m trainbench import-log $(REFERENCE_LOG)
 	$(BIN)/airflow dags test cifar10_benchmark -c '$(DEMO_CONF)' > $(AIRFLOW_HOME)/demo-run.log 2>&1 \
 	  || { tail -n 60 $(AIRFLOW_HOME)/demo-run.log; exit 1; }
-	@grep -E "epoch [0-9]+ .*images/s|: (ok|crashed|timeout|oom|unsupported|unavailable|busy) in" $(AIRFLOW_HOME)/demo-run.log | sed -E 's/^.*\[info *\] //; s/ \[airflow[^]]*\].*$$//' || true
+	@grep -E "epoch [0-9]+ .*images/s|: (ok|crashed|timeout|killed|oom|unsupported|unavailable|busy) in" $(AIRFLOW_HOME)/demo-run.log | sed -E 's/^.*\[info *\] //; s/ \[airflow[^]]*\].*$$//' || true
 	@$(BIN)/python -m trainbench results --run-id latest --format table
 	@echo
 	@cat output/latest/report.md
