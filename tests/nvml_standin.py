@@ -30,10 +30,13 @@ class Device:
     accounted: dict = field(default_factory=dict)  # pid -> max MiB
     energy_mj_per_s: float = 300_000.0
     reasons: int = 0x4
+    locked_clocks: tuple[int, int] | None = None
+    may_lock_clocks: bool = True  # False: the driver refuses (not root), as NVML answers NO_PERMISSION
 
 
 class StandInNvml:
     NVML_CLOCK_SM = NVML_CLOCK_SM
+    NVML_CLOCK_GRAPHICS = 0
     NVML_TEMPERATURE_GPU = NVML_TEMPERATURE_GPU
 
     def __init__(self, devices: list[Device], driver: str = "580.65.06", cuda: int = 13000):
@@ -99,6 +102,17 @@ class StandInNvml:
 
     def nvmlDeviceGetClockInfo(self, h, kind):
         return 1980 if int(self._now() * 10) % 2 else 1755
+
+    def nvmlDeviceGetDefaultApplicationsClock(self, h, kind):
+        return 1755
+
+    def nvmlDeviceSetGpuLockedClocks(self, h, low, high):
+        if not h.may_lock_clocks:
+            raise PermissionError("NVML_ERROR_NO_PERMISSION")
+        h.locked_clocks = (low, high)
+
+    def nvmlDeviceResetGpuLockedClocks(self, h):
+        h.locked_clocks = None
 
     def nvmlDeviceGetTemperature(self, h, kind):
         return 40 + int(self._now() * 10)

@@ -211,3 +211,29 @@ def test_on_kill_stops_the_whole_trainer_tree_and_the_row_says_so(tmp_path, synt
     assert alive == []
     (row,) = ResultStore(cfg.database_url).rows("kill-run")
     assert row["status"] == "killed" and row["error"].startswith("killed by Airflow")
+
+
+def test_clock_locking_is_opt_in_recorded_and_restored(gpu_case, synthetic_data, monkeypatch):
+    """lock_clocks locks each GPU of the case to its base clock for the run and resets it after, even when the
+    trainer fails; a refusal is recorded and the case is measured anyway."""
+    cfg, nvml, spec = gpu_case
+    cfg = config.Config(**{**cfg.__dict__, "measurement": config.Measurement(idle_wait_s=0, lock_clocks=True)})
+    seen = []
+    monkeypatch.setattr(pipeline.runner.Launch, "wait", _recording_wait(seen, nvml.devices[2]))
+    result = pipeline.run_case(cfg, "busy-run", spec, log=lambda m: None, nvml=nvml)
+    assert seen == [(1755, 1755)] and nvml.devices[2].locked_clocks is None
+    lock = result.telemetry["clock_lock"]
+    assert lock["locked_mhz"] == {"GPU-cccc-2222": 1755} and lock["restored"] == ["GPU-cccc-2222"]
+    nvml.devices[2].may_lock_clocks = False
+    refused = pipeline.run_case(cfg, "busy-run", spec, log=lambda m: None, nvml=nvml).telemetry["clock_lock"]
+    assert refused["locked_mhz"] == {} and "NO_PERMISSION" in refused["refused"]["GPU-cccc-2222"]
+
+
+def _recording_wait(seen, device):
+    original = pipeline.runner.Launch.wait
+
+    def wait(self):
+        seen.append(device.locked_clocks)
+        return original(self)
+
+    return wait

@@ -72,8 +72,12 @@ def test_impossible_batch_is_a_crash_with_the_trainer_message(cfg, framework, sy
 
 def test_every_trainer_prints_one_json_object_per_event(first_epochs):
     for r, _ in first_epochs.values():
-        events = [json.loads(l)["event"] for l in r.stdout_lines if l.startswith("{")]
-        assert events == ["start", "epoch", "epoch", "summary"]
+        events = [json.loads(l) for l in r.stdout_lines if l.startswith("{")]
+        assert [e["event"] for e in events] == ["mark", "mark", "start", "epoch", "epoch", "summary"]
+        assert [e["name"] for e in events[:2]] == ["ready", "data"]
+        assert all(isinstance(e["t"], float) for e in events) and [e["t"] for e in events] == sorted(
+            e["t"] for e in events
+        )
 
 
 @pytest.mark.parametrize("framework", TRAINED)

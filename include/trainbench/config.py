@@ -100,10 +100,15 @@ class Measurement:
     idle_wait_s: float = 120.0
     memory_sample_ms: float = 5.0
     max_cv: float = 0.05  # a case whose repeats vary more (coefficient of variation) is noisy: no verdict
+    lock_clocks: bool = False  # lock each GPU of a case to its base clock while it runs (root; restored after)
 
     def __post_init__(self):
+        if not isinstance(self.lock_clocks, bool):
+            raise ConfigError(f"[measurement] lock_clocks must be true or false, got {self.lock_clocks!r}")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.name == "lock_clocks":
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ConfigError(f"[measurement] {f.name} must be a number >= 0, got {value!r}")
         if self.memory_sample_ms <= 0:

@@ -20,7 +20,7 @@ from trainbench.config import Config, ConfigError, Settings
 from trainbench.devices import Inventory, discover, load_nvml
 from trainbench.errors import NoRetry
 from trainbench.frameworks import interpreters
-from trainbench.measure import environ, idle, memory, outcome, phases, protocol, runner, sampling
+from trainbench.measure import clocks, environ, idle, memory, outcome, phases, protocol, runner, sampling
 from trainbench.planning import DEFAULT_HOST, CaseSpec, TrainingJob, plan
 from trainbench.result import Result
 from trainbench.store import run_folder
@@ -108,6 +108,7 @@ class _Measuring:
     nvml: object | None
     nvml_error: str | None
     log: Log
+    clock_lock: dict | None = None
 
 
 def run_case(
@@ -230,21 +231,29 @@ def _launch(
         monitors=monitors,
     )
     m.log(f"{label}: {m.result.command}")
+    ds = m.spec.case.device_set
+    if m.config.measurement.lock_clocks and ds.kind == "gpu" and m.nvml is not None:
+        m.clock_lock = clocks.lock(m.nvml, ds.gpu_uuids)
+        m.log(f"{label}: clocks {m.clock_lock}")
     try:
-        launch.start()
-    except OSError as exc:
-        fw = m.spec.case.framework
-        return _finish(
-            m,
-            "unavailable",
-            f"cannot start {m.config.interpreter(fw).python!r} for {fw}: {exc}; "
-            f"create it with `make envs` or set [frameworks.{fw}] python in "
-            f"{m.config.path}",
-        )
-    if on_launch:
-        on_launch(launch)
-    proc = launch.wait()
-    _record(m.result, proc, launch_spec.parse(proc.stdout_lines), m.spec)
+        try:
+            launch.start()
+        except OSError as exc:
+            fw = m.spec.case.framework
+            return _finish(
+                m,
+                "unavailable",
+                f"cannot start {m.config.interpreter(fw).python!r} for {fw}: {exc}; "
+                f"create it with `make envs` or set [frameworks.{fw}] python in "
+                f"{m.config.path}",
+            )
+        if on_launch:
+            on_launch(launch)
+        proc = launch.wait()
+    finally:
+        if m.clock_lock is not None:
+            m.clock_lock = clocks.restore(m.nvml, m.clock_lock)
+    _record(m.result, proc, launch_spec.parse(proc.stdout_lines), m.spec, m.clock_lock)
     r = m.result
     m.log(
         f"{label}: {r.status} in {proc.wall_s:.2f} s (user {proc.user_s:.2f} s, sys {proc.sys_s:.2f} s)"
@@ -254,7 +263,9 @@ def _launch(
     return _save(m.config, r, m.log)
 
 
-def _record(r: Result, proc: runner.ProcessResult, report: protocol.TrainerReport, spec: CaseSpec) -> None:
+def _record(
+    r: Result, proc: runner.ProcessResult, report: protocol.TrainerReport, spec: CaseSpec, clock_lock: dict | None
+) -> None:
     """Fill the result from how the trainer ended, what it printed and what the monitors saw."""
     r.status, r.error = outcome.classify(proc, report, frameworks.REGISTRY[spec.case.framework].modules)
     summary = report.summary or {}
@@ -269,6 +280,7 @@ def _record(r: Result, proc: runner.ProcessResult, report: protocol.TrainerRepor
     r.final_loss = report.losses[-1] if report.losses else None
     r.phases = phases.timeline(report, proc.launched_at, proc.exited_at)
     r.telemetry = proc.monitors | {
+        "clock_lock": clock_lock,
         "returncode": proc.returncode,
         "orphans_reaped": proc.orphans_reaped,
         "allocator_peak_mib": summary.get("allocator_peak_mib"),

@@ -1,0 +1,69 @@
+"""How repeatable is one case? N runs of one trainer through the runner, cold (after `--idle-s` of idle
+before each run, as a weekly run meets the machine) and warm (right after a warm-up run); prints the CV
+of the wall time and of the steady images/s for both, side by side (goal on a GPU after warm-up:
+images/s CV <= 2 %, wall CV <= 3 %).  With `--lock-clocks` on a GPU host, the GPU clocks are locked
+for the warm series (`trainbench.measure.clocks`, needs root) and restored afterwards.
+
+    .venv/bin/python benchmarks/repeatability.py --device-set 0 --runs 5 --epochs 10 --train-images 0
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+from trainbench import devices
+from trainbench.checks.dispersion import cv
+from trainbench.measure import clocks, runner
+
+from _common import child_env, parser, trainer_launch
+
+
+def series(spec, env, runs: int, idle_s: float, warm: bool) -> tuple[list[float], list[float]]:
+    walls, rates = [], []
+    if warm:
+        runner.run(spec.argv, env=env)
+    for i in range(runs):
+        if not warm:
+            time.sleep(idle_s)
+        r = runner.run(spec.argv, env=env)
+        rate = spec.parse(r.stdout_lines).steady_images_per_s
+        walls.append(r.wall_s)
+        rates.append(rate)
+        print(f"{'warm' if warm else 'cold'} run {i + 1}: {r.wall_s:.3f} s, {rate:.1f} images/s", flush=True)
+    return walls, rates
+
+
+def describe(label: str, walls: list[float], rates: list[float]) -> str:
+    return (
+        f"{label:<28} wall median {statistics.median(walls):.3f} s CV {cv(walls) or 0:.2%} | "
+        f"images/s median {statistics.median(rates):,.0f} CV {cv(rates) or 0:.2%} (n={len(walls)})"
+    )
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--idle-s", type=float, default=30.0, help="idle time before each cold run")
+    p.add_argument("--lock-clocks", action="store_true")
+    args = p.parse_args()
+    spec, case, _ = trainer_launch(args)
+    env = child_env(spec)
+    cold = series(spec, env, args.runs, args.idle_s, warm=False)
+    locked = None
+    if args.lock_clocks and case.device_set.kind == "gpu":
+        nvml, error = devices.load_nvml()
+        locked = clocks.lock(nvml, case.device_set.gpu_uuids) if nvml else {"error": error}
+        print(f"clocks: {locked}")
+    try:
+        warm = series(spec, env, args.runs, args.idle_s, warm=True)
+    finally:
+        if locked and "error" not in locked:
+            clocks.restore(nvml, locked)
+    print(f"{case.label}, {args.epochs} epochs, {args.train_images or 50_000} images")
+    print(describe("cold (after idle)", *cold))
+    print(describe("warm (after a warm-up run)" + (" + locked" if locked else ""), *warm))
+
+
+if __name__ == "__main__":
+    main()
