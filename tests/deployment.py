@@ -154,6 +154,7 @@ class Deployment:
                 f"{host}@%h",
                 AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()),
                 TRAINBENCH_HOST=host,
+                AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL="1",  # as docker-compose.yaml: the slot frees within 1 s
             )
         self.login()
         self.wait_for("the DAG to be parsed", self._dag_parsed)
