@@ -25,8 +25,12 @@ CSV_COLUMNS = (
 
 
 def csv_text(rows: list[dict]) -> str:
+    return _csv(rows, CSV_COLUMNS)
+
+
+def _csv(rows, columns) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
@@ -60,11 +64,7 @@ STATS_COLUMNS = (
 
 
 def stats_csv_text(stats: list[dict]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=STATS_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(stats)
-    return buf.getvalue()
+    return _csv(stats, STATS_COLUMNS)
 
 
 def stats_frame(stats: list[dict]):
