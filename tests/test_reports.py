@@ -103,7 +103,11 @@ def test_publish_writes_every_format_with_charts_and_the_verdicts(stored_history
         "History per case",
     }
     assert all(src == "data:image/png;base64," for _, src in page.images)
-    assert {"Results", "Scaling", "Regressions", "Imported logs (the original log)"} <= set(page.headings)
+    assert {"Summary", "Results", "Scaling", "Regressions", "Imported logs (the original log)"} <= set(page.headings)
+    text = Path(out["html"]).read_text()
+    assert "0: fastest <b>pytorch</b>" in text and "scaling efficiency" in text and "regressed (wall_s, +10.0%)" in text
+    assert not re.search(r"<td>-?[1-9][\d,]*\.\d{3,}</td>", text), "figures are rounded as a person reads them"
+    assert "<td>1,025</td>" in text  # MiB whole
     md = Path(out["markdown"]).read_text()
     assert "| pytorch | 0 | wall_s | regressed | +10.0% |" in md and "## Imported logs (the original log)" in md
     assert "peak memory    (1505 - 480)MiB" in md

@@ -9,6 +9,7 @@ import html
 import io
 import statistics
 
+from trainbench.checks.dispersion import measured
 from trainbench.measure.memory import HOST_RSS, PEAK_MINUS_IDLE
 from trainbench.measure.phases import PHASES
 from trainbench.planning import workers_of
@@ -113,6 +114,7 @@ def history_chart(rows: list[dict], history: list[dict], verdicts: list[dict], r
     One line per environment key: a driver upgrade starts a new line instead of a step in the old one.
     """
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     rank = {run: i for i, run in enumerate(run_order)}
     flagged = {
@@ -121,9 +123,10 @@ def history_chart(rows: list[dict], history: list[dict], verdicts: list[dict], r
         if v["verdict"] in ("regressed", "improved")
     }
     fig, ax = plt.subplots(figsize=(8, 3.6))
+    seen_x: set[int] = set()
     for fw, ds, key in dict.fromkeys((r["framework"], r["device_set"], r["env_key"]) for r in rows):
         per_run: dict[str, list[float]] = {}
-        for r in history + rows:
+        for r in measured(history + rows):
             if (
                 (r["framework"], r["device_set"], r["env_key"]) == (fw, ds, key)
                 and r["status"] == "ok"
@@ -134,6 +137,7 @@ def history_chart(rows: list[dict], history: list[dict], verdicts: list[dict], r
         if not runs:
             continue
         xs = [rank.get(run, len(rank)) for run in runs]
+        seen_x.update(xs)
         ys = [statistics.median(per_run[run]) for run in runs]
         ax.plot(xs, ys, marker="o", ms=3, label=f"{fw} | {ds} | env {key[:6]}")
         for x, y, run in zip(xs, ys, runs):
@@ -147,6 +151,10 @@ def history_chart(rows: list[dict], history: list[dict], verdicts: list[dict], r
                     color="red" if mark == "regressed" else "green",
                 )
     ax.set_xlabel("run (oldest to newest)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if len(seen_x) == 1:
+        (only,) = seen_x
+        ax.set_xlim(only - 1, only + 1)  # a single run: one point in the middle, not a fractional axis
     ax.set_ylabel("wall time (s), median")
     ax.set_title("History per case (red: regressed, green: improved)", fontsize=10)
     if ax.lines:

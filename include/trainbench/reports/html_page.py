@@ -5,18 +5,32 @@ from __future__ import annotations
 
 import html
 
+from trainbench.checks.dispersion import measured
 from trainbench.reports.charts import charts, scaling
-from trainbench.reports.rows import combination, report_order
+from trainbench.reports.rows import cases, combination, median_ok, report_order
+
+
+def figure(header: str, value: float) -> str:
+    """A number as a person reads it: seconds to 2 decimals, MiB and images/s whole, ratios to 2 decimals."""
+    if header.endswith((" s", "median", "before median", "after median")) and "images/s" not in header:
+        return f"{value:,.2f}"
+    if "MiB" in header or "images/s" in header:
+        return f"{value:,.0f}"
+    if header in ("change",):
+        return f"{value:+.1%}"
+    if header == "p":
+        return f"{value:.2g}"
+    return f"{value:,.2f}"
 
 
 def _table(headers: list[str], rows: list[list]) -> str:
-    def cell(v):
+    def cell(header: str, v) -> str:
         if isinstance(v, float):
-            return f"{v:.3f}"
+            return figure(header, v)
         return html.escape("" if v is None else str(v))
 
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(f"<td>{cell(h, v)}</td>" for h, v in zip(headers, r)) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -63,6 +77,7 @@ def render(
         f"<style>{CSS}</style></head><body>",
         f"<h1>trainbench run <code>{html.escape(run_id)}</code></h1>",
     ]
+    parts += summary(run_id, rows, verdicts)
     parts.append("<h2>Results</h2>")
     parts.append(
         _table(
@@ -205,3 +220,30 @@ def render(
         )
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def summary(run_id: str, rows: list[dict], verdicts: list[dict]) -> list[str]:
+    """What a reader wants first: the fastest case per device set, how well it scales, what changed."""
+    fastest: dict[str, tuple[float, str]] = {}
+    for (framework, device_set), rs in cases(measured(rows)).items():
+        wall = median_ok(rs, "wall_s")
+        if wall is not None and (device_set not in fastest or wall < fastest[device_set][0]):
+            fastest[device_set] = (wall, framework)
+    items = [
+        f"<li>{html.escape(ds)}: fastest <b>{html.escape(fw)}</b>, {wall:,.2f} s (median wall time)</li>"
+        for ds, (wall, fw) in fastest.items()
+    ]
+    items += [
+        f"<li>{html.escape(fw)} on {html.escape(ds)}: {n} devices give {speedup:.2f}x the images/s of one "
+        f"({efficiency:.0%} scaling efficiency)</li>"
+        for fw, ds, n, _, speedup, efficiency in scaling(rows)
+    ]
+    changed = [v for v in verdicts if v["run_id"] == run_id and v["verdict"] in ("regressed", "improved")]
+    items += [
+        f"<li class='{v['verdict']}'>{html.escape(v['framework'])} on {html.escape(v['device_set'])}: "
+        f"{v['verdict']} ({v['metric']}, {v['change']:+.1%})</li>"
+        for v in changed
+    ]
+    if not changed:
+        items.append("<li>No change against history beyond its noise.</li>")
+    return ["<h2>Summary</h2>", f"<ul>{''.join(items)}</ul>"]
