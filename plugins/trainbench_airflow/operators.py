@@ -1,10 +1,14 @@
 """The operator that runs one benchmark case: the core's `run_case` inside an Airflow task.
 
 It owns the trainer's process group for the task's lifetime, so `on_kill` (SIGTERM from
-the UI, `execution_timeout`) stops the whole tree: no trainer outlives its task.
+the UI, `execution_timeout`) stops the whole tree, and so does the death of the worker that
+ran the task: no trainer outlives its task.
 """
 
 from __future__ import annotations
+
+import os
+import threading
 
 from airflow.sdk import BaseOperator
 
@@ -37,15 +41,35 @@ class TrainCaseOperator(BaseOperator):
         # A busy GPU raises DeviceBusy, so Airflow retries later; the last try records `busy` instead.
         ti = context["ti"]
         final_attempt = ti.try_number > getattr(ti, "max_tries", self.retries)  # max_tries grows when cleared
-        result = pipeline.run_case(
-            config.load(), context["run_id"], spec, log=self.log.info, on_launch=remember, final_attempt=final_attempt
-        )
+        done = threading.Event()
+        threading.Thread(target=self._watch_supervisor, args=(os.getppid(), done), daemon=True).start()
+        try:
+            result = pipeline.run_case(
+                config.load(),
+                context["run_id"],
+                spec,
+                log=self.log.info,
+                on_launch=remember,
+                final_attempt=final_attempt,
+            )
+        finally:
+            done.set()
         return {
             "case_key": result.case_key,
             "env_key": result.env_key,
             "status": result.status,
             "wall_s": result.wall_s,
         }
+
+    def _watch_supervisor(self, supervisor: int, done: threading.Event) -> None:
+        """Airflow's task supervisor is this process's parent and runs in the worker; when the worker dies
+        (SIGKILL, host lost), this process lives on in a process group of its own, and nobody would record
+        the try or stop the trainer, which would hold the host's devices against the retry.  Stop it."""
+        while not done.wait(0.5):
+            if os.getppid() != supervisor:
+                if self._launch is not None:
+                    self._launch.kill("the Airflow worker running this task died")
+                return
 
     def on_kill(self) -> None:
         if self._launch is not None:
