@@ -26,6 +26,8 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt requirements.lock pypro
 	$(BIN)/pip install --quiet --upgrade pip==25.3
 	$(BIN)/pip install --quiet -r requirements.txt -r requirements-dev.txt -c requirements.lock
 	$(BIN)/pip install --quiet --no-deps -e .
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+	  || echo "warning: no chromium; tests/test_ui.py needs it: apt-get install -y chromium (as root)"
 	touch $@
 
 setup: $(BIN)/.installed envs airflow-init

@@ -1,0 +1,103 @@
+"""The Benchmarks pages: a FastAPI app that Airflow's api-server mounts under /trainbench.
+
+    /trainbench/                        latest run per host (framework x device set)
+    /trainbench/history                 median wall time per run and case, one line per environment
+    /trainbench/compare                 medians side by side per driver version x framework packages
+    /trainbench/runs/<run>/report.html  a run's HTML report from output/runs/
+    /trainbench/api/{latest,history,compare}   the same data as JSON
+
+Every page accepts the filters host, framework, device_set, gpu (repeatable), date_from, date_to
+(YYYY-MM-DD, inclusive) and requires an Airflow login (see `access`); only static/ (the chart script,
+stylesheet and icon: no data) is public.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+
+from trainbench import config
+from trainbench.errors import ConfigError
+from trainbench_ui import pages, queries
+from trainbench_ui.access import LoginRequired, UserDep
+
+PREFIX = "/trainbench"
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="trainbench benchmarks", docs_url=None, redoc_url=None, openapi_url=None)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.exception_handler(LoginRequired)
+    async def to_login(request: Request, exc: LoginRequired):
+        return RedirectResponse(exc.url, status_code=303)
+
+    @app.get("/", response_class=HTMLResponse)
+    def latest(request: Request, user: UserDep):
+        return _page(request, "", lambda conn, f: queries.latest_per_host(conn, f), pages.latest_page)
+
+    @app.get("/history", response_class=HTMLResponse)
+    def history(request: Request, user: UserDep):
+        return _page(request, "history", queries.history, lambda data, links: pages.history_page(data), scripts=True)
+
+    @app.get("/compare", response_class=HTMLResponse)
+    def compare(request: Request, user: UserDep):
+        return _page(request, "compare", queries.comparison, lambda data, links: pages.compare_page(data))
+
+    @app.get("/api/{view}")
+    def api(view: str, request: Request, user: UserDep):
+        loaders = {"latest": queries.latest_per_host, "history": queries.history, "compare": queries.comparison}
+        if view not in loaders:
+            raise HTTPException(404, f"no such view {view!r}; one of {sorted(loaders)}")
+        cfg = _config()
+        filters = queries.Filters.from_query(request.query_params)
+        try:
+            with queries.engine(cfg.database_url).connect() as conn:
+                data = loaders[view](conn, filters)
+        except queries.NoDatabase as exc:
+            raise HTTPException(404, str(exc)) from None
+        return JSONResponse(jsonable_encoder(data, custom_encoder={set: sorted}))
+
+    @app.get("/runs/{run_id}/report.html")
+    def report(run_id: str, user: UserDep):
+        return FileResponse(report_path(_config().output_dir, run_id), media_type="text/html")
+
+    return app
+
+
+def report_path(output_dir: Path, run_id: str) -> Path:
+    """output/runs/<run_id>/report.html, refusing any run id that would lead out of output/runs/."""
+    runs = (Path(output_dir) / "runs").resolve()
+    if not run_id or run_id in (".", "..") or "/" in run_id or "\\" in run_id or "\0" in run_id:
+        raise HTTPException(404, "no such run")
+    path = (runs / run_id / "report.html").resolve()
+    if not path.is_relative_to(runs) or path.parent.parent != runs or not path.is_file():
+        raise HTTPException(404, f"no report for run {run_id!r}")
+    return path
+
+
+def _config() -> config.Config:
+    try:
+        return config.load()
+    except ConfigError as exc:
+        raise HTTPException(500, f"trainbench configuration: {exc}") from None
+
+
+def _page(request: Request, tab: str, load, render, scripts: bool = False) -> HTMLResponse:
+    cfg = _config()
+    root = request.scope.get("root_path", "").rstrip("/")
+    airflow_root = root[: -len(PREFIX)] if root.endswith(PREFIX) else ""
+    links = pages.Links(root, airflow_root, lambda run_id: (cfg.output_dir / "runs" / run_id / "report.html").is_file())
+    filters = queries.Filters.from_query(request.query_params)
+    try:
+        with queries.engine(cfg.database_url).connect() as conn:
+            choices = queries.choices(conn)
+            body = render(load(conn, filters), links)
+    except queries.NoDatabase as exc:
+        choices, body = {}, pages.message(str(exc))
+    return HTMLResponse(pages.layout(links, tab, filters, choices, body, scripts=scripts))

@@ -1,0 +1,427 @@
+"""The Benchmarks page inside the Airflow UI, end to end: a real `airflow api-server` with the trainbench_ui
+plugin, a results database filled by two real CPU runs of the core, and headless Chromium driven over the
+DevTools protocol (a cookie holds the JWT, as after a login in the UI).  Screenshots go to the test's folder
+and, for the record, to output/screenshots/.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, ROOT, write_config
+
+pytestmark = pytest.mark.integration
+
+RUNS = ("manual__2026-01-05T03:00:00+00:00", "manual__2026-01-12T03:00:00+00:00")
+SCREENSHOTS = ROOT / "output" / "screenshots"
+SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End a process started in a session of its own, and everything it started."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+class Server:
+    """`airflow api-server` (one worker) on SQLite with the project's plugins, SimpleAuthManager user admin."""
+
+    def __init__(self, home: Path, config: Path):
+        self.home, self.port = home, free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+            "AIRFLOW__API__BASE_URL": self.base,
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+            "TRAINBENCH_CONFIG": str(config),
+        }
+        self.proc: subprocess.Popen | None = None
+        self.token = ""
+
+    def migrate(self) -> subprocess.Popen:
+        log = open(self.home / "db-migrate.log", "w")  # noqa: SIM115 - closed with the process
+        return subprocess.Popen(
+            [str(BIN / "airflow"), "db", "migrate"], env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+
+    def start(self) -> None:
+        with open(self.home / "api-server.log", "w") as log:
+            self.proc = subprocess.Popen(
+                [str(BIN / "airflow"), "api-server", "--port", str(self.port)],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        passwords = self.home / "simple_auth_manager_passwords.json.generated"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"the api-server exited:\n{self.log()}"
+            with contextlib.suppress(OSError, urllib.error.URLError):
+                if passwords.is_file() and self.request("/api/v2/monitor/health", auth=False)[0] == 200:
+                    break
+            time.sleep(1)
+        else:
+            raise AssertionError(f"the api-server did not answer within 300 s:\n{self.log()}")
+        secret = json.loads(passwords.read_text())["admin"]
+        status, body, _ = self.request(
+            "/auth/token", auth=False, method="POST", body={"username": "admin", "password": secret}
+        )
+        assert status == 201 or status == 200, body
+        self.token = json.loads(body)["access_token"]
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+
+    def log(self) -> str:
+        path = self.home / "api-server.log"
+        return path.read_text()[-4000:] if path.is_file() else ""
+
+    def request(
+        self, path: str, auth: bool = True, method: str = "GET", body: dict | None = None, headers: dict | None = None
+    ) -> tuple[int, str, dict]:
+        """(status, body, headers) of a request; redirects are not followed."""
+        all_headers = {"Content-Type": "application/json", **(headers or {})}
+        if auth:
+            all_headers["Authorization"] = f"Bearer {self.token}"
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.base + path, method=method, data=data, headers=all_headers)
+        opener = urllib.request.build_opener(_NoRedirect)
+        try:
+            with opener.open(request, timeout=60) as response:
+                return response.status, response.read().decode(), dict(response.headers)
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(), dict(exc.headers)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+class Browser:
+    """Headless Chromium driven over the Chrome DevTools protocol (websockets), one page."""
+
+    def __init__(self, folder: Path):
+        from websockets.sync.client import connect
+
+        profile = folder / "chromium-profile"
+        profile.mkdir(parents=True)
+        self.log = open(folder / "chromium.log", "w")  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen(
+            [
+                str(CHROMIUM),
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                "--window-size=1400,1000",
+                "--remote-debugging-address=127.0.0.1",
+                "--remote-debugging-port=0",
+                "about:blank",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 60
+        while not (port_file.is_file() and port_file.read_text().count("\n") >= 1):
+            assert self.proc.poll() is None, f"chromium exited: {(folder / 'chromium.log').read_text()[-2000:]}"
+            assert time.monotonic() < deadline, "chromium did not open its DevTools port within 60 s"
+            time.sleep(0.2)
+        port = int(port_file.read_text().split()[0])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30) as response:
+            page = next(t for t in json.loads(response.read()) if t["type"] == "page")
+        self.closing = contextlib.ExitStack()
+        self.ws = self.closing.enter_context(connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=30))
+        self.next_id = 0
+
+    def send(self, method: str, **params) -> dict:
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv(timeout=120))
+            if message.get("id") == self.next_id:
+                assert "error" not in message, f"{method}: {message['error']}"
+                return message["result"]
+
+    def evaluate(self, expression: str):
+        result = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        assert "exceptionDetails" not in result, result["exceptionDetails"]
+        return result["result"].get("value")
+
+    def wait_for(self, expression: str, timeout_s: float = 60):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if value := self.evaluate(expression):
+                return value
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {expression} on {self.evaluate('location.href')}")
+
+    def goto(self, url: str) -> None:
+        self.send("Page.navigate", url=url)
+        self.wait_for(f"location.href === {json.dumps(url)} && document.readyState === 'complete'")
+
+    def click(self, x: float, y: float, count: int = 1) -> None:
+        for kind in ("mousePressed", "mouseReleased"):
+            self.send("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=count)
+
+    def drag(self, x0: float, x1: float, y: float) -> None:
+        self.send("Input.dispatchMouseEvent", type="mouseMoved", x=x0, y=y)
+        self.send("Input.dispatchMouseEvent", type="mousePressed", x=x0, y=y, button="left", clickCount=1)
+        for step in range(1, 6):
+            x = x0 + (x1 - x0) * step / 5
+            self.send("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y, button="left", buttons=1)
+        self.send("Input.dispatchMouseEvent", type="mouseReleased", x=x1, y=y, button="left", clickCount=1)
+
+    def screenshot(self, path: Path) -> Path:
+        data = self.send("Page.captureScreenshot", format="png", captureBeyondViewport=False)["data"]
+        path.write_bytes(base64.b64decode(data))
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, SCREENSHOTS / path.name)
+        return path
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.closing.close()
+        _stop(self.proc)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """Two real CPU runs in a fresh results database, then the api-server with the plugin on top of it."""
+    folder = tmp_path_factory.mktemp("ui")
+    config = write_config(folder, dataset="synthetic")
+    home = folder / "airflow"
+    home.mkdir()
+    srv = Server(home, config)
+    migrating = srv.migrate()  # Airflow's database meanwhile
+    try:
+        for run_id in RUNS:
+            subprocess.run(
+                [sys.executable, "-m", "trainbench", "--config", str(config), "run", "--epochs", "1"]
+                + ["--train-images", "256", "--device-sets", "cpu", "cpu:2", "--repeats", "2"]
+                + ["--frameworks", "pytorch", "--run-id", run_id],
+                check=True,
+                capture_output=True,
+                timeout=1200,
+            )
+        assert migrating.wait(600) == 0, (home / "db-migrate.log").read_text()[-3000:]
+        _mark_regression(config)
+        srv.start()
+        srv.folder = folder
+        yield srv
+    finally:
+        _stop(migrating)
+        srv.stop()
+
+
+def _mark_regression(config: Path) -> None:
+    """Two short runs give no verdict but "insufficient history"; mark one so the charts have a regression to show."""
+    from trainbench import config as config_mod
+    from trainbench.store.results import ResultStore
+
+    store = ResultStore(config_mod.load(config).database_url)
+    row = next(r for r in store.current_rows(RUNS[1]) if r["device_set"] == "cpu" and not r["warmup"])
+    found = [{k: v[k] for k in v if k != "run_id"} for v in store.verdicts() if v["run_id"] == RUNS[1]]
+    found = [v for v in found if not (v["device_set"] == "cpu" and v["metric"] == "wall_s")]
+    found.append(
+        dict(
+            framework="pytorch",
+            device_set="cpu",
+            env_key=row["env_key"],
+            metric="wall_s",
+            verdict="regressed",
+            current=1.2,
+            baseline=1.0,
+            change=0.2,
+            p_value=0.01,
+            history_runs=1,
+            detail="marked by tests/test_ui.py",
+        )
+    )
+    store.save_verdicts(RUNS[1], found)
+
+
+def test_anonymous_requests_get_no_data(server):
+    for path in (
+        "/trainbench/",
+        "/trainbench/history",
+        "/trainbench/api/latest",
+        f"/trainbench/runs/{RUNS[0]}/report.html",
+    ):
+        status, body, _ = server.request(path, auth=False)
+        assert status == 401, (path, status, body)
+        assert "pytorch" not in body
+    status, body, headers = server.request("/trainbench/?host=gpu", auth=False, headers={"Accept": "text/html"})
+    assert status == 303 and headers["location"].startswith("/auth/login?next="), (status, headers)
+    assert urllib.parse.unquote(headers["location"]).endswith("/trainbench/?host=gpu")
+    status, _, _ = server.request("/trainbench/api/latest", auth=False, headers={"Authorization": "Bearer nonsense"})
+    assert status in (401, 403)
+    status, _, _ = server.request("/trainbench/", auth=False, headers={"Cookie": "_token=nonsense"})
+    assert status in (401, 403)
+    assert server.request("/trainbench/static/chart.js", auth=False)[0] == 200  # code, no data
+
+
+def test_a_client_with_a_bearer_token(server):
+    status, body, _ = server.request("/api/v2/plugins")
+    assert status == 200, body
+    plugin = next(p for p in json.loads(body)["plugins"] if p["name"] == "trainbench_ui")
+    assert plugin["external_views"][0]["name"] == "Benchmarks"
+    assert plugin["external_views"][0]["href"] == "/trainbench/"
+
+    status, body, _ = server.request("/trainbench/api/latest")
+    assert status == 200, body
+    (host,) = json.loads(body)
+    assert host["host"] == "gpu" and host["run_id"] == RUNS[1]
+    assert {(c["framework"], c["device_set"]) for c in host["cases"]} == {("pytorch", "cpu"), ("pytorch", "cpu:2")}
+    for case in host["cases"]:
+        assert case["ok"] == case["repeats"] == 2 and case["statuses"] == ["ok"]
+        lo, hi = case["wall_spread"]
+        assert lo <= case["wall"] <= hi and case["user"] > 0 and case["ips"] > 0
+        assert case["devices"] and all(d["methods"] and d["used"] > 0 for d in case["devices"])
+
+    status, body, _ = server.request("/trainbench/api/history")
+    history = json.loads(body)
+    assert [r["run"] for r in history["runs"]] == list(RUNS)
+    assert all(len(s["points"]) == 2 for c in history["charts"] for s in c["series"])
+
+    status, body, headers = server.request(f"/trainbench/runs/{urllib.parse.quote(RUNS[1], safe='')}/report.html")
+    assert status == 200 and headers["content-type"].startswith("text/html") and "<html" in body.lower()
+    for bad in ("..%2F..%2Fetc%2Fpasswd", "..", "%2E%2E", "nope"):
+        assert server.request(f"/trainbench/runs/{bad}/report.html")[0] == 404, bad
+
+
+@pytest.fixture
+def browser(server, tmp_path):
+    if CHROMIUM is None:
+        pytest.fail("chromium is not installed; install it with: apt-get install -y chromium")
+    b = Browser(tmp_path)
+    try:
+        # What a login in the Airflow UI leaves in the browser: the JWT in the `_token` cookie.
+        b.send("Network.setCookie", name="_token", value=server.token, url=server.base + "/", httpOnly=True)
+        yield b
+    finally:
+        b.close()
+
+
+def test_the_pages_in_a_browser(server, browser, tmp_path):
+    base = server.base + "/trainbench"
+    browser.goto(base + "/")
+    rows = browser.evaluate(
+        "[...document.querySelectorAll('main tr.case')].map(r => [...r.cells].map(c => c.innerText.trim()))"
+    )
+    assert [r[:3] for r in rows] == [["pytorch", "cpu:2", "ok"], ["pytorch", "cpu", "ok"]], rows
+    assert RUNS[1] in browser.evaluate("document.querySelector('p.run').innerText")
+    links = browser.evaluate("[...document.querySelectorAll('p.run a')].map(a => a.getAttribute('href'))")
+    assert links == [
+        f"/trainbench/runs/{urllib.parse.quote(RUNS[1], safe='')}/report.html",
+        f"/dags/cifar10_benchmark/runs/{urllib.parse.quote(RUNS[1], safe='')}",
+    ]
+    browser.screenshot(tmp_path / "ui-latest.png")
+
+    browser.goto(base + "/history")
+    assert browser.wait_for("document.body.dataset.chartsRendered") == "2"
+    points = browser.evaluate(
+        "[...document.querySelectorAll('figure.chart')].map(f => f.querySelectorAll('svg circle.pt').length)"
+    )
+    assert points == [2, 2]
+    assert browser.evaluate("document.querySelectorAll('svg path.mark.regressed').length") == 1
+
+    # hover a point: its values show
+    box = browser.evaluate(
+        "(() => { const r = document.querySelector('figure.chart svg circle.pt').getBoundingClientRect();"
+        " return [r.x + r.width / 2, r.y + r.height / 2]; })()"
+    )
+    browser.send("Input.dispatchMouseEvent", type="mouseMoved", x=box[0], y=box[1])
+    tip = browser.wait_for("(t => t && !t.hidden && t.innerText)(document.querySelector('figure.chart .tooltip'))")
+    assert RUNS[0] in tip and "wall" in tip and "2 repeats" in tip
+    browser.screenshot(tmp_path / "ui-history.png")
+
+    # drag across the newer half of the first chart: zoomed to one run; a double-click resets
+    plot = browser.evaluate(
+        "(() => { const r = document.querySelector('figure.chart svg').getBoundingClientRect();"
+        " return [r.x, r.y, r.width, r.height]; })()"
+    )
+    x, y, w, h = plot
+    browser.drag(x + w * 0.7, x + w * 0.99, y + h * 0.5)
+    first_chart = "document.querySelector('figure.chart')"
+    browser.wait_for(f"{first_chart}.querySelectorAll('circle.pt').length === 1")
+    assert browser.evaluate(f"{first_chart}.querySelector('circle.pt').dataset.run") == RUNS[1]
+    assert browser.evaluate(f"{first_chart}.classList.contains('zoomed')")
+    browser.click(x + w * 0.5, y + h * 0.5, count=2)
+    browser.wait_for(f"{first_chart}.querySelectorAll('circle.pt').length === 2")
+
+    # filters: query parameters, as the form submits them
+    browser.goto(base + "/?device_set=cpu")
+    assert browser.evaluate("document.querySelectorAll('main tr.case').length") == 1
+    assert browser.evaluate("document.querySelector('select[name=device_set]').value") == "cpu"
+    browser.goto(base + "/history?framework=pytorch&device_set=cpu%3A2")
+    assert browser.wait_for("document.body.dataset.chartsRendered") == "1"
+    browser.goto(base + "/?date_from=2099-01-01")
+    assert browser.evaluate("document.querySelectorAll('main tr.case').length") == 0
+    assert "No results match" in browser.evaluate("document.querySelector('main').innerText")
+
+    browser.goto(base + "/compare")
+    groups = browser.evaluate("[...document.querySelectorAll('table.compare th.env')].map(t => t.innerText)")
+    assert len(groups) == 1 and "torch" in groups[0]
+    assert browser.evaluate("document.querySelectorAll('table.compare tr.case').length") == 2
+    browser.screenshot(tmp_path / "ui-compare.png")
+
+    # inside the Airflow UI: the nav entry's page embeds ours
+    browser.goto(server.base + "/plugin/benchmarks")
+    browser.wait_for("!!document.querySelector('iframe[src*=\"/trainbench/\"]')", timeout_s=120)
+    browser.wait_for(
+        "(f => f && f.contentDocument && f.contentDocument.querySelectorAll('tr.case').length === 2)"
+        "(document.querySelector('iframe'))",
+        timeout_s=60,
+    )
+    shot = browser.screenshot(tmp_path / "ui-in-airflow.png")
+    assert shot.stat().st_size > 10_000
