@@ -12,10 +12,9 @@ from trainbench.frameworks import jax, mxnet, neon, pytorch
 from trainbench.frameworks.base import Framework, Interpreter, LaunchSpec, Unavailable
 from trainbench.planning import Case, TrainingJob
 
-# The original log's order first (neon, MXNet), then the frameworks trainbench added, then the execution
-# variants (entries with `interpreter_of`: the same trainer, network and interpreter, run another way).
+# The original log's order first (neon, MXNet), then the frameworks trainbench added.
 REGISTRY: dict[str, Framework] = {
-    f.name: f for f in (neon.FRAMEWORK, mxnet.FRAMEWORK, pytorch.FRAMEWORK, jax.FRAMEWORK, mxnet.HYBRID, pytorch.GRAPH)
+    f.name: f for f in (neon.FRAMEWORK, mxnet.FRAMEWORK, pytorch.FRAMEWORK, jax.FRAMEWORK)
 }
 NAMES = tuple(REGISTRY)
 

@@ -32,10 +32,8 @@ def venv_root(python: str) -> Path | None:
 
 def ensure(interpreters: Iterable[Interpreter], log: Callable[[str], None] = print) -> dict[str, str]:
     """Create the missing interpreters; return what each one is."""
-    done: dict[str, str] = {}
+    done = {}
     for it in interpreters:
-        if it.name in done:  # a framework and its variants share one interpreter
-            continue
         root = venv_root(it.python)
         if not it.python:
             done[it.name] = "no interpreter configured"
