@@ -177,7 +177,7 @@ def _monitors(m: _Measuring, final_attempt: bool) -> list:
     """The samplers for the case, after the GPU pre-checks (raising `_NotRun` when it must not run)."""
     monitors: list = [sampling.HostRssMonitor()]
     ds = m.spec.case.device_set
-    worker = fingerprint.worker_host()
+    worker = m.result.environment["worker_host"]
     if worker is not None and worker != m.spec.case.host:
         raise _NotRun(
             "unavailable",

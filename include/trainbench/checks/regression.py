@@ -95,103 +95,72 @@ def judge(
     rank = {run: i for i, run in enumerate(run_order)}
     for fw, ds, key in cases:
         mine = [r for r in current_rows if (r["framework"], r["device_set"], r["env_key"]) == (fw, ds, key)]
-        values = [v for vs in _by_run(mine, metric).values() for v in vs]
         same_case = [r for r in history_rows if (r["framework"], r["device_set"]) == (fw, ds)]
         same_env = _by_run([r for r in same_case if r["env_key"] == key], metric)
         window = dict(sorted(same_env.items(), key=lambda kv: rank.get(kv[0], -1))[-policy.lookback_runs :])
-        base = dict(framework=fw, device_set=ds, env_key=key, metric=metric, history_runs=len(window))
-        if not values:
-            out.append(
-                Verdict(
-                    **base,
-                    verdict="insufficient history",
-                    current=None,
-                    baseline=None,
-                    change=None,
-                    p_value=None,
-                    detail="no ok repeat in this run",
-                )
-            )
-            continue
-        current = statistics.median(values)
-        if not window:
-            other_envs = {r["env_key"] for r in same_case if r["status"] == "ok"} - {key}
-            verdict = "new environment" if other_envs else "insufficient history"
-            detail = (
-                f"first run under this environment; {len(other_envs)} other environment(s) have history"
-                if other_envs
-                else "no history for this case yet"
-            )
-            out.append(
-                Verdict(
-                    **base, verdict=verdict, current=current, baseline=None, change=None, p_value=None, detail=detail
-                )
-            )
-            continue
-        baseline = statistics.median(v for vs in window.values() for v in vs)
-        change = current / baseline - 1
-        noise = cv(values)
-        if noise is None or noise > max_cv:
-            why = (
-                f"{len(values)} repeat: its noise is unknown, so no change can be told from it (use repeats >= 2)"
-                if noise is None
-                else f"noisy: repeats vary by CV {noise:.1%} > max_cv {max_cv:.0%}"
-            )
-            out.append(
-                Verdict(
-                    **base,
-                    verdict="inconclusive",
-                    current=current,
-                    baseline=baseline,
-                    change=change,
-                    p_value=None,
-                    detail=f"{change:+.1%}, but {why}",
-                )
-            )
-            continue
-        if len(window) < policy.min_history_runs:
-            out.append(
-                Verdict(
-                    **base,
-                    verdict="insufficient history",
-                    current=current,
-                    baseline=baseline,
-                    change=change,
-                    p_value=None,
-                    detail=f"{len(window)} earlier run(s); {policy.min_history_runs} needed",
-                )
-            )
-            continue
-        past = [r for r in same_case if r["env_key"] == key and r["run_id"] in window]
-        p, test = _p_value(_samples(mine, metric), _samples(past, metric), policy.alpha)
-        if p is None:
-            out.append(
-                Verdict(
-                    **base,
-                    verdict="insufficient history",
-                    current=current,
-                    baseline=baseline,
-                    change=change,
-                    p_value=None,
-                    detail=f"{change:+.1%}, but {test}",
-                )
-            )
-            continue
-        worse = METRICS[metric] * change > 0
-        history_cv = cv([statistics.median(vs) for vs in window.values()]) or 0.0
-        bar = max(policy.threshold, SPREAD_FACTOR * history_cv)
-        flagged = abs(change) > bar and p < policy.alpha
-        verdict = ("regressed" if worse else "improved") if flagged else "stable"
-        detail = (
-            f"{change:+.1%} against the median of {len(window)} run(s) (bar {bar:.1%}: threshold "
-            f"{policy.threshold:.0%}, {SPREAD_FACTOR:g} x historical CV {history_cv:.1%}); {test}, p = {p:.3g}"
-        )
-        out.append(
-            Verdict(
-                **base, verdict=verdict, current=current, baseline=baseline, change=change, p_value=p, detail=detail
-            )
-        )
+        found = _case(mine, same_case, key, window, policy, metric, max_cv)
+        out.append(Verdict(framework=fw, device_set=ds, env_key=key, metric=metric, history_runs=len(window), **found))
     return out
+
+
+def _case(
+    mine: list[dict],
+    same_case: list[dict],
+    key: str,
+    window: dict[str, list[float]],
+    policy: Policy,
+    metric: str,
+    max_cv: float,
+) -> dict:
+    """One case's verdict, current, baseline, change, p_value and detail: the first rule that decides it wins."""
+    values = [v for vs in _by_run(mine, metric).values() for v in vs]
+    if not values:
+        return _found("insufficient history", None, None, None, None, "no ok repeat in this run")
+    current = statistics.median(values)
+    if not window:
+        other_envs = {r["env_key"] for r in same_case if r["status"] == "ok"} - {key}
+        if other_envs:
+            detail = f"first run under this environment; {len(other_envs)} other environment(s) have history"
+            return _found("new environment", current, None, None, None, detail)
+        return _found("insufficient history", current, None, None, None, "no history for this case yet")
+    baseline = statistics.median(v for vs in window.values() for v in vs)
+    change = current / baseline - 1
+    noise = cv(values)
+    if noise is None or noise > max_cv:
+        why = (
+            f"{len(values)} repeat: its noise is unknown, so no change can be told from it (use repeats >= 2)"
+            if noise is None
+            else f"noisy: repeats vary by CV {noise:.1%} > max_cv {max_cv:.0%}"
+        )
+        return _found("inconclusive", current, baseline, change, None, f"{change:+.1%}, but {why}")
+    if len(window) < policy.min_history_runs:
+        detail = f"{len(window)} earlier run(s); {policy.min_history_runs} needed"
+        return _found("insufficient history", current, baseline, change, None, detail)
+    past = [r for r in same_case if r["env_key"] == key and r["run_id"] in window]
+    p, test = _p_value(_samples(mine, metric), _samples(past, metric), policy.alpha)
+    if p is None:
+        return _found("insufficient history", current, baseline, change, None, f"{change:+.1%}, but {test}")
+    worse = METRICS[metric] * change > 0
+    history_cv = cv([statistics.median(vs) for vs in window.values()]) or 0.0
+    bar = max(policy.threshold, SPREAD_FACTOR * history_cv)
+    flagged = abs(change) > bar and p < policy.alpha
+    verdict = ("regressed" if worse else "improved") if flagged else "stable"
+    detail = (
+        f"{change:+.1%} against the median of {len(window)} run(s) (bar {bar:.1%}: threshold "
+        f"{policy.threshold:.0%}, {SPREAD_FACTOR:g} x historical CV {history_cv:.1%}); {test}, p = {p:.3g}"
+    )
+    return _found(verdict, current, baseline, change, p, detail)
+
+
+def _found(verdict, current, baseline, change, p_value, detail) -> dict:
+    return {
+        "verdict": verdict,
+        "current": current,
+        "baseline": baseline,
+        "change": change,
+        "p_value": p_value,
+        "detail": detail,
+    }
 
 
 def driver_comparisons(current_rows: list[dict], history_rows: list[dict], metric: str = "wall_s") -> list[dict]:
