@@ -1,14 +1,18 @@
 import os
 import pickle
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 import cifar10
+from conftest import TRAINERS
 
 
 def test_synthetic_files_have_the_real_on_disk_format(synthetic_data):
-    assert sorted(os.listdir(synthetic_data)) == sorted(
+    assert sorted(n for n in os.listdir(synthetic_data) if n != cifar10.CACHE_DIRNAME) == sorted(
         [*cifar10.TRAIN_FILES, cifar10.TEST_FILE, cifar10.META_FILE, cifar10.SYNTHETIC_MARKER]
     )
     with open(os.path.join(synthetic_data, "data_batch_1"), "rb") as f:
@@ -20,12 +24,12 @@ def test_synthetic_files_have_the_real_on_disk_format(synthetic_data):
 def test_loader_reads_the_synthetic_set_back(synthetic_data):
     train, test = cifar10.load(synthetic_data)
     assert train.images.shape == (2048, 3, 32, 32) and test.images.shape == (512, 3, 32, 32)
-    assert train.images.dtype == np.float32 and train.images.min() >= 0.0 and train.images.max() <= 1.0
+    assert train.images.dtype == np.uint8  # scaled to [0, 1] on the device, by each trainer
     with open(os.path.join(synthetic_data, "data_batch_1"), "rb") as f:
         raw = pickle.load(f, encoding="bytes")
     first = raw[b"data"][0]
     # channel-major rows: 1024 R, then G, then B
-    assert np.allclose(train.images[0, 1, 0, :], first[1024:1056] / 255.0)
+    assert np.array_equal(train.images[0, 1, 0, :], first[1024:1056])
     assert train.labels[0] == raw[b"labels"][0]
     assert cifar10.is_synthetic(synthetic_data) and cifar10.is_present(os.path.dirname(synthetic_data))
 
@@ -48,3 +52,91 @@ def test_epoch_order_is_a_seeded_permutation():
 def test_missing_data_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="cifar-10-batches-py"):
         cifar10.load(str(tmp_path))
+
+
+# The decoded cache: hit, invalidation, concurrent writers, never trusted blindly
+
+
+def cache_files(d) -> list[str]:
+    folder = os.path.join(d, cifar10.CACHE_DIRNAME)
+    return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+
+
+@pytest.fixture
+def data_copy(synthetic_data, tmp_path):
+    d = tmp_path / cifar10.DIRNAME
+    shutil.copytree(synthetic_data, d, ignore=shutil.ignore_patterns(cifar10.CACHE_DIRNAME))
+    return str(d)
+
+
+def test_a_warm_cache_is_read_memory_mapped_without_decoding(data_copy, monkeypatch):
+    cold_train, cold_test = cifar10.load(data_copy, cache=False)
+    assert cache_files(data_copy) == []
+    first = cifar10.load(data_copy)
+    names = cache_files(data_copy)
+    assert len(names) == 2 * (len(cifar10.TRAIN_FILES) + 1) and all(n.endswith(".npy") for n in names)
+
+    def no_decoding(path):
+        raise AssertionError(f"decoded {path} although its cache is warm")
+
+    monkeypatch.setattr(cifar10, "_read_batch", no_decoding)
+    train, test = cifar10.load(data_copy)
+    for split, cold, warm in ((train, cold_train, first[0]), (test, cold_test, first[1])):
+        assert np.array_equal(split.images, cold.images) and np.array_equal(split.labels, cold.labels)
+        assert np.array_equal(warm.images, cold.images) and split.labels.dtype == np.int64
+    one, _ = cifar10.load(data_copy, train_images=100)  # one file: a view of the memory map, not a copy
+    assert isinstance(one.images.base, np.memmap) or isinstance(one.images, np.memmap)
+    assert not one.images.flags.writeable
+
+
+def test_a_changed_file_is_decoded_again_and_its_old_cache_dropped(data_copy, tmp_path):
+    cifar10.load(data_copy)
+    before = cache_files(data_copy)
+    other = cifar10.write_synthetic(str(tmp_path / "other"), seed=1, train_images=2048, test_images=512)
+    shutil.copyfile(os.path.join(other, "data_batch_1"), os.path.join(data_copy, "data_batch_1"))
+    train, _ = cifar10.load(data_copy)
+    expected, _ = cifar10.load(other, cache=False)
+    assert np.array_equal(train.images[: len(expected.images) // 5], expected.images[: len(expected.images) // 5])
+    after = cache_files(data_copy)
+    changed = sorted(set(before) ^ set(after))
+    assert len(changed) == 4 and all(n.startswith("data_batch_1-") for n in changed)  # 2 old gone, 2 new
+
+
+def test_a_damaged_or_pickled_cache_file_is_never_trusted(data_copy, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    expected, _ = cifar10.load(data_copy, cache=False)
+    cifar10.load(data_copy)
+    folder = os.path.join(data_copy, cifar10.CACHE_DIRNAME)
+    x, y = sorted(n for n in os.listdir(folder) if n.startswith("data_batch_1-"))
+    with open(os.path.join(folder, x), "r+b") as f:  # truncated
+        f.truncate(1000)
+    np.save(os.path.join(folder, y), np.array([object()] * 3, dtype=object), allow_pickle=True)  # needs pickle
+    train, _ = cifar10.load(data_copy)
+    assert np.array_equal(train.images, expected.images) and np.array_equal(train.labels, expected.labels)
+    assert cifar10.load(data_copy)[0].labels.dtype == np.int64  # rewritten whole
+
+
+def test_bad_data_is_never_cached(data_copy):
+    with open(os.path.join(data_copy, "data_batch_1"), "wb") as f:
+        pickle.dump({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 10]}, f, protocol=2)
+    with pytest.raises(cifar10.DataError, match="data_batch_1: labels must lie in 0..9"):
+        cifar10.load(data_copy)
+    with pytest.raises(cifar10.DataError, match="data_batch_1: labels must lie in 0..9"):
+        cifar10.load(data_copy)  # again: no cache entry for it
+    assert not any(n.startswith("data_batch_1-") for n in cache_files(data_copy))
+
+
+def test_processes_filling_the_cache_at_once_all_read_the_same_data(data_copy):
+    code = (
+        f"import sys, hashlib; sys.path.insert(0, {str(TRAINERS)!r}); import cifar10; "
+        f"tr, te = cifar10.load({data_copy!r}); "
+        "print(hashlib.sha256(tr.images.tobytes() + tr.labels.tobytes() + te.images.tobytes()).hexdigest())"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    digests = [p.communicate(timeout=300)[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0] and len(set(digests)) == 1 and digests[0]
+    names = cache_files(data_copy)
+    assert len(names) == 12 and not [n for n in names if n.startswith(".tmp-")]  # no partial file left
+    train, test = cifar10.load(data_copy, cache=False)
+    warm_train, warm_test = cifar10.load(data_copy)
+    assert np.array_equal(warm_train.images, train.images) and np.array_equal(warm_test.images, test.images)

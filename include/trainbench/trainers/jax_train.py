@@ -69,8 +69,13 @@ def forward(params, stats, x, train):
     return jax.nn.relu(x) @ params["fc2"], new
 
 
+def scale(images):
+    """uint8 pixels to float32 in [0, 1] (pixels / 255), run on the device."""
+    return images.astype(jnp.float32) / 255
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = cifar10.trainer_arguments(__doc__.splitlines()[0])
+    p = cifar10.trainer_arguments(__doc__.splitlines()[0], variants=("jit",))  # JAX is always run jitted
     p.add_argument("--devices", type=int, default=1, help="devices of that kind this process trains on")
     return p.parse_args(argv)
 
@@ -116,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     steps = n // args.batch_size
     if steps == 0:
         raise SystemExit(f"batch size {args.batch_size} is larger than the {n} training images")
-    x_train, y_train = jax.device_put((train.images, train.labels.astype(np.int32)), replicated)
+    x_train, y_train = jax.device_put((train.images, train.labels.astype(np.int32)), replicated)  # uint8 over
+    x_train = jax.jit(scale, out_shardings=replicated)(x_train)  # float32 [0, 1], on the device
 
     params, stats = jax.device_put(init(jax.random.key(args.seed)), replicated)
     velocity = jax.tree.map(jnp.zeros_like, params)
@@ -128,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         "start",
         framework="jax",
         framework_version=version,
+        variant=args.variant,
         devices=args.devices,
         device=args.device,
         train_images=n,
@@ -177,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     params, _, stats = state
-    predict = jax.jit(lambda params, stats, x: forward(params, stats, x, False)[0].argmax(1))
+    predict = jax.jit(lambda params, stats, x: forward(params, stats, scale(x), False)[0].argmax(1))
     hits = sum(
         int((np.asarray(predict(params, stats, test.images[i : i + 1000])) == test.labels[i : i + 1000]).sum())
         for i in range(0, len(test.labels), 1000)
@@ -185,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "framework": "jax",
         "framework_version": version,
+        "variant": args.variant,
         "parameters": parameters,
         "devices": args.devices,
         "device": args.device,

@@ -5,6 +5,12 @@ in whatever interpreter holds the PyTorch build to be measured.  One process tra
 device; under `torchrun` every rank takes its share of each global batch and
 DistributedDataParallel sums the gradients (gloo on the CPU, NCCL on GPUs).
 
+Variants (`--variant`): `eager` (the default, PyTorch as most people write it) and `graph`: on the CPU
+`torch.compile(net)` (default mode; under DDP the compiled DDP module, split at its buckets); on CUDA the
+whole train step (gather, forward, loss, backward, SGD step, loss sum) captured once as a CUDA graph with
+static buffers and replayed each step (under DDP after the 11 eager warm-up steps DDP needs; those
+warm-up steps are undone, so training starts from the same weights as the eager run).
+
 Output contract (shared by every trainer): one JSON object per line on stdout, an
 `epoch` event per epoch and a final `summary` event; anything else is ignored.
 """
@@ -15,6 +21,8 @@ import argparse
 import os
 import sys
 import time
+import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -49,8 +57,85 @@ def build_model() -> nn.Module:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = cifar10.trainer_arguments(__doc__.splitlines()[0])
+    p = cifar10.trainer_arguments(__doc__.splitlines()[0], variants=("eager", "graph"))
     return p.parse_args(argv)
+
+
+def device_images(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 NCHW to the device as they are, scaled to float32 in [0, 1] there (pixels / 255)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a read-only memory map of the cache: only ever read
+        raw = torch.from_numpy(images)
+    return raw.to(device).float().div_(255)
+
+
+Step = Callable[[torch.Tensor], None]
+
+
+def eager_step(net: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, losses: list) -> Step:
+    """One SGD step per call; the loss stays on the device (summed once per epoch: no per-step host sync)."""
+
+    def step(idx: torch.Tensor) -> None:
+        loss = F.cross_entropy(net(x[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.detach())
+
+    return step
+
+
+def cuda_graph_step(
+    net: nn.Module,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch: int,
+    total: torch.Tensor,
+    warmup: int,
+) -> Step:
+    """The whole step captured as one CUDA graph: a call copies the batch's indices into the static index
+    buffer and replays it (the loss is added to `total` inside the graph).
+
+    Warm-up steps on a side stream come first (the allocator, cuDNN and DDP settle; DDP needs 11), then
+    every parameter, buffer and momentum buffer is put back, so the replays train from the same state as
+    the eager run; with the momentum buffers zeroed, the first replay's update equals eager SGD's first.
+    """
+    device = x.device
+    static_idx = torch.arange(batch, device=device)
+    saved = [t.detach().clone() for t in (*model.parameters(), *model.buffers())]
+
+    def body() -> None:
+        loss = F.cross_entropy(net(x[static_idx]), y[static_idx])
+        loss.backward()
+        opt.step()
+        total.add_(loss.detach())
+
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            opt.zero_grad(set_to_none=True)
+            body()
+    torch.cuda.current_stream(device).wait_stream(side)
+    with torch.no_grad():
+        for t, value in zip((*model.parameters(), *model.buffers()), saved):
+            t.copy_(value)
+        for state in opt.state.values():
+            if state.get("momentum_buffer") is not None:
+                state["momentum_buffer"].zero_()
+        total.zero_()
+    opt.zero_grad(set_to_none=True)  # the capture allocates the gradients in the graph's pool: static
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        body()
+
+    def step(idx: torch.Tensor) -> None:
+        static_idx.copy_(idx)
+        graph.replay()
+
+    return step
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,13 +148,18 @@ def main(argv: list[str] | None = None) -> int:
         device = torch.device("cuda", local_rank)
     else:
         device = torch.device("cpu")
+    if args.variant == "graph" and args.device == "cuda" and world > 1 and torch.cuda.nccl.version() < (2, 9, 6):
+        raise SystemExit(  # a status `unsupported` (outcome.UNSUPPORTED_TEXT), not a crash
+            f"variant graph does not support {world} GPUs with NCCL {torch.cuda.nccl.version()}: "
+            "capturing DDP's all-reduce in a CUDA graph needs NCCL >= 2.9.6"
+        )
     if world > 1:
         torch.distributed.init_process_group("nccl" if args.device == "cuda" else "gloo")
     if rank == 0:
         cifar10.mark("ready")
 
     train, test = cifar10.load_or_exit(args.data_dir, args.train_images, args.test_images)
-    x_train = torch.from_numpy(train.images).to(device)
+    x_train = device_images(train.images, device)
     y_train = torch.from_numpy(train.labels).to(device)
     n = len(train.labels)
     steps = n // args.batch_size
@@ -79,14 +169,34 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     model = build_model().to(device)
     parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    cuda_graph = args.variant == "graph" and args.device == "cuda"
+    if world > 1 and cuda_graph:  # DDP is built on a side stream when its steps are to be captured
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            net: nn.Module = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank])
+        torch.cuda.current_stream(device).wait_stream(side)
+    else:
+        net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     opt = torch.optim.SGD(net.parameters(), lr=args.lr, momentum=args.momentum)
+    rank_batch = len(np.array_split(np.arange(args.batch_size), world)[rank])
+    losses: list[torch.Tensor] = []
+    total = torch.zeros((), device=device)
+    if cuda_graph:
+        step = cuda_graph_step(net, model, opt, x_train, y_train, rank_batch, total, 11 if world > 1 else 3)
+    else:
+        if args.variant == "graph":
+            net = torch.compile(net)  # compiled at the first step: the first epoch pays for it
+        step = eager_step(net, opt, x_train, y_train, losses)
+    if args.device == "cuda":
+        torch.cuda.synchronize(device)
     if rank == 0:
         cifar10.mark("data")
         cifar10.emit(
             "start",
             framework="pytorch",
             framework_version=torch.__version__,
+            variant=args.variant,
             devices=world,
             device=args.device,
             train_images=n,
@@ -100,21 +210,14 @@ def main(argv: list[str] | None = None) -> int:
             np.stack([np.array_split(b, world)[rank] for b in order.reshape(steps, args.batch_size)])
         ).to(device)
         net.train()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.int64)
         start = time.perf_counter()
         for idx in index:
-            xb, yb = x_train[idx], y_train[idx]
-            out = net(xb)
-            loss = F.cross_entropy(out, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.detach()
-            correct += (out.argmax(1) == yb).sum()
-        totals = torch.stack([loss_sum, correct.to(loss_sum.dtype)])
+            step(idx)
+        loss_sum = torch.stack(losses).sum() if losses else total.clone()
+        losses.clear()
+        total.zero_()
         if world > 1:
-            torch.distributed.all_reduce(totals)
+            torch.distributed.all_reduce(loss_sum)
         if args.device == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - start
@@ -125,13 +228,13 @@ def main(argv: list[str] | None = None) -> int:
                 seconds=seconds,
                 images=steps * args.batch_size,
                 images_per_s=steps * args.batch_size / seconds,
-                loss=totals[0].item() / (steps * world),
-                accuracy=totals[1].item() / (steps * args.batch_size),
+                loss=loss_sum.item() / (steps * world),
             )
 
     summary = {
         "framework": "pytorch",
         "framework_version": torch.__version__,
+        "variant": args.variant,
         "parameters": parameters,
         "devices": world,
         "device": args.device,
@@ -160,11 +263,11 @@ def main(argv: list[str] | None = None) -> int:
         summary["nccl_version"] = ".".join(map(str, torch.cuda.nccl.version())) if world > 1 else None
     if rank == 0:
         model.eval()
-        x_test, y_test = torch.from_numpy(test.images), torch.from_numpy(test.labels)
+        x_test, y_test = device_images(test.images, device), torch.from_numpy(test.labels).to(device)
         hits = 0
         with torch.no_grad():
             for i in range(0, len(y_test), 1000):
-                hits += (model(x_test[i : i + 1000].to(device)).argmax(1).cpu() == y_test[i : i + 1000]).sum().item()
+                hits += (model(x_test[i : i + 1000]).argmax(1) == y_test[i : i + 1000]).sum().item()
         cifar10.emit("summary", test_accuracy=hits / max(1, len(y_test)), test_images=len(y_test), **summary)
     if world > 1:
         torch.distributed.barrier()
