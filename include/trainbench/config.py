@@ -158,9 +158,12 @@ class Config:
     regression: RegressionPolicy = RegressionPolicy()
 
     def interpreter(self, name: str) -> Interpreter:
-        if name not in self.interpreters:
-            raise ConfigError(f"unknown framework {name!r}; accepted: {list(self.interpreters)}")
-        return self.interpreters[name]
+        """The interpreter `name`'s trainer runs in; a variant (`Framework.interpreter_of`) runs in its base's."""
+        fw = frameworks.REGISTRY.get(name)
+        key = fw.base if fw is not None else name
+        if key not in self.interpreters:
+            raise ConfigError(f"unknown framework {name!r}; accepted: {list(frameworks.NAMES)}")
+        return self.interpreters[key]
 
 
 def settings_schema() -> dict[str, dict]:
@@ -302,7 +305,11 @@ def load(path: str | os.PathLike | None = None) -> Config:
     paths = raw.get("paths", {})
     output_dir = base / paths.get("output_dir", "output")
     sections = raw.get("frameworks", {})
-    interpreters = {name: _interpreter(base, fw, sections.get(name, {})) for name, fw in frameworks.REGISTRY.items()}
+    interpreters = {  # variants have none of their own: Config.interpreter gives them their base's
+        name: _interpreter(base, fw, sections.get(name, {}))
+        for name, fw in frameworks.REGISTRY.items()
+        if fw.interpreter_of is None
+    }
     return Config(
         path=path.resolve(),
         hosts=_hosts(path, raw.get("fleet", {})),

@@ -12,9 +12,10 @@ from trainbench.frameworks import jax, mxnet, neon, pytorch
 from trainbench.frameworks.base import Framework, Interpreter, LaunchSpec, Unavailable
 from trainbench.planning import Case, TrainingJob
 
-# The original log's order first (neon, MXNet), then the frameworks trainbench added.
+# The original log's order first (neon, MXNet), then the frameworks trainbench added, then the execution
+# variants (entries with `interpreter_of`: the same trainer, network and interpreter, run another way).
 REGISTRY: dict[str, Framework] = {
-    f.name: f for f in (neon.FRAMEWORK, mxnet.FRAMEWORK, pytorch.FRAMEWORK, jax.FRAMEWORK)
+    f.name: f for f in (neon.FRAMEWORK, mxnet.FRAMEWORK, pytorch.FRAMEWORK, jax.FRAMEWORK, mxnet.HYBRID, pytorch.GRAPH)
 }
 NAMES = tuple(REGISTRY)
 

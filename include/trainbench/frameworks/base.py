@@ -10,7 +10,7 @@ otherwise (`[frameworks.<name>]`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from trainbench.measure.protocol import TrainerReport, parse
@@ -62,17 +62,35 @@ class Framework:
     launch: Launcher
     trainer: str | None = None
     installable: bool = True  # False: no pinned interpreter can be built; the user points at one (neon)
+    interpreter_of: str | None = None  # a variant: the framework whose interpreter (and section) it shares
 
     @property
     def trainer_path(self) -> Path | None:
         return TRAINERS_DIR / self.trainer if self.trainer else None
 
+    @property
+    def base(self) -> str:
+        """The framework whose interpreter runs this entry: its own name, or a variant's base."""
+        return self.interpreter_of or self.name
+
     def default_interpreter(self) -> str:
         """`make envs` creates it here; empty when the framework cannot be installed."""
-        return f".envs/{self.name}/bin/python" if self.installable else ""
+        return f".envs/{self.base}/bin/python" if self.installable else ""
 
     def default_requirements(self) -> str | None:
-        return f"envs/{self.name}.txt" if self.installable else None
+        return f"envs/{self.base}.txt" if self.installable else None
+
+
+def variant(base: Framework, flag: str, title: str) -> Framework:
+    """`base` executed another way, as a registry entry of its own (its own case key, series, history and
+    report rows): the same distributions, modules, trainer, network and interpreter (`[frameworks.<base>]`;
+    it has no section of its own), launched as `base` is with `--variant <flag>` added to the trainer's flags."""
+
+    def launch(interpreter: Interpreter, case: Case, job: TrainingJob) -> LaunchSpec:
+        spec = base.launch(interpreter, case, job)
+        return LaunchSpec([*spec.argv, "--variant", flag], spec.environ, spec.parse)
+
+    return replace(base, name=f"{base.name}-{flag}", title=title, launch=launch, interpreter_of=base.name)
 
 
 def device_environ(case: Case) -> dict[str, str]:

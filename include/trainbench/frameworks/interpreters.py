@@ -32,8 +32,10 @@ def venv_root(python: str) -> Path | None:
 
 def ensure(interpreters: Iterable[Interpreter], log: Callable[[str], None] = print) -> dict[str, str]:
     """Create the missing interpreters; return what each one is."""
-    done = {}
+    done: dict[str, str] = {}
     for it in interpreters:
+        if it.name in done:  # a framework and its variants share one interpreter
+            continue
         root = venv_root(it.python)
         if not it.python:
             done[it.name] = "no interpreter configured"

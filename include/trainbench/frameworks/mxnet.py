@@ -1,8 +1,11 @@
-"""MXNet (retired, 1.9.1): Gluon over a list of contexts, one process for every device of the set."""
+"""MXNet (retired, 1.9.1): Gluon over a list of contexts, one process for every device of the set.
+
+Two entries: `mxnet` (imperative Gluon) and `mxnet-hybrid` (the same trainer with `--variant hybrid`:
+hybridize(static_alloc=True, static_shape=True), as the original port ran)."""
 
 from __future__ import annotations
 
-from trainbench.frameworks.base import Framework, Interpreter, LaunchSpec, single_process
+from trainbench.frameworks.base import Framework, Interpreter, LaunchSpec, single_process, variant
 from trainbench.planning import Case, TrainingJob
 
 
@@ -18,3 +21,5 @@ FRAMEWORK = Framework(
     trainer="mxnet_train.py",
     launch=launch,
 )
+
+HYBRID = variant(FRAMEWORK, "hybrid", "MXNet hybrid")

@@ -1,10 +1,13 @@
-"""PyTorch: one process per device, spread by torchrun (DDP; gloo on the CPU, NCCL on GPUs)."""
+"""PyTorch: one process per device, spread by torchrun (DDP; gloo on the CPU, NCCL on GPUs).
+
+Two entries: `pytorch` (eager) and `pytorch-graph` (the same trainer with `--variant graph`: torch.compile
+on the CPU, the whole train step as a CUDA graph on GPUs; see `trainers/pytorch_train.py`)."""
 
 from __future__ import annotations
 
 import os
 
-from trainbench.frameworks.base import Framework, Interpreter, LaunchSpec, device_environ, device_flag
+from trainbench.frameworks.base import Framework, Interpreter, LaunchSpec, device_environ, device_flag, variant
 from trainbench.planning import Case, TrainingJob
 
 
@@ -38,3 +41,5 @@ FRAMEWORK = Framework(
     trainer="pytorch_train.py",
     launch=launch,
 )
+
+GRAPH = variant(FRAMEWORK, "graph", "PyTorch graph")
