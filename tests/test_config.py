@@ -53,6 +53,15 @@ def test_fleet_hosts_are_queue_names(tmp_path):
         config.load(write_config(tmp_path, hosts=["a", "a"]))
 
 
+def test_a_variant_has_no_section_of_its_own(tmp_path):
+    path = write_config(tmp_path)
+    path.write_text(path.read_text() + '[frameworks.pytorch-graph]\npython = "/opt/torch/bin/python"\n')
+    with pytest.raises(
+        ConfigError, match=r"pytorch-graph is a variant of pytorch .* configure \[frameworks.pytorch\] instead"
+    ):
+        config.load(path)
+
+
 def test_missing_config_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         config.load(tmp_path / "nope.toml")

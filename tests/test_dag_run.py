@@ -2,7 +2,6 @@
 
 import csv
 import io
-import json
 import subprocess
 
 import pytest
@@ -10,19 +9,9 @@ import pytest
 from trainbench import config
 from trainbench.store.results import ResultStore
 
-from conftest import BIN, write_config
+from conftest import BIN, dags_test, write_config
 
 pytestmark = pytest.mark.integration
-
-
-def dags_test(env: dict, conf: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(BIN / "airflow"), "dags", "test", "cifar10_benchmark", "-c", json.dumps(conf)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
 
 
 def trainbench_cli(env: dict, *args: str) -> str:
@@ -38,7 +27,7 @@ def benchmark_run(airflow_db, tmp_path_factory):
     proc = dags_test(
         env,
         {
-            "frameworks": ["pytorch", "mxnet", "jax", "neon"],
+            "frameworks": ["pytorch", "pytorch-graph", "mxnet", "mxnet-hybrid", "jax", "neon"],
             "device_sets": ["cpu", "cpu:2"],
             "epochs": 2,
             "train_images": 1024,
@@ -54,7 +43,11 @@ def test_dag_run_measures_every_case(benchmark_run):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = ResultStore(cfg.database_url).rows()
     assert sorted((r["framework"], r["device_set"], r["repeat"], r["status"]) for r in rows) == sorted(
-        [(fw, ds, 1, "ok") for fw in ("pytorch", "mxnet", "jax") for ds in ("cpu", "cpu:2")]
+        [
+            (fw, ds, 1, "ok")
+            for fw in ("pytorch", "pytorch-graph", "mxnet", "mxnet-hybrid", "jax")
+            for ds in ("cpu", "cpu:2")
+        ]
         + [("neon", "cpu", 1, "unavailable"), ("neon", "cpu:2", 1, "unavailable")]
     )
     measured = [r for r in rows if r["status"] == "ok"]
@@ -85,8 +78,13 @@ def test_markdown_report_is_laid_out_like_the_original_log(benchmark_run):
     assert "## MXNet\n### CPU\n```\n$ time python mxnet_train.py" in text
     assert "## Neon\n### CPU\n```\n(unavailable)\nno neon interpreter configured" in text
     assert text.index("## Neon") < text.index("## MXNet") < text.index("## PyTorch") < text.index("## JAX")
+    graph, hybrid = (
+        text.split(f"## {title}\n### CPU\n```\n$ time python ")[1] for title in ("PyTorch graph", "MXNet hybrid")
+    )
+    assert graph.startswith("pytorch_train.py") and "--variant graph" in graph.splitlines()[0]
+    assert hybrid.startswith("mxnet_train.py") and "--variant hybrid" in hybrid.splitlines()[0]
     for key in ("real    0m", "user    0m", "sys     0m", "peak memory    "):
-        assert text.count(key) == 6
+        assert text.count(key) == 10
 
 
 def test_results_cli_prints_every_row_as_csv(benchmark_run):

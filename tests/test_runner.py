@@ -144,6 +144,23 @@ def test_kill_reaches_workers_in_sessions_of_their_own_like_torchrun_starts_them
     assert not psutil.pid_exists(worker) or psutil.Process(worker).status() == psutil.STATUS_ZOMBIE
 
 
+def test_every_run_gets_a_private_empty_temporary_folder_removed_after_it():
+    code = """
+        import os, tempfile
+        d = tempfile.gettempdir()
+        print(d, os.environ["TMP"] == os.environ["TEMP"] == d, sorted(os.listdir(d)), flush=True)
+        open(os.path.join(d, "torchinductor_cache"), "w").write("compiled")
+    """
+    folders = []
+    for _ in range(2):
+        r = runner.run(child(code), env={"PATH": os.environ["PATH"], "TMPDIR": "/tmp"})
+        folder, same, listing = r.stdout_lines[0].split(" ", 2)
+        assert r.returncode == 0 and same == "True" and listing == "[]"
+        assert os.path.basename(folder).startswith("trainbench-run-") and not os.path.exists(folder)
+        folders.append(folder)
+    assert folders[0] != folders[1]
+
+
 def test_a_failing_line_callback_never_stalls_the_child():
     def explode(stream, line):
         raise RuntimeError("log sink down")

@@ -34,7 +34,7 @@ FRAMEWORK_KEYS = ("base_python", "env", "python", "requirements", "script")
 class Settings:
     """What one benchmark run measures; the DAG Params override these per run."""
 
-    frameworks: tuple[str, ...] = ("pytorch",)
+    frameworks: tuple[str, ...] = frameworks.NAMES
     device_sets: tuple[str, ...] = ("all",)
     epochs: int = 10
     batch_size: int = 128
@@ -253,9 +253,16 @@ def _check_schema(path: Path, raw: dict) -> None:
         if not isinstance(value, str):
             raise ConfigError(f"{path}: [paths] {key} must be a string, got {value!r}")
     sections = raw.get("frameworks", {})
-    unknown = sorted(set(sections) - set(frameworks.NAMES))
+    for name in sections:
+        if name in frameworks.REGISTRY and name not in frameworks.BASES:
+            base = frameworks.REGISTRY[name].base
+            raise ConfigError(
+                f"{path}: [frameworks.{name}]: {name} is a variant of {base} and runs in its interpreter; "
+                f"configure [frameworks.{base}] instead"
+            )
+    unknown = sorted(set(sections) - set(frameworks.BASES))
     if unknown:
-        raise ConfigError(f"{path}: unknown [frameworks.*] section(s) {unknown}; accepted: {list(frameworks.NAMES)}")
+        raise ConfigError(f"{path}: unknown [frameworks.*] section(s) {unknown}; accepted: {list(frameworks.BASES)}")
     for name, section in sections.items():
         if not isinstance(section, dict):
             raise ConfigError(f"{path}: frameworks.{name} must be a section ([frameworks.{name}]), got {section!r}")
@@ -306,9 +313,7 @@ def load(path: str | os.PathLike | None = None) -> Config:
     output_dir = base / paths.get("output_dir", "output")
     sections = raw.get("frameworks", {})
     interpreters = {  # variants have none of their own: Config.interpreter gives them their base's
-        name: _interpreter(base, fw, sections.get(name, {}))
-        for name, fw in frameworks.REGISTRY.items()
-        if fw.interpreter_of is None
+        name: _interpreter(base, frameworks.REGISTRY[name], sections.get(name, {})) for name in frameworks.BASES
     }
     return Config(
         path=path.resolve(),

@@ -244,7 +244,7 @@ def _launch(
                 m,
                 "unavailable",
                 f"cannot start {m.config.interpreter(fw).python!r} for {fw}: {exc}; "
-                f"create it with `make envs` or set [frameworks.{fw}] python in "
+                f"create it with `make envs` or set [frameworks.{frameworks.REGISTRY[fw].base}] python in "
                 f"{m.config.path}",
             )
         if on_launch:

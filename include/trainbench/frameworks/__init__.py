@@ -18,8 +18,19 @@ REGISTRY: dict[str, Framework] = {
     f.name: f for f in (neon.FRAMEWORK, mxnet.FRAMEWORK, pytorch.FRAMEWORK, jax.FRAMEWORK, mxnet.HYBRID, pytorch.GRAPH)
 }
 NAMES = tuple(REGISTRY)
+BASES = tuple(name for name, f in REGISTRY.items() if f.interpreter_of is None)  # entries with an interpreter
 
-__all__ = ["NAMES", "REGISTRY", "Framework", "Interpreter", "LaunchSpec", "Unavailable", "launch_spec", "title"]
+__all__ = [
+    "BASES",
+    "NAMES",
+    "REGISTRY",
+    "Framework",
+    "Interpreter",
+    "LaunchSpec",
+    "Unavailable",
+    "launch_spec",
+    "title",
+]
 
 
 def title(name: str) -> str:

@@ -6,6 +6,10 @@ which includes every descendant the child waited for (torchrun's workers count, 
 can stop the whole tree, and the harness is a child subreaper, so orphans are reaped by
 it and their CPU time added.  Monitors (memory samplers) run beside the child.
 
+Every child gets a private, empty temporary folder (`TMPDIR`, `TMP`, `TEMP`), removed when it is
+reaped: compile caches that live there (torch.compile's Inductor and Triton caches) start cold in
+every run, so repeats measure the same work and no run inherits another's state.
+
 Each captured line is capped (`LINE_HEAD` + `LINE_TAIL` characters, the middle replaced by a
 note of its size), so a trainer printing a 10 MB line cannot flood the database or the logs.
 The cgroup's `memory.events` `oom_kill` counter is read before and after the run: the kernel's
@@ -18,8 +22,10 @@ import collections
 import ctypes
 import os
 import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -161,21 +167,16 @@ class Launch:
         for m in self.monitors:
             m.prepare()
         self._oom_before = oom_kill_count()
+        self.scratch = tempfile.mkdtemp(prefix="trainbench-run-")
+        env = dict(os.environ if self.env is None else self.env)
+        env.update(dict.fromkeys(("TMPDIR", "TMP", "TEMP"), self.scratch))
         self._launched_at = time.time()
         self._t0 = time.perf_counter()
-        self.proc = subprocess.Popen(
-            self.argv,
-            env=self.env,
-            cwd=self.cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-            errors="replace",
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
+        try:
+            self.proc = self._popen(env)
+        except BaseException:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            raise
         self.pgid = self.proc.pid
         for m in self.monitors:
             m.start(self.proc.pid)
@@ -187,6 +188,21 @@ class Launch:
             t.start()
         if self.timeout_s:
             threading.Thread(target=self._watchdog, daemon=True).start()
+
+    def _popen(self, env: dict[str, str]) -> subprocess.Popen:
+        return subprocess.Popen(
+            self.argv,
+            env=env,
+            cwd=self.cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+            errors="replace",
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
 
     def _read(self, pipe, stream: str, keep: Callable[[str], None]) -> None:
         """Drain the pipe to the end whatever `on_line` does, so the child never blocks on a full pipe."""
@@ -254,6 +270,7 @@ class Launch:
         self.proc.returncode = os.waitstatus_to_exitcode(status)
         user, sys_ = usage.ru_utime, usage.ru_stime
         orphans = self._reap_orphans()
+        shutil.rmtree(self.scratch, ignore_errors=True)
         for pid_usage in orphans:
             user += pid_usage.ru_utime
             sys_ += pid_usage.ru_stime
