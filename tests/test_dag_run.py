@@ -90,7 +90,7 @@ def test_markdown_report_is_laid_out_like_the_original_log(benchmark_run):
 def test_results_cli_prints_every_row_as_csv(benchmark_run):
     _, _, env = benchmark_run
     rows = list(csv.DictReader(io.StringIO(trainbench_cli(env, "results", "--format", "csv"))))
-    assert len(rows) == 8 and {r["device_set"] for r in rows} == {"cpu", "cpu:2"}
+    assert len(rows) == 12 and {r["device_set"] for r in rows} == {"cpu", "cpu:2"}
     assert set(rows[0]) >= {
         "run_id",
         "framework",
