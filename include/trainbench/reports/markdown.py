@@ -10,7 +10,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from trainbench import frameworks
-from trainbench.reports.rows import clock, combination, memory_line, phases_line, report_order, short_command
+from trainbench.reports.rows import (
+    clock,
+    combination,
+    memory_line,
+    phases_line,
+    report_order,
+    short_command,
+    variant_pairs,
+)
 
 
 def render(
@@ -82,6 +90,21 @@ def render(
             f"({_fmt(s['ips_min'], ',.0f')}-{_fmt(s['ips_max'], ',.0f')}) | {_fmt(s['ips_cv'], '.1%')} | "
             f"{'yes' if s['noisy'] else 'unknown (1 repeat)' if s['noisy'] is None else 'no'} |"
             for s in stats
+        ]
+    if pairs := variant_pairs(rows):
+        out += [
+            "",
+            "## Variants beside their eager sibling",
+            "",
+            "| variant | device set | host | repeats | eager images/s | variant images/s | speed-up (range) | verdict "
+            "| first epoch, eager / variant |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        out += [
+            f"| {p['variant']} | {p['device_set']} | {p['host']} | {p['repeats']} | {p['base_ips']:,.0f} | "
+            f"{p['variant_ips']:,.0f} | {p['speedup']:.2f}x ({p['speedup_low']:.2f}-{p['speedup_high']:.2f}) | "
+            f"{p['verdict']} | {_fmt(p['base_first_epoch_s'], '.2f')} s / {_fmt(p['variant_first_epoch_s'], '.2f')} s |"
+            for p in pairs
         ]
     mine = sorted((v for v in verdicts if v["run_id"] == run_id), key=lambda v: report_order({**v, "repeat": 0}))
     if mine:

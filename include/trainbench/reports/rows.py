@@ -95,3 +95,54 @@ def median_phases(rows: list[dict]) -> dict[str, float] | None:
     if not timelines:
         return None
     return {p: statistics.median(t.get(p, 0.0) for t in timelines) for p in PHASES}
+
+
+def variant_pairs(rows: list[dict]) -> list[dict]:
+    """Each execution variant beside its eager sibling on the same host and device set, from this run's measured
+    ok repeats: steady images/s of both, the speed-up of the medians, and the range every pairing of repeats
+    allows (min/max and max/min). A direction is claimed only when that whole range is on one side of 1."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in sorted(rows, key=report_order):
+        groups.setdefault((r.get("host"), r["framework"], r["device_set"]), []).append(r)
+    out = []
+    for (host, fw, ds), rs in groups.items():
+        entry = frameworks.REGISTRY.get(fw)
+        eager_rows = groups.get((host, entry.base, ds)) if entry and entry.interpreter_of else None
+        if not eager_rows:
+            continue
+        fast, eager = _steady_rates(rs), _steady_rates(eager_rows)
+        if not fast or not eager:
+            continue
+        low, high = min(fast) / max(eager), max(fast) / min(eager)
+        if min(len(fast), len(eager)) < 2:
+            verdict = "spread unknown (1 repeat)"
+        else:
+            verdict = "faster" if low > 1 else "slower" if high < 1 else "within the repeats' spread"
+        out.append(
+            {
+                "host": host,
+                "variant": fw,
+                "base": entry.base,
+                "device_set": ds,
+                "repeats": min(len(fast), len(eager)),
+                "base_ips": statistics.median(eager),
+                "variant_ips": statistics.median(fast),
+                "speedup": statistics.median(fast) / statistics.median(eager),
+                "speedup_low": low,
+                "speedup_high": high,
+                "verdict": verdict,
+                "base_first_epoch_s": _median_first_epoch(eager_rows),
+                "variant_first_epoch_s": _median_first_epoch(rs),
+            }
+        )
+    return out
+
+
+def _steady_rates(rows: list[dict]) -> list[float]:
+    return [r["images_per_s"] for r in measured(rows) if r["status"] == "ok" and r.get("images_per_s")]
+
+
+def _median_first_epoch(rows: list[dict]) -> float | None:
+    """The first epoch holds a variant's compilation (torch.compile, hybridize, graph capture)."""
+    firsts = [r["epochs"][0]["seconds"] for r in measured(rows) if r["status"] == "ok" and r.get("epochs")]
+    return statistics.median(firsts) if firsts else None
