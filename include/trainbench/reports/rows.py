@@ -107,8 +107,7 @@ def variant_pairs(rows: list[dict]) -> list[dict]:
     out = []
     for (host, fw, ds), rs in groups.items():
         entry = frameworks.REGISTRY.get(fw)
-        eager_rows = groups.get((host, entry.base, ds)) if entry and entry.interpreter_of else None
-        if not eager_rows:
+        if entry is None or entry.interpreter_of is None or not (eager_rows := groups.get((host, entry.base, ds))):
             continue
         fast, eager = _steady_rates(rs), _steady_rates(eager_rows)
         if not fast or not eager:
