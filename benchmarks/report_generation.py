@@ -95,7 +95,7 @@ def time_publish(total_rows: int) -> float:
 
 
 def main() -> None:
-    time_publish(100)  # warm imports (pandas, matplotlib, scipy) so neither side pays for them
+    time_publish(100)  # warm imports (pandas, scipy) so neither side pays for them
     small, large = time_publish(100), time_publish(10_000)
     print(f"verdicts + reports, 100 stored rows:    {small:.2f} s")
     print(f"verdicts + reports, 10,000 stored rows: {large:.2f} s")

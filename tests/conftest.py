@@ -5,6 +5,7 @@ Nothing here touches ~/airflow or the project's own output/ folder.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -64,6 +65,18 @@ def write_config(
     path = folder / "trainbench.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def dags_test(env: dict, conf: dict, logical_date: str | None = None) -> subprocess.CompletedProcess:
+    """One whole run of the cifar10_benchmark DAG (`airflow dags test`) in the Airflow home `env` names."""
+    return subprocess.run(
+        [str(BIN / "airflow"), "dags", "test", "cifar10_benchmark", *filter(None, [logical_date])]
+        + ["-c", json.dumps(conf)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import html.parser
+import json
 import re
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 
 from trainbench import config, pipeline
-from trainbench.reports import markdown
+from trainbench.reports import charts, markdown
 from trainbench.store import imported_logs, run_folder
 from trainbench.store.results import ResultStore
 
@@ -49,17 +50,27 @@ def test_markdown_of_the_imported_rows_reproduces_the_original_log():
 class _Html(html.parser.HTMLParser):
     def __init__(self):
         super().__init__()
-        self.images, self.tables, self.headings = [], 0, []
+        self.tags, self.figures, self.tables, self.headings, self.scripts = [], [], 0, [], []
+        self.links: list[str] = []
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
-        if tag == "img":
-            self.images.append((attrs["alt"], attrs["src"][:22]))
+        self.tags.append(tag)
+        self.links += [v or "" for k, v in attrs.items() if k in ("src", "href", "action", "xlink:href", "srcset")]
+        if tag == "figure" and "chart" in (attrs.get("class") or "").split():
+            self.figures.append(int(attrs["data-index"]))
+        if tag == "script":
+            self.scripts.append({**attrs, "text": ""})
         self.tables += tag == "table"
 
     def handle_data(self, data):
         if self.lasttag in ("h1", "h2") and data.strip():
             self.headings.append(data.strip())
+        if self.lasttag == "script":
+            self.scripts[-1]["text"] += data
+
+    def chart_data(self) -> dict:
+        return json.loads(next(s["text"] for s in self.scripts if s.get("id") == "chart-data"))
 
 
 @pytest.fixture
@@ -94,16 +105,35 @@ def test_publish_writes_every_format_with_charts_and_the_verdicts(stored_history
     out = pipeline.publish(cfg, run)
     page = _Html()
     page.feed(Path(out["html"]).read_text())
-    assert {alt for alt, _ in page.images} == {
-        "Wall time",
-        "Steady-state images/s",
-        "Memory per device",
-        "Phases per case",
-        "Scaling",
-        "History per case",
-    }
-    assert all(src == "data:image/png;base64," for _, src in page.images)
-    assert {"Summary", "Results", "Scaling", "Regressions", "Imported logs (the original log)"} <= set(page.headings)
+    data = page.chart_data()
+    assert sorted(page.figures) == list(range(len(data["charts"])))
+    assert [c["name"] for c in data["charts"]] == [
+        "wall_time",
+        "images_per_s",
+        "memory",
+        "phases",
+        "scaling",
+        "scaling",
+        "history",
+        "history",
+    ]
+    wall, ips, memory, phases, speedup, efficiency, *history = data["charts"]
+    assert wall["categories"] == ips["categories"] == ["pytorch | NVIDIA H100 + NVIDIA H100", "pytorch | NVIDIA H100"]
+    assert wall["series"][0]["values"] == pytest.approx([11.02 / 1.8, 11.02])
+    assert wall["series"][0]["notes"][0] == "3 repeats, min 6.12, max 6.13"
+    assert memory["stacked"] and memory["series"][0]["values"] == [1025.0, 1025.0]
+    assert [s["label"] for s in phases["series"]][:2] == ["startup", "data"]
+    assert speedup["series"][0]["values"] == pytest.approx([1.8]) and efficiency["reference"] == 100
+    assert [c["title"] for c in history] == ["pytorch · 0,1", "pytorch · 0"]
+    assert len(data["runs"]) == 5 and data["runs"][-1]["run"] == run
+    for chart in history:
+        (series,) = chart["series"]
+        assert [p["x"] for p in series["points"]] == [0, 1, 2, 3, 4] and "driver" in series["label"]
+        marked = [p for p in series["points"] if p.get("verdicts")]
+        assert [p["x"] for p in marked] == [4] and {v["verdict"] for v in marked[0]["verdicts"]} == {"regressed"}
+    assert "img" not in page.tags
+    assert {"Summary", "Results", "Scaling", "Regressions", "History per case"} <= set(page.headings)
+    assert "Imported logs (the original log)" in page.headings
     text = Path(out["html"]).read_text()
     assert "0: fastest <b>pytorch</b>" in text and "scaling efficiency" in text and "regressed (wall_s, +10.0%)" in text
     assert not re.search(r"<td>-?[1-9][\d,]*\.\d{3,}</td>", text), "figures are rounded as a person reads them"
@@ -116,6 +146,20 @@ def test_publish_writes_every_format_with_charts_and_the_verdicts(stored_history
     csv = pd.read_csv(out["csv"])
     assert len(parquet) == len(csv) == 6 and set(parquet["device_set"]) == {"0", "0,1"}
     assert (cfg.output_dir / "latest" / "report.html").read_text() == Path(out["html"]).read_text()
+
+
+def test_the_html_report_loads_nothing_from_outside_itself(stored_history):
+    """Script, styles and chart data are inline: no URL to fetch anything from, opened offline or from a mail."""
+    cfg, _, run = stored_history
+    text = Path(pipeline.publish(cfg, run)["html"]).read_text()
+    page = _Html()
+    page.feed(text)
+    assert page.links == []
+    assert not {"link", "img", "iframe", "object", "embed", "base", "image", "use"} & set(page.tags)
+    assert [sorted(s) for s in page.scripts] == [["id", "text", "type"], ["text"]]
+    assert charts.script() in text and charts.stylesheet() in text
+    outside = re.findall(r"https?://[^\s\"'<>)]*|url\((?!#)|@import", text)
+    assert outside == ["http://www.w3.org/2000/svg"]  # the SVG namespace: a name, nothing to fetch
 
 
 def test_latest_is_the_newest_week_with_results(stored_history):

@@ -1,7 +1,8 @@
 """The Benchmarks page inside the Airflow UI, end to end: a real `airflow api-server` with the trainbench_ui
-plugin, a results database filled by two real CPU runs of the core, and headless Chromium driven over the
-DevTools protocol (a cookie holds the JWT, as after a login in the UI).  Screenshots go to the test's folder
-and, for the record, to output/screenshots/.
+plugin, a results database filled by two real runs of the cifar10_benchmark DAG (`airflow dags test`, short CPU
+runs), and headless Chromium driven over the DevTools protocol (a cookie holds the JWT, as after a login in the
+UI); the same browser opens the HTML report the DAG published, from its file.  Screenshots go to the test's
+folder and, for the record, to output/screenshots/.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -24,11 +24,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, ROOT, write_config
+from trainbench import config as config_mod
+from trainbench.store import run_folder
+from trainbench.store.results import ResultStore
+
+from conftest import BIN, ROOT, dags_test, write_config
 
 pytestmark = pytest.mark.integration
 
-RUNS = ("manual__2026-01-05T03:00:00+00:00", "manual__2026-01-12T03:00:00+00:00")
+WEEKS = ("2026-01-05T03:00:00+00:00", "2026-01-12T03:00:00+00:00")  # the runs' logical dates
+CONF = {"frameworks": ["pytorch"], "device_sets": ["cpu", "cpu:2"], "epochs": 1, "train_images": 256, "repeats": 2}
 SCREENSHOTS = ROOT / "output" / "screenshots"
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -77,11 +82,11 @@ class Server:
         self.proc: subprocess.Popen | None = None
         self.token = ""
 
-    def migrate(self) -> subprocess.Popen:
-        log = open(self.home / "db-migrate.log", "w")  # noqa: SIM115 - closed with the process
-        return subprocess.Popen(
-            [str(BIN / "airflow"), "db", "migrate"], env=self.env, stdout=log, stderr=subprocess.STDOUT
+    def migrate(self) -> None:
+        proc = subprocess.run(
+            [str(BIN / "airflow"), "db", "migrate"], env=self.env, capture_output=True, text=True, timeout=600
         )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     def start(self) -> None:
         with open(self.home / "api-server.log", "w") as log:
@@ -220,8 +225,13 @@ class Browser:
             self.send("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y, button="left", buttons=1)
         self.send("Input.dispatchMouseEvent", type="mouseReleased", x=x1, y=y, button="left", clickCount=1)
 
-    def screenshot(self, path: Path) -> Path:
-        data = self.send("Page.captureScreenshot", format="png", captureBeyondViewport=False)["data"]
+    def screenshot(self, path: Path, whole_page: bool = False) -> Path:
+        options: dict = {"captureBeyondViewport": False}
+        if whole_page:
+            size = self.send("Page.getLayoutMetrics")["cssContentSize"]
+            clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
+            options = {"captureBeyondViewport": True, "clip": clip}
+        data = self.send("Page.captureScreenshot", format="png", **options)["data"]
         path.write_bytes(base64.b64decode(data))
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, SCREENSHOTS / path.name)
@@ -236,41 +246,33 @@ class Browser:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """Two real CPU runs in a fresh results database, then the api-server with the plugin on top of it."""
+    """Two DAG runs in the api-server's own Airflow home (the pages link to them) and a fresh results database,
+    then the api-server with the plugin on top of both."""
     folder = tmp_path_factory.mktemp("ui")
     config = write_config(folder, dataset="synthetic")
     home = folder / "airflow"
     home.mkdir()
     srv = Server(home, config)
-    migrating = srv.migrate()  # Airflow's database meanwhile
     try:
-        for run_id in RUNS:
-            subprocess.run(
-                [sys.executable, "-m", "trainbench", "--config", str(config), "run", "--epochs", "1"]
-                + ["--train-images", "256", "--device-sets", "cpu", "cpu:2", "--repeats", "2"]
-                + ["--frameworks", "pytorch", "--run-id", run_id],
-                check=True,
-                capture_output=True,
-                timeout=1200,
-            )
-        assert migrating.wait(600) == 0, (home / "db-migrate.log").read_text()[-3000:]
-        _mark_regression(config)
+        srv.migrate()
+        for week in WEEKS:
+            proc = dags_test(srv.env, CONF, logical_date=week)
+            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        srv.config = config_mod.load(config)
+        srv.runs = tuple(ResultStore(srv.config.database_url).run_ids())  # `dags test` names them after "now"
+        assert len(srv.runs) == 2 and all(run.startswith("manual__") for run in srv.runs), srv.runs
+        _mark_regression(srv.config, srv.runs[1])
         srv.start()
-        srv.folder = folder
         yield srv
     finally:
-        _stop(migrating)
         srv.stop()
 
 
-def _mark_regression(config: Path) -> None:
+def _mark_regression(cfg: config_mod.Config, run_id: str) -> None:
     """Two short runs give no verdict but "insufficient history"; mark one so the charts have a regression to show."""
-    from trainbench import config as config_mod
-    from trainbench.store.results import ResultStore
-
-    store = ResultStore(config_mod.load(config).database_url)
-    row = next(r for r in store.current_rows(RUNS[1]) if r["device_set"] == "cpu" and not r["warmup"])
-    found = [{k: v[k] for k in v if k != "run_id"} for v in store.verdicts() if v["run_id"] == RUNS[1]]
+    store = ResultStore(cfg.database_url)
+    row = next(r for r in store.current_rows(run_id) if r["device_set"] == "cpu" and not r["warmup"])
+    found = [{k: v[k] for k in v if k != "run_id"} for v in store.verdicts() if v["run_id"] == run_id]
     found = [v for v in found if not (v["device_set"] == "cpu" and v["metric"] == "wall_s")]
     found.append(
         dict(
@@ -287,7 +289,7 @@ def _mark_regression(config: Path) -> None:
             detail="marked by tests/test_ui.py",
         )
     )
-    store.save_verdicts(RUNS[1], found)
+    store.save_verdicts(run_id, found)
 
 
 def test_anonymous_requests_get_no_data(server):
@@ -295,7 +297,7 @@ def test_anonymous_requests_get_no_data(server):
         "/trainbench/",
         "/trainbench/history",
         "/trainbench/api/latest",
-        f"/trainbench/runs/{RUNS[0]}/report.html",
+        f"/trainbench/runs/{server.runs[0]}/report.html",
     ):
         status, body, _ = server.request(path, auth=False)
         assert status == 401, (path, status, body)
@@ -307,7 +309,8 @@ def test_anonymous_requests_get_no_data(server):
     assert status in (401, 403)
     status, _, _ = server.request("/trainbench/", auth=False, headers={"Cookie": "_token=nonsense"})
     assert status in (401, 403)
-    assert server.request("/trainbench/static/chart.js", auth=False)[0] == 200  # code, no data
+    for code in ("/trainbench/charts/chart.js", "/trainbench/charts/chart.css", "/trainbench/static/style.css"):
+        assert server.request(code, auth=False)[0] == 200, code  # code, no data
 
 
 def test_a_client_with_a_bearer_token(server):
@@ -320,7 +323,7 @@ def test_a_client_with_a_bearer_token(server):
     status, body, _ = server.request("/trainbench/api/latest")
     assert status == 200, body
     (host,) = json.loads(body)
-    assert host["host"] == "gpu" and host["run_id"] == RUNS[1]
+    assert host["host"] == "gpu" and host["run_id"] == server.runs[1]
     assert {(c["framework"], c["device_set"]) for c in host["cases"]} == {("pytorch", "cpu"), ("pytorch", "cpu:2")}
     for case in host["cases"]:
         assert case["ok"] == case["repeats"] == 2 and case["statuses"] == ["ok"]
@@ -330,10 +333,12 @@ def test_a_client_with_a_bearer_token(server):
 
     status, body, _ = server.request("/trainbench/api/history")
     history = json.loads(body)
-    assert [r["run"] for r in history["runs"]] == list(RUNS)
+    assert [r["run"] for r in history["runs"]] == list(server.runs)
     assert all(len(s["points"]) == 2 for c in history["charts"] for s in c["series"])
 
-    status, body, headers = server.request(f"/trainbench/runs/{urllib.parse.quote(RUNS[1], safe='')}/report.html")
+    status, body, headers = server.request(
+        f"/trainbench/runs/{urllib.parse.quote(server.runs[1], safe='')}/report.html"
+    )
     assert status == 200 and headers["content-type"].startswith("text/html") and "<html" in body.lower()
     for bad in ("..%2F..%2Fetc%2Fpasswd", "..", "%2E%2E", "nope"):
         assert server.request(f"/trainbench/runs/{bad}/report.html")[0] == 404, bad
@@ -359,11 +364,11 @@ def test_the_pages_in_a_browser(server, browser, tmp_path):
         "[...document.querySelectorAll('main tr.case')].map(r => [...r.cells].map(c => c.innerText.trim()))"
     )
     assert [r[:3] for r in rows] == [["pytorch", "cpu:2", "ok"], ["pytorch", "cpu", "ok"]], rows
-    assert RUNS[1] in browser.evaluate("document.querySelector('p.run').innerText")
+    assert server.runs[1] in browser.evaluate("document.querySelector('p.run').innerText")
     links = browser.evaluate("[...document.querySelectorAll('p.run a')].map(a => a.getAttribute('href'))")
     assert links == [
-        f"/trainbench/runs/{urllib.parse.quote(RUNS[1], safe='')}/report.html",
-        f"/dags/cifar10_benchmark/runs/{urllib.parse.quote(RUNS[1], safe='')}",
+        f"/trainbench/runs/{urllib.parse.quote(server.runs[1], safe='')}/report.html",
+        f"/dags/cifar10_benchmark/runs/{urllib.parse.quote(server.runs[1], safe='')}",
     ]
     browser.screenshot(tmp_path / "ui-latest.png")
 
@@ -382,7 +387,7 @@ def test_the_pages_in_a_browser(server, browser, tmp_path):
     )
     browser.send("Input.dispatchMouseEvent", type="mouseMoved", x=box[0], y=box[1])
     tip = browser.wait_for("(t => t && !t.hidden && t.innerText)(document.querySelector('figure.chart .tooltip'))")
-    assert RUNS[0] in tip and "wall" in tip and "2 repeats" in tip
+    assert server.runs[0] in tip and "wall" in tip and "2 repeats" in tip
     browser.screenshot(tmp_path / "ui-history.png")
 
     # drag across the newer half of the first chart: zoomed to one run; a double-click resets
@@ -394,7 +399,7 @@ def test_the_pages_in_a_browser(server, browser, tmp_path):
     browser.drag(x + w * 0.7, x + w * 0.99, y + h * 0.5)
     first_chart = "document.querySelector('figure.chart')"
     browser.wait_for(f"{first_chart}.querySelectorAll('circle.pt').length === 1")
-    assert browser.evaluate(f"{first_chart}.querySelector('circle.pt').dataset.run") == RUNS[1]
+    assert browser.evaluate(f"{first_chart}.querySelector('circle.pt').dataset.run") == server.runs[1]
     assert browser.evaluate(f"{first_chart}.classList.contains('zoomed')")
     browser.click(x + w * 0.5, y + h * 0.5, count=2)
     browser.wait_for(f"{first_chart}.querySelectorAll('circle.pt').length === 2")
@@ -425,3 +430,57 @@ def test_the_pages_in_a_browser(server, browser, tmp_path):
     )
     shot = browser.screenshot(tmp_path / "ui-in-airflow.png")
     assert shot.stat().st_size > 10_000
+
+
+def test_the_report_of_a_dag_run_in_a_browser(server, browser, tmp_path):
+    """report.html as the DAG published it, opened from its file: every chart drawn offline, values on hover."""
+    report = run_folder.run_dir(server.config.output_dir, server.runs[1]) / "report.html"
+    assert (server.config.output_dir / "latest").resolve() == report.parent.resolve()
+    browser.goto((server.config.output_dir / "latest" / "report.html").as_uri())
+    figures = browser.evaluate("document.querySelectorAll('figure.chart').length")
+    assert figures == 8  # wall time, images/s, memory, phases, speed-up, efficiency, history of cpu and cpu:2
+    assert browser.wait_for("document.body.dataset.chartsRendered") == str(figures)
+    assert browser.evaluate("document.querySelectorAll('figure.chart svg.chart').length") == figures
+    assert browser.evaluate("performance.getEntriesByType('resource').length") == 0  # nothing fetched
+    bars = browser.evaluate(
+        "[...document.querySelectorAll('figure.chart')].map(f => f.querySelectorAll('svg.bars rect.bar').length)"
+    )
+    assert bars[:3] == [2, 2, 2] and bars[3] == 12 and bars[4:6] == [1, 1], bars  # phases: 6 per case
+    points = browser.evaluate(
+        "[...document.querySelectorAll('figure.chart')].map(f => f.querySelectorAll('svg.history circle.pt').length)"
+    )
+    assert points == [0] * 6 + [2, 2], points
+
+    def box(element: str) -> list[float]:
+        """Scrolled into the middle of the viewport: the element's box (x, y, width, height)."""
+        return browser.evaluate(
+            f"(e => {{ e.scrollIntoView({{block: 'center'}}); const r = e.getBoundingClientRect();"
+            f" return [r.x, r.y, r.width, r.height]; }})({element})"
+        )
+
+    def hover(element: str) -> str:
+        x, y, w, h = box(element)
+        browser.send("Input.dispatchMouseEvent", type="mouseMoved", x=x + w / 2, y=y + h / 2)
+        return browser.wait_for(
+            f"(t => t && !t.hidden && t.innerText)({element}.closest('figure').querySelector('.tooltip'))"
+        )
+
+    bar = "document.querySelector('figure.chart svg.bars rect.bar')"
+    wall = browser.evaluate(f"+{bar}.dataset.value")
+    tip = hover(bar)
+    assert tip.startswith("pytorch | CPU") and f"{wall:,.2f} s" in tip and "2 repeats, min" in tip, tip
+    tip = hover("document.querySelector('figure.chart svg.history circle.pt')")
+    assert server.runs[0] in tip and "wall" in tip and "2 repeats" in tip, tip
+
+    # the history zooms as on the page: drag across the newer half, double-click to reset
+    history = "document.querySelectorAll('figure.chart')[6]"
+    x, y, w, h = box(f"{history}.querySelector('svg')")
+    browser.drag(x + w * 0.7, x + w * 0.99, y + h * 0.5)
+    browser.wait_for(f"{history}.querySelectorAll('circle.pt').length === 1")
+    assert browser.evaluate(f"{history}.querySelector('circle.pt').dataset.run") == server.runs[1]
+    browser.click(x + w * 0.5, y + h * 0.5, count=2)
+    browser.wait_for(f"{history}.querySelectorAll('circle.pt').length === 2")
+
+    hover(bar)  # the screenshot shows a tooltip
+    shot = browser.screenshot(tmp_path / "report-html.png", whole_page=True)
+    assert shot.stat().st_size > 50_000

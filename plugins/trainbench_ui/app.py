@@ -7,8 +7,8 @@
     /trainbench/api/{latest,history,compare}   the same data as JSON
 
 Every page accepts the filters host, framework, device_set, gpu (repeatable), date_from, date_to
-(YYYY-MM-DD, inclusive) and requires an Airflow login (see `access`); only static/ (the chart script,
-stylesheet and icon: no data) is public.
+(YYYY-MM-DD, inclusive) and requires an Airflow login (see `access`); only static/ (stylesheet, icon) and
+charts/ (the core's chart script and its stylesheet, which the HTML reports inline) are public: code, no data.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from fastapi.staticfiles import StaticFiles
 
 from trainbench import config
 from trainbench.errors import ConfigError
+from trainbench.reports import charts
 from trainbench_ui import pages, queries
 from trainbench_ui.access import LoginRequired, UserDep
 
@@ -32,6 +33,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 def create_app() -> FastAPI:
     app = FastAPI(title="trainbench benchmarks", docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/charts", StaticFiles(directory=charts.STATIC), name="charts")
 
     @app.exception_handler(LoginRequired)
     async def to_login(request: Request, exc: LoginRequired):

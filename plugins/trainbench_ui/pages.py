@@ -1,12 +1,13 @@
-"""HTML of the Benchmarks pages: plain server-rendered tables, charts drawn by static/chart.js from embedded JSON."""
+"""HTML of the Benchmarks pages: plain server-rendered tables, charts drawn by the core's chart.js (the script
+the HTML reports inline) from embedded JSON."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from html import escape
 from urllib.parse import quote
 
+from trainbench.reports import charts
 from trainbench_ui.queries import Filters
 
 DAG_ID = "cifar10_benchmark"
@@ -27,6 +28,9 @@ class Links:
 
     def static(self, name: str) -> str:
         return f"{self.plugin_root}/static/{name}"
+
+    def chart(self, name: str) -> str:
+        return f"{self.plugin_root}/charts/{name}"
 
     def report(self, run_id: str) -> str:
         return f"{self.plugin_root}/runs/{quote(run_id, safe='')}/report.html"
@@ -50,11 +54,12 @@ def layout(links: Links, tab: str, filters: Filters, choices: dict, body: str, s
         for t, label in TABS
     )
     problems = "".join(f'<p class="problem">{escape(p)}</p>' for p in filters.problems)
-    script = f'<script src="{escape(links.static("chart.js"))}"></script>' if scripts else ""
+    script = f'<script src="{escape(links.chart("chart.js"))}"></script>' if scripts else ""
+    chart_style = f'<link rel="stylesheet" href="{escape(links.chart("chart.css"))}">' if scripts else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Benchmarks · {escape(title)}</title>
-<link rel="stylesheet" href="{escape(links.static("style.css"))}"></head>
+<link rel="stylesheet" href="{escape(links.static("style.css"))}">{chart_style}</head>
 <body><header><h1>Benchmarks</h1><nav>{nav}</nav></header>
 {filter_form(links, tab, filters, choices)}{problems}
 <main id="{tab or "latest"}">{body}</main>{script}</body></html>"""
@@ -202,17 +207,11 @@ def _case_row(case: dict) -> str:
 def history_page(data: dict) -> str:
     if not data["charts"]:
         return message("No measured results match these filters.")
-    payload = json.dumps(data, separators=(",", ":"), default=str).replace("<", "\\u003c")
-    figures = "".join(
-        f'<figure class="chart" data-index="{i}"><figcaption>{escape(c["title"])}</figcaption>'
-        f'<div class="plot"></div><div class="legend"></div></figure>'
-        for i, c in enumerate(data["charts"])
-    )
     return (
         '<p class="hint">Median wall time of each run (bars: min – max over its repeats), oldest to newest, one line '
         "per environment. ▲ regressed, ▼ improved. Hover for values; drag across a chart to zoom, "
         "double-click to reset.</p>"
-        f'<script type="application/json" id="history-data">{payload}</script><div class="charts">{figures}</div>'
+        f"{charts.embed(data)}{charts.figures(data, 'history')}"
     )
 
 

@@ -20,10 +20,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from trainbench import frameworks
+from trainbench.reports import charts
 from trainbench.store.results import BENCHMARK, device_memory, results, runs, verdicts
 
 FILTER_FIELDS = ("host", "framework", "device_set", "gpu")
-MARKED_VERDICTS = ("regressed", "improved")
 SLIM_COLUMNS = (
     results.c.id,
     results.c.run_id,
@@ -297,15 +297,10 @@ def _cases(conn: sa.Connection, run_id: str, rows: list[dict]) -> list[dict]:
 
 def _verdicts(conn: sa.Connection, run_ids: list[str] | None = None) -> dict[tuple, list[dict]]:
     """Regressed / improved verdicts by (run, framework, device set, environment)."""
-    query = sa.select(verdicts).where(verdicts.c.verdict.in_(MARKED_VERDICTS))
+    query = sa.select(verdicts).where(verdicts.c.verdict.in_(charts.MARKED_VERDICTS))
     if run_ids is not None:
         query = query.where(verdicts.c.run_id.in_(run_ids))
-    found: dict[tuple, list[dict]] = defaultdict(list)
-    for v in _run(conn, query):
-        found[(v["run_id"], v["framework"], v["device_set"], v["env_key"])].append(
-            {k: v[k] for k in ("metric", "verdict", "change", "p_value", "detail")}
-        )
-    return found
+    return charts.marks(_run(conn, query))
 
 
 # --- environments -------------------------------------------------------------------------------------------------
@@ -332,14 +327,9 @@ def environments(conn: sa.Connection, env_keys: Iterable[str]) -> dict[str, dict
             "packages": packages,
             "gpus": sorted(set(gpus)),
             "hostname": env.get("hostname") or env.get("worker_host"),
-            "label": environment_label(driver, packages),
+            "label": charts.environment_label(driver, packages),
         }
     return out
-
-
-def environment_label(driver: str | None, packages: dict) -> str:
-    versions = " ".join(f"{name} {version}" for name, version in sorted(packages.items())) or "no framework version"
-    return f"driver {driver or 'none'} · {versions}"
 
 
 # --- history ------------------------------------------------------------------------------------------------------
@@ -367,54 +357,19 @@ def _case_order(case: tuple) -> tuple:
 
 
 def history(conn: sa.Connection, filters: Filters) -> dict:
-    """Per case (host x framework x device set), the median wall time of each run, one series per environment.
-
-    Runs are numbered oldest to newest over the filtered runs, so every chart shares one x axis
-    (`runs[x]` names the run of a point).
-    """
-    grouped: dict[tuple, list[tuple[float, float | None]]] = defaultdict(list)
-    for run_id, env_key, host, fw, ds, wall, ips in _tuples(conn, _measured_ok(filters)):
-        grouped[(host, fw, ds, env_key, run_id)].append((wall, ips))
+    """Per case (host x framework x device set), the median wall time of each run, one series per environment,
+    on one axis of the filtered runs, oldest to newest (`charts.history`)."""
+    found = _tuples(conn, _measured_ok(filters))
     dates = run_dates(conn)
-    order = sorted({k[4] for k in grouped}, key=lambda run: (dates.get(run, _aware(None)), run))
-    index = {run: i for i, run in enumerate(order)}
-    envs = environments(conn, {k[3] for k in grouped})
-    marks = _verdicts(conn) if grouped else {}
-    cases: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
-    for (host, fw, ds, env_key, run_id), figures in grouped.items():
-        walls = [w for w, _ in figures]
-        ips = [i for _, i in figures if i is not None]
-        point = {
-            "x": index[run_id],
-            "y": round(statistics.median(walls), 4),
-            "lo": round(min(walls), 4),
-            "hi": round(max(walls), 4),
-            "n": len(walls),
-            "ips": round(statistics.median(ips), 1) if ips else None,
-        }
-        if found := marks.get((run_id, fw, ds, env_key)):
-            point["verdicts"] = found
-        cases[(host, fw, ds)][env_key].append(point)
-    charts = []
-    for (host, fw, ds), series in sorted(cases.items(), key=lambda kv: _case_order(kv[0])):
-        charts.append(
-            {
-                "host": host,
-                "framework": fw,
-                "device_set": ds,
-                "title": f"{fw} · {ds}" + (f" · {host}" if host else ""),
-                "series": [
-                    {
-                        "env_key": key,
-                        "label": envs.get(key, {}).get("label", key),
-                        "points": sorted(points, key=lambda p: p["x"]),
-                    }
-                    for key, points in sorted(series.items(), key=lambda kv: min(p["x"] for p in kv[1]))
-                ],
-            }
-        )
-    runs_axis = [{"run": run, "date": _date_text(dates.get(run))} for run in order]
-    return {"runs": runs_axis, "charts": charts}
+    order = sorted({r[0] for r in found}, key=lambda run: (dates.get(run, _aware(None)), run))
+    envs = environments(conn, {r[1] for r in found})
+    return charts.history(
+        found,
+        [(run, _date_text(dates.get(run))) for run in order],
+        {key: env["label"] for key, env in envs.items()},
+        _verdicts(conn) if found else {},
+        _case_order,
+    )
 
 
 def _date_text(when: dt.datetime | None) -> str:

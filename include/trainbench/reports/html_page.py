@@ -1,12 +1,12 @@
-"""The self-contained HTML report: the results, scaling, verdicts, upgrades and imported logs as tables,
-with the charts of `charts` embedded."""
+"""The self-contained HTML report: the results, scaling, verdicts, upgrades and imported logs as tables, with
+the charts of `charts` drawn by its script, both inlined: the file works offline and on its own."""
 
 from __future__ import annotations
 
 import html
 
 from trainbench.checks.dispersion import measured
-from trainbench.reports.charts import charts, scaling
+from trainbench.reports import charts
 from trainbench.reports.rows import cases, combination, median_ok, report_order
 
 
@@ -41,7 +41,7 @@ def _percent(value: float | None) -> str:
 CSS = (
     "body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;"
     "margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}"
-    "th{background:#f0f0f0}figure{display:inline-block;margin:1em}.regressed{color:#b00}"
+    "th{background:#f0f0f0}.regressed{color:#b00}.improved{color:#080}"
 )
 
 
@@ -55,7 +55,7 @@ def render(
     run_order: list[str],
     stats: list[dict],
 ) -> str:
-    figures = charts(rows, history, verdicts, run_order)
+    data = charts.report(rows, history, verdicts, run_order)
     results = [
         [
             r["framework"],
@@ -74,7 +74,7 @@ def render(
     ]
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>trainbench {html.escape(run_id)}</title>",
-        f"<style>{CSS}</style></head><body>",
+        f"<style>{CSS}{charts.stylesheet()}</style></head><body>",
         f"<h1>trainbench run <code>{html.escape(run_id)}</code></h1>",
     ]
     parts += summary(run_id, rows, verdicts)
@@ -97,7 +97,7 @@ def render(
             results,
         )
     )
-    parts += [figures["wall_time"], figures["images_per_s"], figures["memory"]]
+    parts.append(charts.figures(data, "wall_time", "images_per_s", "memory"))
     if stats:
         parts.append("<h2>Dispersion over the repeats</h2>")
         parts.append(
@@ -137,14 +137,12 @@ def render(
                 ],
             )
         )
-    if "phases" in figures:
-        parts += ["<h2>Phases</h2>", figures["phases"]]
-    if "scaling" in figures:
+    if phases := charts.figures(data, "phases"):
+        parts += ["<h2>Phases</h2>", phases]
+    if scale := charts.scaling(rows):
         parts.append("<h2>Scaling</h2>")
-        parts.append(
-            _table(["framework", "device set", "devices", "images/s", "speed-up", "efficiency"], scaling(rows))
-        )
-        parts.append(figures["scaling"])
+        parts.append(_table(["framework", "device set", "devices", "images/s", "speed-up", "efficiency"], scale))
+        parts.append(charts.figures(data, "scaling"))
     parts.append("<h2>Regressions</h2>")
     parts.append(
         _table(
@@ -178,7 +176,13 @@ def render(
             ],
         )
     )
-    parts.append(figures["history"])
+    parts.append("<h2>History per case</h2>")
+    parts.append(
+        "<p>Median wall time of each run (bars: min - max over its repeats), oldest to newest, one line per "
+        "environment. ▲ regressed, ▼ improved. Hover for values; drag across a chart to zoom, double-click to "
+        "reset.</p>"
+    )
+    parts.append(charts.figures(data, "history"))
     if comparisons:
         parts.append("<h2>Driver and framework upgrades</h2>")
         parts.append(
@@ -218,7 +222,7 @@ def render(
                 ],
             )
         )
-    parts.append("</body></html>")
+    parts += [charts.embed(data), f"<script>{charts.script()}</script>", "</body></html>"]
     return "\n".join(parts)
 
 
@@ -236,7 +240,7 @@ def summary(run_id: str, rows: list[dict], verdicts: list[dict]) -> list[str]:
     items += [
         f"<li>{html.escape(fw)} on {html.escape(ds)}: {n} devices give {speedup:.2f}x the images/s of one "
         f"({efficiency:.0%} scaling efficiency)</li>"
-        for fw, ds, n, _, speedup, efficiency in scaling(rows)
+        for fw, ds, n, _, speedup, efficiency in charts.scaling(rows)
     ]
     changed = [v for v in verdicts if v["run_id"] == run_id and v["verdict"] in ("regressed", "improved")]
     items += [
