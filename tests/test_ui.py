@@ -481,6 +481,7 @@ def test_the_report_of_a_dag_run_in_a_browser(server, browser, tmp_path):
     browser.click(x + w * 0.5, y + h * 0.5, count=2)
     browser.wait_for(f"{history}.querySelectorAll('circle.pt').length === 2")
 
-    hover(bar)  # the screenshot shows a tooltip
+    hover(bar)
+    browser.screenshot(tmp_path / "report-html-hover.png")
     shot = browser.screenshot(tmp_path / "report-html.png", whole_page=True)
     assert shot.stat().st_size > 50_000
