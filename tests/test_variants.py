@@ -90,6 +90,8 @@ def test_a_variant_trains_the_same_network_as_its_eager_sibling(first_epochs, va
     fast, eager = first_epochs[variant], first_epochs[base]
     assert fast.start["parameters"] == fast.summary["parameters"] == eager.summary["parameters"] == 420_096
     assert fast.summary["variant"] == variant.split("-")[1] and eager.summary["variant"] == "eager"
+    if variant == "pytorch-graph":
+        assert fast.summary["compiled_ops"] >= 10 and eager.summary["compiled_ops"] == 0
     assert abs(fast.losses[0] - eager.losses[0]) < LOSS_TOLERANCE, (fast.losses, eager.losses)
     assert fast.losses[1] < fast.losses[0]
 
@@ -98,6 +100,8 @@ def test_a_variant_trains_the_same_network_as_its_eager_sibling(first_epochs, va
 def test_a_variant_is_data_parallel_over_two_cpu_workers(cfg, synthetic_data, variant):
     report = train(cfg, variant, "cpu:2", synthetic_data)
     assert report.summary["devices"] == 2 and report.summary["parameters"] == 420_096
+    if variant == "pytorch-graph":  # the network itself is compiled, not left eager behind DDP
+        assert report.summary["compiled_ops"] >= 10, report.summary
     assert report.losses[1] < report.losses[0]
 
 

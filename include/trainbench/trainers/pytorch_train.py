@@ -6,7 +6,8 @@ device; under `torchrun` every rank takes its share of each global batch and
 DistributedDataParallel sums the gradients (gloo on the CPU, NCCL on GPUs).
 
 Variants (`--variant`): `eager` (the default, PyTorch as most people write it) and `graph`: on the CPU
-`torch.compile(net)` (default mode; under DDP the compiled DDP module, split at its buckets); on CUDA the
+`torch.compile(model)` (default mode; under DDP, DDP wraps the compiled network: compiling the DDP module
+itself graph-breaks inside DDP's forward in PyTorch 2.13 and leaves the network eager); on CUDA the
 whole train step (gather, forward, loss, backward, SGD step, loss sum) captured once as a CUDA graph with
 static buffers and replayed each step (under DDP after the 11 eager warm-up steps DDP needs; those
 warm-up steps are undone, so training starts from the same weights as the eager run).
@@ -178,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
             net: nn.Module = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank])
         torch.cuda.current_stream(device).wait_stream(side)
     else:
-        net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+        # compiled at the first step (the first epoch pays for it); evaluation runs `model`, eager
+        net = torch.compile(model) if args.variant == "graph" else model
+        net = nn.parallel.DistributedDataParallel(net) if world > 1 else net
     opt = torch.optim.SGD(net.parameters(), lr=args.lr, momentum=args.momentum)
     rank_batch = len(np.array_split(np.arange(args.batch_size), world)[rank])
     losses: list[torch.Tensor] = []
@@ -186,8 +189,6 @@ def main(argv: list[str] | None = None) -> int:
     if cuda_graph:
         step = cuda_graph_step(net, model, opt, x_train, y_train, rank_batch, total, 11 if world > 1 else 3)
     else:
-        if args.variant == "graph":
-            net = torch.compile(net)  # compiled at the first step: the first epoch pays for it
         step = eager_step(net, opt, x_train, y_train, losses)
     if args.device == "cuda":
         torch.cuda.synchronize(device)
@@ -236,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         "framework": "pytorch",
         "framework_version": torch.__version__,
         "variant": args.variant,
+        # operations torch.compile captured into graphs: 0 would mean the variant silently ran eager
+        "compiled_ops": torch._dynamo.utils.counters["stats"]["calls_captured"],
         "parameters": parameters,
         "devices": world,
         "device": args.device,
