@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from trainbench import config, pipeline
-from trainbench.reports import charts, markdown
+from trainbench.reports import charts, html_page, markdown
 from trainbench.store import imported_logs, run_folder
 from trainbench.store.results import ResultStore
 
@@ -185,3 +185,12 @@ def test_backfill_reuses_the_settings_its_week_was_first_measured_with(stored_hi
     pipeline.start_run(cfg, "scheduled__2026-11-09T03:00:00+00:00", cfg.settings.overridden(epochs=7), week)
     assert pipeline.original_settings(cfg, week) == cfg.settings.as_dict()  # the week's first run, not the later one
     assert pipeline.original_settings(cfg, week + dt.timedelta(days=1)) is None
+
+
+def test_the_summary_claims_a_fastest_case_only_as_far_as_the_repeats_allow():
+    clear = [(10.0, 9.9, 10.1, "jax", 3), (12.0, 11.8, 12.3, "pytorch", 3)]
+    assert html_page._fastest("0", clear) == "<li>0: fastest <b>jax</b>, 10.00 s (median wall time)</li>"
+    overlapping = [(10.0, 9.0, 11.5, "jax", 3), (11.0, 10.5, 12.0, "pytorch", 3)]
+    assert "by median only: within the repeats' spread of pytorch" in html_page._fastest("0", overlapping)
+    single = [(10.0, 10.0, 10.0, "jax", 1), (12.0, 12.0, 12.0, "pytorch", 3)]
+    assert "1 repeat: its lead over pytorch is within unknown noise" in html_page._fastest("0", single)

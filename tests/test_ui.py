@@ -331,6 +331,14 @@ def test_a_client_with_a_bearer_token(server):
         assert lo <= case["wall"] <= hi and case["user"] > 0 and case["ips"] > 0
         assert case["devices"] and all(d["methods"] and d["used"] > 0 for d in case["devices"])
 
+    status, body, _ = server.request("/trainbench/api/latest?variant=default")
+    assert {(c["framework"], c["device_set"]) for c in json.loads(body)[0]["cases"]} == {
+        ("pytorch", "cpu"),
+        ("pytorch", "cpu:2"),
+    }
+    status, body, _ = server.request("/trainbench/api/latest?variant=graph")  # no pytorch-graph runs were seeded
+    assert status == 200 and json.loads(body) == [], body
+
     status, body, _ = server.request("/trainbench/api/history")
     history = json.loads(body)
     assert [r["run"] for r in history["runs"]] == list(server.runs)

@@ -130,6 +130,8 @@ def test_variants_run_through_the_cli_side_by_side(tmp_path):
     side_by_side = report.split("## Variants beside their eager sibling")[1]
     assert "| pytorch-graph | cpu | gpu | 1 |" in side_by_side and "| mxnet-hybrid | cpu | gpu | 1 |" in side_by_side
     assert side_by_side.count("spread unknown (1 repeat)") == 2
+    page = (cfg.output_dir / "runs" / "variants-test" / "report.html").read_text()
+    assert "<h2>Variants beside their eager sibling</h2>" in page and page.count("spread unknown (1 repeat)") == 2
 
 
 def row(framework, repeat, images_per_s, first_epoch_s=1.0, **extra):

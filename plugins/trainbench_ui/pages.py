@@ -13,7 +13,13 @@ from trainbench_ui.queries import Filters
 DAG_ID = "cifar10_benchmark"
 TABS = (("", "Latest run per host"), ("history", "History per case"), ("compare", "Driver / framework comparison"))
 METRICS = {"wall_s": "wall time", "images_per_s": "images/s"}
-FILTER_LABELS = (("host", "Host"), ("framework", "Framework"), ("device_set", "Device set"), ("gpu", "GPU model"))
+FILTER_LABELS = (
+    ("host", "Host"),
+    ("framework", "Framework"),
+    ("variant", "Variant"),
+    ("device_set", "Device set"),
+    ("gpu", "GPU model"),
+)
 
 
 class Links:

@@ -23,7 +23,7 @@ from trainbench import frameworks
 from trainbench.reports import charts
 from trainbench.store.results import BENCHMARK, device_memory, results, runs, verdicts
 
-FILTER_FIELDS = ("host", "framework", "device_set", "gpu")
+FILTER_FIELDS = ("host", "framework", "variant", "device_set", "gpu")
 SLIM_COLUMNS = (
     results.c.id,
     results.c.run_id,
@@ -65,6 +65,7 @@ class Filters:
 
     host: tuple[str, ...] = ()
     framework: tuple[str, ...] = ()
+    variant: tuple[str, ...] = ()  # frameworks.execution: "default", "graph", "hybrid"
     device_set: tuple[str, ...] = ()
     gpu: tuple[str, ...] = ()
     date_from: dt.date | None = None
@@ -94,6 +95,9 @@ class Filters:
         for name in ("host", "framework", "device_set"):
             if getattr(self, name):
                 query = query.where(results.c[name].in_(getattr(self, name)))
+        if self.variant:
+            names = [n for n in frameworks.NAMES if frameworks.execution(n) in self.variant]
+            query = query.where(results.c.framework.in_(names))
         if self.gpu:
             query = query.where(sa.or_(*(results.c.device_names.contains(g, autoescape=True) for g in self.gpu)))
         if self.date_from:
@@ -159,6 +163,7 @@ def choices(conn: sa.Connection) -> dict[str, list[str]]:
     for host, fw, ds, names in _tuples(conn, query):
         found["host"].add(host)
         found["framework"].add(fw)
+        found["variant"].add(frameworks.execution(fw))
         found["device_set"].add(ds)
         found["gpu"].update(g.strip() for g in (names or "").split(" + "))
     return {name: sorted((v for v in found[name] if v), key=_order_key(name)) for name in FILTER_FIELDS}

@@ -28,9 +28,16 @@ __all__ = [
     "Interpreter",
     "LaunchSpec",
     "Unavailable",
+    "execution",
     "launch_spec",
     "title",
 ]
+
+
+def execution(name: str) -> str:
+    """How an entry runs its framework: a variant's flag (`pytorch-graph`: "graph"), else "default"."""
+    fw = REGISTRY.get(name)
+    return fw.name.removeprefix(f"{fw.base}-") if fw is not None and fw.interpreter_of else "default"
 
 
 def title(name: str) -> str:

@@ -4,10 +4,11 @@ the charts of `charts` drawn by its script, both inlined: the file works offline
 from __future__ import annotations
 
 import html
+import statistics
 
 from trainbench.checks.dispersion import measured
 from trainbench.reports import charts
-from trainbench.reports.rows import cases, combination, median_ok, report_order
+from trainbench.reports.rows import cases, combination, report_order, variant_pairs
 
 
 def figure(header: str, value: float) -> str:
@@ -143,6 +144,41 @@ def render(
         parts.append("<h2>Scaling</h2>")
         parts.append(_table(["framework", "device set", "devices", "images/s", "speed-up", "efficiency"], scale))
         parts.append(charts.figures(data, "scaling"))
+    if pairs := variant_pairs(rows):
+        parts.append("<h2>Variants beside their eager sibling</h2>")
+        parts.append(
+            _table(
+                [
+                    "variant",
+                    "device set",
+                    "host",
+                    "repeats",
+                    "eager images/s",
+                    "variant images/s",
+                    "speed-up",
+                    "speed-up range",
+                    "verdict",
+                    "eager first epoch s",
+                    "variant first epoch s",
+                ],
+                [
+                    [
+                        p["variant"],
+                        p["device_set"],
+                        p["host"],
+                        p["repeats"],
+                        p["base_ips"],
+                        p["variant_ips"],
+                        f"{p['speedup']:.2f}x",
+                        f"{p['speedup_low']:.2f}-{p['speedup_high']:.2f}",
+                        p["verdict"],
+                        p["base_first_epoch_s"],
+                        p["variant_first_epoch_s"],
+                    ]
+                    for p in pairs
+                ],
+            )
+        )
     parts.append("<h2>Regressions</h2>")
     parts.append(
         _table(
@@ -226,17 +262,29 @@ def render(
     return "\n".join(parts)
 
 
+def _fastest(device_set: str, entries: list[tuple[float, float, float, str, int]]) -> str:
+    """The fastest case of a device set (by median wall time), claimed outright only when its slowest repeat
+    beats every repeat of the runner-up; otherwise the case its spread overlaps is named."""
+    wall, _, slowest, framework, repeats = entries[0]
+    text = f"{html.escape(device_set)}: fastest <b>{html.escape(framework)}</b>, {wall:,.2f} s (median wall time)"
+    if len(entries) > 1:
+        _, quickest, _, runner_up, runner_up_repeats = entries[1]
+        if min(repeats, runner_up_repeats) < 2:
+            text += f"; 1 repeat: its lead over {html.escape(runner_up)} is within unknown noise"
+        elif slowest >= quickest:
+            text += f", by median only: within the repeats' spread of {html.escape(runner_up)}"
+    return f"<li>{text}</li>"
+
+
 def summary(run_id: str, rows: list[dict], verdicts: list[dict]) -> list[str]:
     """What a reader wants first: the fastest case per device set, how well it scales, what changed."""
-    fastest: dict[str, tuple[float, str]] = {}
+    walls: dict[str, list[tuple[float, float, float, str, int]]] = {}
     for (framework, device_set), rs in cases(measured(rows)).items():
-        wall = median_ok(rs, "wall_s")
-        if wall is not None and (device_set not in fastest or wall < fastest[device_set][0]):
-            fastest[device_set] = (wall, framework)
-    items = [
-        f"<li>{html.escape(ds)}: fastest <b>{html.escape(fw)}</b>, {wall:,.2f} s (median wall time)</li>"
-        for ds, (wall, fw) in fastest.items()
-    ]
+        values = [r["wall_s"] for r in rs if r["status"] == "ok" and r.get("wall_s") is not None]
+        if values:
+            entry = (statistics.median(values), min(values), max(values), framework, len(values))
+            walls.setdefault(device_set, []).append(entry)
+    items = [_fastest(ds, sorted(entries)) for ds, entries in walls.items()]
     items += [
         f"<li>{html.escape(fw)} on {html.escape(ds)}: {n} devices give {speedup:.2f}x the images/s of one "
         f"({efficiency:.0%} scaling efficiency)</li>"

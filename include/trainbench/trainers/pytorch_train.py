@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -274,9 +275,26 @@ def main(argv: list[str] | None = None) -> int:
                 hits += (model(x_test[i : i + 1000]).argmax(1) == y_test[i : i + 1000]).sum().item()
         cifar10.emit("summary", test_accuracy=hits / max(1, len(y_test)), test_images=len(y_test), **summary)
     if world > 1:
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+        leave_process_group()
     return 0
+
+
+def leave_process_group(timeout_s: float = 30.0) -> None:
+    """Barrier, then a bounded destroy_process_group, then exit without interpreter finalization.
+
+    Everything is reported by now.  destroy_process_group can hang (pytorch#75097; seen here once in a gloo
+    rank under load), and gloo's threads can crash a finalizing interpreter: either would turn a measured run
+    into a timeout.  A stuck teardown ends after `timeout_s` instead (it shows in the teardown phase).
+    """
+    torch.distributed.barrier()
+    teardown = threading.Thread(target=torch.distributed.destroy_process_group, daemon=True)
+    teardown.start()
+    teardown.join(timeout_s)
+    if teardown.is_alive():
+        print(f"destroy_process_group did not return within {timeout_s:g} s; exiting", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
