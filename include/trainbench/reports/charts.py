@@ -167,41 +167,25 @@ def _spread(rows: list[dict], field: str, digits: int) -> str:
     return f"{len(values)} repeats, min {min(values):,.{digits}f}, max {max(values):,.{digits}f}"
 
 
+def _medians(
+    groups: dict, labels: list[str], name: str, title: str, field: str, label: str, unit: str, digits: int
+) -> dict:
+    """One bar per case: the median of `field` over its measured repeats, their spread on hover."""
+    series = {
+        "label": label,
+        "values": [median_ok(rs, field) for rs in groups.values()],
+        "notes": [_spread(rs, field, digits) for rs in groups.values()],
+    }
+    return bars(name, title, f"median of repeats, {unit}", unit, digits, labels, [series])
+
+
 def report(rows: list[dict], history_rows: list[dict], verdicts: list[dict], run_order: list[str]) -> dict:
     """Every chart of a run's report: wall time, images/s, memory per device, phases, scaling, history per case."""
     groups = cases(rows)
     labels = [f"{fw} | {combination(rs[0])}" for (fw, _), rs in groups.items()]
     charts = [
-        bars(
-            "wall_time",
-            "Wall time per framework x device set",
-            "wall s (median of repeats)",
-            "s",
-            2,
-            labels,
-            [
-                {
-                    "label": "wall time",
-                    "values": [median_ok(rs, "wall_s") for rs in groups.values()],
-                    "notes": [_spread(rs, "wall_s", 2) for rs in groups.values()],
-                }
-            ],
-        ),
-        bars(
-            "images_per_s",
-            "Steady-state throughput",
-            "images/s (median of repeats)",
-            "images/s",
-            0,
-            labels,
-            [
-                {
-                    "label": "images/s",
-                    "values": [median_ok(rs, "images_per_s") for rs in groups.values()],
-                    "notes": [_spread(rs, "images_per_s", 0) for rs in groups.values()],
-                }
-            ],
-        ),
+        _medians(groups, labels, "wall_time", "Wall time per framework x device set", "wall_s", "wall time", "s", 2),
+        _medians(groups, labels, "images_per_s", "Steady-state throughput", "images_per_s", "images/s", "images/s", 0),
         _memory(groups, labels),
     ]
     timelines = [(label, median_phases(rs)) for label, rs in zip(labels, groups.values())]
