@@ -28,6 +28,8 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt requirements.lock pypro
 	$(BIN)/pip install --quiet --no-deps -e .
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 	  || echo "warning: no chromium; tests/test_ui.py needs it: apt-get install -y chromium (as root)"
+	command -v docker-compose >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose) \
+	  || echo "warning: no docker-compose; tests/test_compose.py needs it: apt-get install -y docker-compose (as root)"
 	touch $@
 
 setup: $(BIN)/.installed envs airflow-init

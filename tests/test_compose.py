@@ -8,9 +8,11 @@ import yaml
 
 from conftest import ROOT
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("docker-compose") is None, reason="needs Debian's docker-compose (apt-get install docker-compose)"
-)
+
+@pytest.fixture(autouse=True)
+def docker_compose():
+    if shutil.which("docker-compose") is None:
+        pytest.fail("needs Debian's docker-compose, which make setup installs: apt-get install -y docker-compose")
 
 
 def compose_config(env_file) -> subprocess.CompletedProcess:
