@@ -113,7 +113,10 @@ def test_a_damaged_or_pickled_cache_file_is_never_trusted(data_copy, tmp_path, m
     np.save(os.path.join(folder, y), np.array([object()] * 3, dtype=object), allow_pickle=True)  # needs pickle
     train, _ = cifar10.load(data_copy)
     assert np.array_equal(train.images, expected.images) and np.array_equal(train.labels, expected.labels)
-    assert cifar10.load(data_copy)[0].labels.dtype == np.int64  # rewritten whole
+    cached_x = np.load(os.path.join(folder, x), mmap_mode="r", allow_pickle=False)  # both rewritten whole
+    cached_y = np.load(os.path.join(folder, y), mmap_mode="r", allow_pickle=False)
+    assert cached_x.dtype == np.uint8 and cached_x.shape[1] == 3072 and cached_y.dtype == np.int64
+    assert len(cached_x) == len(cached_y) > 0
 
 
 def test_bad_data_is_never_cached(data_copy):

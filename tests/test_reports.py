@@ -192,5 +192,7 @@ def test_the_summary_claims_a_fastest_case_only_as_far_as_the_repeats_allow():
     assert html_page._fastest("0", clear) == "<li>0: fastest <b>jax</b>, 10.00 s (median wall time)</li>"
     overlapping = [(10.0, 9.0, 11.5, "jax", 3), (11.0, 10.5, 12.0, "pytorch", 3)]
     assert "by median only: within the repeats' spread of pytorch" in html_page._fastest("0", overlapping)
+    wide_third = [*clear, (13.0, 9.0, 16.0, "mxnet", 3)]  # one mxnet repeat beat every jax repeat
+    assert "by median only: within the repeats' spread of mxnet" in html_page._fastest("0", wide_third)
     single = [(10.0, 10.0, 10.0, "jax", 1), (12.0, 12.0, 12.0, "pytorch", 3)]
     assert "1 repeat: its lead over pytorch is within unknown noise" in html_page._fastest("0", single)

@@ -23,7 +23,7 @@ from conftest import BIN, ENVS, write_config
 
 CPU = Inventory(gpus=(), cpu_model="test", cpu_count=2)
 VARIANTS = {"pytorch-graph": "pytorch", "mxnet-hybrid": "mxnet"}
-LOSS_TOLERANCE = 0.01  # absolute, on a first-epoch mean cross-entropy of about 2.5
+LOSS_TOLERANCE = 2e-3  # absolute, on a first-epoch mean cross-entropy of about 2.5
 JOB = TrainingJob(data_dir="/data/cifar-10-batches-py", epochs=2, batch_size=128, seed=0)
 
 
@@ -142,7 +142,7 @@ def row(framework, repeat, images_per_s, first_epoch_s=1.0, **extra):
         "repeat": repeat,
         "status": "ok",
         "images_per_s": images_per_s,
-        "epochs": [{"seconds": first_epoch_s}],
+        "phases": {"first_epoch": first_epoch_s},
         **extra,
     }
 

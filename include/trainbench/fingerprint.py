@@ -1,8 +1,9 @@
 """The fingerprint of a result (host, devices, driver, framework versions, workload), and its key.
 
 The key is computed before the trainer starts (from the device inventory, the framework's
-installed package version, and the workload), so a retry of a crashed case lands on the
-same key and replaces its row, while a driver or framework upgrade starts a new series.
+installed package version, the trainer's revision and the workload), so a retry of a crashed
+case lands on the same key and replaces its row, while a driver or framework upgrade, or a change
+to the trainer itself, starts a new series.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import socket
 
 import psutil
 
+from trainbench import frameworks
 from trainbench.devices import Inventory
 from trainbench.planning import Case
 
@@ -23,6 +25,7 @@ HOST_VAR = "TRAINBENCH_HOST"  # set on each fleet worker to the host (queue) nam
 KEY_FIELDS = (
     "host",
     "framework",
+    "trainer_revision",
     "framework_packages",
     "framework_python",
     "device_kind",
@@ -46,6 +49,9 @@ def fingerprint(inventory: Inventory, case: Case, probe: dict, workload: dict) -
         "host": case.host,
         "worker_host": worker_host(),
         "framework": case.framework,
+        "trainer_revision": frameworks.REGISTRY[case.framework].revision
+        if case.framework in frameworks.REGISTRY
+        else None,
         "framework_packages": probe.get("packages", {}),
         "framework_python": probe.get("python"),
         "device_kind": ds.kind,

@@ -6,7 +6,7 @@
     /trainbench/runs/<run>/report.html  a run's HTML report from output/runs/
     /trainbench/api/{latest,history,compare}   the same data as JSON
 
-Every page accepts the filters host, framework, device_set, gpu (repeatable), date_from, date_to
+Every page accepts the filters host, framework, variant, device_set, gpu (repeatable), date_from, date_to
 (YYYY-MM-DD, inclusive) and requires an Airflow login (see `access`); only static/ (stylesheet, icon) and
 charts/ (the core's chart script and its stylesheet, which the HTML reports inline) are public: code, no data.
 """

@@ -9,6 +9,7 @@ otherwise (`[frameworks.<name>]`).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -67,6 +68,17 @@ class Framework:
     @property
     def trainer_path(self) -> Path | None:
         return TRAINERS_DIR / self.trainer if self.trainer else None
+
+    @property
+    def revision(self) -> str | None:
+        """A hash of the trainer and the data module it imports: a change in how the work is done starts a new
+        series (history measured by another trainer never judges this one); None for an external script."""
+        if self.trainer_path is None:
+            return None
+        digest = hashlib.sha256()
+        for path in (self.trainer_path, TRAINERS_DIR / "cifar10.py"):
+            digest.update(path.read_bytes())
+        return digest.hexdigest()[:12]
 
     @property
     def base(self) -> str:

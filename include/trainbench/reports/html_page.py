@@ -264,15 +264,14 @@ def render(
 
 def _fastest(device_set: str, entries: list[tuple[float, float, float, str, int]]) -> str:
     """The fastest case of a device set (by median wall time), claimed outright only when its slowest repeat
-    beats every repeat of the runner-up; otherwise the case its spread overlaps is named."""
+    beats every repeat of every other case; otherwise the first case whose spread it overlaps is named."""
     wall, _, slowest, framework, repeats = entries[0]
     text = f"{html.escape(device_set)}: fastest <b>{html.escape(framework)}</b>, {wall:,.2f} s (median wall time)"
-    if len(entries) > 1:
-        _, quickest, _, runner_up, runner_up_repeats = entries[1]
-        if min(repeats, runner_up_repeats) < 2:
-            text += f"; 1 repeat: its lead over {html.escape(runner_up)} is within unknown noise"
-        elif slowest >= quickest:
-            text += f", by median only: within the repeats' spread of {html.escape(runner_up)}"
+    others = entries[1:]
+    if others and min(repeats, *(e[4] for e in others)) < 2:
+        text += f"; 1 repeat: its lead over {html.escape(others[0][3])} is within unknown noise"
+    elif overlapping := [e[3] for e in others if e[1] <= slowest]:
+        text += f", by median only: within the repeats' spread of {html.escape(overlapping[0])}"
     return f"<li>{text}</li>"
 
 

@@ -142,6 +142,7 @@ def _steady_rates(rows: list[dict]) -> list[float]:
 
 
 def _median_first_epoch(rows: list[dict]) -> float | None:
-    """The first epoch holds a variant's compilation (torch.compile, hybridize, graph capture)."""
-    firsts = [r["epochs"][0]["seconds"] for r in measured(rows) if r["status"] == "ok" and r.get("epochs")]
+    """The timeline's first-epoch phase holds a variant's compilation (torch.compile, hybridize, graph capture)."""
+    phases = [r.get("phases") or {} for r in measured(rows) if r["status"] == "ok"]
+    firsts = [p["first_epoch"] for p in phases if p.get("first_epoch") is not None]
     return statistics.median(firsts) if firsts else None
