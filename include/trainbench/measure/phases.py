@@ -3,11 +3,12 @@
     launch ─ startup ─ ready ─ data ─ data on device ─ first epoch ─ epoch 1 ─ steady training ─ last epoch
            ─ evaluation ─ summary ─ teardown ─ exit
 
-`startup` is the interpreter and the framework's import and device initialisation; `first epoch`
-holds compilation and warm-up (JAX compiles there); `steady training` is epochs 2..n;
-`teardown` is from the last event to the process being reaped.  Consecutive cuts, so the
-phases add up to the wall clock from launch to exit, which agrees with the measured wall time
-up to the clock difference (`time.time()` against `perf_counter`, well under 1 %).
+`startup` is the interpreter and the framework's import and device initialisation; `data` is
+loading the data set and putting it on the device; `first epoch` holds building the model and the
+step, compilation and warm-up (torch.compile, JAX's jit, MXNet's hybridize, CUDA graph capture);
+`steady training` is epochs 2..n; `teardown` is from the last event to the process being reaped.
+Consecutive cuts, so the phases add up to the wall clock from launch to exit, which agrees with the
+measured wall time up to the clock difference (`time.time()` against `perf_counter`, well under 1 %).
 """
 
 from __future__ import annotations
