@@ -1,7 +1,9 @@
 """The runner on real child processes: what `time` would report, and clean process control."""
 
 import os
+import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -159,6 +161,25 @@ def test_every_run_gets_a_private_empty_temporary_folder_removed_after_it():
         assert os.path.basename(folder).startswith("trainbench-run-") and not os.path.exists(folder)
         folders.append(folder)
     assert folders[0] != folders[1]
+
+
+def test_scratch_folders_of_dead_harnesses_are_swept_once_a_day_old(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.run([PY, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    old = time.time() - runner.STALE_SCRATCH_S - 60
+    folders = {}
+    for name, pid, mtime in (("dead_old", gone, old), ("dead_young", gone, None), ("alive_old", os.getpid(), old)):
+        path = tmp_path / f"{runner.SCRATCH_PREFIX}{pid}-{name}"
+        (path / "torchinductor_root").mkdir(parents=True)
+        if mtime:
+            os.utime(path, (mtime, mtime))
+        folders[name] = path
+    (tmp_path / "unrelated").mkdir()
+    os.utime(tmp_path / "unrelated", (old, old))
+    r = runner.run(child("import tempfile; print(tempfile.gettempdir())"))
+    assert r.stdout_lines[0].startswith(str(tmp_path / f"{runner.SCRATCH_PREFIX}{os.getpid()}-"))
+    assert not folders["dead_old"].exists()
+    assert folders["dead_young"].exists() and folders["alive_old"].exists() and (tmp_path / "unrelated").exists()
 
 
 def test_a_failing_line_callback_never_stalls_the_child():

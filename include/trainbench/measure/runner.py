@@ -8,7 +8,8 @@ it and their CPU time added.  Monitors (memory samplers) run beside the child.
 
 Every child gets a private, empty temporary folder (`TMPDIR`, `TMP`, `TEMP`), removed when it is
 reaped: compile caches that live there (torch.compile's Inductor and Triton caches) start cold in
-every run, so repeats measure the same work and no run inherits another's state.
+every run, so repeats measure the same work and no run inherits another's state.  A folder whose
+harness was killed before it could reap (SIGKILL) is removed by the next run once it is a day old.
 
 Each captured line is capped (`LINE_HEAD` + `LINE_TAIL` characters, the middle replaced by a
 note of its size), so a trainer printing a 10 MB line cannot flood the database or the logs.
@@ -40,6 +41,8 @@ PR_SET_PDEATHSIG = 1
 TAIL_LINES = 400
 LINE_HEAD = LINE_TAIL = 4096  # characters kept of each captured line's start and end
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+SCRATCH_PREFIX = "trainbench-run-"
+STALE_SCRATCH_S = 86_400.0
 
 
 def clip(text: str, head: int, tail: int) -> str:
@@ -82,6 +85,24 @@ def oom_kill_count() -> int | None:
     except (OSError, ValueError):
         pass
     return None
+
+
+def scratch_folder() -> str:
+    """A new private folder for one child, named after this harness process; first, remove the folders of
+    harnesses that are gone, once a day old (younger ones may belong to a live harness in another PID
+    namespace sharing this temporary folder)."""
+    root = tempfile.gettempdir()
+    for name in os.listdir(root):
+        pid = name.removeprefix(SCRATCH_PREFIX).split("-", 1)[0]
+        if name.startswith(SCRATCH_PREFIX) and pid.isdigit() and not psutil.pid_exists(int(pid)):
+            path = os.path.join(root, name)
+            try:
+                stale = time.time() - os.stat(path).st_mtime > STALE_SCRATCH_S
+            except OSError:
+                continue
+            if stale:
+                shutil.rmtree(path, ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
 
 
 class Monitor(Protocol):
@@ -167,7 +188,7 @@ class Launch:
         for m in self.monitors:
             m.prepare()
         self._oom_before = oom_kill_count()
-        self.scratch = tempfile.mkdtemp(prefix="trainbench-run-")
+        self.scratch = scratch_folder()
         env = dict(os.environ if self.env is None else self.env)
         env.update(dict.fromkeys(("TMPDIR", "TMP", "TEMP"), self.scratch))
         self._launched_at = time.time()
