@@ -12,7 +12,7 @@ import pytest
 from trainbench import config, pipeline
 from trainbench.reports import charts, html_page, markdown
 from trainbench.store import imported_logs, run_folder
-from trainbench.store.results import ResultStore
+from trainbench.store.results import BENCHMARK, ResultStore
 
 from conftest import write_config
 from test_imported_logs import REFERENCE
@@ -196,3 +196,18 @@ def test_the_summary_claims_a_fastest_case_only_as_far_as_the_repeats_allow():
     assert "by median only: within the repeats' spread of mxnet" in html_page._fastest("0", wide_third)
     single = [(10.0, 10.0, 10.0, "jax", 1), (12.0, 12.0, 12.0, "pytorch", 3)]
     assert "1 repeat: its lead over pytorch is within unknown noise" in html_page._fastest("0", single)
+
+
+def test_a_backfill_of_an_earlier_week_is_judged_only_against_weeks_before_it(stored_history):
+    cfg, store, latest = stored_history
+    run = "backfill__2026-10-26"
+    pipeline.start_run(cfg, run, cfg.settings, logical_date=dt.datetime(2026, 10, 26, 3, tzinfo=dt.UTC))
+    for rep in (1, 2, 3):
+        r = result(run_id=run, case_key=f"pytorch__0__r{rep}", wall=11.0 + 0.01 * rep)  # 10 % slower than later weeks
+        r.device_set, r.device_names, r.repeat, r.images_per_s = "0", "NVIDIA H100", rep, 50_000 / 11.0
+        r.started_at = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)  # measured after every other week
+        pipeline._save(cfg, r, log=lambda m: None)
+    assert store.run_ids(source=BENCHMARK)[0] == run
+    verdicts = pipeline.detect_regressions(cfg, run, log=lambda m: None)
+    assert {v["verdict"] for v in verdicts} == {"insufficient history"}, verdicts
+    assert store.latest_run_id() == latest

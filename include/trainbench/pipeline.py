@@ -348,9 +348,16 @@ def validate_results(config: Config, run_id: str, planned: list[CaseSpec]) -> di
     }
 
 
-def history(db: ResultStore, run_id: str) -> list[dict]:
-    """Every row of trainbench's other runs: what verdicts are judged on (imported logs are not)."""
+def other_runs(db: ResultStore, run_id: str) -> list[dict]:
+    """Every row of trainbench's other runs: the history and comparisons a report shows (not imported logs)."""
     return [r for r in db.rows(source=BENCHMARK) if r["run_id"] != run_id]
+
+
+def earlier_runs(db: ResultStore, run_id: str, order: list[str]) -> list[dict]:
+    """The rows of the runs before `run_id` in `order`: what its verdicts are judged on, never a later week
+    (which a backfill of an old week would otherwise be judged against)."""
+    earlier = set(order[: order.index(run_id)]) if run_id in order else set(order)
+    return [r for r in other_runs(db, run_id) if r["run_id"] in earlier]
 
 
 def detect_regressions(config: Config, run_id: str, log: Log = print) -> list[dict]:
@@ -368,7 +375,8 @@ def detect_regressions(config: Config, run_id: str, log: Log = print) -> list[di
                 f"{s['framework']} | {s['device_set']}: noisy, wall CV {s['wall_cv'] or 0:.1%}, "
                 f"images/s CV {s['ips_cv'] or 0:.1%} > max_cv {max_cv:.0%}"
             )
-    past, order = history(db, run_id), db.run_ids()
+    order = db.run_ids()
+    past = earlier_runs(db, run_id, order)
     found = [
         v.to_dict()
         for metric in regression.METRICS
@@ -401,7 +409,7 @@ def publish(config: Config, run_id: str) -> dict:
 
     db = store(config)
     rows = db.current_rows(run_id)
-    past = history(db, run_id)
+    past = other_runs(db, run_id)
     paths: dict[str, Path] = reports.write_all(
         rows,
         run_folder.run_dir(config.output_dir, run_id),

@@ -247,8 +247,10 @@ class ResultStore:
         return sorted(newest.values(), key=lambda r: r["id"])
 
     def run_ids(self, source: str | None = None) -> list[str]:
-        """Run ids, oldest first (of one source if given: BENCHMARK or IMPORTED_LOG)."""
-        query = sa.select(runs.c.run_id).order_by(runs.c.created_at, runs.c.run_id)
+        """Run ids, oldest first by the week they measure (logical date, else when recorded), so a backfill
+        takes its week's place, not the newest (of one source if given: BENCHMARK or IMPORTED_LOG)."""
+        when = sa.func.coalesce(runs.c.logical_date, runs.c.created_at)
+        query = sa.select(runs.c.run_id).order_by(when, runs.c.created_at, runs.c.run_id)
         if source:
             query = query.where(runs.c.source == source)
         with self.engine.connect() as conn:
