@@ -16,7 +16,15 @@ from trainbench.checks.dispersion import measured
 from trainbench.measure.memory import HOST_RSS, PEAK_MINUS_IDLE
 from trainbench.measure.phases import PHASES
 from trainbench.planning import workers_of
-from trainbench.reports.rows import cases, combination, median_ok, median_phases, phase_title, report_order
+from trainbench.reports.rows import (
+    cases,
+    combination,
+    median_ok,
+    median_phases,
+    ok_values,
+    phase_title,
+    report_order,
+)
 
 STATIC = Path(__file__).resolve().parent / "static"
 MARKED_VERDICTS = ("regressed", "improved")
@@ -161,7 +169,7 @@ def bars(
 
 
 def _spread(rows: list[dict], field: str, digits: int) -> str:
-    values = [r[field] for r in measured(rows) if r["status"] == "ok" and r.get(field) is not None]
+    values = ok_values(rows, field)
     if len(values) < 2:
         return f"{len(values)} repeat" + ("" if len(values) == 1 else "s")
     return f"{len(values)} repeats, min {min(values):,.{digits}f}, max {max(values):,.{digits}f}"

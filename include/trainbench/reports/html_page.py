@@ -8,7 +8,7 @@ import statistics
 
 from trainbench.checks.dispersion import measured
 from trainbench.reports import charts
-from trainbench.reports.rows import cases, combination, report_order, variant_pairs
+from trainbench.reports.rows import cases, combination, ok_values, report_order, variant_pairs
 
 
 def figure(header: str, value: float) -> str:
@@ -279,7 +279,7 @@ def summary(run_id: str, rows: list[dict], verdicts: list[dict]) -> list[str]:
     """What a reader wants first: the fastest case per device set, how well it scales, what changed."""
     walls: dict[str, list[tuple[float, float, float, str, int]]] = {}
     for (framework, device_set), rs in cases(measured(rows)).items():
-        values = [r["wall_s"] for r in rs if r["status"] == "ok" and r.get("wall_s") is not None]
+        values = ok_values(rs, "wall_s")
         if values:
             entry = (statistics.median(values), min(values), max(values), framework, len(values))
             walls.setdefault(device_set, []).append(entry)

@@ -71,9 +71,14 @@ def cases(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
     return out
 
 
+def ok_values(rows: list[dict], field: str) -> list:
+    """`field` of each measured row (warm-ups never count) that finished ok and has it."""
+    return [r[field] for r in measured(rows) if r["status"] == "ok" and r.get(field) is not None]
+
+
 def median_ok(rows: list[dict], field: str) -> float | None:
     """The median of `field` over the measured rows that finished ok (None when none did)."""
-    values = [r[field] for r in measured(rows) if r["status"] == "ok" and r.get(field) is not None]
+    values = ok_values(rows, field)
     return statistics.median(values) if values else None
 
 
@@ -138,11 +143,10 @@ def variant_pairs(rows: list[dict]) -> list[dict]:
 
 
 def _steady_rates(rows: list[dict]) -> list[float]:
-    return [r["images_per_s"] for r in measured(rows) if r["status"] == "ok" and r.get("images_per_s")]
+    return [v for v in ok_values(rows, "images_per_s") if v > 0]
 
 
 def _median_first_epoch(rows: list[dict]) -> float | None:
     """The timeline's first-epoch phase holds a variant's compilation (torch.compile, hybridize, graph capture)."""
-    phases = [r.get("phases") or {} for r in measured(rows) if r["status"] == "ok"]
-    firsts = [p["first_epoch"] for p in phases if p.get("first_epoch") is not None]
+    firsts = [p["first_epoch"] for p in ok_values(rows, "phases") if p.get("first_epoch") is not None]
     return statistics.median(firsts) if firsts else None
