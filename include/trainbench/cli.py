@@ -77,8 +77,12 @@ def cmd_run(cfg, args) -> int:
 
 
 def _run_id(store: ResultStore, run_id: str) -> str:
-    """A run id as given, or "latest": the benchmark run of the newest logical date that has results."""
+    """A stored run's id as given, or "latest": the benchmark run of the newest logical date that has results."""
     if run_id != "latest":
+        known = store.run_ids()
+        if run_id not in known:
+            newest = ", ".join(known[-5:][::-1]) or "none yet"
+            raise ConfigError(f"no run {run_id!r} in the results database; newest runs: {newest} (or latest)")
         return run_id
     latest = store.latest_run_id()
     if latest is None:
@@ -119,7 +123,7 @@ def cmd_import_log(cfg, args) -> int:
         run_id = imported_logs.import_log(store, args.path)
     except ValueError as exc:  # empty or unparsable (or not text): the message names the file and line
         raise ConfigError(" ".join(str(exc).split())) from None
-    print(f"{run_id}: {len(store.rows(run_id))} imported rows in {cfg.database_url}")
+    print(f"{run_id}: {len(store.rows(run_id))} imported rows in {config_mod.shown_url(cfg.database_url)}")
     return 0
 
 

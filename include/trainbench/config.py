@@ -295,6 +295,13 @@ def _database_url(path: Path, url: str) -> str:
     return url
 
 
+def shown_url(url: str) -> str:
+    """The URL as it may be printed, logged, stored in XCom or written to a report: password hidden."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def load(path: str | os.PathLike | None = None) -> Config:
     path = Path(path) if path else default_path()
     if not path.is_file():

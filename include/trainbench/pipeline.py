@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainbench import fingerprint, frameworks
-from trainbench.config import Config, ConfigError, Settings
+from trainbench.config import Config, ConfigError, Settings, shown_url
 from trainbench.devices import Inventory, discover, load_nvml
 from trainbench.errors import NoRetry
 from trainbench.frameworks import interpreters
@@ -427,6 +427,6 @@ def publish(config: Config, run_id: str) -> dict:
     return {
         "rows": len(rows),
         **{k: str(v) for k, v in paths.items()},
-        "database": config.database_url,
+        "database": shown_url(config.database_url),
         "latest": latest == run_id,
     }

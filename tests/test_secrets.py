@@ -1,0 +1,66 @@
+"""No secret leaves the harness: a results database password is never printed, logged, put in XCom or written
+to a report, and the framework interpreters never see the harness's secrets."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from trainbench import config
+
+from conftest import BIN, ROOT, dags_test, write_config
+
+PASSWORD = "S3cret-PW-7f1c"
+REFERENCE = ROOT / "include" / "reference" / "000_8ad6f2660727c232.txt"
+
+
+def with_password(url: str) -> str:
+    return url.replace("postgres@", f"postgres:{PASSWORD}@", 1)
+
+
+def test_shown_url_hides_the_password():
+    assert config.shown_url(f"postgresql+psycopg://u:{PASSWORD}@h:5432/db") == "postgresql+psycopg://u:***@h:5432/db"
+    assert config.shown_url("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+
+
+def leaks(folder: Path) -> list[str]:
+    """Every file under `folder` whose bytes hold the password."""
+    return [str(p) for p in folder.rglob("*") if p.is_file() and PASSWORD.encode() in p.read_bytes()]
+
+
+def stored_text(url: str) -> str:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        names = sa.inspect(conn).get_table_names()
+        return "\n".join(str(r) for t in names for r in conn.execute(sa.text(f'SELECT * FROM "{t}"')))
+
+
+@pytest.mark.integration
+def test_no_output_of_a_run_holds_the_database_password(airflow_db, postgres_url, tmp_path):
+    """One DAG run and the CLI commands, with a password in the results database URL: stdout and stderr, the
+    Airflow task logs and metadata database (XCom), every file of the output folder and the stored rows."""
+    url = with_password(postgres_url)  # the local server trusts 127.0.0.1, so any password connects
+    cfg = write_config(tmp_path, database_url=url, epochs=1, train_images=256)
+    env = {**airflow_db, "TRAINBENCH_CONFIG": str(cfg)}
+    proc = dags_test(env, {"frameworks": ["pytorch"], "device_sets": ["cpu"], "epochs": 1, "train_images": 256})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    outputs = [proc.stdout + proc.stderr]
+    for command in (["report", "--run-id", "latest"], ["import-log", str(REFERENCE)], ["results"]):
+        cli = subprocess.run(
+            [str(BIN / "python"), "-m", "trainbench", *command], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert cli.returncode == 0, cli.stderr
+        outputs.append(cli.stdout + cli.stderr)
+    assert "postgres:***@" in outputs[1]  # the URL is still shown, without its password
+    assert not [o for o in outputs if PASSWORD in o]
+    airflow_home = Path(airflow_db["AIRFLOW_HOME"])
+    assert not leaks(airflow_home / "logs")
+    with sqlite3.connect(airflow_home / "airflow.db") as db:
+        xcoms = "\n".join(str(v) for (v,) in db.execute("SELECT value FROM xcom"))
+    assert xcoms and "postgres:***@" in xcoms and PASSWORD not in xcoms
+    assert not leaks(tmp_path / "output")
+    assert stored_text(postgres_url) and PASSWORD not in stored_text(postgres_url)
