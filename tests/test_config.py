@@ -65,3 +65,44 @@ def test_a_variant_has_no_section_of_its_own(tmp_path):
 def test_missing_config_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         config.load(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize(
+    "section, text, message",
+    [
+        ("benchmark", "timeout_s = inf", "timeout_s must be a number of seconds > 0 and <= 604800 (a week), got inf"),
+        ("benchmark", "timeout_s = nan", "timeout_s must be a number of seconds > 0"),
+        ("benchmark", "seed = -1", "seed must be an integer from 0 to 2**32 - 1 (numpy's seeds), got -1"),
+        ("measurement", "max_cv = nan", "[measurement] max_cv must be a finite number >= 0, got nan"),
+        ("measurement", "idle_wait_s = inf", "[measurement] idle_wait_s must be a finite number >= 0, got inf"),
+        ("fleet", "retry_delay_s = inf", "[fleet] retry_delay_s must be a number of seconds from 0 to 86400"),
+    ],
+)
+def test_settings_that_would_switch_a_safety_off_are_refused(tmp_path, section, text, message):
+    path = write_config(tmp_path)
+    lines = path.read_text().splitlines()
+    lines = [l for l in lines if not l.startswith(text.split()[0] + " ")]
+    if f"[{section}]" not in lines:
+        lines.append(f"[{section}]")
+    lines.insert(lines.index(f"[{section}]") + 1, text)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError) as err:
+        config.load(path)
+    assert message in str(err.value)
+
+
+def test_a_relative_sqlite_url_resolves_against_the_config_file(tmp_path, monkeypatch):
+    path = write_config(tmp_path, database_url="sqlite:///db/results.db")
+    monkeypatch.chdir("/")
+    assert config.load(path).database_url == f"sqlite:///{tmp_path / 'db' / 'results.db'}"
+
+
+def test_a_config_path_that_is_not_a_file_says_what_it_is(tmp_path):
+    with pytest.raises(ConfigError, match="is a folder; name the trainbench.toml inside it"):
+        config.load(tmp_path)
+    loop = tmp_path / "loop.toml"
+    loop.symlink_to(loop)
+    with pytest.raises(ConfigError, match="is a symbolic link loop"):
+        config.load(loop)
+    with pytest.raises(ConfigError, match="not found"):
+        config.load(tmp_path / "missing.toml")

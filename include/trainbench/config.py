@@ -8,6 +8,7 @@ Airflow trigger form is built from.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import tomllib
@@ -23,11 +24,17 @@ from trainbench.planning import DEFAULT_HOST, DEVICE_SET_HELP, DEVICE_SET_PATTER
 __all__ = ["Config", "ConfigError", "Measurement", "RegressionPolicy", "Settings", "load", "settings_schema"]
 
 DATASETS = ("auto", "real", "synthetic")
+MAX_TIMEOUT_S = 7 * 24 * 3600.0  # a case that runs longer is stuck; inf would switch the timeout off
 ENV_VAR = "TRAINBENCH_CONFIG"
 DATABASE_URL_VAR = "TRAINBENCH_DATABASE_URL"  # overrides [paths] database_url: secrets stay out of the file
 SECTIONS = ("benchmark", "measurement", "regression", "paths", "frameworks", "fleet")
 PATH_KEYS = ("data_dir", "output_dir", "database_url")
 FRAMEWORK_KEYS = ("base_python", "env", "python", "requirements", "script")
+
+
+def _finite(value: object) -> bool:
+    """A real number (not a bool, NaN or infinity): what every numeric setting must be."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -82,10 +89,12 @@ class Settings:
             )
         if self.dataset not in DATASETS:
             raise ConfigError(f"dataset must be one of {list(DATASETS)}, got {self.dataset!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ConfigError(f"seed must be an integer, got {self.seed!r}")
-        if isinstance(self.timeout_s, bool) or not isinstance(self.timeout_s, (int, float)) or not self.timeout_s > 0:
-            raise ConfigError(f"timeout_s must be a number > 0 (seconds), got {self.timeout_s!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise ConfigError(f"seed must be an integer from 0 to 2**32 - 1 (numpy's seeds), got {self.seed!r}")
+        if not _finite(self.timeout_s) or not 0 < self.timeout_s <= MAX_TIMEOUT_S:
+            raise ConfigError(
+                f"timeout_s must be a number of seconds > 0 and <= {MAX_TIMEOUT_S:.0f} (a week), got {self.timeout_s!r}"
+            )
         return self
 
     def as_dict(self) -> dict:
@@ -109,8 +118,8 @@ class Measurement:
             value = getattr(self, f.name)
             if f.name == "lock_clocks":
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ConfigError(f"[measurement] {f.name} must be a number >= 0, got {value!r}")
+            if not _finite(value) or value < 0:
+                raise ConfigError(f"[measurement] {f.name} must be a finite number >= 0, got {value!r}")
         if self.memory_sample_ms <= 0:
             raise ConfigError(f"[measurement] memory_sample_ms must be > 0, got {self.memory_sample_ms!r}")
 
@@ -279,12 +288,17 @@ def _check_schema(path: Path, raw: dict) -> None:
 
 
 def _database_url(path: Path, url: str) -> str:
-    """The URL, if SQLAlchemy can parse it and knows its dialect (never echoed: it may hold a password)."""
+    """The URL, if SQLAlchemy can parse it and knows its dialect (never echoed: it may hold a password).
+
+    A relative SQLite path is taken relative to the configuration file, as every other path in it is, not
+    to whatever folder a worker happens to start in.
+    """
     import sqlalchemy.exc
     from sqlalchemy.engine import make_url
 
     try:
-        make_url(url).get_dialect()
+        parsed = make_url(url)
+        parsed.get_dialect()
     except sqlalchemy.exc.NoSuchModuleError as exc:
         raise ConfigError(f"{path}: [paths] database_url (or ${DATABASE_URL_VAR}): unknown database: {exc}") from None
     except (sqlalchemy.exc.ArgumentError, ValueError):
@@ -292,6 +306,9 @@ def _database_url(path: Path, url: str) -> str:
             f"{path}: [paths] database_url (or ${DATABASE_URL_VAR}) is not a SQLAlchemy URL "
             "(like sqlite:////abs/path/results.db or postgresql+psycopg://user@host/db)"
         ) from None
+    database = parsed.database or ""
+    if parsed.get_backend_name() == "sqlite" and database and database != ":memory:" and not os.path.isabs(database):
+        return parsed.set(database=str(path.resolve().parent / database)).render_as_string(hide_password=False)
     return url
 
 
@@ -304,8 +321,7 @@ def shown_url(url: str) -> str:
 
 def load(path: str | os.PathLike | None = None) -> Config:
     path = Path(path) if path else default_path()
-    if not path.is_file():
-        raise ConfigError(f"configuration file {path} not found (set ${ENV_VAR} or run from the project folder)")
+    _check_file(path)
     raw = _read(path)
     _check_schema(path, raw)
     base = path.resolve().parent
@@ -339,6 +355,22 @@ def load(path: str | os.PathLike | None = None) -> Config:
     )
 
 
+def _check_file(path: Path) -> None:
+    """The configuration path names a readable file; else say what it is instead."""
+    try:
+        path.resolve(strict=True)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"configuration file {path} not found (set ${ENV_VAR} or run from the project folder)"
+        ) from None
+    except RuntimeError:
+        raise ConfigError(f"configuration file {path} is a symbolic link loop; point it at a file") from None
+    if path.is_dir():
+        raise ConfigError(f"configuration file {path} is a folder; name the trainbench.toml inside it") from None
+    if not path.is_file():
+        raise ConfigError(f"configuration file {path} is not a regular file") from None
+
+
 def _interpreter(base: Path, fw: frameworks.Framework, section: dict) -> Interpreter:
     """The framework's section, with the registry's defaults for what it leaves out; paths relative to the file."""
     options = dict(section)
@@ -370,6 +402,6 @@ def _hosts(path: Path, fleet: dict) -> tuple[str, ...]:
 
 def _retry_delay(path: Path, fleet: dict) -> float:
     value = fleet.get("retry_delay_s", 300.0)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ConfigError(f"{path}: [fleet] retry_delay_s must be a number of seconds >= 0, got {value!r}")
+    if not _finite(value) or not 0 <= value <= 86400:
+        raise ConfigError(f"{path}: [fleet] retry_delay_s must be a number of seconds from 0 to 86400, got {value!r}")
     return float(value)
