@@ -373,7 +373,11 @@ def test_unknown_sections(tmp_path, extra, message):
             "[frameworks.jax]\npyhton =",
             r"\[frameworks.jax\]: unknown key\(s\) \['pyhton'\]; accepted: \['base_python', 'env', 'python'",
         ),
-        ("timeout_s = 600", 'timeout_s = "5"', r"\[benchmark\] timeout_s must be a number > 0 \(seconds\), got '5'"),
+        (
+            "timeout_s = 600",
+            'timeout_s = "5"',
+            r"\[benchmark\] timeout_s must be a number of seconds > 0 and <= 604800 \(a week\), got '5'",
+        ),
         ("epochs = 2", "epochs = true", r"epochs must be an integer >= 1, got True"),
         ("repeats = 1", 'repeats = 1\nseed = "x"', r"seed must be an integer, got 'x'"),
         ('frameworks = ["pytorch"]', 'frameworks = "pytorch"', r"frameworks must be a list, got 'pytorch'"),
