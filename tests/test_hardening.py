@@ -288,7 +288,7 @@ def test_probe_ignores_a_banner(tmp_path):
     fake = tmp_path / "python"
     fake.write_text(f"#!/bin/sh\necho 'Welcome to the cluster'\necho '{{not json'\nexec {PY} \"$@\"\n")
     fake.chmod(0o755)
-    found = interpreters.probe(str(fake), ("numpy",))
+    found = interpreters.probe(str(fake), ("numpy",), environ.trainer_environ({}))
     assert found["python"] and "numpy" in found["packages"]
 
 
@@ -296,7 +296,7 @@ def test_probe_without_any_json_says_so(tmp_path):
     fake = tmp_path / "python"
     fake.write_text("#!/bin/sh\necho banner only\n")
     fake.chmod(0o755)
-    found = interpreters.probe(str(fake), ("numpy",))
+    found = interpreters.probe(str(fake), ("numpy",), environ.trainer_environ({}))
     assert found["python"] is None and "no JSON line" in found["error"]
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from trainbench import config, devices, fingerprint, pipeline
 from trainbench.frameworks import interpreters
-from trainbench.measure import idle, memory, sampling
+from trainbench.measure import environ, idle, memory, sampling
 from trainbench.planning import plan
 from trainbench.store.results import ResultStore
 
@@ -158,9 +158,9 @@ def test_driver_upgrade_changes_the_comparability_key_and_nothing_else_does():
 
 
 def test_probe_reads_the_framework_version_without_importing_it():
-    found = interpreters.probe(sys.executable, ("torch",))
+    found = interpreters.probe(sys.executable, ("torch",), environ.trainer_environ({}))
     assert found["python"] == ".".join(map(str, sys.version_info[:3])) and "torch" not in found["packages"]
-    assert interpreters.probe("/nonexistent/python", ("jax", "jaxlib"))["error"].startswith("FileNotFoundError")
+    assert interpreters.probe("/nonexistent/python", ("jax", "jaxlib"), {})["error"].startswith("FileNotFoundError")
 
 
 @pytest.fixture

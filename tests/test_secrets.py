@@ -11,6 +11,9 @@ import pytest
 import sqlalchemy as sa
 
 from trainbench import config
+from trainbench.cli import main as cli_main
+from trainbench.measure import environ
+from trainbench.store.results import ResultStore
 
 from conftest import BIN, ROOT, dags_test, write_config
 
@@ -64,3 +67,46 @@ def test_no_output_of_a_run_holds_the_database_password(airflow_db, postgres_url
     assert xcoms and "postgres:***@" in xcoms and PASSWORD not in xcoms
     assert not leaks(tmp_path / "output")
     assert stored_text(postgres_url) and PASSWORD not in stored_text(postgres_url)
+
+
+def test_only_allowed_names_reach_a_framework_interpreter():
+    base = {
+        "PATH": "/usr/bin",
+        "CUDA_VISIBLE_DEVICES": "0",
+        "OMP_NUM_THREADS": "4",
+        "TF_VAR_db_pass": "x",
+        "TORCH_HUB_AUTH": "x",
+        "OMP_DB_PASS": "x",
+        "CUDA_SOMETHING_NEW": "x",
+        "PYTHONSTARTUP": "/tmp/evil.py",
+    }
+    assert environ.trainer_environ({}, base) == {
+        "PATH": "/usr/bin",
+        "CUDA_VISIBLE_DEVICES": "0",
+        "OMP_NUM_THREADS": "4",
+    }
+
+
+def test_the_version_probe_and_the_trainer_never_see_the_harness_secrets(tmp_path, monkeypatch):
+    """A `sitecustomize.py` on PYTHONPATH runs in every interpreter that inherits the harness's environment and
+    records what it sees; a real CLI run (probe, then trainer) must leave it nothing, or nothing secret."""
+    seen = tmp_path / "seen.txt"
+    spy = tmp_path / "spy"
+    spy.mkdir()
+    (spy / "sitecustomize.py").write_text(
+        f"import os\nwith open({str(seen)!r}, 'a') as f:\n    f.write(repr(sorted(os.environ.items())) + '\\n')\n"
+    )
+    secrets = {
+        "PYTHONPATH": str(spy),
+        "AIRFLOW__CORE__FERNET_KEY": "fernet-" + PASSWORD,
+        "TRAINBENCH_DATABASE_URL": f"sqlite:///{tmp_path / PASSWORD / 'results.db'}",
+        "TF_VAR_db_pass": PASSWORD,
+        "TORCH_HUB_AUTH": PASSWORD,
+        "OMP_DB_PASS": PASSWORD,
+    }
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    cfg = write_config(tmp_path, epochs=1, train_images=256)
+    assert cli_main(["--config", str(cfg), "run", "--run-id", "cli__spy"]) == 0
+    assert not seen.exists() or PASSWORD not in seen.read_text()
+    assert ResultStore(config.load(cfg).database_url).rows("cli__spy")[0]["status"] == "ok"

@@ -149,7 +149,8 @@ def _begin(config: Config, run_id: str, spec: CaseSpec, log: Log, nvml) -> _Meas
         nvml, nvml_error = load_nvml()
     inventory = discover(nvml, nvml_error)
     fw = frameworks.REGISTRY[case.framework]
-    probe = interpreters.probe(config.interpreter(case.framework).python, fw.distributions)
+    interpreter = config.interpreter(case.framework)
+    probe = interpreters.probe(interpreter.python, fw.distributions, environ.trainer_environ(interpreter.environ))
     fp = fingerprint.fingerprint(inventory, case, probe, spec.workload)
     result = Result.for_case(run_id, case, fingerprint.env_key(fp), fp)
     return _Measuring(config, spec, result, inventory, nvml, nvml_error, log)

@@ -52,10 +52,16 @@ def ensure(interpreters: Iterable[Interpreter], log: Callable[[str], None] = pri
     return done
 
 
-def probe(python: str, distributions: tuple[str, ...], timeout_s: float = 60) -> dict:
-    """Installed versions of the framework's distributions in its interpreter, without importing the framework."""
+def probe(python: str, distributions: tuple[str, ...], env: dict[str, str], timeout_s: float = 60) -> dict:
+    """Installed versions of the framework's distributions in its interpreter, without importing the framework.
+
+    `env` is the interpreter's whole environment: the trainer's (`measure.environ`), never the harness's, since
+    a `sitecustomize` in that interpreter runs before the probe does.
+    """
     try:
-        out = subprocess.run([python, "-c", PROBE, *distributions], capture_output=True, text=True, timeout=timeout_s)
+        out = subprocess.run(
+            [python, "-c", PROBE, *distributions], capture_output=True, text=True, timeout=timeout_s, env=env
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return {"python": None, "packages": {}, "error": f"{type(exc).__name__}: {exc}"}
     if out.returncode != 0:
