@@ -7,7 +7,7 @@ import os
 import statistics
 
 from trainbench import config, devices, frameworks
-from trainbench.pipeline import prepare_dataset
+from trainbench.pipeline import discover_devices, prepare_dataset
 from trainbench.planning import Case, TrainingJob, resolve_device_set
 
 
@@ -26,7 +26,7 @@ def trainer_launch(args) -> tuple[frameworks.LaunchSpec, Case, devices.Inventory
     inv = devices.discover()
     text = args.device_set or ("0" if inv.gpus else "cpu")
     case = Case(args.framework, resolve_device_set(text, inv), 1)
-    dataset = prepare_dataset(cfg, cfg.settings.overridden(dataset="auto"))
+    dataset = prepare_dataset(cfg, cfg.settings.overridden(dataset="auto"), discover_devices())
     job = TrainingJob(
         data_dir=dataset["data_dir"], epochs=args.epochs, batch_size=128, seed=0, train_images=args.train_images or None
     )

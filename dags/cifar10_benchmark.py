@@ -91,10 +91,10 @@ def cifar10_benchmark():
 
     @task
     @fail_without_retry
-    def prepare_dataset(params: dict | None = None, dag_run=None) -> dict:
+    def prepare_dataset(inventory: dict, params: dict | None = None, dag_run=None) -> dict:
         from trainbench import pipeline
 
-        return pipeline.prepare_dataset(CONFIG, run_settings(params, dag_run))
+        return pipeline.prepare_dataset(CONFIG, run_settings(params, dag_run), inventory)
 
     @task
     @fail_without_retry
@@ -146,7 +146,7 @@ def cifar10_benchmark():
     for host in CONFIG.hosts:  # everything that touches a host runs on its queue, one task at a time
         with TaskGroup(group_id=host):
             devices = discover_devices.override(queue=host)()
-            dataset = prepare_dataset.override(queue=host)()
+            dataset = prepare_dataset.override(queue=host)(devices)
             specs = plan_matrix.override(queue=host)(devices, dataset, host)
             trained = TrainCaseOperator.partial(
                 task_id="train",
@@ -157,7 +157,7 @@ def cifar10_benchmark():
                 retries=3,
                 retry_delay=dt.timedelta(seconds=CONFIG.retry_delay_s),
             ).expand(spec=specs)
-        start >> [devices, dataset]
+        start >> devices
         trained >> collected
         specs_per_host.append(specs)
     verdicts = detect_regressions(validate(specs_per_host, collected))

@@ -49,7 +49,7 @@ def run_neon(tmp_path):
     def run(neon: dict):
         cfg = config.load(write_config(tmp_path, neon=neon, frameworks=["neon"]))
         settings = cfg.settings
-        dataset = pipeline.prepare_dataset(cfg, settings.overridden(dataset="synthetic"))
+        dataset = pipeline.prepare_dataset(cfg, settings.overridden(dataset="synthetic"), pipeline.discover_devices())
         pipeline.start_run(cfg, "neon-test", settings)
         for spec in pipeline.plan_matrix(settings, pipeline.discover_devices(), dataset):
             pipeline.run_case(cfg, "neon-test", spec, log=lambda line: None)
@@ -82,3 +82,20 @@ def test_configured_environment_reaches_the_trainer():
         spec.environ["LD_LIBRARY_PATH"] == "/opt/cu11/lib" and spec.environ["CUDA_VISIBLE_DEVICES"] == "GPU-aaaa-0000"
     )
     assert spec.argv[-2:] == ["--devices", "1"]
+
+
+def test_mxnet_finds_the_cuda11_libraries_of_its_own_venv(tmp_path, monkeypatch):
+    """mxnet-cu117's CUDA 11 libraries come from the nvidia-*-cu11 wheels in its venv: no host configures the path."""
+    site = tmp_path / "venv" / "lib" / "python3.11" / "site-packages" / "nvidia"
+    for lib in ("cublas", "cuda_runtime", "cudnn"):
+        (site / lib / "lib").mkdir(parents=True)
+    (tmp_path / "venv" / "bin").mkdir()
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/usr/local/nvidia/lib64")
+    case = Case("mxnet", resolve_device_set("0", THREE_GPUS), 1)
+    spec = frameworks.launch_spec(Interpreter("mxnet", str(tmp_path / "venv" / "bin" / "python")), case, JOB)
+    assert spec.environ["LD_LIBRARY_PATH"].split(":") == [
+        *(str(site / lib / "lib") for lib in ("cublas", "cuda_runtime", "cudnn")),
+        "/usr/local/nvidia/lib64",
+    ]
+    cpu_build = frameworks.launch_spec(Interpreter("mxnet", sys.executable), case, JOB)
+    assert "LD_LIBRARY_PATH" not in cpu_build.environ

@@ -56,7 +56,7 @@ def cmd_run(cfg, args) -> int:
     settings = _settings(cfg, args)
     run_id = run_folder.check_run_id(args.run_id or f"cli__{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}")
     inventory = pipeline.discover_devices()
-    dataset = pipeline.prepare_dataset(cfg, settings)
+    dataset = pipeline.prepare_dataset(cfg, settings, inventory)
     specs = pipeline.plan_matrix(settings, inventory, dataset)
     pipeline.start_run(cfg, run_id, settings)
     with tqdm(specs, unit="case", file=sys.stderr) as bar:

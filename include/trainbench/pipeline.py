@@ -50,15 +50,21 @@ def discover_devices() -> dict:
     return discover().to_dict()
 
 
-def prepare_dataset(config: Config, settings: Settings) -> dict:
-    """Where the data is, and whether it is real CIFAR-10 or the synthetic stand-in."""
+def prepare_dataset(config: Config, settings: Settings, inventory: dict) -> dict:
+    """Where the data is, and whether it is real CIFAR-10 or the synthetic stand-in.
+
+    On a host with GPUs, "auto" never falls back to synthetic data: a GPU host whose data volume
+    started empty would otherwise publish a week of synthetic figures beside real ones.
+    """
     real = str(config.data_dir)
     if settings.dataset in ("auto", "real") and cifar10.is_present(real) and not cifar10.is_synthetic(real):
         return {"kind": "real", "data_dir": cifar10.batches_dir(real)}
-    if settings.dataset == "real":
+    gpu_host = bool(Inventory.from_dict(inventory).gpus)
+    if settings.dataset == "real" or (settings.dataset == "auto" and gpu_host):
+        why = "this host has GPUs, so it measures real data unless told otherwise" if gpu_host else ""
         raise ConfigError(
-            f'dataset is "real" but CIFAR-10 is not in {cifar10.batches_dir(real)} '
-            f"(expected data_batch_1..5 and test_batch): {REAL_DATA_HELP}"
+            f'dataset is "{settings.dataset}" but CIFAR-10 is not in {cifar10.batches_dir(real)} '
+            f"(expected data_batch_1..5 and test_batch){'; ' + why if why else ''}: {REAL_DATA_HELP}"
         )
     synthetic = str(config.output_dir / "data" / f"synthetic-seed{settings.seed}")
     if not cifar10.is_present(synthetic):

@@ -1,0 +1,39 @@
+"""The pipeline's steps on their own: what a host refuses to measure before anything runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from trainbench import config, devices, pipeline
+from trainbench.config import ConfigError
+
+import cifar10
+from conftest import write_config
+from nvml_standin import log_host
+
+
+@pytest.fixture
+def gpu_host() -> dict:
+    return devices.discover(log_host()).to_dict()
+
+
+def test_a_gpu_host_without_cifar10_refuses_auto_instead_of_measuring_synthetic_data(tmp_path, gpu_host):
+    cfg = config.load(write_config(tmp_path))
+    with pytest.raises(ConfigError) as err:
+        pipeline.prepare_dataset(cfg, cfg.settings.overridden(dataset="auto"), gpu_host)
+    message = str(err.value)
+    assert message.startswith(f'dataset is "auto" but CIFAR-10 is not in {tmp_path / "data"}')
+    assert "this host has GPUs" in message and 'run with dataset "synthetic"' in message
+    assert not (tmp_path / "output" / "data").exists()
+
+
+def test_synthetic_data_on_a_gpu_host_only_when_asked_for(tmp_path, gpu_host):
+    cfg = config.load(write_config(tmp_path, train_images=256))
+    chosen = pipeline.prepare_dataset(cfg, cfg.settings.overridden(dataset="synthetic"), gpu_host)
+    assert chosen["kind"] == "synthetic" and cifar10.is_synthetic(chosen["data_dir"])
+
+
+def test_a_cpu_host_still_falls_back_to_synthetic_data(tmp_path):
+    cfg = config.load(write_config(tmp_path))
+    cpu_only = devices.Inventory(gpus=(), cpu_model="t", cpu_count=2).to_dict()
+    assert pipeline.prepare_dataset(cfg, cfg.settings.overridden(dataset="auto"), cpu_only)["kind"] == "synthetic"
