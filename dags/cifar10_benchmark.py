@@ -35,6 +35,14 @@ from trainbench_airflow.operators import TrainCaseOperator
 CONFIG = config.load()
 RESULTS = Asset(name="trainbench_results", uri="trainbench://results")
 LATE_AFTER = dt.timedelta(hours=6)
+PARAMS = {
+    **{name: Param(CONFIG.settings.as_dict()[name], **schema) for name, schema in config.settings_schema().items()},
+    "fail_on_regression": Param(
+        CONFIG.regression.fail_on_regression,
+        type="boolean",
+        description="Fail the run when a case regressed against its history.",
+    ),
+}
 
 
 def run_settings(params: dict, dag_run) -> config.Settings:
@@ -66,16 +74,15 @@ def logical_date(dag_run) -> dt.datetime:
     doc_md=__doc__,
     tags=["benchmark", "cifar10", "gpu"],
     default_args={"retries": 2, "retry_delay": dt.timedelta(minutes=2)},
-    params={
-        **{name: Param(CONFIG.settings.as_dict()[name], **schema) for name, schema in config.settings_schema().items()},
-        "fail_on_regression": Param(
-            CONFIG.regression.fail_on_regression,
-            type="boolean",
-            description="Fail the run when a case regressed against its history.",
-        ),
-    },
+    params=PARAMS,
 )
 def cifar10_benchmark():
+    @task
+    @fail_without_retry
+    def check_conf(dag_run=None) -> None:
+        """Airflow merges unknown conf keys into the params silently; refuse them before anything runs."""
+        config.check_run_conf(dag_run.conf or {}, PARAMS)
+
     @task.short_circuit(ignore_downstream_trigger_rules=True)
     def on_time(dag_run=None) -> bool:
         """A scheduled run starting long after its slot (just unpaused) skips; the next Monday measures."""
@@ -141,6 +148,7 @@ def cifar10_benchmark():
         return pipeline.regression_gate(verdicts, params["fail_on_regression"])
 
     start = on_time()
+    check_conf() >> start
     collected = collect()
     specs_per_host = []
     for host in CONFIG.hosts:  # everything that touches a host runs on its queue, one task at a time

@@ -23,6 +23,7 @@ def dag():
 def test_dag_shape(dag):
     assert dag.tags and dag.doc_md and dag.schedule is not None
     assert {t.task_id for t in dag.tasks} == {
+        "check_conf",
         "on_time",
         "gpu.discover_devices",
         "gpu.prepare_dataset",

@@ -130,3 +130,12 @@ def test_bad_trigger_conf_is_rejected_before_anything_runs(airflow_db, tmp_path)
     proc = dags_test(env, {"frameworks": ["caffe"]})
     assert proc.returncode != 0
     assert "'caffe' is not one of ['neon', 'mxnet', 'pytorch'" in proc.stdout + proc.stderr
+
+
+def test_a_typo_in_the_conf_is_refused_naming_the_accepted_keys(airflow_db, tmp_path):
+    env = {**airflow_db, "TRAINBENCH_CONFIG": str(write_config(tmp_path))}
+    proc = dags_test(env, {"epoch": 50})
+    out = proc.stdout + proc.stderr
+    assert "unknown key(s) ['epoch'] in the run's conf; accepted: ['batch_size', 'dataset', 'device_sets'" in out
+    store = ResultStore(config.load(env["TRAINBENCH_CONFIG"]).database_url)
+    assert store.rows() == []

@@ -72,6 +72,16 @@ def test_rest_trigger_runs_each_case_on_its_host_one_at_a_time(deployment):
     assert all(r["environment"]["worker_host"] == r["host"] and r["wall_s"] > 0 for r in found)
 
 
+def test_a_typo_in_a_rest_trigger_fails_the_run_before_anything_runs(deployment):
+    d = deployment
+    run_id = d.trigger({**CONF, "epoch": 50})
+    assert d.finished(run_id) == "failed"
+    states = {t["task_id"]: t["state"] for t in d.task_instances(run_id)}
+    assert states["check_conf"] == "failed"
+    assert not [t for t, s in states.items() if t.endswith((".discover_devices", ".train")) and s == "success"]
+    assert rows(d, run_id) == []
+
+
 def test_backfill_runs_its_weeks_one_after_another(deployment):
     d = deployment
     d.api(

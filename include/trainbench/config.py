@@ -212,6 +212,14 @@ def settings_schema() -> dict[str, dict]:
     }
 
 
+def check_run_conf(conf: dict, accepted) -> None:
+    """A run's conf names only settings it can override: a typo ({"epoch": 50}) would otherwise be ignored
+    and a full default benchmark run in its place."""
+    unknown = sorted(set(conf) - set(accepted))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in the run's conf; accepted: {sorted(accepted)}")
+
+
 def default_path() -> Path:
     """$TRAINBENCH_CONFIG, else ./trainbench.toml, else the project's own file."""
     if os.environ.get(ENV_VAR):
