@@ -149,3 +149,14 @@ def test_a_big_step_without_statistical_power_is_insufficient_history_not_stable
     assert v.verdict == "insufficient history" and "cannot reach" in v.detail and v.change > 0.4
     v = one(rows("now", [15.0]), hist, order)
     assert v.verdict == "inconclusive" and "1 repeat" in v.detail
+
+
+def test_one_slow_run_in_the_history_does_not_hide_the_next_regression():
+    """History 2.0 s x3 then one 12 s run (a busy host), then 4.0 s: the SD-based bar was 216.6 % and said stable."""
+    hist = [r for i, level in enumerate([2.0, 2.0, 2.0, 12.0]) for r in rows(f"run{i}", [level, level * 1.01])]
+    order = [f"run{i}" for i in range(4)]
+    v = one(rows("now", [4.0, 4.02, 3.98]), hist, order)
+    assert v.verdict == "regressed" and "historical CV" in v.detail, v.detail
+    assert "1 outlying run(s) set aside: run3" in v.detail and v.baseline == pytest.approx(2.01, abs=0.01)
+    without = one(rows("now", [4.0, 4.02, 3.98]), hist[:-2], order[:-1])
+    assert without.verdict == "regressed"

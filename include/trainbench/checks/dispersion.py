@@ -23,6 +23,15 @@ def cv(values: list[float]) -> float | None:
     return statistics.stdev(values) / statistics.fmean(values)
 
 
+def robust_cv(values: list[float]) -> float | None:
+    """1.4826 x the median absolute deviation over the median: the CV for normally spread values, but one outlier
+    (a run on a busy host) cannot inflate it, as it inflates the standard deviation."""
+    if len(values) < 2 or not statistics.median(values):
+        return None
+    middle = statistics.median(values)
+    return 1.4826 * statistics.median(abs(v - middle) for v in values) / middle
+
+
 def _spread(prefix: str, values: list[float]) -> dict:
     if not values:
         return {f"{prefix}_median": None, f"{prefix}_min": None, f"{prefix}_max": None, f"{prefix}_cv": None}

@@ -10,6 +10,10 @@ Mann-Whitney U agrees: this run's samples against the history's, where the sampl
 images/s are every steady epoch of every repeat and those of wall time the repeats.  A case
 whose environment (driver, framework version, ...) has no history yet is a `new
 environment`, never a regression; `driver_comparisons` sets old and new side by side.
+A run of the window whose median lies more than 3 robust spreads (1.4826 x MAD / median, at
+least the threshold) from the window's median (a busy host, a broken week) is set aside, named
+in the detail, so one slow run cannot inflate the spread, drag the baseline or blunt the test
+and hide the next regression.
 """
 
 from __future__ import annotations
@@ -18,12 +22,13 @@ import math
 import statistics
 from dataclasses import asdict, dataclass
 
-from trainbench.checks.dispersion import cv, measured
+from trainbench.checks.dispersion import cv, measured, robust_cv
 from trainbench.config import RegressionPolicy as Policy
 from trainbench.fingerprint import KEY_FIELDS
 
 VERDICTS = ("regressed", "improved", "stable", "inconclusive", "insufficient history", "new environment")
 SPREAD_FACTOR = 2.0  # a change must exceed this many historical CVs (of run medians) as well as the threshold
+OUTLIER_FACTOR = 3.0  # a history run this many robust spreads from the window's median is set aside
 METRICS = {"wall_s": +1, "images_per_s": -1}  # +1: higher is worse
 UPGRADE_FIELDS = ("driver_version", "cuda_driver_version", "framework_packages")
 
@@ -80,6 +85,14 @@ def _p_value(current: list[float], pooled: list[float], alpha: float) -> tuple[f
     return float(stats.mannwhitneyu(current, pooled, alternative="two-sided").pvalue), "Mann-Whitney U"
 
 
+def _typical(window: dict[str, list[float]], threshold: float) -> dict[str, list[float]]:
+    """The window without runs whose median lies far outside the others' (what one busy week looks like)."""
+    medians = {run: statistics.median(vs) for run, vs in window.items()}
+    middle = statistics.median(medians.values())
+    scale = max(robust_cv(list(medians.values())) or 0.0, threshold)
+    return {run: vs for run, vs in window.items() if abs(medians[run] / middle - 1) <= OUTLIER_FACTOR * scale}
+
+
 def judge(
     current_rows: list[dict],
     history_rows: list[dict],
@@ -123,6 +136,10 @@ def _case(
             detail = f"first run under this environment; {len(other_envs)} other environment(s) have history"
             return _found("new environment", current, None, None, None, detail)
         return _found("insufficient history", current, None, None, None, "no history for this case yet")
+    typical = _typical(window, policy.threshold)
+    outliers = sorted(set(window) - set(typical))
+    aside = f"; {len(outliers)} outlying run(s) set aside: {', '.join(outliers)}" if outliers else ""
+    window = typical
     baseline = statistics.median(v for vs in window.values() for v in vs)
     change = current / baseline - 1
     noise = cv(values)
@@ -147,7 +164,7 @@ def _case(
     verdict = ("regressed" if worse else "improved") if flagged else "stable"
     detail = (
         f"{change:+.1%} against the median of {len(window)} run(s) (bar {bar:.1%}: threshold "
-        f"{policy.threshold:.0%}, {SPREAD_FACTOR:g} x historical CV {history_cv:.1%}); {test}, p = {p:.3g}"
+        f"{policy.threshold:.0%}, {SPREAD_FACTOR:g} x historical CV {history_cv:.1%}); {test}, p = {p:.3g}{aside}"
     )
     return _found(verdict, current, baseline, change, p, detail)
 
