@@ -211,3 +211,39 @@ def test_a_backfill_of_an_earlier_week_is_judged_only_against_weeks_before_it(st
     verdicts = pipeline.detect_regressions(cfg, run, log=lambda m: None)
     assert {v["verdict"] for v in verdicts} == {"insufficient history"}, verdicts
     assert store.latest_run_id() == latest
+
+
+HOSTILE_ERROR = '=HYPERLINK("http://evil.example","click")\n```\n# Injected heading\n[link](http://evil.example)\n<script>x</script>'
+
+
+def hostile_rows() -> list[dict]:
+    crashed = {**result(case_key="pytorch__0__r1", status="crashed").to_dict(), "error": HOSTILE_ERROR, "devices": []}
+    imported = {**result(run_id="imp", case_key="mxnet__0__r1").to_dict(), "devices": []}
+    imported["framework"], imported["device_names"] = "mxnet", "Titan X | evil column"
+    return [crashed, imported]
+
+
+def test_a_trainer_error_cannot_break_out_of_its_code_block():
+    import markdown_it
+
+    crashed, imported = hostile_rows()
+    text = markdown.render([crashed], "r1", imported=[imported])
+    tokens = markdown_it.MarkdownIt("commonmark").enable("table").parse(text)
+    assert not [t for t in tokens if t.type == "heading_open" and t.map and "Injected" in text.splitlines()[t.map[0]]]
+    assert not [t for t in tokens if t.type in ("html_block", "html_inline")]
+    assert any("# Injected heading" in t.content for t in tokens if t.type == "fence")
+    rows = [t for t in tokens if t.type == "tr_open"]
+    cells = [t for t in tokens if t.type == "td_open"]
+    assert len(cells) == 8 * (len(rows) - 1)  # the imported table keeps its 8 columns
+    assert "Titan X \\| evil column" in text
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_quoted():
+    import csv
+    import io
+
+    from trainbench.reports import tables
+
+    crashed, _ = hostile_rows()
+    (row,) = list(csv.DictReader(io.StringIO(tables.csv_text([crashed]))))
+    assert row["error"].startswith("'=HYPERLINK(") and row["wall_s"] == "12.5"

@@ -7,6 +7,8 @@ from; regression verdicts, driver comparisons and the imported logs follow it.
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Sequence
 
 from trainbench import frameworks
@@ -49,30 +51,30 @@ def render(
         out += ["", f"## {frameworks.title(fw)}"]
         fw_rows = [r for r in rows if r["framework"] == fw]
         for combo in dict.fromkeys(combination(r) for r in fw_rows):
-            out.append(f"### {combo}")
+            out.append(f"### {_cell(combo)}")
             for r in sorted((r for r in fw_rows if combination(r) == combo), key=report_order):
-                out.append("```")
+                block = ["```"]
                 if r.get("warmup"):
-                    out.append(f"(warm-up {r['repeat']}: shown, never in statistics or verdicts)")
+                    block.append(f"(warm-up {r['repeat']}: shown, never in statistics or verdicts)")
                 if r.get("command"):
-                    out.append(f"$ time {short_command(r['command'])}")
+                    block.append(f"$ time {short_command(r['command'])}")
                 if r["status"] == "ok":
-                    out += [
+                    block += [
                         f"real    {clock(r['wall_s'])}",
                         f"user    {clock(r['user_s'])}",
                         f"sys     {clock(r['sys_s'])}",
                     ]
                     if memory := memory_line(r):
-                        out.append(memory)
+                        block.append(memory)
                     if r.get("images_per_s"):
-                        out.append(f"images/s       {r['images_per_s']:.1f} (steady state, repeat {r['repeat']})")
+                        block.append(f"images/s       {r['images_per_s']:.1f} (steady state, repeat {r['repeat']})")
                     if timeline := phases_line(r):
-                        out.append(timeline)
+                        block.append(timeline)
                 else:
-                    out.append(f"({r['status']})")
+                    block.append(f"({r['status']})")
                     if r.get("error"):
-                        out.append(r["error"])
-                out.append("```")
+                        block.append(r["error"])
+                out += _fenced(block[1:])
             out.append("")
     if stats:
         out += [
@@ -84,11 +86,17 @@ def render(
             "|---|---|---|---|---|---|---|---|---|",
         ]
         out += [
-            f"| {s['framework']} | {s['device_set']} | {s['host']} | {s['repeats']} | "
-            f"{_fmt(s['wall_median'], '.2f')} s ({_fmt(s['wall_min'], '.2f')}-{_fmt(s['wall_max'], '.2f')}) | "
-            f"{_fmt(s['wall_cv'], '.1%')} | {_fmt(s['ips_median'], ',.0f')} "
-            f"({_fmt(s['ips_min'], ',.0f')}-{_fmt(s['ips_max'], ',.0f')}) | {_fmt(s['ips_cv'], '.1%')} | "
-            f"{'yes' if s['noisy'] else 'unknown (1 repeat)' if s['noisy'] is None else 'no'} |"
+            _row(
+                s["framework"],
+                s["device_set"],
+                s["host"],
+                s["repeats"],
+                f"{_fmt(s['wall_median'], '.2f')} s ({_fmt(s['wall_min'], '.2f')}-{_fmt(s['wall_max'], '.2f')})",
+                _fmt(s["wall_cv"], ".1%"),
+                f"{_fmt(s['ips_median'], ',.0f')} ({_fmt(s['ips_min'], ',.0f')}-{_fmt(s['ips_max'], ',.0f')})",
+                _fmt(s["ips_cv"], ".1%"),
+                "yes" if s["noisy"] else "unknown (1 repeat)" if s["noisy"] is None else "no",
+            )
             for s in stats
         ]
     if pairs := variant_pairs(rows):
@@ -101,9 +109,17 @@ def render(
             "|---|---|---|---|---|---|---|---|---|",
         ]
         out += [
-            f"| {p['variant']} | {p['device_set']} | {p['host']} | {p['repeats']} | {p['base_ips']:,.0f} | "
-            f"{p['variant_ips']:,.0f} | {p['speedup']:.2f}x ({p['speedup_low']:.2f}-{p['speedup_high']:.2f}) | "
-            f"{p['verdict']} | {_fmt(p['base_first_epoch_s'], '.2f')} s / {_fmt(p['variant_first_epoch_s'], '.2f')} s |"
+            _row(
+                p["variant"],
+                p["device_set"],
+                p["host"],
+                p["repeats"],
+                f"{p['base_ips']:,.0f}",
+                f"{p['variant_ips']:,.0f}",
+                f"{p['speedup']:.2f}x ({p['speedup_low']:.2f}-{p['speedup_high']:.2f})",
+                p["verdict"],
+                f"{_fmt(p['base_first_epoch_s'], '.2f')} s / {_fmt(p['variant_first_epoch_s'], '.2f')} s",
+            )
             for p in pairs
         ]
     mine = sorted((v for v in verdicts if v["run_id"] == run_id), key=lambda v: report_order({**v, "repeat": 0}))
@@ -116,8 +132,7 @@ def render(
             "|---|---|---|---|---|---|",
         ]
         out += [
-            f"| {v['framework']} | {v['device_set']} | {v['metric']} | {v['verdict']} | {_fmt(v['change'], '+.1%')} "
-            f"| {v['detail']} |"
+            _row(v["framework"], v["device_set"], v["metric"], v["verdict"], _fmt(v["change"], "+.1%"), v["detail"])
             for v in mine
         ]
     if comparisons:
@@ -129,8 +144,15 @@ def render(
             "|---|---|---|---|---|---|---|",
         ]
         out += [
-            f"| {c['framework']} | {c['device_set']} | {_versions(c['before'])} | {_versions(c['after'])} | "
-            f"{c['before_median']:.3f} | {c['after_median']:.3f} | {c['ratio']:.3f} |"
+            _row(
+                c["framework"],
+                c["device_set"],
+                _versions(c["before"]),
+                _versions(c["after"]),
+                f"{c['before_median']:.3f}",
+                f"{c['after_median']:.3f}",
+                f"{c['ratio']:.3f}",
+            )
             for c in comparisons
         ]
     if imported:
@@ -142,12 +164,36 @@ def render(
             "|---|---|---|---|---|---|---|---|",
         ]
         out += [
-            f"| {r['framework']} | {r.get('device_names') or r['device_set']} | {r['repeat']} | {r['status']} | "
-            f"{clock(r.get('wall_s'))} | {clock(r.get('user_s'))} | {clock(r.get('sys_s'))} | "
-            f"{_fmt(r.get('peak_mem_mib'), '.0f')} |"
+            _row(
+                r["framework"],
+                r.get("device_names") or r["device_set"],
+                r["repeat"],
+                r["status"],
+                clock(r.get("wall_s")),
+                clock(r.get("user_s")),
+                clock(r.get("sys_s")),
+                _fmt(r.get("peak_mem_mib"), ".0f"),
+            )
             for r in sorted(imported, key=report_order)
         ]
     return "\n".join(out).rstrip() + "\n"
+
+
+def _cell(value: object) -> str:
+    """Text from a row as one table cell or heading: on one line, no `|` to shift columns, no raw HTML."""
+    return html.escape(" ".join(str(value).split()), quote=False).replace("|", "\\|")
+
+
+def _row(*cells: object) -> str:
+    return "| " + " | ".join(_cell(c) for c in cells) + " |"
+
+
+def _fenced(lines: list[str]) -> list[str]:
+    """A code block whose fence is longer than any run of backticks inside it, so a trainer's error text
+    (whatever it prints) cannot close the block and inject headings, links or HTML into the report."""
+    longest = max((len(run) for line in lines for run in re.findall(r"`+", line)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [fence, *lines, fence]
 
 
 def _fmt(value: float | None, spec: str) -> str:

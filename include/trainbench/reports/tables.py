@@ -32,8 +32,15 @@ def _csv(rows, columns) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: _inert(r.get(k)) for k in columns} for r in rows)
     return buf.getvalue()
+
+
+def _inert(value):
+    """Text a spreadsheet would run as a formula (=, +, -, @, tab, CR first) gets a leading quote (OWASP)."""
+    if isinstance(value, str) and value.startswith(("=", "+", "-", "@", "\t", "\r")):
+        return "'" + value
+    return value
 
 
 def frame(rows: list[dict]):
