@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from trainbench import cli, config
-from trainbench.store.results import ResultStore
+from trainbench import cli, config, pipeline
+from trainbench.store import run_folder
+from trainbench.store.results import INVALID, ResultStore
 
 from conftest import write_config
+from test_results import result
 
 
 @pytest.mark.parametrize("command", [["report", "--run-id", "cli__typo"], ["results", "--run-id", "cli__typo"]])
@@ -19,3 +23,27 @@ def test_an_unknown_run_id_is_an_error_naming_the_runs_there_are(tmp_path, capsy
     err = capsys.readouterr().err
     assert err == "trainbench: no run 'cli__typo' in the results database; newest runs: cli__real (or latest)\n"
     assert not (tmp_path / "output" / "runs" / "cli__typo").exists()
+
+
+def test_a_second_run_of_the_same_run_id_on_this_host_is_refused(tmp_path, capsys):
+    cfg_path = write_config(tmp_path)
+    with run_folder.measuring(tmp_path / "output", "cli__same"):
+        assert cli.main(["--config", str(cfg_path), "run", "--run-id", "cli__same"]) == 2
+    err = capsys.readouterr().err
+    assert f"run 'cli__same' is being measured on this host by pid {os.getpid()}; wait for it" in err
+    assert not (tmp_path / "output" / "runs" / "cli__same" / "raw").exists()
+
+
+def test_a_run_still_running_or_invalid_never_becomes_latest(tmp_path, capsys):
+    cfg_path = write_config(tmp_path)
+    cfg = config.load(cfg_path)
+    for run_id in ("cli__running", "cli__invalid"):
+        pipeline.start_run(cfg, run_id, cfg.settings)
+        pipeline._save(cfg, result(run_id=run_id), log=lambda m: None)
+    pipeline.store(cfg).set_state("cli__invalid", INVALID)
+    published = pipeline.publish(cfg, "cli__running")
+    assert published["state"] == "running" and not published["latest"]
+    assert (tmp_path / "output" / "runs" / "cli__running" / "report.md").is_file()
+    assert not (tmp_path / "output" / "latest").exists()
+    assert cli.main(["--config", str(cfg_path), "report", "--run-id", "latest"]) == 2
+    assert "no published benchmark run with results yet" in capsys.readouterr().err

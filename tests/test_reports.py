@@ -12,7 +12,7 @@ import pytest
 from trainbench import config, pipeline
 from trainbench.reports import charts, html_page, markdown
 from trainbench.store import imported_logs, run_folder
-from trainbench.store.results import BENCHMARK, ResultStore
+from trainbench.store.results import BENCHMARK, PUBLISHED, ResultStore
 
 from conftest import write_config
 from test_imported_logs import REFERENCE
@@ -89,6 +89,7 @@ def stored_history(tmp_path):
                 r.images_per_s = 50_000 * speed / wall
                 r.started_at = dt.datetime(2026, 11, 2 + 7 * week, tzinfo=dt.UTC)
                 pipeline._save(cfg, r, log=lambda m: None)
+        store.set_state(run, PUBLISHED)  # each week was validated and published in its day
     imported_logs.import_log(store, REFERENCE)
     return cfg, store, run
 

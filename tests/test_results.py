@@ -7,9 +7,10 @@ import pytest
 import sqlalchemy as sa
 
 from trainbench import config, devices, pipeline
+from trainbench.config import ConfigError
 from trainbench.result import Result
 from trainbench.store import run_folder
-from trainbench.store.results import ResultStore, metadata
+from trainbench.store.results import IMPORTED_LOG, INVALID, PUBLISHED, RUNNING, ResultStore, metadata
 
 from conftest import write_config
 
@@ -172,3 +173,52 @@ def test_database_outage_loses_nothing(tmp_path, synthetic_data):
     rows = pipeline.store(cfg).current_rows("outage")
     assert [(r["case_key"], r["status"]) for r in rows] == [("gpu__pytorch__cpu__r1", "ok")]
     assert rows[0]["wall_s"] > 0 and rows[0]["devices"][0]["method"] == "host_rss"
+
+
+EIGHT_GPUS = ",".join(f"GPU-{i:08x}-1111-2222-3333-444444444444" for i in range(8))
+
+
+def test_a_device_set_of_eight_gpu_uuids_is_stored_and_written_raw(store, tmp_path):
+    store.save_run("r1", {})
+    r = result(case_key=f"pytorch__{EIGHT_GPUS.replace(',', '-')}__r1")
+    r.device_set = EIGHT_GPUS
+    assert len(r.case_key) > 330
+    store.save(r)
+    (row,) = store.rows("r1")
+    assert row["device_set"] == EIGHT_GPUS and row["case_key"] == r.case_key
+    path = run_folder.write_raw(tmp_path / "output", r)
+    assert len(path.name) < 200
+    assert [x.case_key for x in run_folder.raw_results(tmp_path / "output", "r1")] == [r.case_key]
+
+
+def test_only_a_published_run_is_latest(store):
+    for run, state in (("week1", PUBLISHED), ("week2", RUNNING), ("week3", INVALID)):
+        store.save_run(run, {})
+        store.save(result(run_id=run))
+        store.set_state(run, state)
+    assert store.run_state("week2") == RUNNING and store.latest_run_id() == "week1"
+    store.set_state("week2", PUBLISHED)
+    assert store.latest_run_id() == "week2"
+
+
+def test_a_run_id_taken_by_the_other_source_is_refused(store):
+    store.save_run("imported:log.txt:abc", {}, source=IMPORTED_LOG)
+    with pytest.raises(ConfigError, match="run id 'imported:log.txt:abc' is already an imported log's; choose"):
+        store.save_run("imported:log.txt:abc", {})
+    store.save_run("cli__x", {})
+    with pytest.raises(ConfigError, match="run id 'cli__x' is already a benchmark run's"):
+        store.save_run("cli__x", {}, source=IMPORTED_LOG)
+
+
+def test_importing_the_same_log_twice_at_once_leaves_one_copy(store):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from trainbench.store import imported_logs
+
+    from test_imported_logs import REFERENCE
+
+    with ThreadPoolExecutor(4) as pool:
+        ids = list(pool.map(lambda _: imported_logs.import_log(store, REFERENCE), range(4)))
+    assert len(set(ids)) == 1
+    expected = imported_logs.parse_log(REFERENCE.read_text(), REFERENCE.name)
+    assert len(store.rows(ids[0])) == len(expected)

@@ -58,11 +58,12 @@ def cmd_run(cfg, args) -> int:
     inventory = pipeline.discover_devices()
     dataset = pipeline.prepare_dataset(cfg, settings, inventory)
     specs = pipeline.plan_matrix(settings, inventory, dataset)
-    pipeline.start_run(cfg, run_id, settings)
-    with tqdm(specs, unit="case", file=sys.stderr) as bar:
-        for spec in bar:
-            bar.set_description(spec.case.label)
-            pipeline.run_case(cfg, run_id, spec, log=bar.write)
+    with run_folder.measuring(cfg.output_dir, run_id):
+        pipeline.start_run(cfg, run_id, settings)
+        with tqdm(specs, unit="case", file=sys.stderr) as bar:
+            for spec in bar:
+                bar.set_description(spec.case.label)
+                pipeline.run_case(cfg, run_id, spec, log=bar.write)
     try:
         pipeline.collect(cfg, run_id)
         pipeline.validate_results(cfg, run_id, specs)
@@ -86,7 +87,7 @@ def _run_id(store: ResultStore, run_id: str) -> str:
         return run_id
     latest = store.latest_run_id()
     if latest is None:
-        raise ConfigError("no benchmark run with results stored yet")
+        raise ConfigError("no published benchmark run with results yet (a running or invalid run is never latest)")
     return latest
 
 

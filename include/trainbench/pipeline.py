@@ -24,7 +24,15 @@ from trainbench.measure import clocks, environ, idle, memory, outcome, phases, p
 from trainbench.planning import DEFAULT_HOST, CaseSpec, TrainingJob, plan
 from trainbench.result import Result
 from trainbench.store import run_folder
-from trainbench.store.results import BENCHMARK, IMPORTED_LOG, ResultStore, open_store
+from trainbench.store.results import (
+    BENCHMARK,
+    IMPORTED_LOG,
+    INVALID,
+    PUBLISHED,
+    VALIDATED,
+    ResultStore,
+    open_store,
+)
 from trainbench.trainers import cifar10
 
 Log = Callable[[str], None]
@@ -335,7 +343,8 @@ def validate_results(config: Config, run_id: str, planned: list[CaseSpec]) -> di
     """Great Expectations suite over the run's rows against its plan; Data Docs kept in the run's folder."""
     from trainbench.checks import validation
 
-    rows = store(config).current_rows(run_id)
+    db = store(config)
+    rows = db.current_rows(run_id)
     epochs = {s.job.epochs for s in planned}
     host_memory = [r["environment"].get("host_memory_mib") for r in rows if r.get("environment")]
     docs = run_folder.run_dir(config.output_dir, run_id) / "data_docs"
@@ -347,7 +356,9 @@ def validate_results(config: Config, run_id: str, planned: list[CaseSpec]) -> di
         epochs=epochs.pop() if len(epochs) == 1 else None,
     )
     if not result.success:
+        db.set_state(run_id, INVALID)
         raise ValidationFailed(result.summary())
+    db.set_state(run_id, VALIDATED)
     return {
         "rows": len(rows),
         "data_docs": str(result.docs_index) if result.docs_index else None,
@@ -408,13 +419,17 @@ def regression_gate(verdicts: list[dict], fail_on_regression: bool) -> list[str]
 def publish(config: Config, run_id: str) -> dict:
     """Write the run's reports (Markdown, HTML, CSV, Parquet) into its folder; point output/latest at the newest.
 
-    "Newest" is the run of the newest logical date with results, so publishing a backfill of old
-    weeks leaves output/latest on the current week.
+    A validated run becomes published; a run still running or that failed validation gets its reports
+    rewritten but stays what it is, so it never becomes "latest". "Newest" is the published run of the
+    newest logical date with results, so publishing a backfill of old weeks leaves output/latest on the
+    current week.
     """
     from trainbench import reports
     from trainbench.checks import regression
 
     db = store(config)
+    if db.run_state(run_id) == VALIDATED:
+        db.set_state(run_id, PUBLISHED)
     rows = db.current_rows(run_id)
     past = other_runs(db, run_id)
     paths: dict[str, Path] = reports.write_all(
@@ -436,4 +451,5 @@ def publish(config: Config, run_id: str) -> dict:
         **{k: str(v) for k, v in paths.items()},
         "database": shown_url(config.database_url),
         "latest": latest == run_id,
+        "state": db.run_state(run_id),
     }

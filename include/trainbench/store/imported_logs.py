@@ -222,6 +222,5 @@ def import_log(store: ResultStore, path: str | Path) -> str:
     rows = parse_log(text, Path(path).name)
     run_id = run_id_of(Path(path).name, text)
     store.save_run(run_id, {"source_file": str(path)}, source=results.IMPORTED_LOG)
-    for row in rows:
-        store.save(row)
+    store.replace_rows(run_id, rows)
     return run_id

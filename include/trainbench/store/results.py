@@ -35,17 +35,19 @@ runs = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("settings", sa.JSON, nullable=False),
     sa.Column("logical_date", sa.DateTime(timezone=True)),
+    sa.Column("state", sa.String(16), nullable=False, server_default="published"),
 )
+RUNNING, VALIDATED, PUBLISHED, INVALID = "running", "validated", "published", "invalid"
 
 results = sa.Table(
     "results",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("run_id", sa.String(250), sa.ForeignKey("runs.run_id"), nullable=False),
-    sa.Column("case_key", sa.String(250), nullable=False),
+    sa.Column("case_key", sa.Text, nullable=False),
     sa.Column("env_key", sa.String(64), nullable=False),
     sa.Column("framework", sa.String(32), nullable=False),
-    sa.Column("device_set", sa.String(250), nullable=False),
+    sa.Column("device_set", sa.Text, nullable=False),
     sa.Column("device_names", sa.String(500)),
     sa.Column("repeat", sa.Integer, nullable=False),
     sa.Column("host", sa.String(64)),
@@ -89,7 +91,7 @@ verdicts = sa.Table(
     metadata,
     sa.Column("run_id", sa.String(250), sa.ForeignKey("runs.run_id"), primary_key=True),
     sa.Column("framework", sa.String(32), primary_key=True),
-    sa.Column("device_set", sa.String(250), primary_key=True),
+    sa.Column("device_set", sa.Text, primary_key=True),
     sa.Column("env_key", sa.String(64), primary_key=True),
     sa.Column("metric", sa.String(32), primary_key=True),
     sa.Column("verdict", sa.String(32), nullable=False),
@@ -105,7 +107,7 @@ case_stats = sa.Table(
     metadata,
     sa.Column("run_id", sa.String(250), sa.ForeignKey("runs.run_id"), primary_key=True),
     sa.Column("framework", sa.String(32), primary_key=True),
-    sa.Column("device_set", sa.String(250), primary_key=True),
+    sa.Column("device_set", sa.Text, primary_key=True),
     sa.Column("host", sa.String(64), primary_key=True),
     sa.Column("env_key", sa.String(64), primary_key=True),
     sa.Column("repeats", sa.Integer, nullable=False),
@@ -165,22 +167,57 @@ class ResultStore:
     def save_run(
         self, run_id: str, settings: dict, source: str = BENCHMARK, logical_date: dt.datetime | None = None
     ) -> None:
-        """Record the run once; every host's tasks call this, possibly at the same moment."""
-        with self.engine.connect() as conn:
-            if conn.execute(sa.select(runs.c.run_id).where(runs.c.run_id == run_id)).first() is not None:
+        """Record the run once; every host's tasks call this, possibly at the same moment.
+
+        A benchmark run starts (again, when a backfill re-runs it) as "running"; an id already taken by a run
+        of the other source (an imported log's, say) is refused, naming it.
+        """
+        state = RUNNING if source == BENCHMARK else PUBLISHED
+        if self._source(run_id) is None:
+            row = {
+                "run_id": run_id,
+                "source": source,
+                "settings": settings,
+                "created_at": dt.datetime.now(dt.UTC),
+                "logical_date": logical_date,
+                "state": state,
+            }
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(runs.insert().values(**row))
                 return
-        row = {
-            "run_id": run_id,
-            "source": source,
-            "settings": settings,
-            "created_at": dt.datetime.now(dt.UTC),
-            "logical_date": logical_date,
-        }
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(runs.insert().values(**row))
-        except sa.exc.IntegrityError:
-            pass  # another host recorded it first
+            except sa.exc.IntegrityError:
+                pass  # another host (or importer) recorded it first
+        taken = self._source(run_id)
+        if taken != source:
+            what = "an imported log" if taken == IMPORTED_LOG else "a benchmark run"
+            raise ConfigError(f"run id {run_id!r} is already {what}'s; choose another run id")
+        self.set_state(run_id, state)
+
+    def _source(self, run_id: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(runs.c.source).where(runs.c.run_id == run_id)).scalar()
+
+    def set_state(self, run_id: str, state: str) -> None:
+        """Where the run is: RUNNING, VALIDATED, PUBLISHED or INVALID (only a published run can be latest)."""
+        with self.engine.begin() as conn:
+            conn.execute(runs.update().where(runs.c.run_id == run_id).values(state=state))
+
+    def run_state(self, run_id: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(runs.c.state).where(runs.c.run_id == run_id)).scalar()
+
+    def replace_rows(self, run_id: str, rows: list[Result]) -> None:
+        """Replace every row of a run in one transaction (an imported log, imported again): two imports at once
+        queue behind each other instead of interleaving."""
+        with self.engine.begin() as conn:
+            if self.engine.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": hash_key(run_id)})
+            old = sa.select(results.c.id).where(results.c.run_id == run_id)
+            conn.execute(device_memory.delete().where(device_memory.c.result_id.in_(old)))
+            conn.execute(results.delete().where(results.c.run_id == run_id))
+            for result in rows:
+                self._insert(conn, result)
 
     def save(self, result: Result) -> int:
         """Insert a result, replacing any earlier one with the same run, case and environment."""
@@ -196,12 +233,17 @@ class ResultStore:
             if old:
                 conn.execute(device_memory.delete().where(device_memory.c.result_id.in_(old)))
                 conn.execute(results.delete().where(identity))
-            inserted = conn.execute(results.insert().values(**row)).inserted_primary_key
-            assert inserted is not None
-            result_id = inserted[0]
-            devices = [{**finite(d), "result_id": result_id, "position": i} for i, d in enumerate(result.devices or [])]
-            if devices:
-                conn.execute(device_memory.insert(), devices)
+            return self._insert(conn, result)
+
+    @staticmethod
+    def _insert(conn: sa.Connection, result: Result) -> int:
+        values = dataclasses.asdict(result)
+        inserted = conn.execute(results.insert().values(**{k: finite(values.get(k)) for k in RESULT_FIELDS}))
+        assert inserted.inserted_primary_key is not None
+        result_id = inserted.inserted_primary_key[0]
+        devices = [{**finite(d), "result_id": result_id, "position": i} for i, d in enumerate(result.devices or [])]
+        if devices:
+            conn.execute(device_memory.insert(), devices)
         return result_id
 
     def has(self, run_id: str, case_key: str, env_key: str) -> bool:
@@ -271,14 +313,19 @@ class ResultStore:
             return [dict(r._mapping) for r in conn.execute(query)]
 
     def latest_run_id(self) -> str | None:
-        """The benchmark run of the newest logical date (else the newest run) that has results: "latest".
+        """The published benchmark run of the newest logical date (else the newest run) that has results: "latest".
 
-        A backfill of old weeks, or a run that failed before measuring anything, never takes it.
+        A backfill of old weeks, a run that failed before measuring anything, failed validation or is still
+        running never takes it.
         """
         when = sa.func.coalesce(runs.c.logical_date, runs.c.created_at)
         query = (
             sa.select(runs.c.run_id)
-            .where(runs.c.source == BENCHMARK, runs.c.run_id.in_(sa.select(results.c.run_id)))
+            .where(
+                runs.c.source == BENCHMARK,
+                runs.c.state == PUBLISHED,
+                runs.c.run_id.in_(sa.select(results.c.run_id)),
+            )
             .order_by(when.desc(), runs.c.created_at.desc())
             .limit(1)
         )
@@ -310,6 +357,13 @@ class ResultStore:
     def verdicts(self) -> list[dict]:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(sa.select(verdicts))]
+
+
+def hash_key(text: str) -> int:
+    """A stable signed 64-bit key for PostgreSQL's advisory locks."""
+    import hashlib
+
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True)
 
 
 def _when(row: dict) -> dt.datetime:

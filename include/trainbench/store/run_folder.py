@@ -6,16 +6,21 @@ The raw JSON is written before the database row, so a database outage loses noth
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import re
 import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from trainbench.errors import ConfigError
 from trainbench.result import Result
 
+MAX_KEY_IN_NAME = 120  # with "__<env key>.json" well under the 255 bytes of a file name
 RUN_ID = re.compile(r"[A-Za-z0-9_.:+-]{1,200}")
 RUN_ID_HELP = (
     "accepted: 1 to 200 of A-Z a-z 0-9 _ . : + - , not starting with '.' "
@@ -52,7 +57,38 @@ def _recorded_id(folder: Path) -> str | None:
 
 
 def raw_path(output_dir: Path, run_id: str, case_key: str, env_key: str) -> Path:
+    """`raw/<case key>__<env key>.json`; a case key too long for a file name (6 or more GPU UUIDs) keeps its
+    start and gets a hash of the whole in place of the rest (the JSON inside holds the full key)."""
+    if len(case_key) > MAX_KEY_IN_NAME:
+        digest = hashlib.blake2b(case_key.encode(), digest_size=8).hexdigest()
+        case_key = f"{case_key[: MAX_KEY_IN_NAME - 17]}-{digest}"
     return run_dir(output_dir, run_id) / "raw" / f"{case_key}__{env_key}.json"
+
+
+@contextlib.contextmanager
+def measuring(output_dir: Path, run_id: str) -> Iterator[None]:
+    """Held while this process measures the run on this host: a second process measuring the same run id
+    here at once would replace rows and share the devices, so it is refused (the lock dies with its holder)."""
+    folder = run_dir(output_dir, run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".measuring", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise ConfigError(
+                f"run {run_id!r} is being measured on this host by {holder}; wait for it to end or choose another "
+                "--run-id"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def write_raw(output_dir: Path, result: Result) -> Path:
