@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime as dt
 import json
 import os
 import secrets
@@ -25,8 +26,9 @@ from pathlib import Path
 import pytest
 
 from trainbench import config as config_mod
+from trainbench.result import Result
 from trainbench.store import run_folder
-from trainbench.store.results import ResultStore
+from trainbench.store.results import ResultStore, results, runs
 
 from conftest import BIN, ROOT, dags_test, write_config
 
@@ -493,3 +495,41 @@ def test_the_report_of_a_dag_run_in_a_browser(server, browser, tmp_path):
     browser.screenshot(tmp_path / "report-html-hover.png")
     shot = browser.screenshot(tmp_path / "report-html.png", whole_page=True)
     assert shot.stat().st_size > 50_000
+
+
+def test_hostile_query_input_is_answered_with_a_4xx_never_a_500(server):
+    status, body, _ = server.request(f"/trainbench/runs/{'r' * 5000}/report.html")
+    assert status == 404 and "accepted: 1 to 200 of" in body
+    many = "&".join(f"gpu=g{i}" for i in range(3000))
+    for page in ("/trainbench/", "/trainbench/api/history"):
+        status, body, _ = server.request(f"{page}?{many}")
+        assert status == 400 and "gpu is given 3000 different values; at most 50 are accepted" in body, body[:300]
+    for page in ("/trainbench/?date_to=9999-12-31", "/trainbench/api/latest?date_to=9999-12-31&date_from=0001-01-01"):
+        assert server.request(page)[0] == 200, page
+
+
+def test_a_run_still_running_is_never_shown_as_latest_and_every_verdict_is(server):
+    """A newer run with partial rows is named as still running; the latest stays the newest published run."""
+    store = ResultStore(server.config.database_url)
+    partial = "manual__2026-01-19T03:00:00+00:00"
+    row = next(r for r in store.current_rows(server.runs[1]) if not r["warmup"])
+    copied = Result.from_dict({**row, "run_id": partial})
+    store.save_run(partial, {}, logical_date=dt.datetime(2026, 1, 19, 3, tzinfo=dt.UTC))
+    store.save(copied)
+    try:
+        status, body, _ = server.request("/trainbench/api/latest")
+        (host,) = json.loads(body)
+        assert host["run_id"] == server.runs[1]
+        assert host["unpublished"] == [
+            {"run_id": partial, "run_at": "2026-01-19T03:00:00+00:00", "state": "running", "rows": 1}
+        ]
+        status, page, _ = server.request("/trainbench/")
+        assert f"Newer run <code>{partial}</code> still running (1 row so far)" in page
+        others = {v["verdict"] for v in store.verdicts() if v["run_id"] == server.runs[1]} - {"regressed"}
+        assert others and others <= {"inconclusive", "insufficient history", "stable"}
+        for verdict in others:  # verdicts that are not a change are shown too
+            assert f'class="verdict {verdict.replace(" ", "-")}"' in page, verdict
+    finally:
+        with store.engine.begin() as conn:
+            conn.execute(results.delete().where(results.c.run_id == partial))
+            conn.execute(runs.delete().where(runs.c.run_id == partial))

@@ -23,6 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from trainbench import config
 from trainbench.errors import ConfigError
 from trainbench.reports import charts
+from trainbench.store import run_folder
 from trainbench_ui import pages, queries
 from trainbench_ui.access import LoginRequired, UserDep
 
@@ -57,7 +58,7 @@ def create_app() -> FastAPI:
         if view not in loaders:
             raise HTTPException(404, f"no such view {view!r}; one of {sorted(loaders)}")
         cfg = _config()
-        filters = queries.Filters.from_query(request.query_params)
+        filters = _filters(request)
         try:
             with queries.engine(cfg.database_url).connect() as conn:
                 data = loaders[view](conn, filters)
@@ -75,12 +76,21 @@ def create_app() -> FastAPI:
 def report_path(output_dir: Path, run_id: str) -> Path:
     """output/runs/<run_id>/report.html, refusing any run id that would lead out of output/runs/."""
     runs = (Path(output_dir) / "runs").resolve()
-    if not run_id or run_id in (".", "..") or "/" in run_id or "\\" in run_id or "\0" in run_id:
-        raise HTTPException(404, "no such run")
+    try:
+        run_folder.check_run_id(run_id)
+    except ConfigError:
+        raise HTTPException(404, f"no such run: {run_folder.RUN_ID_HELP}") from None
     path = (runs / run_id / "report.html").resolve()
     if not path.is_relative_to(runs) or path.parent.parent != runs or not path.is_file():
         raise HTTPException(404, f"no report for run {run_id!r}")
     return path
+
+
+def _filters(request: Request) -> queries.Filters:
+    try:
+        return queries.Filters.from_query(request.query_params)
+    except queries.BadFilter as exc:
+        raise HTTPException(400, str(exc)) from None
 
 
 def _config() -> config.Config:
@@ -95,7 +105,7 @@ def _page(request: Request, tab: str, load, render, scripts: bool = False) -> HT
     root = request.scope.get("root_path", "").rstrip("/")
     airflow_root = root[: -len(PREFIX)] if root.endswith(PREFIX) else ""
     links = pages.Links(root, airflow_root, lambda run_id: (cfg.output_dir / "runs" / run_id / "report.html").is_file())
-    filters = queries.Filters.from_query(request.query_params)
+    filters = _filters(request)
     try:
         with queries.engine(cfg.database_url).connect() as conn:
             choices = queries.choices(conn)

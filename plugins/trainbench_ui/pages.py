@@ -132,10 +132,18 @@ def latest_page(hosts: list[dict], links: Links) -> str:
 def _host_section(host: dict, links: Links) -> str:
     when = host["run_at"].strftime("%Y-%m-%d %H:%M UTC") if host["run_at"] else ""
     name, run_id = host["host"] or "", host["run_id"]
-    head = (
-        f'<section class="host" data-host="{escape(name)}"><h2>Host {escape(name or "(none)")}</h2>'
-        f'<p class="run">Latest run <code>{escape(run_id)}</code> · {when} · {links.run_links(run_id)}</p>'
-    )
+    head = f'<section class="host" data-host="{escape(name)}"><h2>Host {escape(name or "(none)")}</h2>'
+    for run in host["unpublished"]:
+        doing = "still running" if run["state"] in ("running", "validated") else "failed validation: not published"
+        head += (
+            f'<p class="run unpublished {escape(run["state"])}">Newer run <code>{escape(run["run_id"])}</code> '
+            f"{doing} ({run['rows']} row{'s' if run['rows'] != 1 else ''} so far) · "
+            f"{links.run_links(run['run_id'])}</p>"
+        )
+    if run_id is None:
+        return head + message("No published run on this host yet.") + "</section>"
+    head += f'<p class="run">Latest run <code>{escape(run_id)}</code> · {when} · {links.run_links(run_id)}</p>'
+
     columns = (
         "Framework",
         "Device set",
@@ -184,7 +192,7 @@ def _case_row(case: dict) -> str:
         f" <span class=count>+{case['warmups']} warm-up</span>" if case["warmups"] else ""
     )
     verdicts = " ".join(
-        f'<span class="verdict {escape(v["verdict"])}" title="{escape(v["detail"] or "")}">'
+        f'<span class="verdict {escape(v["verdict"].replace(" ", "-"))}" title="{escape(v["detail"] or "")}">'
         f"{escape(METRICS.get(v['metric'], v['metric']))} {escape(v['verdict'])} {percent(v['change'])}</span>"
         for v in case["verdicts"]
     )

@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 
 from trainbench import frameworks
 from trainbench.reports import charts
-from trainbench.store.results import BENCHMARK, device_memory, results, runs, verdicts
+from trainbench.store.results import BENCHMARK, PUBLISHED, device_memory, results, runs, verdicts
 
 FILTER_FIELDS = ("host", "framework", "variant", "device_set", "gpu")
 SLIM_COLUMNS = (
@@ -59,6 +59,12 @@ class NoDatabase(Exception):
     """The results database does not exist yet, or holds no schema."""
 
 
+class BadFilter(ValueError):
+    """A query parameter no page can answer (answered 400, naming the parameter and what is accepted)."""
+
+
+MAX_VALUES = 50  # per filter: more would only build a query the database refuses (SQLite's expression depth)
+
 @dataclasses.dataclass(frozen=True)
 class Filters:
     """What the pages show: values of each field (empty: all) and a date range of the runs (inclusive)."""
@@ -75,7 +81,10 @@ class Filters:
     @classmethod
     def from_query(cls, params) -> Filters:
         """From request query parameters (each field may repeat; empty values mean "all")."""
-        values: dict = {f: tuple(v for v in params.getlist(f) if v) for f in FILTER_FIELDS}
+        values: dict = {f: tuple(dict.fromkeys(v for v in params.getlist(f) if v)) for f in FILTER_FIELDS}
+        for name, chosen in values.items():
+            if len(chosen) > MAX_VALUES:
+                raise BadFilter(f"{name} is given {len(chosen)} different values; at most {MAX_VALUES} are accepted")
         problems = []
         for name in ("date_from", "date_to"):
             text = (params.get(name) or "").strip()
@@ -102,7 +111,7 @@ class Filters:
             query = query.where(sa.or_(*(results.c.device_names.contains(g, autoescape=True) for g in self.gpu)))
         if self.date_from:
             query = query.where(run_date() >= dt.datetime.combine(self.date_from, dt.time(), dt.UTC))
-        if self.date_to:
+        if self.date_to and self.date_to < dt.date.max:  # the last day there is bounds nothing
             query = query.where(
                 run_date() < dt.datetime.combine(self.date_to + dt.timedelta(days=1), dt.time(), dt.UTC)
             )
@@ -203,21 +212,38 @@ def spread(values: Iterable[float | None]) -> tuple[float | None, float | None]:
 
 
 def latest_per_host(conn: sa.Connection, filters: Filters) -> list[dict]:
-    """Per host, its newest run among the filtered rows, with one summary per framework x device set."""
+    """Per host, its newest published run among the filtered rows, with one summary per framework x device set,
+    and the newer runs that are not published (still running, or invalid) with how many rows they hold so far:
+    partial rows are never shown as the latest run."""
     dates = run_dates(conn)
-    pairs = _tuples(conn, filters.apply(_measured(sa.select(results.c.host, results.c.run_id).distinct())))
+    query = sa.select(results.c.host, results.c.run_id, runs.c.state, sa.func.count(results.c.id))
+    query = filters.apply(_measured(query)).group_by(results.c.host, results.c.run_id, runs.c.state)
     newest: dict[str | None, tuple[dt.datetime, str]] = {}
-    for host, run_id in pairs:
-        candidate = (dates.get(run_id, _aware(None)), run_id)
-        if host not in newest or candidate > newest[host]:
-            newest[host] = candidate
+    pending: dict[str | None, list[tuple[dt.datetime, str, str, int]]] = defaultdict(list)
+    for host, run_id, state, count in _tuples(conn, query):
+        when = dates.get(run_id, _aware(None))
+        if state != PUBLISHED:
+            pending[host].append((when, run_id, state, count))
+        elif host not in newest or (when, run_id) > newest[host]:
+            newest[host] = (when, run_id)
     hosts = []
-    for host in sorted(newest, key=lambda h: h or ""):
-        run_at, run_id = newest[host]
-        query = filters.apply(_measured(sa.select(*LATEST_COLUMNS))).where(results.c.run_id == run_id)
-        query = query.where(results.c.host.is_(None) if host is None else results.c.host == host)
-        rows = _current(_run(conn, query))
-        hosts.append({"host": host, "run_id": run_id, "run_at": run_at, "cases": _cases(conn, run_id, rows)})
+    for host in sorted(set(newest) | set(pending), key=lambda h: h or ""):
+        run_at, run_id = newest.get(host, (None, None))
+        rows = []
+        if run_id is not None:
+            query = filters.apply(_measured(sa.select(*LATEST_COLUMNS))).where(results.c.run_id == run_id)
+            query = query.where(results.c.host.is_(None) if host is None else results.c.host == host)
+            rows = _current(_run(conn, query))
+        newer = sorted(p for p in pending[host] if run_at is None or (p[0], p[1]) > (run_at, run_id))
+        hosts.append(
+            {
+                "host": host,
+                "run_id": run_id,
+                "run_at": run_at,
+                "cases": _cases(conn, run_id, rows) if run_id else [],
+                "unpublished": [{"run_id": r, "run_at": w, "state": s, "rows": n} for w, r, s, n in newer],
+            }
+        )
     return hosts
 
 
@@ -247,7 +273,7 @@ def _cases(conn: sa.Connection, run_id: str, rows: list[dict]) -> list[dict]:
         )
         for d in _run(conn, query):
             memory[d["result_id"]].append(d)
-    marks = _verdicts(conn, [run_id])
+    marks = charts.marks(_run(conn, sa.select(verdicts).where(verdicts.c.run_id == run_id)), every=True)
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in rows:
         groups[(r["framework"], r["device_set"])].append(r)

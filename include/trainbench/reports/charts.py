@@ -59,11 +59,11 @@ def figures(data: dict, *names: str) -> str:
     return f'<div class="charts">{"".join(found)}</div>' if found else ""
 
 
-def marks(verdicts: Iterable[Mapping]) -> dict[tuple, list[dict]]:
-    """Regressed and improved verdicts by (run, framework, device set, environment)."""
+def marks(verdicts: Iterable[Mapping], every: bool = False) -> dict[tuple, list[dict]]:
+    """Regressed and improved verdicts (or `every` verdict) by (run, framework, device set, environment)."""
     found: dict[tuple, list[dict]] = defaultdict(list)
     for v in verdicts:
-        if v["verdict"] in MARKED_VERDICTS:
+        if every or v["verdict"] in MARKED_VERDICTS:
             found[(v["run_id"], v["framework"], v["device_set"], v["env_key"])].append(
                 {k: v[k] for k in ("metric", "verdict", "change", "p_value", "detail")}
             )
