@@ -248,3 +248,38 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_quoted():
     crashed, _ = hostile_rows()
     (row,) = list(csv.DictReader(io.StringIO(tables.csv_text([crashed]))))
     assert row["error"].startswith("'=HYPERLINK(") and row["wall_s"] == "12.5"
+
+
+def test_no_scaling_figure_or_variant_direction_is_claimed_from_noisy_repeats():
+    """A contended CPU: cpu:2's repeats disagree wildly (the 438 % scaling efficiency of an earlier report)."""
+    from trainbench.checks import dispersion
+    from trainbench.reports.rows import NOISY
+
+    def case(framework, device_set, rates):
+        out = []
+        for rep, rate in enumerate(rates, 1):
+            r = {**result(case_key=f"{framework}__{device_set}__r{rep}").to_dict(), "devices": []}
+            r.update(framework=framework, device_set=device_set, repeat=rep, images_per_s=rate, wall_s=50_000 / rate)
+            out.append(r)
+        return out
+
+    rows = (
+        case("pytorch", "cpu", [1000.0, 1010.0])
+        + case("pytorch", "cpu:2", [8770.0, 1500.0])
+        + case("pytorch-graph", "cpu", [3000.0, 1100.0])
+    )
+    stats = dispersion.case_stats(rows, max_cv=0.05)
+    assert {(s["framework"], s["device_set"]): s["noisy"] for s in stats} == {
+        ("pytorch", "cpu"): False,
+        ("pytorch", "cpu:2"): True,
+        ("pytorch-graph", "cpu"): True,
+    }
+    page = html_page.render("r1", rows, [], [], [], [], ["r1"], stats)
+    summary = page[page.index("<h2>Summary</h2>") : page.index("<h2>Results</h2>")]
+    assert "pytorch on cpu:2: 2 devices; no scaling figure claimed, cpu:2 noisy" in summary
+    assert "scaling efficiency" not in summary
+    text = markdown.render(rows, "r1", stats=stats)
+    variants = text[text.index("## Variants beside their eager sibling") :]
+    (line,) = [l for l in variants.splitlines() if l.startswith("| pytorch-graph | cpu |")]
+    assert NOISY in line and "faster" not in line
+    assert NOISY in page

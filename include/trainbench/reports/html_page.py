@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import html
 import statistics
+from collections.abc import Sequence
 
 from trainbench.checks.dispersion import measured
+from trainbench.planning import workers_of
 from trainbench.reports import charts
-from trainbench.reports.rows import cases, combination, ok_values, report_order, variant_pairs
+from trainbench.reports.rows import cases, combination, noisy_cases, ok_values, report_order, variant_pairs
 
 
 def figure(header: str, value: float) -> str:
@@ -78,7 +80,7 @@ def render(
         f"<style>{CSS}{charts.stylesheet()}</style></head><body>",
         f"<h1>trainbench run <code>{html.escape(run_id)}</code></h1>",
     ]
-    parts += summary(run_id, rows, verdicts)
+    parts += summary(run_id, rows, verdicts, stats)
     parts.append("<h2>Results</h2>")
     parts.append(
         _table(
@@ -144,7 +146,7 @@ def render(
         parts.append("<h2>Scaling</h2>")
         parts.append(_table(["framework", "device set", "devices", "images/s", "speed-up", "efficiency"], scale))
         parts.append(charts.figures(data, "scaling"))
-    if pairs := variant_pairs(rows):
+    if pairs := variant_pairs(rows, noisy_cases(stats)):
         parts.append("<h2>Variants beside their eager sibling</h2>")
         parts.append(
             _table(
@@ -275,8 +277,9 @@ def _fastest(device_set: str, entries: list[tuple[float, float, float, str, int]
     return f"<li>{text}</li>"
 
 
-def summary(run_id: str, rows: list[dict], verdicts: list[dict]) -> list[str]:
-    """What a reader wants first: the fastest case per device set, how well it scales, what changed."""
+def summary(run_id: str, rows: list[dict], verdicts: list[dict], stats: Sequence[dict] = ()) -> list[str]:
+    """What a reader wants first: the fastest case per device set, how well it scales, what changed; a scaling
+    figure only where neither the set nor its single-device reference is noisy."""
     walls: dict[str, list[tuple[float, float, float, str, int]]] = {}
     for (framework, device_set), rs in cases(measured(rows)).items():
         values = ok_values(rs, "wall_s")
@@ -284,11 +287,22 @@ def summary(run_id: str, rows: list[dict], verdicts: list[dict]) -> list[str]:
             entry = (statistics.median(values), min(values), max(values), framework, len(values))
             walls.setdefault(device_set, []).append(entry)
     items = [_fastest(ds, sorted(entries)) for ds, entries in walls.items()]
-    items += [
-        f"<li>{html.escape(fw)} on {html.escape(ds)}: {n} devices give {speedup:.2f}x the images/s of one "
-        f"({efficiency:.0%} scaling efficiency)</li>"
-        for fw, ds, n, _, speedup, efficiency in charts.scaling(rows)
-    ]
+    noisy = noisy_cases(stats)
+    for fw, ds, n, _, speedup, efficiency in charts.scaling(rows):
+        kind = ds.startswith("cpu")
+        singles = {(f, d) for f, d in cases(rows) if f == fw and workers_of(d) == 1 and d.startswith("cpu") == kind}
+        involved = {(fw, ds)} | singles
+        if involved & noisy:
+            items.append(
+                f"<li>{html.escape(fw)} on {html.escape(ds)}: {n} devices; no scaling figure claimed, "
+                f"{' and '.join(html.escape(d) for _, d in sorted(involved & noisy))} noisy (repeats vary more than "
+                "max_cv)</li>"
+            )
+        else:
+            items.append(
+                f"<li>{html.escape(fw)} on {html.escape(ds)}: {n} devices give {speedup:.2f}x the images/s of one "
+                f"({efficiency:.0%} scaling efficiency)</li>"
+            )
     changed = [v for v in verdicts if v["run_id"] == run_id and v["verdict"] in ("regressed", "improved")]
     items += [
         f"<li class='{v['verdict']}'>{html.escape(v['framework'])} on {html.escape(v['device_set'])}: "

@@ -16,6 +16,7 @@ from trainbench.reports.rows import (
     clock,
     combination,
     memory_line,
+    noisy_cases,
     phases_line,
     report_order,
     short_command,
@@ -99,7 +100,7 @@ def render(
             )
             for s in stats
         ]
-    if pairs := variant_pairs(rows):
+    if pairs := variant_pairs(rows, noisy_cases(stats)):
         out += [
             "",
             "## Variants beside their eager sibling",

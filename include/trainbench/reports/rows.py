@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shlex
 import statistics
+from collections.abc import Collection, Mapping, Sequence
 
 from trainbench import frameworks
 from trainbench.checks.dispersion import measured
@@ -102,10 +103,20 @@ def median_phases(rows: list[dict]) -> dict[str, float] | None:
     return {p: statistics.median(t.get(p, 0.0) for t in timelines) for p in PHASES}
 
 
-def variant_pairs(rows: list[dict]) -> list[dict]:
+NOISY = "noisy: no direction claimed (repeats vary more than max_cv)"
+
+
+def noisy_cases(stats: Sequence[Mapping]) -> set[tuple[str, str]]:
+    """(framework, device set) whose repeats vary more than `[measurement] max_cv` (the dispersion check's flag,
+    the one the regression verdicts honour): no figure comparing them with another case is claimed."""
+    return {(s["framework"], s["device_set"]) for s in stats if s.get("noisy")}
+
+
+def variant_pairs(rows: list[dict], noisy: Collection[tuple[str, str]] = ()) -> list[dict]:
     """Each execution variant beside its eager sibling on the same host and device set, from this run's measured
     ok repeats: steady images/s of both, the speed-up of the medians, and the range every pairing of repeats
-    allows (min/max and max/min). A direction is claimed only when that whole range is on one side of 1."""
+    allows (min/max and max/min). A direction is claimed only when that whole range is on one side of 1, and
+    neither case is noisy."""
     groups: dict[tuple, list[dict]] = {}
     for r in sorted(rows, key=report_order):
         groups.setdefault((r.get("host"), r["framework"], r["device_set"]), []).append(r)
@@ -120,6 +131,8 @@ def variant_pairs(rows: list[dict]) -> list[dict]:
         low, high = min(fast) / max(eager), max(fast) / min(eager)
         if min(len(fast), len(eager)) < 2:
             verdict = "spread unknown (1 repeat)"
+        elif (fw, ds) in noisy or (entry.base, ds) in noisy:
+            verdict = NOISY
         else:
             verdict = "faster" if low > 1 else "slower" if high < 1 else "within the repeats' spread"
         out.append(
