@@ -143,3 +143,16 @@ def test_processes_filling_the_cache_at_once_all_read_the_same_data(data_copy):
     train, test = cifar10.load(data_copy, cache=False)
     warm_train, warm_test = cifar10.load(data_copy)
     assert np.array_equal(warm_train.images, train.images) and np.array_equal(warm_test.images, test.images)
+
+
+def test_the_synthetic_set_is_readable_by_the_other_users_of_a_shared_data_folder(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        folder = cifar10.write_synthetic(str(tmp_path), seed=3, train_images=100, test_images=20)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o755
+    assert all(stat.S_IMODE(os.stat(os.path.join(folder, f)).st_mode) & 0o044 == 0o044 for f in os.listdir(folder))

@@ -222,3 +222,22 @@ def test_importing_the_same_log_twice_at_once_leaves_one_copy(store):
     assert len(set(ids)) == 1
     expected = imported_logs.parse_log(REFERENCE.read_text(), REFERENCE.name)
     assert len(store.rows(ids[0])) == len(expected)
+
+
+def test_a_full_disk_names_the_file_and_what_was_being_written(tmp_path, capsys):
+    """/dev/full answers every write with ENOSPC, as a full disk does: the raw result's temporary file is linked
+    there, and the CLI's one line names the file and the step."""
+    import os
+    import threading
+
+    from trainbench import cli
+
+    r = result()
+    path = run_folder.raw_path(tmp_path / "output", r.run_id, r.case_key, r.env_key)
+    path.parent.mkdir(parents=True)
+    path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}").symlink_to("/dev/full")
+    with pytest.raises(OSError) as err:
+        run_folder.write_raw(tmp_path / "output", r)
+    message = cli.one_line(err.value)
+    assert message == f"No space left on device (writing the raw result of {r.case_key}): {path}"
+    assert not path.exists()

@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import io
-import os
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 from trainbench.reports import html_page, markdown, tables
 from trainbench.reports.rows import report_order
+from trainbench.store.run_folder import replace_file
+
+REPORT = "the run's reports"
 
 
 def write_all(
@@ -39,20 +40,16 @@ def write_all(
     page = html_page.render(
         run_id, rows, list(history), list(verdicts), list(comparisons), list(imported), list(run_order), stats
     )
-    _replace(files["markdown"], markdown.render(rows, run_id, verdicts, comparisons, imported, stats).encode())
-    _replace(files["html"], page.encode())
-    _replace(files["csv"], tables.csv_text(rows).encode())
-    _replace(files["cases_csv"], tables.stats_csv_text(stats).encode())
+    replace_file(
+        files["markdown"], markdown.render(rows, run_id, verdicts, comparisons, imported, stats).encode(), REPORT
+    )
+    replace_file(files["html"], page.encode(), REPORT)
+    replace_file(files["csv"], tables.csv_text(rows).encode(), REPORT)
+    replace_file(files["cases_csv"], tables.stats_csv_text(stats).encode(), REPORT)
     buffer = io.BytesIO()
     tables.frame(rows).to_parquet(buffer, index=False)
-    _replace(files["parquet"], buffer.getvalue())
+    replace_file(files["parquet"], buffer.getvalue(), REPORT)
     buffer = io.BytesIO()
     tables.stats_frame(stats).to_parquet(buffer, index=False)
-    _replace(files["cases_parquet"], buffer.getvalue())
+    replace_file(files["cases_parquet"], buffer.getvalue(), REPORT)
     return files
-
-
-def _replace(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

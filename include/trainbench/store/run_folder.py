@@ -91,12 +91,22 @@ def measuring(output_dir: Path, run_id: str) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def replace_file(path: Path, data: bytes, what: str) -> None:
+    """Write `path` whole through a temporary file (a reader never sees half of it); a failure (a full disk)
+    names the file and what was being written, where the bare error says only "No space left on device"."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, f"{exc.strerror} (writing {what})", str(path)) from exc
+
+
 def write_raw(output_dir: Path, result: Result) -> Path:
     path = raw_path(output_dir, result.run_id, result.case_key, result.env_key)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(result.to_json())
-    os.replace(tmp, path)
+    replace_file(path, result.to_json().encode(), f"the raw result of {result.case_key}")
     return path
 
 
@@ -107,7 +117,9 @@ def raw_results(output_dir: Path, run_id: str) -> list[Result]:
 def write_settings(output_dir: Path, run_id: str, settings: dict) -> None:
     folder = run_dir(output_dir, run_id)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "run.json").write_text(json.dumps({"run_id": run_id, "settings": settings}, indent=1))
+    replace_file(
+        folder / "run.json", json.dumps({"run_id": run_id, "settings": settings}, indent=1).encode(), "the settings"
+    )
 
 
 def read_settings(output_dir: Path, run_id: str) -> dict:

@@ -277,6 +277,9 @@ def write_synthetic(root: str, seed: int = 0, train_images: int = 50_000, test_i
     final = batches_dir(root)
     os.makedirs(os.path.dirname(final) or ".", exist_ok=True)
     d = tempfile.mkdtemp(prefix=".synthetic-", dir=os.path.dirname(final) or ".")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(d, 0o777 & ~umask)  # mkdtemp's 0700 would lock other users out of a shared data set
     rng = np.random.default_rng(seed)
     templates = rng.integers(96, 161, size=(10, 3072)).astype(np.int16)
 
