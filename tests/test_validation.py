@@ -134,6 +134,14 @@ def _over_capacity(rows):
     return rows
 
 
+def _epoch(**fields):
+    def plant(rows):
+        rows[0]["epochs"][0].update(fields)
+        return rows
+
+    return plant
+
+
 def _nan_loss(rows):
     rows[0]["epochs"][0]["loss"] = float("nan")
     return rows
@@ -156,6 +164,11 @@ def _nan_loss(rows):
         (_over_capacity, ["fits the device", "memory_fraction", "pytorch-gpu0-r1"]),
         (_set(0, status="exploded"), ["status is known", "exploded", "pytorch-cpu-r1"]),
         (_set(0, wall_s=36.0), ["phases add up to the wall time within 2%", "phases_gap", "pytorch-cpu-r1"]),
+        (_set(0, images_per_s=1e12), ["images/s is positive and at most 1e+08", "pytorch-cpu-r1"]),
+        (_set(0, test_accuracy=7.5), ["accuracy in 0..1", "7.5", "pytorch-cpu-r1"]),
+        (_set(0, peak_mem_mib=-5.0), ["peak memory is not negative", "-5.0", "pytorch-cpu-r1"]),
+        (_epoch(seconds=-5.0), ["figures are finite and possible", "pytorch-cpu-r1"]),
+        (_epoch(images_per_s=float("inf")), ["figures are finite and possible", "pytorch-cpu-r1"]),
     ],
     ids=[
         "negative-wall",
@@ -169,6 +182,11 @@ def _nan_loss(rows):
         "over-capacity",
         "unknown-status",
         "phases-do-not-add-up",
+        "impossible-rate",
+        "impossible-accuracy",
+        "negative-memory",
+        "negative-epoch-seconds",
+        "infinite-epoch-rate",
     ],
 )
 def test_planted_defect_fails_with_readable_summary(tmp_path, plant, expected):

@@ -282,6 +282,11 @@ def _record(
     r: Result, proc: runner.ProcessResult, report: protocol.TrainerReport, spec: CaseSpec, clock_lock: dict | None
 ) -> None:
     """Fill the result from how the trainer ended, what it printed and what the monitors saw."""
+    protocol.check_epochs(report, spec.job.epochs)
+    if proc.stdout_dropped:
+        report.errors.append(
+            f"{proc.stdout_dropped} event lines beyond the first {runner.MAX_EVENT_LINES} were dropped unread"
+        )
     r.status, r.error = outcome.classify(proc, report, frameworks.REGISTRY[spec.case.framework].modules)
     summary = report.summary or {}
     r.environment["framework_reported"] = {

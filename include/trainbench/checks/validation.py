@@ -22,6 +22,7 @@ from great_expectations.expectations.row_conditions import Column
 
 from trainbench.measure.outcome import STATUSES
 from trainbench.measure.phases import TOLERANCE as PHASES_TOLERANCE
+from trainbench.measure.protocol import RANGES, impossible
 
 MODEL_PARAMETERS = 420096
 SITE = "trainbench"
@@ -43,6 +44,10 @@ COLUMNS = (
     "losses_finite",
     "memory_fraction",
     "phases_gap",
+    "images_per_s",
+    "peak_mem_mib",
+    "test_accuracy",
+    "figures_possible",
 )
 SHOWN = 8
 IGNORED_KWARGS = {
@@ -113,9 +118,23 @@ def frame(rows: list[dict], planned_case_keys: list[str], host_memory_mib: float
                 "losses_finite": all(isinstance(x, (int, float)) and math.isfinite(x) for x in losses),
                 "memory_fraction": max(fractions, default=None),
                 "phases_gap": _phases_gap(r),
+                "images_per_s": r.get("images_per_s"),
+                "peak_mem_mib": r.get("peak_mem_mib"),
+                "test_accuracy": r.get("test_accuracy"),
+                "figures_possible": _figures_possible(r),
             }
         )
     return pd.DataFrame.from_records(records, columns=COLUMNS)
+
+
+def _figures_possible(row: dict) -> bool:
+    """Every number of every epoch and of the summary is one the trainer protocol accepts (`protocol.impossible`)."""
+    figures = [item for e in [*(row.get("epochs") or []), row.get("summary") or {}] for item in e.items()]
+    return not any(
+        impossible(name, value)
+        for name, value in figures
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and name != "t"
+    )
 
 
 def _phases_gap(row: dict) -> float | None:
@@ -184,6 +203,26 @@ def expectations(epochs: int | None = None) -> list:
             max_value=1,
             row_condition=ok,
             description="ok runs: memory used fits the device (used / capacity)",
+        ),
+        e.ExpectColumnValuesToBeBetween(
+            column="images_per_s",
+            min_value=0,
+            strict_min=True,
+            max_value=RANGES["images_per_s"][1],
+            row_condition=ok,
+            description=f"ok runs: images/s is positive and at most {RANGES['images_per_s'][1]:g}",
+        ),
+        e.ExpectColumnValuesToBeBetween(
+            column="peak_mem_mib", min_value=0, row_condition=ok, description="ok runs: peak memory is not negative"
+        ),
+        e.ExpectColumnValuesToBeBetween(
+            column="test_accuracy", min_value=0, max_value=1, row_condition=ok, description="ok runs: accuracy in 0..1"
+        ),
+        e.ExpectColumnValuesToBeInSet(
+            column="figures_possible",
+            value_set=[True],
+            row_condition=ok,
+            description="ok runs: every epoch's and the summary's figures are finite and possible",
         ),
         e.ExpectColumnValuesToBeInSet(
             column="losses_finite",

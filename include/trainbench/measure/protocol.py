@@ -8,11 +8,14 @@ Anything else on stdout (framework warnings, progress text, banners) is ignored,
 never has to silence its framework for the harness to read it.  An event line is checked on
 parsing (its required fields and their types, `EVENT_FIELDS`): a malformed one is recorded in
 `TrainerReport.errors`, which makes the row `crashed` (see `outcome.classify`), never `ok`.
+Numbers must also be finite and possible (`RANGES`: no negative seconds, no 1e12 images/s, no
+accuracy of 7.5), and a run reports at most the epochs it was asked for (`check_epochs`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from dataclasses import dataclass, field
 
@@ -61,7 +64,25 @@ EVENT_FIELDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "train_images": ((int,), False),
         "batch_size": ((int,), False),
         "epochs": ((int,), False),
+        "allocator_peak_mib": (NUMBER, False),
     },
+}
+# field -> (lowest, highest, lowest allowed itself): what a CIFAR-10 trainer can truthfully print, generously
+RANGES: dict[str, tuple[float, float, bool]] = {
+    "epoch": (1, 1e6, True),
+    "seconds": (0, 1e7, False),
+    "images_per_s": (0, 1e8, False),
+    "loss": (0, 1e6, True),
+    "images": (0, 1e9, True),
+    "accuracy": (0, 1, True),
+    "test_accuracy": (0, 1, True),
+    "test_images": (0, 1e9, True),
+    "parameters": (1, 1e12, True),
+    "devices": (1, 1e4, True),
+    "train_images": (0, 1e9, True),
+    "batch_size": (1, 1e7, True),
+    "epochs": (1, 1e6, True),
+    "allocator_peak_mib": (0, 1e8, True),
 }
 
 
@@ -90,7 +111,29 @@ def problem(event: dict) -> str | None:
         if isinstance(value, bool) or not isinstance(value, types):
             expected = "a number" if types == NUMBER else "an integer" if types == (int,) else "a string"
             return f"{event['event']} event field {name!r} must be {expected}, got {value!r:.60}"
+        if isinstance(value, (int, float)) and (why := impossible(name, value)):
+            return f"{event['event']} event field {name!r} {why}"
     return None
+
+
+def impossible(name: str, value: float) -> str | None:
+    """Why a figure a trainer printed cannot be true (not finite, outside `RANGES`), or None."""
+    if not math.isfinite(value):
+        return f"must be finite, got {value!r}"
+    if name in RANGES:
+        low, high, inclusive = RANGES[name]
+        if not (low <= value if inclusive else low < value) or value > high:
+            bound = "[" if inclusive else "("
+            return f"must lie in {bound}{low:g}, {high:g}], got {value!r:.60}"
+    return None
+
+
+def check_epochs(report: TrainerReport, planned: int) -> None:
+    """More epoch events than the run asked for is a protocol error (a trainer printing 200,000 of them left a
+    22 MB row): the extra ones are dropped and named in `errors`."""
+    if len(report.epochs) > planned:
+        report.errors.append(f"{len(report.epochs)} epoch events for a run of {planned} epochs")
+        del report.epochs[planned:]
 
 
 def parse_line(line: str) -> dict | None:

@@ -39,6 +39,7 @@ import psutil
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_PDEATHSIG = 1
 TAIL_LINES = 400
+MAX_EVENT_LINES = 10_000  # a trainer prints a few per epoch; more is a protocol error, never a bigger row
 LINE_HEAD = LINE_TAIL = 4096  # characters kept of each captured line's start and end
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 SCRATCH_PREFIX = "trainbench-run-"
@@ -125,7 +126,8 @@ class ProcessResult:
     orphans_reaped: int = 0
     oom_kills: int | None = None  # the cgroup's oom_kill counter's rise during the run; None if unreadable
     kernel_log_oom: bool | None = None  # the kernel log names the child as OOM-killed; None if not looked/readable
-    stdout_lines: list[str] = field(default_factory=list)
+    stdout_lines: list[str] = field(default_factory=list)  # its event lines (up to MAX_EVENT_LINES), then a tail
+    stdout_dropped: int = 0  # event lines beyond MAX_EVENT_LINES: counted, never kept
     stderr_tail: list[str] = field(default_factory=list)
     monitors: dict = field(default_factory=dict)
     launched_at: float | None = None  # time.time() just before the child was forked, for the phase timeline
@@ -177,7 +179,7 @@ class Launch:
         self._done = threading.Event()
         self._lock = threading.Lock()
         self._killed_by: str | None = None
-        self._stdout: list[str] = []
+        self._stdout = _Stdout()
         self._stderr: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         self.line_errors: list[str] = []
 
@@ -202,7 +204,7 @@ class Launch:
         for m in self.monitors:
             m.start(self.proc.pid)
         self._readers = [
-            threading.Thread(target=self._read, args=(self.proc.stdout, "stdout", self._stdout.append), daemon=True),
+            threading.Thread(target=self._read, args=(self.proc.stdout, "stdout", self._stdout.keep), daemon=True),
             threading.Thread(target=self._read, args=(self.proc.stderr, "stderr", self._stderr.append), daemon=True),
         ]
         for t in self._readers:
@@ -225,10 +227,12 @@ class Launch:
             preexec_fn=_die_with_parent,
         )
 
-    def _read(self, pipe, stream: str, keep: Callable[[str], None]) -> None:
-        """Drain the pipe to the end whatever `on_line` does, so the child never blocks on a full pipe."""
+    def _read(self, pipe, stream: str, keep: Callable[[str], bool | None]) -> None:
+        """Drain the pipe to the end whatever `on_line` does, so the child never blocks on a full pipe; a line
+        `keep` refuses (an event line beyond the cap) is only counted."""
         for line in _capped_lines(pipe):
-            keep(line)
+            if keep(line) is False:
+                continue
             try:
                 self.on_line(stream, line)
             except Exception as exc:  # a logging hiccup must not stall the trainer
@@ -316,7 +320,8 @@ class Launch:
             kernel_log_oom=kernel_log_oom_kill(self.proc.pid) if self.proc.returncode == -signal.SIGKILL else None,
             launched_at=self._launched_at,
             exited_at=exited_at,
-            stdout_lines=list(self._stdout),
+            stdout_lines=self._stdout.kept(),
+            stdout_dropped=self._stdout.dropped,
             stderr_tail=list(self._stderr),
             monitors=monitors,
         )
@@ -361,6 +366,30 @@ def kernel_log_oom_kill(pid: int, max_records: int = 100_000) -> bool | None:
         return False
     finally:
         os.close(fd)
+
+
+class _Stdout:
+    """What is kept of a trainer's stdout: its event lines (JSON objects) up to MAX_EVENT_LINES and a tail of
+    TAIL_LINES of the rest, in the order printed, so memory stays bounded however much a trainer prints."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[int, str]] = []
+        self.tail: collections.deque[tuple[int, str]] = collections.deque(maxlen=TAIL_LINES)
+        self.dropped = self.count = 0
+
+    def keep(self, line: str) -> bool:
+        self.count += 1
+        if not line.lstrip().startswith("{"):
+            self.tail.append((self.count, line))
+        elif len(self.events) < MAX_EVENT_LINES:
+            self.events.append((self.count, line))
+        else:
+            self.dropped += 1
+            return False
+        return True
+
+    def kept(self) -> list[str]:
+        return [line for _, line in sorted([*self.events, *self.tail])]
 
 
 def _capped_lines(pipe, head: int = LINE_HEAD, tail: int = LINE_TAIL):
