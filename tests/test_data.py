@@ -74,7 +74,7 @@ def test_a_warm_cache_is_read_memory_mapped_without_decoding(data_copy, monkeypa
     assert cache_files(data_copy) == []
     first = cifar10.load(data_copy)
     names = cache_files(data_copy)
-    assert len(names) == 2 * (len(cifar10.TRAIN_FILES) + 1) and all(n.endswith(".npy") for n in names)
+    assert len(names) == 3 * (len(cifar10.TRAIN_FILES) + 1) and all(n.endswith((".npy", ".sum")) for n in names)
 
     def no_decoding(path):
         raise AssertionError(f"decoded {path} although its cache is warm")
@@ -99,7 +99,7 @@ def test_a_changed_file_is_decoded_again_and_its_old_cache_dropped(data_copy, tm
     assert np.array_equal(train.images[: len(expected.images) // 5], expected.images[: len(expected.images) // 5])
     after = cache_files(data_copy)
     changed = sorted(set(before) ^ set(after))
-    assert len(changed) == 4 and all(n.startswith("data_batch_1-") for n in changed)  # 2 old gone, 2 new
+    assert len(changed) == 6 and all(n.startswith("data_batch_1-") for n in changed)  # 3 old gone, 3 new
 
 
 def test_a_damaged_or_pickled_cache_file_is_never_trusted(data_copy, tmp_path, monkeypatch):
@@ -107,7 +107,7 @@ def test_a_damaged_or_pickled_cache_file_is_never_trusted(data_copy, tmp_path, m
     expected, _ = cifar10.load(data_copy, cache=False)
     cifar10.load(data_copy)
     folder = os.path.join(data_copy, cifar10.CACHE_DIRNAME)
-    x, y = sorted(n for n in os.listdir(folder) if n.startswith("data_batch_1-"))
+    _, x, y = sorted(n for n in os.listdir(folder) if n.startswith("data_batch_1-"))
     with open(os.path.join(folder, x), "r+b") as f:  # truncated
         f.truncate(1000)
     np.save(os.path.join(folder, y), np.array([object()] * 3, dtype=object), allow_pickle=True)  # needs pickle
@@ -117,6 +117,81 @@ def test_a_damaged_or_pickled_cache_file_is_never_trusted(data_copy, tmp_path, m
     cached_y = np.load(os.path.join(folder, y), mmap_mode="r", allow_pickle=False)
     assert cached_x.dtype == np.uint8 and cached_x.shape[1] == 3072 and cached_y.dtype == np.int64
     assert len(cached_x) == len(cached_y) > 0
+
+
+def cached(d, batch: str) -> dict[str, str]:
+    """The cache files of one batch by kind: x (images), y (labels), sum (their checksums)."""
+    folder = os.path.join(d, cifar10.CACHE_DIRNAME)
+    return {
+        n.split(".")[-2] if n.endswith(".npy") else "sum": os.path.join(folder, n)
+        for n in cache_files(d)
+        if n.startswith(batch + "-")
+    }
+
+
+def decoded_again(monkeypatch) -> list[str]:
+    calls: list[str] = []
+    real = cifar10._read_batch
+    monkeypatch.setattr(cifar10, "_read_batch", lambda path: calls.append(os.path.basename(path)) or real(path))
+    return calls
+
+
+def test_cached_labels_out_of_range_are_never_used(data_copy, monkeypatch):
+    cifar10.load(data_copy, train_images=100)
+    y = cached(data_copy, "data_batch_1")["y"]
+    np.save(y, np.full(len(np.load(y)), 77, dtype=np.int64))
+    calls = decoded_again(monkeypatch)
+    train, _ = cifar10.load(data_copy, train_images=100)
+    assert calls == ["data_batch_1"] and train.labels.max() <= 9
+
+
+def test_a_batch_replaced_with_the_same_size_and_mtime_is_decoded_afresh(data_copy, tmp_path):
+    cifar10.load(data_copy, train_images=100)
+    path = os.path.join(data_copy, "data_batch_1")
+    st = os.stat(path)
+    batch = cifar10._unpickle(path)
+    batch[b"data"], batch[b"labels"] = batch[b"data"][::-1].copy(), batch[b"labels"][::-1]  # same bytes, reordered
+    cifar10._dump(path, batch)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(path).st_size == st.st_size
+    train, _ = cifar10.load(data_copy, train_images=100)
+    assert np.array_equal(train.images.reshape(100, -1), batch[b"data"][:100])
+
+
+def test_cache_files_rewritten_as_zeros_or_linked_elsewhere_are_never_used(data_copy, tmp_path, monkeypatch):
+    expected, _ = cifar10.load(data_copy, train_images=100, cache=False)
+    cifar10.load(data_copy, train_images=100)
+    files = cached(data_copy, "data_batch_1")
+    x = np.load(files["x"])
+    np.save(files["x"], np.zeros_like(x))
+    calls = decoded_again(monkeypatch)
+    train, _ = cifar10.load(data_copy, train_images=100)
+    assert calls == ["data_batch_1"] and np.array_equal(train.images, expected.images)
+    elsewhere = tmp_path / "elsewhere.npy"
+    np.save(elsewhere, np.zeros_like(x))
+    os.unlink(files["x"])
+    os.symlink(elsewhere, files["x"])
+    calls.clear()
+    train, _ = cifar10.load(data_copy, train_images=100)
+    assert calls == ["data_batch_1"] and np.array_equal(train.images, expected.images)
+
+
+def test_a_fifo_at_a_cache_path_never_hangs_the_loader(data_copy):
+    cifar10.load(data_copy, train_images=100)
+    x = cached(data_copy, "data_batch_1")["x"]
+    os.unlink(x)
+    os.mkfifo(x)
+    code = f"import sys; sys.path.insert(0, {str(TRAINERS)!r}); import cifar10; cifar10.load({data_copy!r}, 100)"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_a_decoded_folder_that_is_a_symlink_is_neither_used_nor_cleaned(data_copy, tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "data_batch_1-keep.txt").write_text("not the cache's")
+    os.symlink(victim, os.path.join(data_copy, cifar10.CACHE_DIRNAME))
+    cifar10.load(data_copy, train_images=100)
+    assert sorted(os.listdir(victim)) == ["data_batch_1-keep.txt"]
 
 
 def test_bad_data_is_never_cached(data_copy):
@@ -139,7 +214,7 @@ def test_processes_filling_the_cache_at_once_all_read_the_same_data(data_copy):
     digests = [p.communicate(timeout=300)[0].strip() for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0] and len(set(digests)) == 1 and digests[0]
     names = cache_files(data_copy)
-    assert len(names) == 12 and not [n for n in names if n.startswith(".tmp-")]  # no partial file left
+    assert len(names) == 18 and not [n for n in names if n.startswith(".tmp-")]  # no partial file left
     train, test = cifar10.load(data_copy, cache=False)
     warm_train, warm_test = cifar10.load(data_copy)
     assert np.array_equal(warm_train.images, train.images) and np.array_equal(warm_test.images, test.images)

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import pickle
 import shutil
+import stat
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -159,43 +162,82 @@ def _to_split(data: np.ndarray, labels: np.ndarray) -> Split:
 
 
 # The decoded cache: each batch file's checked arrays as plain .npy files in `.decoded/` inside the data
-# set's folder, named by the source file's name, size and mtime (a changed file is decoded afresh).  They
-# are written only from data that passed every check above, atomically (a private temporary file renamed
-# into place: concurrent writers write the same bytes, readers never see a partial file), and read back
-# memory-mapped without pickle, so a warm start costs no decoding and almost no copying.
+# set's folder, named by the source file's name and a SHA-256 of its bytes (a changed file, even with the
+# same size and mtime, is decoded afresh).  They are written only from data that passed every check above,
+# atomically (a private temporary file renamed into place: concurrent writers write the same bytes, readers
+# never see a partial file), with a CRC-32 of each array in a `.sum` file written last, and read back
+# memory-mapped without pickle.  Nothing read is trusted: only regular files (no symlink, no FIFO) in a real
+# `.decoded` folder are opened, and their shapes, label range and checksums must match, else the batch is
+# decoded again.
 CACHE_DIRNAME = ".decoded"
+CHUNK = 4 << 20
+
+
+def _cache_dir(path: str) -> str | None:
+    """`.decoded/` beside the batch, unless something other than a real folder sits there (a symlink would
+    lead the cleanup into another folder): then no cache at all."""
+    folder = os.path.join(os.path.dirname(path), CACHE_DIRNAME)
+    try:
+        return folder if stat.S_ISDIR(os.lstat(folder).st_mode) else None
+    except FileNotFoundError:
+        return folder
+    except OSError:
+        return None
 
 
 def _cache_key(path: str) -> str | None:
+    digest = hashlib.sha256()
     try:
-        st = os.stat(path)
+        with open(path, "rb") as f:
+            while chunk := f.read(CHUNK):
+                digest.update(chunk)
     except OSError:
         return None
-    return f"{os.path.basename(path)}-{st.st_size}-{st.st_mtime_ns}"
+    return f"{os.path.basename(path)}-{digest.hexdigest()[:32]}"
 
 
-def _cache_paths(path: str, key: str) -> tuple[str, str]:
-    base = os.path.join(os.path.dirname(path), CACHE_DIRNAME, key)
-    return base + ".x.npy", base + ".y.npy"
+def _cache_paths(folder: str, key: str) -> tuple[str, str, str]:
+    base = os.path.join(folder, key)
+    return base + ".x.npy", base + ".y.npy", base + ".sum"
 
 
-def _read_cached(path: str, key: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """The cached arrays of `path` if present and well-formed (else None: decode afresh)."""
-    xp, yp = _cache_paths(path, key)
+def _regular(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _checksums(x: np.ndarray, y: np.ndarray) -> str:
+    return f"{zlib.crc32(x):08x} {zlib.crc32(y):08x}"
+
+
+def _read_cached(folder: str, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The cached arrays if present, regular files, well-formed and matching their checksums (else None)."""
+    xp, yp, sp = _cache_paths(folder, key)
+    if not all(map(_regular, (xp, yp, sp))):
+        return None
     try:
         x = np.load(xp, mmap_mode="r", allow_pickle=False)
         y = np.load(yp, mmap_mode="r", allow_pickle=False)
+        with open(sp) as f:
+            recorded = f.read(64).strip()
     except (OSError, ValueError):
         return None
     ok = x.dtype == np.uint8 and x.ndim == 2 and x.shape[1] == 3072 and y.dtype == np.int64 and y.shape == (len(x),)
-    return (x, y) if ok else None
+    if not ok or (len(y) and (y.min() < 0 or y.max() > 9)) or recorded != _checksums(x, y):
+        return None
+    return x, y
 
 
-def _save_atomically(target: str, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=os.path.dirname(target))
+def _save_atomically(target: str, data: bytes | np.ndarray) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(target))
     try:
         with os.fdopen(fd, "wb") as f:
-            np.save(f, array, allow_pickle=False)
+            if isinstance(data, np.ndarray):
+                np.save(f, data, allow_pickle=False)
+            else:
+                f.write(data)
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide it from the other users of a shared data set
         os.replace(tmp, target)
     except BaseException:
@@ -204,30 +246,32 @@ def _save_atomically(target: str, array: np.ndarray) -> None:
         raise
 
 
-def _write_cache(path: str, key: str, data: np.ndarray, labels: np.ndarray) -> None:
+def _write_cache(folder: str, path: str, key: str, data: np.ndarray, labels: np.ndarray) -> None:
     """Best effort: a read-only data set, a full disk or a lost race only means no cache."""
-    xp, yp = _cache_paths(path, key)
+    xp, yp, sp = _cache_paths(folder, key)
     try:
-        os.makedirs(os.path.dirname(xp), exist_ok=True)
-        _save_atomically(yp, labels)  # labels first: a reader needs both, and finds x last
+        os.makedirs(folder, exist_ok=True)
+        _save_atomically(yp, labels)
         _save_atomically(xp, data)
+        _save_atomically(sp, _checksums(data, labels).encode())  # last: a reader needs all three
         stale = f"{os.path.basename(path)}-"
-        for name in os.listdir(os.path.dirname(xp)):  # earlier versions of the same file
+        for name in os.listdir(folder):  # earlier versions of the same file
             if name.startswith(stale) and not name.startswith(key + "."):
                 with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(os.path.dirname(xp), name))
+                    os.unlink(os.path.join(folder, name))
     except OSError:
         pass
 
 
 def _load_batch(path: str, cache: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """One batch file's checked arrays: from the cache when it matches the file, else decoded (and cached)."""
-    key = _cache_key(path) if cache else None
-    if key is not None and (found := _read_cached(path, key)) is not None:
+    """One batch file's checked arrays: from the cache when it matches the file's bytes, else decoded (and cached)."""
+    folder = _cache_dir(path) if cache else None
+    key = _cache_key(path) if folder else None
+    if folder and key and (found := _read_cached(folder, key)) is not None:
         return found
     data, labels = _read_batch(path)
-    if key is not None and _cache_key(path) == key:  # unchanged while it was read: cache what was checked
-        _write_cache(path, key, data, labels)
+    if folder and key and _cache_key(path) == key:  # unchanged while it was read: cache what was checked
+        _write_cache(folder, path, key, np.ascontiguousarray(data), labels)
     return data, labels
 
 
