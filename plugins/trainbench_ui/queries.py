@@ -65,6 +65,7 @@ class BadFilter(ValueError):
 
 MAX_VALUES = 50  # per filter: more would only build a query the database refuses (SQLite's expression depth)
 
+
 @dataclasses.dataclass(frozen=True)
 class Filters:
     """What the pages show: values of each field (empty: all) and a date range of the runs (inclusive)."""
