@@ -13,7 +13,8 @@ x repeat, one at a time, on that host's queue, so two runs never share a device 
 hosts work in parallel -> collect -> validate (Great Expectations) -> detect regressions against
 history -> publish (Markdown like the log, HTML with charts, CSV, Parquet; updates the
 `trainbench_results` asset, so other DAGs can run on new results) -> regression gate (fails
-the run on a regression when `fail_on_regression` is set).
+the run on a regression when `fail_on_regression` is set) -> check complete (fails the run
+when a case's task failed or was stopped, after everything it measured is published).
 
 Defaults come from `trainbench.toml`; the trigger form overrides them per run.
 Runs weekly (Monday 03:00 UTC). A scheduled run that starts more than 6 hours late (the
@@ -147,6 +148,20 @@ def cifar10_benchmark():
 
         return pipeline.regression_gate(verdicts, params["fail_on_regression"])
 
+    @task(trigger_rule="all_done")
+    @fail_without_retry
+    def check_complete(ti=None, run_id: str | None = None) -> dict:
+        """Last: the run fails when a case's task failed or was stopped, after all it measured is published."""
+        from trainbench import pipeline
+
+        failed = ti.get_ti_count(
+            dag_id=ti.dag_id,
+            task_ids=[f"{host}.train" for host in CONFIG.hosts],
+            run_ids=[run_id],
+            states=["failed", "upstream_failed"],
+        )
+        return pipeline.check_complete(CONFIG, run_id, failed)
+
     start = on_time()
     check_conf() >> start
     collected = collect()
@@ -169,7 +184,7 @@ def cifar10_benchmark():
         trained >> collected
         specs_per_host.append(specs)
     verdicts = detect_regressions(validate(specs_per_host, collected))
-    regression_gate(verdicts, publish(verdicts))
+    regression_gate(verdicts, publish(verdicts)) >> check_complete()
 
 
 cifar10_benchmark()

@@ -34,6 +34,7 @@ def test_dag_shape(dag):
         "detect_regressions",
         "publish",
         "regression_gate",
+        "check_complete",
     }
     assert dag.get_task("publish").upstream_task_ids == {"detect_regressions"}
     assert dag.get_task("detect_regressions").upstream_task_ids == {"validate"}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+import urllib.parse
 
 import psutil
 import pytest
@@ -97,9 +98,17 @@ def test_backfill_runs_its_weeks_one_after_another(deployment):
             "dag_run_conf": CONF,
         },
     )
+    manual = d.trigger(CONF)  # at once: its cases may interleave with the backfill's, never overlap them
     backfill = d.wait_for("the backfill's runs", lambda: [r for r in d.runs() if r["run_type"] == "backfill"])
     assert sorted(r["logical_date"][:16] for r in backfill) == ["2026-11-09T03:00", "2026-11-16T03:00"]
     assert {d.finished(r["dag_run_id"], timeout_s=900) for r in backfill} == {"success"}, d.logs()
+    assert d.finished(manual, timeout_s=900) == "success", d.logs()
+    every = [t for run in [manual, *(r["dag_run_id"] for r in backfill)] for t in d.task_instances(run)]
+    for host in HOSTS:
+        host_spans = spans(every, f"{host}.train")
+        assert len(host_spans) == 6, host_spans  # two repeats of each of three runs
+        for (_, end), (start, _) in zip(host_spans, host_spans[1:]):
+            assert end <= start, f"two trainers of {host} overlapped: {host_spans}"
     done = sorted(
         (dt.datetime.fromisoformat(r["start_date"]), dt.datetime.fromisoformat(r["end_date"]))
         for r in d.runs()
@@ -108,6 +117,49 @@ def test_backfill_runs_its_weeks_one_after_another(deployment):
     assert done[0][1] <= done[1][0], f"backfill runs overlapped: {done}"
     for r in backfill:
         assert [row["status"] for row in rows(d, r["dag_run_id"])] == ["ok"] * 4
+
+
+def run_folder_of(d: Deployment, run_id: str):
+    from trainbench.store import run_folder
+
+    return run_folder.run_dir(d.home / "output", run_id)
+
+
+def test_cancelling_a_run_records_its_running_repeats_and_publishes_what_it_has(deployment):
+    d = deployment
+    run_id = d.trigger({**CONF, "epochs": 5, "train_images": 2048, "repeats": 1})
+    trainers = [d.wait_for(f"a trainer on {h}", lambda h=h: trainer_of(d, f"worker-{h}"), timeout_s=300) for h in HOSTS]
+    time.sleep(2)
+    d.api("PATCH", f"/api/v2/dags/cifar10_benchmark/dagRuns/{urllib.parse.quote(run_id)}", {"state": "failed"})
+    for trainer in trainers:
+        trainer.wait(timeout=30)
+    found = d.wait_for("the stopped repeats' rows", lambda: len(rows(d, run_id)) == 2 and rows(d, run_id), 120)
+    assert sorted((r["host"], r["status"]) for r in found) == [(h, "killed") for h in HOSTS]
+    assert all(r["error"].startswith("killed by Airflow") and r["wall_s"] > 2 for r in found)
+    folder = run_folder_of(d, run_id)
+    assert len(list((folder / "raw").glob("*.json"))) == 2
+    report = d.wait_for("the report", lambda: (folder / "report.md").is_file() and (folder / "report.md").read_text())
+    assert report.count("(killed)") == 2
+    assert d.run(run_id)["state"] == "failed"
+
+
+def test_a_stopped_case_fails_its_run_after_the_rest_is_published(deployment):
+    d = deployment
+    run_id = d.trigger({**CONF, "epochs": 4, "train_images": 2048})
+    d.wait_for("a trainer on host_a", lambda: trainer_of(d, "worker-host_a"), timeout_s=300)
+    time.sleep(2)
+    running = d.wait_for(
+        "the running case",
+        lambda: [t for t in d.task_instances(run_id) if t["task_id"] == "host_a.train" and t["state"] == "running"],
+    )
+    path = f"/api/v2/dags/cifar10_benchmark/dagRuns/{urllib.parse.quote(run_id)}/taskInstances/host_a.train"
+    d.api("PATCH", f"{path}/{running[0]['map_index']}", {"new_state": "failed"})
+    assert d.finished(run_id, timeout_s=900) == "failed", d.logs()
+    states = {t["task_id"]: t["state"] for t in d.task_instances(run_id) if t["map_index"] in (-1, None)}
+    assert states["publish"] == "success" and states["check_complete"] == "failed"
+    found = rows(d, run_id)
+    assert sorted(r["status"] for r in found) == ["killed", "ok", "ok", "ok"]
+    assert "(killed)" in (run_folder_of(d, run_id) / "report.md").read_text()
 
 
 def trainer_of(d: Deployment, worker: str) -> psutil.Process | None:

@@ -520,11 +520,17 @@ def test_a_run_still_running_is_never_shown_as_latest_and_every_verdict_is(serve
         status, body, _ = server.request("/trainbench/api/latest")
         (host,) = json.loads(body)
         assert host["run_id"] == server.runs[1]
-        assert host["unpublished"] == [
-            {"run_id": partial, "run_at": "2026-01-19T03:00:00+00:00", "state": "running", "rows": 1}
-        ]
+        (pending,) = host["unpublished"]
+        assert {k: pending[k] for k in ("run_id", "run_at", "state", "rows")} == {
+            "run_id": partial,
+            "run_at": "2026-01-19T03:00:00+00:00",
+            "state": "running",
+            "rows": 1,
+        }
+        assert pending["last_row_at"].startswith(row["started_at"].strftime("%Y-%m-%dT%H:%M"))
         status, page, _ = server.request("/trainbench/")
-        assert f"Newer run <code>{partial}</code> still running (1 row so far)" in page
+        started = row["started_at"].strftime("%Y-%m-%d %H:%M")
+        assert f"Newer run <code>{partial}</code> still running (1 row so far, the last started {started} UTC)" in page
         others = {v["verdict"] for v in store.verdicts() if v["run_id"] == server.runs[1]} - {"regressed"}
         assert others and others <= {"inconclusive", "insufficient history", "stable"}
         for verdict in others:  # verdicts that are not a change are shown too

@@ -50,6 +50,10 @@ class RegressionFound(NoRetry):
     """A case got slower than its history allows, and the run asked to fail on that."""
 
 
+class RunIncomplete(NoRetry):
+    """Cases' tasks failed or were stopped: the run published what it has, but must not look done."""
+
+
 def store(config: Config) -> ResultStore:
     return open_store(config.database_url)
 
@@ -409,6 +413,22 @@ def detect_regressions(config: Config, run_id: str, log: Log = print) -> list[di
     for v in found:
         log(f"{v['framework']} | {v['device_set']} | {v['metric']}: {v['verdict']} ({v['detail']})")
     return found
+
+
+def check_complete(config: Config, run_id: str, failed_tasks: int) -> dict:
+    """The run's end: failed when `failed_tasks` of its cases' tasks failed or were stopped (named from their rows
+    where Airflow stopped them), so a weekly run missing measurements never shows as a success."""
+    stopped = [
+        f"{r['framework']} | {r['device_set']} | r{r['repeat']} on {r['host']}"
+        for r in store(config).current_rows(run_id)
+        if r["status"] == "killed" and (r["error"] or "").startswith("killed by Airflow")
+    ]
+    if failed_tasks or stopped:
+        detail = f"; stopped by Airflow: {', '.join(stopped)}" if stopped else ""
+        raise RunIncomplete(
+            f"{failed_tasks} case task(s) failed or were stopped{detail}; what the run measured is published"
+        )
+    return {"failed_tasks": 0}
 
 
 def regression_gate(verdicts: list[dict], fail_on_regression: bool) -> list[str]:

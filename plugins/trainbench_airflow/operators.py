@@ -1,8 +1,10 @@
 """The operator that runs one benchmark case: the core's `run_case` inside an Airflow task.
 
 It owns the trainer's process group for the task's lifetime, so `on_kill` (SIGTERM from
-the UI, `execution_timeout`) stops the whole tree, and so does the death of the worker that
-ran the task: no trainer outlives its task.
+the UI, a cancelled DAG run, `execution_timeout`) stops the whole tree, and so does the death
+of the worker that ran the task: no trainer outlives its task.  A stopped repeat is still a
+row (`killed`, with the time it ran), and when Airflow stopped it the run's reports are
+published with what the run has: a cancelled DAG run runs none of its later tasks.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class TrainCaseOperator(BaseOperator):
         super().__init__(**kwargs)
         self.spec = spec
         self._launch = None
+        self._stopped = threading.Event()
 
     def execute(self, context):
         from trainbench import config, pipeline
@@ -43,17 +46,16 @@ class TrainCaseOperator(BaseOperator):
         final_attempt = ti.try_number > getattr(ti, "max_tries", self.retries)  # max_tries grows when cleared
         done = threading.Event()
         threading.Thread(target=self._watch_supervisor, args=(os.getppid(), done), daemon=True).start()
+        cfg = config.load()
         try:
             result = pipeline.run_case(
-                config.load(),
-                context["run_id"],
-                spec,
-                log=self.log.info,
-                on_launch=remember,
-                final_attempt=final_attempt,
+                cfg, context["run_id"], spec, log=self.log.info, on_launch=remember, final_attempt=final_attempt
             )
         finally:
             done.set()
+        if self._stopped.is_set():
+            published = pipeline.publish(cfg, context["run_id"])
+            self.log.info("stopped by Airflow: the run's reports hold what it measured, %s", published["markdown"])
         return {
             "case_key": result.case_key,
             "env_key": result.env_key,
@@ -72,5 +74,10 @@ class TrainCaseOperator(BaseOperator):
                 return
 
     def on_kill(self) -> None:
+        """Runs in the SIGTERM handler, on the thread that waits for the trainer: it must return at once (the
+        supervisor SIGKILLs this process 5 s after its SIGTERM), so the kill's grace period runs on a thread of
+        its own while the main thread reaps the trainer and stores its row."""
         if self._launch is not None:
-            self._launch.kill("killed by Airflow (task stopped or execution_timeout)")
+            self._stopped.set()
+            reason = "killed by Airflow (the task or its DAG run was stopped, or execution_timeout)"
+            threading.Thread(target=self._launch.kill, args=(reason,), daemon=True).start()

@@ -135,9 +135,11 @@ def _host_section(host: dict, links: Links) -> str:
     head = f'<section class="host" data-host="{escape(name)}"><h2>Host {escape(name or "(none)")}</h2>'
     for run in host["unpublished"]:
         doing = "still running" if run["state"] in ("running", "validated") else "failed validation: not published"
+        last = run["last_row_at"]
+        since = f", the last started {last:%Y-%m-%d %H:%M} UTC" if last else ""
         head += (
             f'<p class="run unpublished {escape(run["state"])}">Newer run <code>{escape(run["run_id"])}</code> '
-            f"{doing} ({run['rows']} row{'s' if run['rows'] != 1 else ''} so far) · "
+            f"{doing} ({run['rows']} row{'s' if run['rows'] != 1 else ''} so far{since}) · "
             f"{links.run_links(run['run_id'])}</p>"
         )
     if run_id is None:

@@ -217,14 +217,16 @@ def latest_per_host(conn: sa.Connection, filters: Filters) -> list[dict]:
     and the newer runs that are not published (still running, or invalid) with how many rows they hold so far:
     partial rows are never shown as the latest run."""
     dates = run_dates(conn)
-    query = sa.select(results.c.host, results.c.run_id, runs.c.state, sa.func.count(results.c.id))
+    query = sa.select(
+        results.c.host, results.c.run_id, runs.c.state, sa.func.count(results.c.id), sa.func.max(results.c.started_at)
+    )
     query = filters.apply(_measured(query)).group_by(results.c.host, results.c.run_id, runs.c.state)
     newest: dict[str | None, tuple[dt.datetime, str]] = {}
-    pending: dict[str | None, list[tuple[dt.datetime, str, str, int]]] = defaultdict(list)
-    for host, run_id, state, count in _tuples(conn, query):
+    pending: dict[str | None, list[tuple[dt.datetime, str, str, int, dt.datetime | None]]] = defaultdict(list)
+    for host, run_id, state, count, last in _tuples(conn, query):
         when = dates.get(run_id, _aware(None))
         if state != PUBLISHED:
-            pending[host].append((when, run_id, state, count))
+            pending[host].append((when, run_id, state, count, last and _aware(last)))
         elif host not in newest or (when, run_id) > newest[host]:
             newest[host] = (when, run_id)
     hosts = []
@@ -242,7 +244,9 @@ def latest_per_host(conn: sa.Connection, filters: Filters) -> list[dict]:
                 "run_id": run_id,
                 "run_at": run_at,
                 "cases": _cases(conn, run_id, rows) if run_id else [],
-                "unpublished": [{"run_id": r, "run_at": w, "state": s, "rows": n} for w, r, s, n in newer],
+                "unpublished": [
+                    {"run_id": r, "run_at": w, "state": s, "rows": n, "last_row_at": last} for w, r, s, n, last in newer
+                ],
             }
         )
     return hosts
