@@ -47,3 +47,18 @@ def test_a_run_still_running_or_invalid_never_becomes_latest(tmp_path, capsys):
     assert not (tmp_path / "output" / "latest").exists()
     assert cli.main(["--config", str(cfg_path), "report", "--run-id", "latest"]) == 2
     assert "no published benchmark run with results yet" in capsys.readouterr().err
+
+
+def test_results_as_csv_quote_what_a_spreadsheet_would_run(tmp_path, capsys):
+    import csv
+    import io
+
+    cfg_path = write_config(tmp_path)
+    store = ResultStore(config.load(cfg_path).database_url)
+    store.save_run("cli__csv", {})
+    crashed = result(run_id="cli__csv", status="crashed")
+    crashed.error = '=HYPERLINK("http://evil.example","click")'
+    store.save(crashed)
+    assert cli.main(["--config", str(cfg_path), "results", "--run-id", "cli__csv", "--format", "csv"]) == 0
+    (row,) = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert row["error"] == "'" + crashed.error
