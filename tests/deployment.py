@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import write_config  # noqa: E402
 
 ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
-REDIS_DB = 13
+REDIS_DB = 1 + os.getpid() % 15  # per test process: two deployments at once (two developers) never share a broker
 PG_BIN = Path(next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin")))))
 DAG = "cifar10_benchmark"
 
