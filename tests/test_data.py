@@ -74,12 +74,13 @@ def test_a_warm_cache_is_read_memory_mapped_without_decoding(data_copy, monkeypa
     assert cache_files(data_copy) == []
     first = cifar10.load(data_copy)
     names = cache_files(data_copy)
-    assert len(names) == 3 * (len(cifar10.TRAIN_FILES) + 1) and all(n.endswith((".npy", ".sum")) for n in names)
+    assert len(names) == 4 * (len(cifar10.TRAIN_FILES) + 1) and all(n.endswith((".npy", ".sum", ".key")) for n in names)
 
     def no_decoding(path):
-        raise AssertionError(f"decoded {path} although its cache is warm")
+        raise AssertionError(f"decoded or hashed {path} although its cache is warm")
 
     monkeypatch.setattr(cifar10, "_read_batch", no_decoding)
+    monkeypatch.setattr(cifar10, "_digest", no_decoding)  # the file's identity is unchanged: its digest is known
     train, test = cifar10.load(data_copy)
     for split, cold, warm in ((train, cold_train, first[0]), (test, cold_test, first[1])):
         assert np.array_equal(split.images, cold.images) and np.array_equal(split.labels, cold.labels)
@@ -214,7 +215,7 @@ def test_processes_filling_the_cache_at_once_all_read_the_same_data(data_copy):
     digests = [p.communicate(timeout=300)[0].strip() for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0] and len(set(digests)) == 1 and digests[0]
     names = cache_files(data_copy)
-    assert len(names) == 18 and not [n for n in names if n.startswith(".tmp-")]  # no partial file left
+    assert len(names) == 24 and not [n for n in names if n.startswith(".tmp-")]  # no partial file left
     train, test = cifar10.load(data_copy, cache=False)
     warm_train, warm_test = cifar10.load(data_copy)
     assert np.array_equal(warm_train.images, train.images) and np.array_equal(warm_test.images, test.images)

@@ -163,7 +163,9 @@ def _to_split(data: np.ndarray, labels: np.ndarray) -> Split:
 
 # The decoded cache: each batch file's checked arrays as plain .npy files in `.decoded/` inside the data
 # set's folder, named by the source file's name and a SHA-256 of its bytes (a changed file, even with the
-# same size and mtime, is decoded afresh).  They are written only from data that passed every check above,
+# same size and mtime, is decoded afresh).  The digest is remembered in `<batch>.key` beside the file's
+# identity (device, inode, size, mtime and ctime: no rewrite or replacement keeps them all, since ctime
+# cannot be set back), so a warm start hashes nothing.  They are written only from data that passed every check above,
 # atomically (a private temporary file renamed into place: concurrent writers write the same bytes, readers
 # never see a partial file), with a CRC-32 of each array in a `.sum` file written last, and read back
 # memory-mapped without pickle.  Nothing read is trusted: only regular files (no symlink, no FIFO) in a real
@@ -185,15 +187,34 @@ def _cache_dir(path: str) -> str | None:
         return None
 
 
-def _cache_key(path: str) -> str | None:
+def _digest(path: str) -> str:
     digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()[:32]
+
+
+def _cache_key(folder: str, path: str) -> str | None:
+    """`<batch>-<SHA-256 of its bytes>`, the digest taken from `<batch>.key` while the file's identity holds."""
+    memo = os.path.join(folder, os.path.basename(path) + ".key")
     try:
-        with open(path, "rb") as f:
-            while chunk := f.read(CHUNK):
-                digest.update(chunk)
+        st = os.stat(path)
+        identity = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+        known = None
+        if _regular(memo):
+            with open(memo) as f:
+                known = f.read(200).split()
+        if known and len(known) == 2 and known[0] == identity:
+            digest = known[1]
+        else:
+            digest = _digest(path)
+            with contextlib.suppress(OSError):
+                os.makedirs(folder, exist_ok=True)
+                _save_atomically(memo, f"{identity} {digest}".encode())
     except OSError:
         return None
-    return f"{os.path.basename(path)}-{digest.hexdigest()[:32]}"
+    return f"{os.path.basename(path)}-{digest}"
 
 
 def _cache_paths(folder: str, key: str) -> tuple[str, str, str]:
@@ -266,11 +287,11 @@ def _write_cache(folder: str, path: str, key: str, data: np.ndarray, labels: np.
 def _load_batch(path: str, cache: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """One batch file's checked arrays: from the cache when it matches the file's bytes, else decoded (and cached)."""
     folder = _cache_dir(path) if cache else None
-    key = _cache_key(path) if folder else None
+    key = _cache_key(folder, path) if folder else None
     if folder and key and (found := _read_cached(folder, key)) is not None:
         return found
     data, labels = _read_batch(path)
-    if folder and key and _cache_key(path) == key:  # unchanged while it was read: cache what was checked
+    if folder and key and _cache_key(folder, path) == key:  # unchanged while it was read: cache what was checked
         _write_cache(folder, path, key, np.ascontiguousarray(data), labels)
     return data, labels
 
