@@ -15,7 +15,7 @@ from trainbench.cli import main as cli_main
 from trainbench.measure import environ
 from trainbench.store.results import ResultStore
 
-from conftest import BIN, ROOT, dags_test, write_config
+from conftest import BIN, ENVS, ROOT, dags_test, write_config
 
 PASSWORD = "S3cret-PW-7f1c"
 REFERENCE = ROOT / "include" / "reference" / "000_8ad6f2660727c232.txt"
@@ -87,17 +87,22 @@ def test_only_allowed_names_reach_a_framework_interpreter():
     }
 
 
-def test_the_version_probe_and_the_trainer_never_see_the_harness_secrets(tmp_path, monkeypatch):
-    """A `sitecustomize.py` on PYTHONPATH runs in every interpreter that inherits the harness's environment and
-    records what it sees; a real CLI run (probe, then trainer) must leave it nothing, or nothing secret."""
-    seen = tmp_path / "seen.txt"
-    spy = tmp_path / "spy"
-    spy.mkdir()
-    (spy / "sitecustomize.py").write_text(
+def spy(folder: Path, seen: Path) -> Path:
+    """A `sitecustomize.py` that records the environment of every interpreter it starts in."""
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(
         f"import os\nwith open({str(seen)!r}, 'a') as f:\n    f.write(repr(sorted(os.environ.items())) + '\\n')\n"
     )
+    return folder
+
+
+def test_the_version_probe_and_the_trainer_never_see_the_harness_secrets(tmp_path, monkeypatch):
+    """A `sitecustomize.py` on the harness's PYTHONPATH would run in every interpreter inheriting its environment:
+    it must run in none. One on the PYTHONPATH the site configures for the framework does run, in the probe and the
+    trainer, and must see nothing secret."""
+    harness_seen, site_seen = tmp_path / "harness.txt", tmp_path / "site.txt"
     secrets = {
-        "PYTHONPATH": str(spy),
+        "PYTHONPATH": str(spy(tmp_path / "harness-spy", harness_seen)),
         "AIRFLOW__CORE__FERNET_KEY": "fernet-" + PASSWORD,
         "TRAINBENCH_DATABASE_URL": f"sqlite:///{tmp_path / PASSWORD / 'results.db'}",
         "TF_VAR_db_pass": PASSWORD,
@@ -107,6 +112,11 @@ def test_the_version_probe_and_the_trainer_never_see_the_harness_secrets(tmp_pat
     for name, value in secrets.items():
         monkeypatch.setenv(name, value)
     cfg = write_config(tmp_path, epochs=1, train_images=256)
+    pytorch = f'python = "{ENVS / "pytorch" / "bin" / "python"}"'
+    site_env = f'env = {{ PYTHONPATH = "{spy(tmp_path / "site-spy", site_seen)}" }}'
+    cfg.write_text(cfg.read_text().replace(pytorch, f"{pytorch}\n{site_env}", 1))
     assert cli_main(["--config", str(cfg), "run", "--run-id", "cli__spy"]) == 0
-    assert not seen.exists() or PASSWORD not in seen.read_text()
+    assert not harness_seen.exists()
+    seen = site_seen.read_text().splitlines()
+    assert len(seen) >= 2 and not [line for line in seen if PASSWORD in line]  # the probe, then the trainer
     assert ResultStore(config.load(cfg).database_url).rows("cli__spy")[0]["status"] == "ok"
