@@ -30,6 +30,12 @@ def test_shown_url_hides_the_password():
     assert config.shown_url("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
 
 
+def test_a_loaded_configuration_never_shows_the_password(tmp_path):
+    """A Config is logged or lands in a traceback as its repr: the URL's password must not be in it."""
+    cfg = config.load(write_config(tmp_path, database_url=f"postgresql+psycopg://u:{PASSWORD}@h:5432/db"))
+    assert PASSWORD in cfg.database_url and PASSWORD not in repr(cfg) and PASSWORD not in str(cfg)
+
+
 def leaks(folder: Path) -> list[str]:
     """Every file under `folder` whose bytes hold the password."""
     return [str(p) for p in folder.rglob("*") if p.is_file() and PASSWORD.encode() in p.read_bytes()]

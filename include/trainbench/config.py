@@ -159,7 +159,7 @@ class Config:
     settings: Settings
     data_dir: Path
     output_dir: Path
-    database_url: str
+    database_url: str = dataclasses.field(repr=False)  # may hold a password; shown only through shown_url
     interpreters: dict[str, Interpreter]
     hosts: tuple[str, ...] = (DEFAULT_HOST,)  # [fleet] hosts: one Celery queue (and worker) per host
     retry_delay_s: float = 300.0  # [fleet] retry_delay_s: before a case's task retries (busy GPU, lost worker)
