@@ -58,13 +58,19 @@ def test_no_output_of_a_run_holds_the_database_password(airflow_db, postgres_url
     proc = dags_test(env, {"frameworks": ["pytorch"], "device_sets": ["cpu"], "epochs": 1, "train_images": 256})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     outputs = [proc.stdout + proc.stderr]
-    for command in (["report", "--run-id", "latest"], ["import-log", str(REFERENCE)], ["results"]):
+    commands = (
+        ["report", "--run-id", "latest"],
+        ["import-log", str(REFERENCE)],
+        ["results"],
+        ["run", "--run-id", "cli"],
+    )
+    for command in commands:
         cli = subprocess.run(
             [str(BIN / "python"), "-m", "trainbench", *command], env=env, capture_output=True, text=True, timeout=300
         )
         assert cli.returncode == 0, cli.stderr
         outputs.append(cli.stdout + cli.stderr)
-    assert "postgres:***@" in outputs[1]  # the URL is still shown, without its password
+    assert all("postgres:***@" in outputs[i] for i in (1, 2, 4))  # the URL is still shown, without its password
     assert not [o for o in outputs if PASSWORD in o]
     airflow_home = Path(airflow_db["AIRFLOW_HOME"])
     assert not leaks(airflow_home / "logs")
