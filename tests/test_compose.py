@@ -14,6 +14,7 @@ from conftest import ROOT
 EXAMPLE = (ROOT / ".env.example").read_text()
 REMOTE = {
     "TRAINBENCH_HOST": "h100-a",
+    "TRAINBENCH_HOST_ADDRESS": "h100-a.example.org",
     "AIRFLOW_API_URL": "http://airflow.example.org:8080",
     "AIRFLOW_BROKER_URL": "redis://:rpw@airflow.example.org:6379/0",
     "AIRFLOW_DATABASE_URL": "postgresql+psycopg://airflow:pw@airflow.example.org:5432/airflow",
@@ -58,7 +59,13 @@ def compose_config(env, compose_file="docker-compose.yaml") -> subprocess.Comple
 
 def test_every_secret_has_a_recipe_and_each_makes_a_valid_value():
     made = made_secrets()
-    assert set(made) == {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "AIRFLOW_JWT_SECRET", "AIRFLOW_FERNET_KEY"}
+    assert set(made) == {
+        "POSTGRES_PASSWORD",
+        "REDIS_PASSWORD",
+        "AIRFLOW_JWT_SECRET",
+        "AIRFLOW_SECRET_KEY",
+        "AIRFLOW_FERNET_KEY",
+    }
     Fernet(made["AIRFLOW_FERNET_KEY"]).decrypt(Fernet(made["AIRFLOW_FERNET_KEY"]).encrypt(b"conn"))
     for name in ("POSTGRES_PASSWORD", "REDIS_PASSWORD"):  # they go into URLs unquoted
         assert re.fullmatch(r"[A-Za-z0-9_-]{40,}", made[name]), name
@@ -74,6 +81,10 @@ def test_compose_file_is_valid_once_the_secrets_are_set(tmp_path):
     scheduler = services["airflow-scheduler"]
     assert scheduler["environment"]["TRAINBENCH_DATABASE_URL"].endswith("@postgres/trainbench")
     assert scheduler["environment"]["AIRFLOW__CELERY__BROKER_URL"] == f"redis://:{made['REDIS_PASSWORD']}@redis:6379/0"
+    # the api-server reads a task's log from its worker's log server with a token signed by this shared key
+    assert {s["environment"]["AIRFLOW__API__SECRET_KEY"] for s in services.values() if "build" in s} == {
+        made["AIRFLOW_SECRET_KEY"]
+    }
     passwords = scheduler["environment"]["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]
     assert any(passwords.startswith(v.split(":")[1] + "/") for v in scheduler["volumes"] if "airflow-home" in str(v))
     assert all(str(p).startswith("127.0.0.1:") for s in services.values() for p in s.get("ports", []))
@@ -87,7 +98,8 @@ def test_compose_refuses_to_start_without_the_secrets():
 
 
 def test_a_gpu_host_on_another_machine_is_configured_by_its_env_alone(tmp_path):
-    proc = compose_config(env_file(tmp_path, {**made_secrets(), **REMOTE}), "docker-compose.gpu-host.yaml")
+    values = {**made_secrets(), **REMOTE}
+    proc = compose_config(env_file(tmp_path, values), "docker-compose.gpu-host.yaml")
     assert proc.returncode == 0, proc.stderr
     worker = yaml.safe_load(proc.stdout)["services"]["airflow-worker-gpu"]
     env = worker["environment"]
@@ -96,12 +108,16 @@ def test_a_gpu_host_on_another_machine_is_configured_by_its_env_alone(tmp_path):
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == REMOTE["AIRFLOW_DATABASE_URL"]
     assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow.example.org:8080/execution/"
     assert env["TRAINBENCH_DATABASE_URL"] == REMOTE["TRAINBENCH_DATABASE_URL"]
+    assert env["AIRFLOW__API__SECRET_KEY"] == values["AIRFLOW_SECRET_KEY"]
+    # task logs: the api-server fetches them from http://<task's hostname>:8793, so that name must reach here
+    assert worker["hostname"] == "h100-a.example.org" and {"published": 8793, "target": 8793} in worker["ports"]
     assert any(str(v).startswith("/srv/cifar10:/opt/trainbench/data") for v in worker["volumes"])
     assert "@postgres/" not in str(worker) and "redis:6379" not in str(worker)
 
 
-def test_a_gpu_host_without_its_data_folder_is_refused(tmp_path):
+@pytest.mark.parametrize("name", ["TRAINBENCH_DATA_DIR", "TRAINBENCH_HOST_ADDRESS"])
+def test_a_gpu_host_without_its_data_folder_or_address_is_refused(tmp_path, name):
     values = {**made_secrets(), **REMOTE}
-    del values["TRAINBENCH_DATA_DIR"]
+    del values[name]
     proc = compose_config(env_file(tmp_path, values), "docker-compose.gpu-host.yaml")
-    assert proc.returncode != 0 and "set TRAINBENCH_DATA_DIR in .env" in proc.stderr
+    assert proc.returncode != 0 and f"set {name} in .env" in proc.stderr
