@@ -121,3 +121,15 @@ def test_a_gpu_host_without_its_data_folder_or_address_is_refused(tmp_path, name
     del values[name]
     proc = compose_config(env_file(tmp_path, values), "docker-compose.gpu-host.yaml")
     assert proc.returncode != 0 and f"set {name} in .env" in proc.stderr
+
+
+def test_the_gpu_worker_of_the_main_deployment_mounts_cifar10_when_told_where(tmp_path):
+    """Its data volume starts empty (and a GPU host refuses auto without CIFAR-10): TRAINBENCH_DATA_DIR mounts one."""
+    made = made_secrets()
+    volumes = {}
+    for name, values in (("volume", made), ("folder", {**made, "TRAINBENCH_DATA_DIR": "/srv/cifar10"})):
+        proc = compose_config(env_file(tmp_path, values))
+        assert proc.returncode == 0, proc.stderr
+        volumes[name] = [str(v) for v in yaml.safe_load(proc.stdout)["services"]["airflow-worker-gpu"]["volumes"]]
+    assert any(v.startswith("trainbench-data:/opt/trainbench/data") for v in volumes["volume"])
+    assert any(v.startswith("/srv/cifar10:/opt/trainbench/data") for v in volumes["folder"])
