@@ -421,7 +421,7 @@ def check_complete(config: Config, run_id: str, failed_tasks: int) -> dict:
     stopped = [
         f"{r['framework']} | {r['device_set']} | r{r['repeat']} on {r['host']}"
         for r in store(config).current_rows(run_id)
-        if r["status"] == "killed" and (r["error"] or "").startswith("killed by Airflow")
+        if r["status"] == "killed" and (r["error"] or "").startswith(outcome.STOPPED_BY_AIRFLOW)
     ]
     if failed_tasks or stopped:
         detail = f"; stopped by Airflow: {', '.join(stopped)}" if stopped else ""

@@ -14,6 +14,8 @@ import threading
 
 from airflow.sdk import BaseOperator
 
+from trainbench.measure.outcome import STOPPED_BY_AIRFLOW
+
 
 class TrainCaseOperator(BaseOperator):
     """Train and measure one case x repeat; a crashed trainer is a result, not a task failure.
@@ -79,5 +81,5 @@ class TrainCaseOperator(BaseOperator):
         its own while the main thread reaps the trainer and stores its row."""
         if self._launch is not None:
             self._stopped.set()
-            reason = "killed by Airflow (the task or its DAG run was stopped, or execution_timeout)"
+            reason = f"{STOPPED_BY_AIRFLOW} (the task or its DAG run was stopped, or execution_timeout)"
             threading.Thread(target=self._launch.kill, args=(reason,), daemon=True).start()

@@ -16,6 +16,7 @@ from trainbench.measure.protocol import TrainerReport, parse_line
 from trainbench.measure.runner import ProcessResult
 
 STATUSES = ("ok", "crashed", "timeout", "killed", "oom", "unsupported", "unavailable", "busy")
+STOPPED_BY_AIRFLOW = "killed by Airflow"  # how a `killed` row's error starts when Airflow stopped its task
 OOM_TEXT = re.compile(
     r"out of memory|OutOfMemoryError|CUDA_ERROR_OUT_OF_MEMORY|RESOURCE_EXHAUSTED|cudaErrorMemoryAllocation|"
     r"\bMemoryError\b|can't allocate memory|Cannot allocate memory|std::bad_alloc",

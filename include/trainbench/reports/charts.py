@@ -124,6 +124,13 @@ def history(
     return {"runs": [{"run": run, "date": date} for run, date in runs], "charts": charts}
 
 
+def references(framework: str, device_set: str, keys: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The (framework, device set) cases a set's scaling is measured against: the same framework's single-device
+    sets of the same kind (CPU or GPU)."""
+    kind = device_set.startswith("cpu")
+    return [(f, d) for f, d in keys if f == framework and workers_of(d) == 1 and d.startswith("cpu") == kind]
+
+
 def scaling(rows: list[dict]) -> list[list]:
     """Per framework: each set's images/s against the same framework's best single-device run."""
     groups = cases(rows)
@@ -131,11 +138,7 @@ def scaling(rows: list[dict]) -> list[list]:
     for (fw, ds), rs in groups.items():
         n = workers_of(ds)
         rate = median_ok(rs, "images_per_s")
-        singles = [
-            median_ok(v, "images_per_s")
-            for (f, d), v in groups.items()
-            if f == fw and workers_of(d) == 1 and d.startswith("cpu") == ds.startswith("cpu")
-        ]
+        singles = [median_ok(groups[key], "images_per_s") for key in references(fw, ds, groups)]
         best = max((s for s in singles if s), default=None)
         if rate and best and n > 1:
             speedup = rate / best

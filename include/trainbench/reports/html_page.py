@@ -8,7 +8,6 @@ import statistics
 from collections.abc import Sequence
 
 from trainbench.checks.dispersion import measured
-from trainbench.planning import workers_of
 from trainbench.reports import charts
 from trainbench.reports.rows import cases, combination, noisy_cases, ok_values, report_order, variant_pairs
 
@@ -289,9 +288,7 @@ def summary(run_id: str, rows: list[dict], verdicts: list[dict], stats: Sequence
     items = [_fastest(ds, sorted(entries)) for ds, entries in walls.items()]
     noisy = noisy_cases(stats)
     for fw, ds, n, _, speedup, efficiency in charts.scaling(rows):
-        kind = ds.startswith("cpu")
-        singles = {(f, d) for f, d in cases(rows) if f == fw and workers_of(d) == 1 and d.startswith("cpu") == kind}
-        involved = {(fw, ds)} | singles
+        involved = {(fw, ds), *charts.references(fw, ds, cases(rows))}
         if involved & noisy:
             items.append(
                 f"<li>{html.escape(fw)} on {html.escape(ds)}: {n} devices; no scaling figure claimed, "

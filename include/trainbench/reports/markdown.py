@@ -54,7 +54,7 @@ def render(
         for combo in dict.fromkeys(combination(r) for r in fw_rows):
             out.append(f"### {_cell(combo)}")
             for r in sorted((r for r in fw_rows if combination(r) == combo), key=report_order):
-                block = ["```"]
+                block = []
                 if r.get("warmup"):
                     block.append(f"(warm-up {r['repeat']}: shown, never in statistics or verdicts)")
                 if r.get("command"):
@@ -75,7 +75,7 @@ def render(
                     block.append(f"({r['status']})")
                     if r.get("error"):
                         block.append(r["error"])
-                out += _fenced(block[1:])
+                out += _fenced(block)
             out.append("")
     if stats:
         out += [
