@@ -9,11 +9,10 @@ for the warm series (`trainbench.measure.clocks`, needs root) and restored after
 
 from __future__ import annotations
 
-import statistics
 import time
 
 from trainbench import devices
-from trainbench.checks.dispersion import cv
+from trainbench.cases import Spread
 from trainbench.measure import clocks, runner
 
 from _common import child_env, parser, trainer_launch
@@ -35,9 +34,10 @@ def series(spec, env, runs: int, idle_s: float, warm: bool) -> tuple[list[float]
 
 
 def describe(label: str, walls: list[float], rates: list[float]) -> str:
+    wall, rate = Spread.of(walls), Spread.of(rates)
     return (
-        f"{label:<28} wall median {statistics.median(walls):.3f} s CV {cv(walls) or 0:.2%} | "
-        f"images/s median {statistics.median(rates):,.0f} CV {cv(rates) or 0:.2%} (n={len(walls)})"
+        f"{label:<28} wall median {wall.median or 0:.3f} s CV {wall.cv or 0:.2%} | "
+        f"images/s median {rate.median or 0:,.0f} CV {rate.cv or 0:.2%} (n={wall.n})"
     )
 
 

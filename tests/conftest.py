@@ -38,9 +38,12 @@ def write_config(
     hosts: list[str] | None = None,
     database_url: str = "",
     retry_delay_s: float = 300,
+    frameworks: dict[str, dict[str, str]] | None = None,
+    name: str = "trainbench.toml",
     **benchmark,
 ) -> Path:
-    """A trainbench.toml whose output goes to `folder`, with [benchmark] overrides; frameworks from .envs/."""
+    """A trainbench.toml (or `name`) whose output goes to `folder`, with [benchmark] overrides; frameworks from
+    .envs/ unless `frameworks` sets a framework's entries."""
     settings = {
         "frameworks": ["pytorch"],
         "device_sets": ["cpu"],
@@ -59,10 +62,10 @@ def write_config(
     lines += ["", "[paths]", f'data_dir = "{folder / "data"}"', f'output_dir = "{folder / "output"}"']
     lines += [f'database_url = "{database_url}"', "[fleet]", f"hosts = {hosts or ['gpu']!r}".replace("'", '"')]
     lines.append(f"retry_delay_s = {retry_delay_s}")
-    for name in ("pytorch", "mxnet", "jax"):
-        lines += [f"[frameworks.{name}]", f'python = "{ENVS / name / "bin" / "python"}"']
-    lines += ["[frameworks.neon]", *(f'{k} = "{v}"' for k, v in neon.items())]
-    path = folder / "trainbench.toml"
+    entries = {fw: {"python": str(ENVS / fw / "bin" / "python")} for fw in ("pytorch", "mxnet", "jax")}
+    for fw, values in {**entries, "neon": neon, **(frameworks or {})}.items():
+        lines += [f"[frameworks.{fw}]", *(f'{k} = "{v}"' for k, v in values.items())]
+    path = folder / name
     path.write_text("\n".join(lines) + "\n")
     return path
 

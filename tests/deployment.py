@@ -86,7 +86,16 @@ class ResultsPostgres:
 
 
 class Deployment:
-    def __init__(self, home: Path, hosts: tuple[str, ...], neon_script: Path | None = None, retry_delay_s: float = 5):
+    def __init__(
+        self,
+        home: Path,
+        hosts: tuple[str, ...],
+        neon_script: Path | None = None,
+        retry_delay_s: float = 5,
+        host_frameworks: dict[str, dict[str, dict[str, str]]] | None = None,
+    ):
+        """`host_frameworks` gives a host a trainbench.toml of its own ([frameworks] entries replaced), as a fleet
+        host whose interpreters differ has."""
         self.home, self.hosts, self.port = home, hosts, free_port()
         self.procs: dict[str, subprocess.Popen] = {}
         self.commands: dict[str, tuple[list[str], dict]] = {}
@@ -94,9 +103,12 @@ class Deployment:
         self.airflow_db = f"tb_airflow_{os.getpid()}"
         self.results = ResultsPostgres()
         neon = {"python": sys.executable, "script": str(neon_script)} if neon_script else None
-        self.config = write_config(
-            home, neon=neon, hosts=list(hosts), database_url=self.results.url, retry_delay_s=retry_delay_s
-        )
+        common = {"neon": neon, "hosts": list(hosts), "database_url": self.results.url, "retry_delay_s": retry_delay_s}
+        self.config = write_config(home, **common)
+        self.host_configs = {
+            host: write_config(home, frameworks=found, name=f"trainbench-{host}.toml", **common)
+            for host, found in (host_frameworks or {}).items()
+        }
         self.env = {
             **os.environ,
             "AIRFLOW_HOME": str(home),
@@ -154,6 +166,7 @@ class Deployment:
                 f"{host}@%h",
                 AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()),
                 TRAINBENCH_HOST=host,
+                TRAINBENCH_CONFIG=str(self.host_configs.get(host, self.config)),
                 AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL="1",  # as docker-compose.yaml: the slot frees within 1 s
             )
         self.login()
@@ -207,6 +220,14 @@ class Deployment:
         )
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read() or b"{}")
+
+    def page(self, path: str) -> str:
+        """A page of the api-server (the Benchmarks page, say) as the logged-in user sees it."""
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}", headers={"Authorization": f"Bearer {self.token}"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.read().decode()
 
     def wait_for(self, what: str, check, timeout_s: float = 180, alive: bool = True):
         deadline = time.monotonic() + timeout_s

@@ -4,7 +4,11 @@ queues; triggered through the REST API with a JWT as the UI does, backfilled, an
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import json
+import re
+import statistics
 import time
 import urllib.parse
 
@@ -13,7 +17,7 @@ import pytest
 
 from trainbench.store.results import ResultStore
 
-from conftest import ROOT
+from conftest import ENVS, ROOT
 from deployment import Deployment
 
 pytestmark = pytest.mark.integration
@@ -28,10 +32,20 @@ CONF = {
 }
 
 
+SLOW_START_S = 2  # host_b's pytorch interpreter waits this long before it starts: a slower host
+
+
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory):
+    home = tmp_path_factory.mktemp("deployment")
+    slow = home / "slow-python"
+    slow.write_text(f'#!/bin/sh\nsleep {SLOW_START_S}\nexec {ENVS / "pytorch" / "bin" / "python"} "$@"\n')
+    slow.chmod(0o755)
     d = Deployment(
-        tmp_path_factory.mktemp("deployment"), HOSTS, neon_script=ROOT / "tests/fixtures/crashing_trainer.py"
+        home,
+        HOSTS,
+        neon_script=ROOT / "tests/fixtures/crashing_trainer.py",
+        host_frameworks={"host_b": {"pytorch": {"python": str(slow)}}},
     )
     try:
         yield d.up()
@@ -71,6 +85,49 @@ def test_rest_trigger_runs_each_case_on_its_host_one_at_a_time(deployment):
         (h, rep, "ok") for h in HOSTS for rep in (1, 2)
     ]
     assert all(r["environment"]["worker_host"] == r["host"] and r["wall_s"] > 0 for r in found)
+
+
+def test_two_hosts_are_shown_apart_with_their_own_medians_never_pooled(deployment):
+    """host_b starts its trainer later: report.md, report.html, the CSV tables and the Benchmarks page each show the
+    two hosts' cases apart, every median and summary line from one host's repeats."""
+    d = deployment
+    run_id = d.trigger({**CONF, "epochs": 2, "repeats": 3, "warmup": 0})
+    assert d.finished(run_id) == "success", d.logs()
+    found = rows(d, run_id)
+    walls = {h: sorted(r["wall_s"] for r in found if r["host"] == h) for h in HOSTS}
+    medians = {h: statistics.median(w) for h, w in walls.items()}
+    assert min(walls["host_b"]) > max(walls["host_a"]), walls  # the slowed host is slower in every repeat
+    pooled = statistics.median(walls["host_a"] + walls["host_b"])
+    assert f"{pooled:,.2f}" not in {f"{m:,.2f}" for m in medians.values()}
+
+    folder = run_folder_of(d, run_id)
+    report = (folder / "report.md").read_text()
+    for h in HOSTS:
+        assert f"## PyTorch on `{h}`" in report
+        assert f"| {h} | pytorch | cpu | 3 | {medians[h]:.2f} s ({walls[h][0]:.2f}-{walls[h][-1]:.2f}) |" in report
+    page = (folder / "report.html").read_text()
+    summary = page[page.index("<h2>Summary</h2>") : page.index("<h2>Results</h2>")]
+    lines = re.findall(r"<h3>Host (\w+)</h3>\s*<ul><li>cpu: fastest <b>pytorch</b>, ([\d.,]+) s", summary)
+    assert lines == [(h, f"{medians[h]:,.2f}") for h in HOSTS], summary
+    results_table = page[page.index("<h2>Results</h2>") :]
+    assert all(f"<tr><td>{h}</td><td>pytorch</td><td>cpu</td>" in results_table for h in HOSTS)
+    with (folder / "cases.csv").open() as f:
+        cases = {r["host"]: r for r in csv.DictReader(f)}
+    assert {h: float(cases[h]["wall_median"]) for h in HOSTS} == pytest.approx(medians)
+    with (folder / "results.csv").open() as f:
+        assert sorted(r["host"] for r in csv.DictReader(f)) == sorted(HOSTS * 3)
+
+    latest = {h["host"]: h for h in json.loads(d.page("/trainbench/api/latest"))}
+    for h in HOSTS:
+        assert latest[h]["run_id"] == run_id
+        (case,) = latest[h]["cases"]
+        assert case["wall"] == pytest.approx(medians[h]) and case["wall_spread"] == pytest.approx(
+            [walls[h][0], walls[h][-1]]
+        )
+    html = d.page("/trainbench/")
+    assert all(f'<section class="host" data-host="{h}"><h2>Host {h}</h2>' in html for h in HOSTS)
+    compared = json.loads(d.page("/trainbench/api/compare"))["cases"]
+    assert sorted(c["host"] for c in compared) == sorted(HOSTS)  # one case per host, never one pooled
 
 
 def test_a_typo_in_a_rest_trigger_fails_the_run_before_anything_runs(deployment):

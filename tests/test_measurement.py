@@ -139,8 +139,10 @@ def test_memory_figures_carry_their_method():
         ("Titan X", 880, "nvml_accounting"),
     ]
     from trainbench.reports.rows import memory_line
+    from trainbench.result import Result
 
-    assert memory_line({"devices": fig["devices"]}) == "peak memory    (1038 - 138)MiB + (201 - 29)MiB"
+    shown = Result("r", "pytorch__0-1__r1", "k", "pytorch", "0,1", 1, "ok", devices=fig["devices"])
+    assert memory_line(shown) == "peak memory    (1038 - 138)MiB + (201 - 29)MiB"
 
 
 def test_driver_upgrade_changes_the_comparability_key_and_nothing_else_does():

@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 
-from trainbench.checks.regression import driver_comparisons, judge
+from trainbench.checks.regression import judge
+from trainbench.comparison import compare
 from trainbench.config import RegressionPolicy as Policy
+from trainbench.result import Result
 
 ENV_OLD = {
     "framework": "pytorch",
@@ -23,6 +25,8 @@ def rows(run_id, values, env_key="k1", env=ENV_OLD, status="ok", device_set="0")
     return [
         {
             "run_id": run_id,
+            "case_key": f"pytorch__{device_set}__r{i + 1}",
+            "host": "gpu",
             "framework": "pytorch",
             "device_set": device_set,
             "env_key": env_key,
@@ -44,8 +48,12 @@ def history(n_runs=6, level=10.0, noise=0.02, seed=0, **kw):
     return out, [f"run{i}" for i in range(n_runs)]
 
 
+def results(rows: list[dict]) -> list[Result]:
+    return [Result.from_dict(r) for r in rows]
+
+
 def one(current, hist, order, **kw):
-    (v,) = judge(current, hist, order, **kw)
+    (v,) = judge(results(current), results(hist), order, **kw)
     return v
 
 
@@ -119,9 +127,13 @@ def test_driver_change_is_a_new_environment_and_is_compared_side_by_side():
     now = rows("now", [9.5, 9.6, 9.4], env_key="k2", env=ENV_NEW)
     v = one(now, hist, order)
     assert v.verdict == "new environment" and v.change is None
-    (cmp,) = driver_comparisons(now, hist)
-    assert cmp["before"]["driver_version"] == "570.86" and cmp["after"]["driver_version"] == "580.65"
-    assert cmp["ratio"] == pytest.approx(9.5 / 10.0, abs=0.02)
+    (case,) = compare(results(hist + now), {"k1": ENV_OLD, "k2": ENV_NEW}, [*order, "now"], max_cv=0.05)
+    before, after = case.environments
+    assert (before.env_key, after.env_key) == ("k1", "k2") and before.changed == {}
+    assert after.changed == {"driver_version": ("570.86", "580.65"), "cuda_driver_version": ("12.8", "13.0")}
+    assert after.wall.median == pytest.approx(9.5 / 10.0 - 1, abs=0.02)
+    assert after.wall.low < after.wall.median < after.wall.high < 0
+    assert after.reading == "faster" and after.ips.low > 0
 
 
 def test_too_little_history():

@@ -9,8 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from trainbench import config, pipeline
+from trainbench import cases, config, pipeline
 from trainbench.reports import charts, html_page, markdown
+from trainbench.result import Result
 from trainbench.store import imported_logs, run_folder
 from trainbench.store.results import BENCHMARK, PUBLISHED, ResultStore
 
@@ -36,8 +37,8 @@ def log_blocks(text: str) -> dict[str, list[str]]:
 
 def test_markdown_of_the_imported_rows_reproduces_the_original_log():
     original = REFERENCE.read_text()
-    rows = [r.to_dict() for r in imported_logs.parse_log(original, REFERENCE.name)]
-    ours = log_blocks(markdown.render(rows, "imported"))
+    summaries = cases.summarize(imported_logs.parse_log(original, REFERENCE.name), max_cv=0.05)
+    ours = log_blocks(markdown.render(summaries, "imported"))
     theirs = log_blocks(original)
     for title, blocks in theirs.items():
         for block in blocks:
@@ -189,14 +190,25 @@ def test_backfill_reuses_the_settings_its_week_was_first_measured_with(stored_hi
 
 
 def test_the_summary_claims_a_fastest_case_only_as_far_as_the_repeats_allow():
-    clear = [(10.0, 9.9, 10.1, "jax", 3), (12.0, 11.8, 12.3, "pytorch", 3)]
-    assert html_page._fastest("0", clear) == "<li>0: fastest <b>jax</b>, 10.00 s (median wall time)</li>"
-    overlapping = [(10.0, 9.0, 11.5, "jax", 3), (11.0, 10.5, 12.0, "pytorch", 3)]
+    def found(*cases_walls):
+        out = []
+        for framework, walls in cases_walls:
+            for rep, wall in enumerate(walls, 1):
+                r = result(case_key=f"{framework}__0__r{rep}", wall=wall)
+                r.framework, r.repeat = framework, rep
+                out.append(r)
+        return cases.summarize(out, max_cv=0.05)
+
+    clear = found(("jax", [9.9, 10.0, 10.1]), ("pytorch", [11.8, 12.0, 12.3]))
+    assert html_page._fastest("0", clear) == "0: fastest <b>jax</b>, 10.00 s (median wall time)"
+    overlapping = found(("jax", [9.0, 10.0, 11.5]), ("pytorch", [10.5, 11.0, 12.0]))
     assert "by median only: within the repeats' spread of pytorch" in html_page._fastest("0", overlapping)
-    wide_third = [*clear, (13.0, 9.0, 16.0, "mxnet", 3)]  # one mxnet repeat beat every jax repeat
+    wide_third = found(("jax", [9.9, 10.0, 10.1]), ("pytorch", [11.8, 12.0, 12.3]), ("mxnet", [9.0, 13.0, 16.0]))
     assert "by median only: within the repeats' spread of mxnet" in html_page._fastest("0", wide_third)
-    single = [(10.0, 10.0, 10.0, "jax", 1), (12.0, 12.0, 12.0, "pytorch", 3)]
+    single = found(("jax", [10.0]), ("pytorch", [11.8, 12.0, 12.3]))
     assert "1 repeat: its lead over pytorch is within unknown noise" in html_page._fastest("0", single)
+    hostile = found(("<b>x</b>", [10.0]))
+    assert "&lt;b&gt;x&lt;/b&gt;" in html_page._fastest("0", hostile)
 
 
 def test_a_backfill_of_an_earlier_week_is_judged_only_against_weeks_before_it(stored_history):
@@ -217,10 +229,11 @@ def test_a_backfill_of_an_earlier_week_is_judged_only_against_weeks_before_it(st
 HOSTILE_ERROR = '=HYPERLINK("http://evil.example","click")\n```\n# Injected heading\n[link](http://evil.example)\n<script>x</script>'
 
 
-def hostile_rows() -> list[dict]:
-    crashed = {**result(case_key="pytorch__0__r1", status="crashed").to_dict(), "error": HOSTILE_ERROR, "devices": []}
-    imported = {**result(run_id="imp", case_key="mxnet__0__r1").to_dict(), "devices": []}
-    imported["framework"], imported["device_names"] = "mxnet", "Titan X | evil column"
+def hostile_rows() -> list[Result]:
+    crashed = result(case_key="pytorch__0__r1", status="crashed")
+    crashed.error = HOSTILE_ERROR
+    imported = result(run_id="imp", case_key="mxnet__0__r1")
+    imported.framework, imported.device_names = "mxnet", "Titan X | evil column"
     return [crashed, imported]
 
 
@@ -228,14 +241,14 @@ def test_a_trainer_error_cannot_break_out_of_its_code_block():
     import markdown_it
 
     crashed, imported = hostile_rows()
-    text = markdown.render([crashed], "r1", imported=[imported])
+    text = markdown.render(cases.summarize([crashed], max_cv=0.05), "r1", imported=[imported])
     tokens = markdown_it.MarkdownIt("commonmark").enable("table").parse(text)
     assert not [t for t in tokens if t.type == "heading_open" and t.map and "Injected" in text.splitlines()[t.map[0]]]
     assert not [t for t in tokens if t.type in ("html_block", "html_inline")]
     assert any("# Injected heading" in t.content for t in tokens if t.type == "fence")
     rows = [t for t in tokens if t.type == "tr_open"]
     cells = [t for t in tokens if t.type == "td_open"]
-    assert len(cells) == 8 * (len(rows) - 1)  # the imported table keeps its 8 columns
+    assert len(cells) == 9 * (len(rows) - 1)  # the imported table keeps its 9 columns
     assert "Titan X \\| evil column" in text
 
 
@@ -246,40 +259,46 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_quoted():
     from trainbench.reports import tables
 
     crashed, _ = hostile_rows()
-    (row,) = list(csv.DictReader(io.StringIO(tables.csv_text([crashed]))))
+    (row,) = list(csv.DictReader(io.StringIO(tables.csv_text([crashed.to_dict()]))))
     assert row["error"].startswith("'=HYPERLINK(") and row["wall_s"] == "12.5"
 
 
 def test_no_scaling_figure_or_variant_direction_is_claimed_from_noisy_repeats():
     """A contended CPU: cpu:2's repeats disagree wildly (the 438 % scaling efficiency of an earlier report)."""
-    from trainbench.checks import dispersion
-    from trainbench.reports.rows import NOISY
+    from trainbench.cases import NOISY
 
     def case(framework, device_set, rates):
         out = []
         for rep, rate in enumerate(rates, 1):
-            r = {**result(case_key=f"{framework}__{device_set}__r{rep}").to_dict(), "devices": []}
-            r.update(framework=framework, device_set=device_set, repeat=rep, images_per_s=rate, wall_s=50_000 / rate)
+            r = result(case_key=f"{framework}__{device_set}__r{rep}")
+            r.framework, r.device_set, r.repeat, r.images_per_s, r.wall_s = (
+                framework,
+                device_set,
+                rep,
+                rate,
+                50_000 / rate,
+            )
+            r.devices = []
             out.append(r)
         return out
 
-    rows = (
+    found = (
         case("pytorch", "cpu", [1000.0, 1010.0])
         + case("pytorch", "cpu:2", [8770.0, 1500.0])
         + case("pytorch-graph", "cpu", [3000.0, 1100.0])
     )
-    stats = dispersion.case_stats(rows, max_cv=0.05)
-    assert {(s["framework"], s["device_set"]): s["noisy"] for s in stats} == {
+    summaries = cases.summarize(found, max_cv=0.05)
+    assert {(s.key.framework, s.key.device_set): s.noisy for s in summaries} == {
         ("pytorch", "cpu"): False,
         ("pytorch", "cpu:2"): True,
         ("pytorch-graph", "cpu"): True,
     }
-    page = html_page.render("r1", rows, [], [], [], [], ["r1"], stats)
+    page = html_page.render("r1", summaries, [], [], [], [], ["r1"])
     summary = page[page.index("<h2>Summary</h2>") : page.index("<h2>Results</h2>")]
     assert "pytorch on cpu:2: 2 devices; no scaling figure claimed, cpu:2 noisy" in summary
     assert "scaling efficiency" not in summary
-    text = markdown.render(rows, "r1", stats=stats)
+    text = markdown.render(summaries, "r1")
     variants = text[text.index("## Variants beside their eager sibling") :]
-    (line,) = [l for l in variants.splitlines() if l.startswith("| pytorch-graph | cpu |")]
+    (line,) = [l for l in variants.splitlines() if l.startswith("| (no host)") or "| pytorch-graph | cpu |" in l]
     assert NOISY in line and "faster" not in line
     assert NOISY in page

@@ -278,6 +278,7 @@ def _mark_regression(cfg: config_mod.Config, run_id: str) -> None:
     found = [v for v in found if not (v["device_set"] == "cpu" and v["metric"] == "wall_s")]
     found.append(
         dict(
+            host=row["host"],
             framework="pytorch",
             device_set="cpu",
             env_key=row["env_key"],
@@ -425,9 +426,12 @@ def test_the_pages_in_a_browser(server, browser, tmp_path):
     assert "No results match" in browser.evaluate("document.querySelector('main').innerText")
 
     browser.goto(base + "/compare")
-    groups = browser.evaluate("[...document.querySelectorAll('table.compare th.env')].map(t => t.innerText)")
-    assert len(groups) == 1 and "torch" in groups[0]
-    assert browser.evaluate("document.querySelectorAll('table.compare tr.case').length") == 2
+    cases = browser.evaluate(
+        "[...document.querySelectorAll('table.compare tbody.case')].map(b => [b.dataset.host, b.dataset.deviceSet,"
+        " b.querySelectorAll('tr.env').length])"
+    )
+    assert cases == [["gpu", "cpu:2", 1], ["gpu", "cpu", 1]], cases  # both runs measured in one environment
+    assert "torch" in browser.evaluate("document.querySelector('table.compare td.env').innerText")
     browser.screenshot(tmp_path / "ui-compare.png")
 
     # inside the Airflow UI: the nav entry's page embeds ours

@@ -12,11 +12,12 @@ import sys
 
 import pytest
 
-from trainbench import config, frameworks, reports
+from trainbench import cases, config, frameworks, reports
 from trainbench.devices import Inventory
 from trainbench.frameworks import interpreters
 from trainbench.measure import outcome, runner
 from trainbench.planning import Case, TrainingJob, resolve_device_set
+from trainbench.result import Result
 from trainbench.store.results import ResultStore
 
 from conftest import BIN, ENVS, write_config
@@ -128,29 +129,36 @@ def test_variants_run_through_the_cli_side_by_side(tmp_path):
     assert all(t in report for t in titles), report[:2000]
     assert "--variant graph" in report and "--variant hybrid" in report
     side_by_side = report.split("## Variants beside their eager sibling")[1]
-    assert "| pytorch-graph | cpu | gpu | 1 |" in side_by_side and "| mxnet-hybrid | cpu | gpu | 1 |" in side_by_side
+    assert "| gpu | pytorch-graph | cpu | 1 |" in side_by_side and "| gpu | mxnet-hybrid | cpu | 1 |" in side_by_side
     assert side_by_side.count("spread unknown (1 repeat)") == 2
     page = (cfg.output_dir / "runs" / "variants-test" / "report.html").read_text()
     assert "<h2>Variants beside their eager sibling</h2>" in page and page.count("spread unknown (1 repeat)") == 2
 
 
 def row(framework, repeat, images_per_s, first_epoch_s=1.0, **extra):
-    return {
-        "framework": framework,
-        "device_set": "cpu",
-        "host": "gpu",
-        "repeat": repeat,
-        "status": "ok",
-        "images_per_s": images_per_s,
-        "phases": {"first_epoch": first_epoch_s},
+    return Result(
+        run_id="r",
+        case_key=f"{framework}__cpu__r{repeat}",
+        env_key=framework,
+        framework=framework,
+        device_set="cpu",
+        host="gpu",
+        repeat=repeat,
+        status="ok",
+        images_per_s=images_per_s,
+        phases={"first_epoch": first_epoch_s},
         **extra,
-    }
+    )
+
+
+def pairs(results):
+    return reports.rows.variant_pairs(cases.summarize(results, max_cv=0.05))
 
 
 def test_a_speed_up_is_claimed_only_when_every_pairing_of_repeats_agrees():
     eager = [row("pytorch", 1, 100.0), row("pytorch", 2, 104.0), row("pytorch", 0, 1.0, warmup=True)]
     clear = [row("pytorch-graph", 1, 130.0, 20.0), row("pytorch-graph", 2, 126.0, 22.0)]
-    (pair,) = reports.rows.variant_pairs(eager + clear)
+    (pair,) = pairs(eager + clear)
     assert (pair["variant"], pair["base"], pair["repeats"], pair["verdict"]) == (
         "pytorch-graph",
         "pytorch",
@@ -160,10 +168,10 @@ def test_a_speed_up_is_claimed_only_when_every_pairing_of_repeats_agrees():
     assert pair["speedup"] == pytest.approx(128 / 102) and pair["speedup_low"] == pytest.approx(126 / 104)
     assert (pair["base_first_epoch_s"], pair["variant_first_epoch_s"]) == (1.0, 21.0)
     overlapping = [row("pytorch-graph", 1, 103.0), row("pytorch-graph", 2, 99.0)]
-    assert reports.rows.variant_pairs(eager + overlapping)[0]["verdict"] == "within the repeats' spread"
-    slower = [row("pytorch-graph", 1, 80.0), row("pytorch-graph", 2, 90.0)]
-    assert reports.rows.variant_pairs(eager + slower)[0]["verdict"] == "slower"
-    assert reports.rows.variant_pairs(clear) == []  # no eager sibling measured: nothing to set beside
+    assert pairs(eager + overlapping)[0]["verdict"] == "within the repeats' spread"
+    slower = [row("pytorch-graph", 1, 80.0), row("pytorch-graph", 2, 82.0)]
+    assert pairs(eager + slower)[0]["verdict"] == "slower"
+    assert pairs(clear) == []  # no eager sibling measured: nothing to set beside
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainbench import fingerprint, frameworks
+from trainbench import cases, fingerprint, frameworks
 from trainbench.config import Config, ConfigError, Settings, shown_url
 from trainbench.devices import Inventory, discover, load_nvml
 from trainbench.errors import NoRetry
@@ -25,7 +25,6 @@ from trainbench.planning import DEFAULT_HOST, CaseSpec, TrainingJob, plan
 from trainbench.result import Result
 from trainbench.store import run_folder
 from trainbench.store.results import (
-    BENCHMARK,
     IMPORTED_LOG,
     INVALID,
     PUBLISHED,
@@ -375,43 +374,43 @@ def validate_results(config: Config, run_id: str, planned: list[CaseSpec]) -> di
     }
 
 
-def other_runs(db: ResultStore, run_id: str) -> list[dict]:
-    """Every row of trainbench's other runs: the history and comparisons a report shows (not imported logs)."""
-    return [r for r in db.rows(source=BENCHMARK) if r["run_id"] != run_id]
+def other_runs(db: ResultStore, run_id: str, epochs: bool = True) -> list[Result]:
+    """Every result of trainbench's other runs: the history and comparisons a report shows (not imported logs)."""
+    return db.history(except_run=run_id, epochs=epochs)
 
 
-def earlier_runs(db: ResultStore, run_id: str, order: list[str]) -> list[dict]:
-    """The rows of the runs before `run_id` in `order`: what its verdicts are judged on, never a later week
+def earlier_runs(db: ResultStore, run_id: str, order: list[str]) -> list[Result]:
+    """The results of the runs before `run_id` in `order`: what its verdicts are judged on, never a later week
     (which a backfill of an old week would otherwise be judged against)."""
     earlier = set(order[: order.index(run_id)]) if run_id in order else set(order)
-    return [r for r in other_runs(db, run_id) if r["run_id"] in earlier]
+    return [r for r in other_runs(db, run_id) if r.run_id in earlier]
 
 
 def detect_regressions(config: Config, run_id: str, log: Log = print) -> list[dict]:
     """Measure each case's dispersion, then judge it against its history; store and log both."""
-    from trainbench.checks import dispersion, regression
+    from trainbench.checks import regression
 
     db = store(config)
-    rows = db.current_rows(run_id)
+    results = db.current_results(run_id)
     max_cv = config.measurement.max_cv
-    stats = dispersion.case_stats(rows, max_cv)
-    db.save_case_stats(run_id, stats)
-    for s in stats:
-        if s["noisy"]:
+    summaries = cases.summarize(results, max_cv)
+    db.save_case_stats(run_id, [s.stats_row() for s in summaries if s.counted])
+    for s in summaries:
+        if s.noisy:
             log(
-                f"{s['framework']} | {s['device_set']}: noisy, wall CV {s['wall_cv'] or 0:.1%}, "
-                f"images/s CV {s['ips_cv'] or 0:.1%} > max_cv {max_cv:.0%}"
+                f"{s.key.label}: noisy, wall CV {s.wall.cv or 0:.1%}, images/s CV {s.ips.cv or 0:.1%} "
+                f"> max_cv {max_cv:.0%}"
             )
     order = db.run_ids()
     past = earlier_runs(db, run_id, order)
     found = [
         v.to_dict()
         for metric in regression.METRICS
-        for v in regression.judge(rows, past, order, config.regression, metric=metric, max_cv=max_cv)
+        for v in regression.judge(results, past, order, config.regression, metric=metric, max_cv=max_cv)
     ]
     db.save_verdicts(run_id, found)
     for v in found:
-        log(f"{v['framework']} | {v['device_set']} | {v['metric']}: {v['verdict']} ({v['detail']})")
+        log(f"{v['framework']} | {v['device_set']} on {v['host']} | {v['metric']}: {v['verdict']} ({v['detail']})")
     return found
 
 
@@ -449,30 +448,36 @@ def publish(config: Config, run_id: str) -> dict:
     newest logical date with results, so publishing a backfill of old weeks leaves output/latest on the
     current week.
     """
-    from trainbench import reports
-    from trainbench.checks import regression
+    from trainbench import comparison, reports
 
     db = store(config)
     if db.run_state(run_id) == VALIDATED:
         db.set_state(run_id, PUBLISHED)
-    rows = db.current_rows(run_id)
-    past = other_runs(db, run_id)
+    results = db.current_results(run_id)
+    max_cv = config.measurement.max_cv
+    past = other_runs(db, run_id, epochs=False)
+    order = db.run_ids()
+    shown = {(r.host, r.framework, r.device_set) for r in results}
+    related = [r for r in [*past, *results] if (r.host, r.framework, r.device_set) in shown]
+    fingerprints = db.fingerprints(r.env_key for r in related)
     paths: dict[str, Path] = reports.write_all(
-        rows,
+        cases.summarize(results, max_cv),
         run_folder.run_dir(config.output_dir, run_id),
         run_id,
         history=past,
         verdicts=db.verdicts(),
-        run_order=db.run_ids(),
-        comparisons=regression.driver_comparisons(rows, past),
-        stats=db.case_stats(run_id),
-        imported=db.rows(source=IMPORTED_LOG),
+        run_order=order,
+        fingerprints=fingerprints,
+        comparisons=comparison.upgraded(
+            comparison.compare(related, fingerprints, order, max_cv), {r.env_key for r in results}
+        ),
+        imported=db.results(source=IMPORTED_LOG),
     )
     latest = db.latest_run_id()
     if latest is not None:
         run_folder.point_latest(config.output_dir, latest)
     return {
-        "rows": len(rows),
+        "rows": len(results),
         **{k: str(v) for k, v in paths.items()},
         "database": shown_url(config.database_url),
         "latest": latest == run_id,

@@ -43,6 +43,7 @@ class Result:
     summary: dict | None = None
     telemetry: dict | None = None
     phases: dict[str, float] | None = None  # seconds per phase of the run (trainbench.measure.phases)
+    id: int | None = None  # the results database's row id, once stored
 
     @classmethod
     def for_case(cls, run_id: str, case: Case, env_key: str, environment: dict, status: str = "pending") -> Result:
@@ -66,8 +67,7 @@ class Result:
 
     @classmethod
     def from_dict(cls, d: dict) -> Result:
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in d.items() if k in known}
+        values = {k: v for k, v in d.items() if k in _FIELDS}
         if isinstance(values.get("started_at"), str):
             values["started_at"] = dt.datetime.fromisoformat(values["started_at"])
         return cls(**values)
@@ -78,6 +78,9 @@ class Result:
     @classmethod
     def from_json(cls, text: str) -> Result:
         return cls.from_dict(json.loads(text))
+
+
+_FIELDS = frozenset(f.name for f in dataclasses.fields(Result))
 
 
 def finite(value):

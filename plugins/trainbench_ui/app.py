@@ -2,7 +2,7 @@
 
     /trainbench/                        latest run per host (framework x device set)
     /trainbench/history                 median wall time per run and case, one line per environment
-    /trainbench/compare                 medians side by side per driver version x framework packages
+    /trainbench/compare                 per case, the environments it was measured in side by side
     /trainbench/runs/<run>/report.html  a run's HTML report from output/runs/
     /trainbench/api/{latest,history,compare}   the same data as JSON
 
@@ -13,8 +13,11 @@ charts/ (the core's chart script and its stylesheet, which the HTML reports inli
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import sqlalchemy as sa
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
@@ -42,26 +45,25 @@ def create_app() -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse)
     def latest(request: Request, user: UserDep):
-        return _page(request, "", lambda conn, f: queries.latest_per_host(conn, f), pages.latest_page)
+        return _page(request, "", queries.latest_per_host)
 
     @app.get("/history", response_class=HTMLResponse)
     def history(request: Request, user: UserDep):
-        return _page(request, "history", queries.history, lambda data, links: pages.history_page(data), scripts=True)
+        return _page(request, "history", _history)
 
     @app.get("/compare", response_class=HTMLResponse)
     def compare(request: Request, user: UserDep):
-        return _page(request, "compare", queries.comparison, lambda data, links: pages.compare_page(data))
+        return _page(request, "compare", queries.comparison)
 
     @app.get("/api/{view}")
     def api(view: str, request: Request, user: UserDep):
-        loaders = {"latest": queries.latest_per_host, "history": queries.history, "compare": queries.comparison}
-        if view not in loaders:
-            raise HTTPException(404, f"no such view {view!r}; one of {sorted(loaders)}")
+        if view not in LOADERS:
+            raise HTTPException(404, f"no such view {view!r}; one of {sorted(LOADERS)}")
         cfg = _config()
         filters = _filters(request)
         try:
             with queries.engine(cfg.database_url).connect() as conn:
-                data = loaders[view](conn, filters)
+                data = LOADERS[view](conn, filters, cfg.measurement.max_cv)
         except queries.NoDatabase as exc:
             raise HTTPException(404, str(exc)) from None
         return JSONResponse(jsonable_encoder(data, custom_encoder={set: sorted}))
@@ -71,6 +73,15 @@ def create_app() -> FastAPI:
         return FileResponse(report_path(_config().output_dir, run_id), media_type="text/html")
 
     return app
+
+
+def _history(conn: sa.Connection, filters: queries.Filters, max_cv: float) -> dict:
+    """The history needs no noise threshold: it charts every run's median and spread."""
+    return queries.history(conn, filters)
+
+
+Loader = Callable[[sa.Connection, queries.Filters, float], Any]
+LOADERS: dict[str, Loader] = {"latest": queries.latest_per_host, "history": _history, "compare": queries.comparison}
 
 
 def report_path(output_dir: Path, run_id: str) -> Path:
@@ -100,7 +111,7 @@ def _config() -> config.Config:
         raise HTTPException(500, f"trainbench configuration: {exc}") from None
 
 
-def _page(request: Request, tab: str, load, render, scripts: bool = False) -> HTMLResponse:
+def _page(request: Request, tab: str, load: Loader) -> HTMLResponse:
     cfg = _config()
     root = request.scope.get("root_path", "").rstrip("/")
     airflow_root = root[: -len(PREFIX)] if root.endswith(PREFIX) else ""
@@ -109,7 +120,7 @@ def _page(request: Request, tab: str, load, render, scripts: bool = False) -> HT
     try:
         with queries.engine(cfg.database_url).connect() as conn:
             choices = queries.choices(conn)
-            body = render(load(conn, filters), links)
+            data = load(conn, filters, cfg.measurement.max_cv)
     except queries.NoDatabase as exc:
-        choices, body = {}, pages.message(str(exc))
-    return HTMLResponse(pages.layout(links, tab, filters, choices, body, scripts=scripts))
+        return HTMLResponse(pages.page(links, tab, filters, {}, message=str(exc)))
+    return HTMLResponse(pages.page(links, tab, filters, choices, data))

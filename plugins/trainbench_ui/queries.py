@@ -11,7 +11,6 @@ import dataclasses
 import datetime as dt
 import functools
 import os
-import statistics
 from collections import defaultdict
 from collections.abc import Iterable
 from urllib.parse import urlencode
@@ -19,8 +18,12 @@ from urllib.parse import urlencode
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from trainbench import frameworks
+from trainbench import cases, frameworks
+from trainbench.cases import Spread
+from trainbench.comparison import compare, environment_label
+from trainbench.config import Measurement
 from trainbench.reports import charts
+from trainbench.result import Result
 from trainbench.store.results import BENCHMARK, PUBLISHED, device_memory, results, runs, verdicts
 
 FILTER_FIELDS = ("host", "framework", "variant", "device_set", "gpu")
@@ -63,6 +66,7 @@ class BadFilter(ValueError):
     """A query parameter no page can answer (answered 400, naming the parameter and what is accepted)."""
 
 
+MAX_CV = Measurement().max_cv  # the default; the app passes the configured one
 MAX_VALUES = 50  # per filter: more would only build a query the database refuses (SQLite's expression depth)
 
 
@@ -181,38 +185,16 @@ def choices(conn: sa.Connection) -> dict[str, list[str]]:
 
 def _order_key(name: str):
     if name == "framework":
-        return framework_order
+        return cases.framework_order
     if name == "device_set":
-        return device_set_order
+        return cases.device_set_order
     return str
-
-
-def framework_order(name: str) -> tuple:
-    return (frameworks.NAMES.index(name) if name in frameworks.NAMES else len(frameworks.NAMES), name)
-
-
-def device_set_order(text: str) -> tuple:
-    """More devices first (as the log lists them), CPU sets after GPU sets."""
-    if text.startswith("cpu"):
-        workers = int(text.split(":")[1]) if ":" in text else 1
-        return (1, -workers, text)
-    return (0, -len(text.split(",")), text)
-
-
-def median(values: Iterable[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.median(present) if present else None
-
-
-def spread(values: Iterable[float | None]) -> tuple[float | None, float | None]:
-    present = [v for v in values if v is not None]
-    return (min(present), max(present)) if present else (None, None)
 
 
 # --- latest run per host ------------------------------------------------------------------------------------------
 
 
-def latest_per_host(conn: sa.Connection, filters: Filters) -> list[dict]:
+def latest_per_host(conn: sa.Connection, filters: Filters, max_cv: float = MAX_CV) -> list[dict]:
     """Per host, its newest published run among the filtered rows, with one summary per framework x device set,
     and the newer runs that are not published (still running, or invalid) with how many rows they hold so far:
     partial rows are never shown as the latest run."""
@@ -236,14 +218,14 @@ def latest_per_host(conn: sa.Connection, filters: Filters) -> list[dict]:
         if run_id is not None:
             query = filters.apply(_measured(sa.select(*LATEST_COLUMNS))).where(results.c.run_id == run_id)
             query = query.where(results.c.host.is_(None) if host is None else results.c.host == host)
-            rows = _current(_run(conn, query))
+            rows = _run(conn, query)
         newer = sorted(p for p in pending[host] if run_at is None or (p[0], p[1]) > (run_at, run_id))
         hosts.append(
             {
                 "host": host,
                 "run_id": run_id,
                 "run_at": run_at,
-                "cases": _cases(conn, run_id, rows) if run_id else [],
+                "cases": _cases(conn, run_id, rows, max_cv) if run_id else [],
                 "unpublished": [
                     {"run_id": r, "run_at": w, "state": s, "rows": n, "last_row_at": last} for w, r, s, n, last in newer
                 ],
@@ -258,17 +240,18 @@ def _aware(when: dt.datetime | None) -> dt.datetime:
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
-def _current(rows: list[dict]) -> list[dict]:
-    """Per case (and environment) the newest row, as ResultStore.current_rows chooses."""
-    newest: dict[str, dict] = {}
-    for r in rows:
-        old = newest.get(r["case_key"])
-        if old is None or (_aware(r["started_at"]), r["id"]) > (_aware(old["started_at"]), old["id"]):
-            newest[r["case_key"]] = r
-    return sorted(newest.values(), key=lambda r: r["id"])
+def _results(rows: list[dict], memory: dict[int, list[dict]] | None = None) -> list[Result]:
+    """Query rows as the case layer's `Result`s (with their devices' memory where given)."""
+    found = []
+    for row in rows:
+        r = Result.from_dict(row)
+        r.devices = (memory or {}).get(row["id"], [])
+        found.append(r)
+    return found
 
 
-def _cases(conn: sa.Connection, run_id: str, rows: list[dict]) -> list[dict]:
+def _cases(conn: sa.Connection, run_id: str, rows: list[dict], max_cv: float) -> list[dict]:
+    """The latest run's cases on one host (`cases.summarize`), each with its verdicts."""
     memory: dict[int, list[dict]] = defaultdict(list)
     if rows:
         query = (
@@ -279,56 +262,37 @@ def _cases(conn: sa.Connection, run_id: str, rows: list[dict]) -> list[dict]:
         for d in _run(conn, query):
             memory[d["result_id"]].append(d)
     marks = charts.marks(_run(conn, sa.select(verdicts).where(verdicts.c.run_id == run_id)), every=True)
-    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    for r in rows:
-        groups[(r["framework"], r["device_set"])].append(r)
-    cases = []
-    for (fw, ds), group in sorted(
-        groups.items(), key=lambda kv: (framework_order(kv[0][0]), device_set_order(kv[0][1]))
-    ):
-        measured = [r for r in group if not r["warmup"]]
-        ok = [r for r in measured if r["status"] == "ok"]
-        failed = [r for r in group if r["status"] != "ok"]
-        devices: dict[int, dict] = {}
-        for r in ok:
-            for d in memory.get(r["id"], []):
-                entry = devices.setdefault(
-                    d["position"], {"device": d["device"], "name": d["name"], "methods": set(), "used": []}
-                )
-                entry["used"].append(d["used_mib"])
-                entry["methods"].add(d["method"])
-        wall_lo, wall_hi = spread(r["wall_s"] for r in ok)
-        ips_lo, ips_hi = spread(r["images_per_s"] for r in ok)
-        env_keys = {r["env_key"] for r in group}
-        cases.append(
+    out = []
+    for s in cases.summarize(cases.newest(_results(rows, memory)), max_cv):
+        k = s.key
+        out.append(
             {
-                "framework": fw,
-                "device_set": ds,
-                "device_names": next((r["device_names"] for r in group if r["device_names"]), None),
-                "repeats": len(measured),
-                "ok": len(ok),
-                "warmups": len(group) - len(measured),
-                "statuses": sorted({r["status"] for r in group}),
+                "framework": k.framework,
+                "device_set": k.device_set,
+                "device_names": s.device_names,
+                "repeats": s.measured,
+                "ok": len(s.counted),
+                "warmups": s.warmups,
+                "statuses": sorted(s.statuses),
                 "failures": [
-                    {"repeat": r["repeat"], "status": r["status"], "error": r["error"], "warmup": r["warmup"]}
-                    for r in failed
+                    {"repeat": r.repeat, "status": r.status, "error": r.error, "warmup": r.warmup} for r in s.failures
                 ],
-                "wall": median(r["wall_s"] for r in ok),
-                "wall_spread": (wall_lo, wall_hi),
-                "user": median(r["user_s"] for r in ok),
-                "sys": median(r["sys_s"] for r in ok),
-                "peak_mem": median(r["peak_mem_mib"] for r in ok),
-                "peak_mem_method": next((r["peak_mem_method"] for r in ok if r["peak_mem_method"]), None),
+                "wall": s.wall.median,
+                "wall_spread": (s.wall.min, s.wall.max),
+                "user": s.user.median,
+                "sys": s.sys.median,
+                "peak_mem": s.peak_mem.median,
+                "peak_mem_method": s.peak_mem_method,
                 "devices": [
-                    {**d, "used": median(d["used"]), "methods": sorted(m for m in d["methods"] if m)}
-                    for _, d in sorted(devices.items())
+                    {"device": d.device, "name": d.name, "used": d.used_mib, "methods": list(d.methods)}
+                    for d in s.devices
                 ],
-                "ips": median(r["images_per_s"] for r in ok),
-                "ips_spread": (ips_lo, ips_hi),
-                "verdicts": [v for k in env_keys for v in marks.get((run_id, fw, ds, k), [])],
+                "ips": s.ips.median,
+                "ips_spread": (s.ips.min, s.ips.max),
+                "verdicts": marks.get((run_id, k.framework, k.device_set, k.env_key), []),
             }
         )
-    return cases
+    return out
 
 
 def _verdicts(conn: sa.Connection, run_ids: list[str] | None = None) -> dict[tuple, list[dict]]:
@@ -343,29 +307,13 @@ def _verdicts(conn: sa.Connection, run_ids: list[str] | None = None) -> dict[tup
 
 
 def environments(conn: sa.Connection, env_keys: Iterable[str]) -> dict[str, dict]:
-    """One stored fingerprint per environment key (the first row's), with a short label."""
+    """One stored fingerprint per environment key (the first row's)."""
     keys = sorted(set(env_keys))
     if not keys:
         return {}
     first = sa.select(sa.func.min(results.c.id)).where(results.c.env_key.in_(keys)).group_by(results.c.env_key)
     query = sa.select(results.c.env_key, results.c.environment).where(results.c.id.in_(first))
-    out = {}
-    for r in _run(conn, query):
-        env = r["environment"] or {}
-        packages = env.get("framework_packages") or {}
-        if not isinstance(packages, dict):
-            packages = {}
-        driver = env.get("driver_version")
-        gpus = env.get("gpu_names") or []
-        out[r["env_key"]] = {
-            "env_key": r["env_key"],
-            "driver": driver,
-            "packages": packages,
-            "gpus": sorted(set(gpus)),
-            "hostname": env.get("hostname") or env.get("worker_host"),
-            "label": charts.environment_label(driver, packages),
-        }
-    return out
+    return {r["env_key"]: r["environment"] if isinstance(r["environment"], dict) else {} for r in _run(conn, query)}
 
 
 # --- history ------------------------------------------------------------------------------------------------------
@@ -387,24 +335,19 @@ def _measured_ok(filters: Filters) -> sa.Select:
     )
 
 
-def _case_order(case: tuple) -> tuple:
-    host, fw, ds = case
-    return (host or "", framework_order(fw), device_set_order(ds))
-
-
 def history(conn: sa.Connection, filters: Filters) -> dict:
     """Per case (host x framework x device set), the median wall time of each run, one series per environment,
-    on one axis of the filtered runs, oldest to newest (`charts.history`)."""
+    on one axis of the filtered runs, oldest to newest (`charts.history_charts`)."""
     found = _tuples(conn, _measured_ok(filters))
     dates = run_dates(conn)
     order = sorted({r[0] for r in found}, key=lambda run: (dates.get(run, _aware(None)), run))
     envs = environments(conn, {r[1] for r in found})
-    return charts.history(
+    return charts.history_charts(
         found,
         [(run, _date_text(dates.get(run))) for run in order],
-        {key: env["label"] for key, env in envs.items()},
+        {key: environment_label(env) for key, env in envs.items()},
         _verdicts(conn) if found else {},
-        _case_order,
+        charts.case_order,
     )
 
 
@@ -415,49 +358,48 @@ def _date_text(when: dt.datetime | None) -> str:
 # --- driver / framework comparison --------------------------------------------------------------------------------
 
 
-def comparison(conn: sa.Connection, filters: Filters) -> dict:
-    """Medians per case side by side, one column per environment group (driver version x framework packages)."""
-    by_env: dict[tuple, dict[str, list]] = defaultdict(lambda: {"wall": [], "ips": [], "runs": set()})
-    for run_id, env_key, host, fw, ds, wall, ips in _tuples(conn, _measured_ok(filters)):
-        cell = by_env[(host, fw, ds, env_key)]
-        cell["wall"].append(wall)
-        cell["ips"].append(ips)
-        cell["runs"].add(run_id)
+def comparison(conn: sa.Connection, filters: Filters, max_cv: float = MAX_CV) -> dict:
+    """Per case (host x framework x device set), the environments it was measured in side by side, oldest first,
+    with what changed and the change in wall time and images/s (`trainbench.comparison`)."""
+    found = _tuples(conn, _measured_ok(filters))
     dates = run_dates(conn)
-    envs = environments(conn, {k[3] for k in by_env})
-    first_seen: dict[str, dt.datetime] = {}
-    cells: dict[tuple, dict[str, dict]] = defaultdict(
-        lambda: defaultdict(lambda: {"wall": [], "ips": [], "runs": set()})
-    )
-    for (host, fw, ds, env_key), found in by_env.items():
-        group = envs.get(env_key, {}).get("label", env_key)
-        when = min(dates.get(run, _aware(None)) for run in found["runs"])
-        first_seen[group] = min(first_seen.get(group, when), when)
-        cell = cells[(host, fw, ds)][group]
-        cell["wall"] += found["wall"]
-        cell["ips"] += found["ips"]
-        cell["runs"] |= found["runs"]
-    groups = sorted(first_seen, key=lambda g: (first_seen[g], g))
-    details: dict[str, dict] = {}
-    for env in envs.values():
-        entry = details.setdefault(env["label"], {"driver": env["driver"], "packages": env["packages"], "gpus": set()})
-        entry["gpus"].update(env["gpus"])
-    table = []
-    for (host, fw, ds), by_group in sorted(cells.items(), key=lambda kv: _case_order(kv[0])):
-        values = {
-            g: {"wall": median(c["wall"]), "ips": median(c["ips"]), "n": len(c["wall"]), "runs": len(c["runs"])}
-            for g, c in by_group.items()
-        }
-        base = next((values[g]["wall"] for g in groups if g in values and values[g]["wall"]), None)
-        for v in values.values():
-            v["change"] = (v["wall"] / base - 1) if base and v["wall"] is not None else None
-        table.append({"host": host, "framework": fw, "device_set": ds, "values": values})
+    order = sorted({r[0] for r in found}, key=lambda run: (dates.get(run, _aware(None)), run))
+    measured = [
+        Result(run, "", env_key, fw, ds, 0, cases.OK, host=host, wall_s=wall, images_per_s=ips)
+        for run, env_key, host, fw, ds, wall, ips in found
+    ]
+    fingerprints = environments(conn, {r.env_key for r in measured})
     return {
-        "groups": [
-            {"label": g, "first_seen": _date_text(first_seen[g]), **details.get(g, {"gpus": set()})} for g in groups
-        ],
-        "rows": table,
+        "cases": [
+            {
+                "host": c.host,
+                "framework": c.framework,
+                "device_set": c.device_set,
+                "environments": [
+                    {
+                        "env_key": e.env_key,
+                        "label": e.label,
+                        "gpus": sorted(set(e.fingerprint.get("gpu_names") or [])),
+                        "first_run": e.runs[0],
+                        "first_date": _date_text(dates.get(e.runs[0])),
+                        "runs": len(e.runs),
+                        "changed": e.changed,
+                        "wall": _figures(e.summary.wall),
+                        "ips": _figures(e.summary.ips),
+                        "wall_change": e.wall,
+                        "ips_change": e.ips,
+                        "reading": e.reading,
+                    }
+                    for e in c.environments
+                ],
+            }
+            for c in compare(measured, fingerprints, order, max_cv)
+        ]
     }
+
+
+def _figures(spread: Spread) -> dict:
+    return {"median": spread.median, "min": spread.min, "max": spread.max, "n": spread.n, "cv": spread.cv}
 
 
 # --- runs ---------------------------------------------------------------------------------------------------------

@@ -1,15 +1,15 @@
 """Flag regressions against history, without crying wolf.
 
-For each case (framework x device set) a run's median of its measured repeats (warm-ups
-never count) is compared with the history of the same case under the same comparability
-key (lookback window of runs).  A case is only judged when its own noise is known and
+For each case (host x framework x device set x environment, `trainbench.cases`) a run's
+median of its counted repeats (warm-ups never count) is compared with the same case's
+medians in earlier runs (lookback window of runs).  A case is only judged when its own noise is known and
 small: one repeat, or repeats varying more than `max_cv` (coefficient of variation), give
 `inconclusive`.  A change is flagged only when it exceeds both the practical threshold
 (default 5 %) and twice the case's own historical spread (the CV of its run medians), and
 Mann-Whitney U agrees: this run's samples against the history's, where the samples of
 images/s are every steady epoch of every repeat and those of wall time the repeats.  A case
 whose environment (driver, framework version, ...) has no history yet is a `new
-environment`, never a regression; `driver_comparisons` sets old and new side by side.
+environment`, never a regression; `trainbench.comparison` sets old and new side by side.
 A run of the window whose median lies more than 3 robust spreads (1.4826 x MAD / median, at
 least the threshold) from the window's median (a busy host, a broken week) is set aside, named
 in the detail, so one slow run cannot inflate the spread, drag the baseline or blunt the test
@@ -19,24 +19,25 @@ and hide the next regression.
 from __future__ import annotations
 
 import math
-import statistics
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from trainbench.checks.dispersion import cv, measured, robust_cv
+from trainbench import cases
+from trainbench.cases import CaseKey, CaseSummary, Spread
 from trainbench.config import RegressionPolicy as Policy
-from trainbench.fingerprint import KEY_FIELDS
+from trainbench.result import Result
 
 VERDICTS = ("regressed", "improved", "stable", "inconclusive", "insufficient history", "new environment")
 SPREAD_FACTOR = 2.0  # a change must exceed this many historical CVs (of run medians) as well as the threshold
 OUTLIER_FACTOR = 3.0  # a history run this many robust spreads from the window's median is set aside
 METRICS = {"wall_s": +1, "images_per_s": -1}  # +1: higher is worse
-UPGRADE_FIELDS = ("driver_version", "cuda_driver_version", "framework_packages")
 
 DEFAULT_POLICY = Policy()
 
 
 @dataclass
 class Verdict:
+    host: str
     framework: str
     device_set: str
     env_key: str
@@ -53,23 +54,20 @@ class Verdict:
         return asdict(self)
 
 
-def _by_run(rows: list[dict], metric: str) -> dict[str, list[float]]:
-    """Per run, the metric of each ok repeat."""
-    runs: dict[str, list[float]] = {}
-    for r in rows:
-        if r["status"] == "ok" and r.get(metric) is not None:
-            runs.setdefault(r["run_id"], []).append(r[metric])
-    return runs
+def spread(summary: CaseSummary, metric: str) -> Spread:
+    """The case's figures of `metric` (a key of METRICS)."""
+    return summary.wall if metric == "wall_s" else summary.ips
 
 
-def _samples(rows: list[dict], metric: str) -> list[float]:
+def _samples(results: list[Result], metric: str) -> list[float]:
     """What the test compares: every steady epoch's images/s of every repeat, or each repeat's wall time."""
     out: list[float] = []
-    for r in rows:
-        if r["status"] != "ok" or r.get(metric) is None:
+    for r in cases.counted(results):
+        value = getattr(r, metric)
+        if value is None:
             continue
-        steady = [e["images_per_s"] for e in (r.get("epochs") or [])[1:] if e.get("images_per_s")]
-        out += steady if metric == "images_per_s" and steady else [r[metric]]
+        steady = [e["images_per_s"] for e in (r.epochs or [])[1:] if e.get("images_per_s")]
+        out += steady if metric == "images_per_s" and steady else [value]
     return out
 
 
@@ -85,85 +83,100 @@ def _p_value(current: list[float], pooled: list[float], alpha: float) -> tuple[f
     return float(stats.mannwhitneyu(current, pooled, alternative="two-sided").pvalue), "Mann-Whitney U"
 
 
-def _typical(window: dict[str, list[float]], threshold: float) -> dict[str, list[float]]:
+def _typical(window: dict[str, Spread], threshold: float) -> dict[str, Spread]:
     """The window without runs whose median lies far outside the others' (what one busy week looks like)."""
-    medians = {run: statistics.median(vs) for run, vs in window.items()}
-    middle = statistics.median(medians.values())
-    scale = max(robust_cv(list(medians.values())) or 0.0, threshold)
-    return {run: vs for run, vs in window.items() if abs(medians[run] / middle - 1) <= OUTLIER_FACTOR * scale}
+    medians = Spread.of(s.median for s in window.values())
+    middle = medians.median or 0.0
+    scale = max(medians.robust_cv or 0.0, threshold)
+    return {run: s for run, s in window.items() if abs((s.median or 0.0) / middle - 1) <= OUTLIER_FACTOR * scale}
+
+
+def history_by_run(history: Sequence[Result], max_cv: float) -> dict[CaseKey, dict[str, CaseSummary]]:
+    """Per case, its summary in each run of `history`."""
+    runs: dict[str, list[Result]] = {}
+    for r in history:
+        runs.setdefault(r.run_id, []).append(r)
+    out: dict[CaseKey, dict[str, CaseSummary]] = {}
+    for run_id, results in runs.items():
+        for s in cases.summarize(results, max_cv):
+            out.setdefault(s.key, {})[run_id] = s
+    return out
 
 
 def judge(
-    current_rows: list[dict],
-    history_rows: list[dict],
+    current: Sequence[Result],
+    history: Sequence[Result],
     run_order: list[str],
     policy: Policy = DEFAULT_POLICY,
     metric: str = "wall_s",
     max_cv: float = 0.05,
 ) -> list[Verdict]:
-    """One verdict per case of `current_rows`; `run_order` lists history run ids oldest first."""
-    current_rows, history_rows = measured(current_rows), measured(history_rows)
-    out = []
-    cases = dict.fromkeys((r["framework"], r["device_set"], r["env_key"]) for r in current_rows)
+    """One verdict per case of `current`; `run_order` lists history run ids oldest first."""
+    past = history_by_run(history, max_cv)
     rank = {run: i for i, run in enumerate(run_order)}
-    for fw, ds, key in cases:
-        mine = [r for r in current_rows if (r["framework"], r["device_set"], r["env_key"]) == (fw, ds, key)]
-        same_case = [r for r in history_rows if (r["framework"], r["device_set"]) == (fw, ds)]
-        same_env = _by_run([r for r in same_case if r["env_key"] == key], metric)
+    out = []
+    for now in cases.summarize(current, max_cv):
+        k = now.key
+        same_env = {run: s for run, s in past.get(k, {}).items() if spread(s, metric).n}
         window = dict(sorted(same_env.items(), key=lambda kv: rank.get(kv[0], -1))[-policy.lookback_runs :])
-        found = _case(mine, same_case, key, window, policy, metric, max_cv)
-        out.append(Verdict(framework=fw, device_set=ds, env_key=key, metric=metric, history_runs=len(window), **found))
+        other_envs = {
+            o.env_key
+            for o, by_run in past.items()
+            if (o.host, o.framework, o.device_set) == (k.host, k.framework, k.device_set)
+            and o.env_key != k.env_key
+            and any(s.wall.n for s in by_run.values())
+        }
+        found = _case(now, window, other_envs, policy, metric, max_cv)
+        out.append(Verdict(k.host, k.framework, k.device_set, k.env_key, metric, history_runs=len(window), **found))
     return out
 
 
 def _case(
-    mine: list[dict],
-    same_case: list[dict],
-    key: str,
-    window: dict[str, list[float]],
+    now: CaseSummary,
+    window: dict[str, CaseSummary],
+    other_envs: set[str],
     policy: Policy,
     metric: str,
     max_cv: float,
 ) -> dict:
     """One case's verdict, current, baseline, change, p_value and detail: the first rule that decides it wins."""
-    values = [v for vs in _by_run(mine, metric).values() for v in vs]
-    if not values:
+    values = spread(now, metric)
+    if not values.n:
         return _found("insufficient history", None, None, None, None, "no ok repeat in this run")
-    current = statistics.median(values)
+    current = values.median
     if not window:
-        other_envs = {r["env_key"] for r in same_case if r["status"] == "ok"} - {key}
         if other_envs:
             detail = f"first run under this environment; {len(other_envs)} other environment(s) have history"
             return _found("new environment", current, None, None, None, detail)
         return _found("insufficient history", current, None, None, None, "no history for this case yet")
-    typical = _typical(window, policy.threshold)
+    typical = _typical({run: spread(s, metric) for run, s in window.items()}, policy.threshold)
     outliers = sorted(set(window) - set(typical))
     aside = f"; {len(outliers)} outlying run(s) set aside: {', '.join(outliers)}" if outliers else ""
-    window = typical
-    baseline = statistics.median(v for vs in window.values() for v in vs)
+    baseline = Spread(tuple(v for s in typical.values() for v in s.values)).median
+    assert current is not None and baseline is not None
     change = current / baseline - 1
-    noise = cv(values)
+    noise = values.cv
     if noise is None or noise > max_cv:
         why = (
-            f"{len(values)} repeat: its noise is unknown, so no change can be told from it (use repeats >= 2)"
+            f"{values.n} repeat: its noise is unknown, so no change can be told from it (use repeats >= 2)"
             if noise is None
             else f"noisy: repeats vary by CV {noise:.1%} > max_cv {max_cv:.0%}"
         )
         return _found("inconclusive", current, baseline, change, None, f"{change:+.1%}, but {why}")
-    if len(window) < policy.min_history_runs:
-        detail = f"{len(window)} earlier run(s); {policy.min_history_runs} needed"
+    if len(typical) < policy.min_history_runs:
+        detail = f"{len(typical)} earlier run(s); {policy.min_history_runs} needed"
         return _found("insufficient history", current, baseline, change, None, detail)
-    past = [r for r in same_case if r["env_key"] == key and r["run_id"] in window]
-    p, test = _p_value(_samples(mine, metric), _samples(past, metric), policy.alpha)
+    past = [r for run in typical for r in window[run].results]
+    p, test = _p_value(_samples(now.results, metric), _samples(past, metric), policy.alpha)
     if p is None:
         return _found("insufficient history", current, baseline, change, None, f"{change:+.1%}, but {test}")
     worse = METRICS[metric] * change > 0
-    history_cv = cv([statistics.median(vs) for vs in window.values()]) or 0.0
+    history_cv = Spread.of(s.median for s in typical.values()).cv or 0.0
     bar = max(policy.threshold, SPREAD_FACTOR * history_cv)
     flagged = abs(change) > bar and p < policy.alpha
     verdict = ("regressed" if worse else "improved") if flagged else "stable"
     detail = (
-        f"{change:+.1%} against the median of {len(window)} run(s) (bar {bar:.1%}: threshold "
+        f"{change:+.1%} against the median of {len(typical)} run(s) (bar {bar:.1%}: threshold "
         f"{policy.threshold:.0%}, {SPREAD_FACTOR:g} x historical CV {history_cv:.1%}); {test}, p = {p:.3g}{aside}"
     )
     return _found(verdict, current, baseline, change, p, detail)
@@ -178,46 +191,3 @@ def _found(verdict, current, baseline, change, p_value, detail) -> dict:
         "p_value": p_value,
         "detail": detail,
     }
-
-
-def driver_comparisons(current_rows: list[dict], history_rows: list[dict], metric: str = "wall_s") -> list[dict]:
-    """Same case under two environments that differ only in driver, CUDA or framework versions."""
-
-    def rest(env: dict) -> dict:
-        return {k: env.get(k) for k in KEY_FIELDS if k not in UPGRADE_FIELDS}
-
-    current_rows, history_rows = measured(current_rows), measured(history_rows)
-    out = []
-    cases: dict[tuple[str, str, str], tuple[dict, list[dict]]] = {}
-    for r in current_rows:
-        cases.setdefault((r["framework"], r["device_set"], r["env_key"]), (r["environment"] or {}, []))[1].append(r)
-    for (fw, ds, key), (env, mine) in cases.items():
-        now = [r[metric] for r in mine if r["status"] == "ok" and r.get(metric) is not None]
-        older: dict[str, tuple[dict, list[float]]] = {}
-        for r in history_rows:
-            e = r.get("environment") or {}
-            if (
-                (r["framework"], r["device_set"]) == (fw, ds)
-                and r["env_key"] != key
-                and rest(e) == rest(env)
-                and r["status"] == "ok"
-                and r.get(metric) is not None
-            ):
-                older.setdefault(r["env_key"], (e, []))[1].append(r[metric])
-        for _, (e, then) in older.items():
-            if now:
-                out.append(
-                    {
-                        "framework": fw,
-                        "device_set": ds,
-                        "metric": metric,
-                        "before": {k: e.get(k) for k in UPGRADE_FIELDS},
-                        "after": {k: env.get(k) for k in UPGRADE_FIELDS},
-                        "before_median": statistics.median(then),
-                        "after_median": statistics.median(now),
-                        "ratio": statistics.median(now) / statistics.median(then),
-                        "before_runs": len(then),
-                        "after_runs": len(now),
-                    }
-                )
-    return out

@@ -4,29 +4,32 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from trainbench.cases import CaseSummary
+from trainbench.comparison import CaseComparison
 from trainbench.reports import html_page, markdown, tables
-from trainbench.reports.rows import report_order
+from trainbench.result import Result
 from trainbench.store.run_folder import replace_file
 
 REPORT = "the run's reports"
 
 
 def write_all(
-    rows: list[dict],
+    summaries: Sequence[CaseSummary],
     folder: Path,
     run_id: str,
     *,
-    history: Sequence[dict] = (),
+    history: Sequence[Result] = (),
     verdicts: Sequence[dict] = (),
     run_order: Sequence[str] = (),
-    comparisons: Sequence[dict] = (),
-    imported: Sequence[dict] = (),
-    stats: Sequence[dict] = (),
+    fingerprints: Mapping[str, dict] | None = None,
+    comparisons: Sequence[CaseComparison] = (),
+    imported: Sequence[Result] = (),
 ) -> dict[str, Path]:
-    """Write every report into the run's folder, each file replaced whole (a reader never sees half of one)."""
+    """Write every report of the run's cases into its folder, each file replaced whole (a reader never sees half
+    of one)."""
     folder.mkdir(parents=True, exist_ok=True)
     files = {
         "markdown": folder / "report.md",
@@ -36,12 +39,11 @@ def write_all(
         "cases_csv": folder / "cases.csv",
         "cases_parquet": folder / "cases.parquet",
     }
-    stats = sorted(stats, key=lambda s: report_order({**s, "repeat": 0}))
-    page = html_page.render(
-        run_id, rows, list(history), list(verdicts), list(comparisons), list(imported), list(run_order), stats
-    )
+    rows = [r.to_dict() for s in summaries for r in s.results]
+    stats = [{"run_id": run_id, **s.stats_row()} for s in summaries if s.counted]
+    page = html_page.render(run_id, summaries, history, verdicts, comparisons, imported, run_order, fingerprints or {})
     replace_file(
-        files["markdown"], markdown.render(rows, run_id, verdicts, comparisons, imported, stats).encode(), REPORT
+        files["markdown"], markdown.render(summaries, run_id, verdicts, comparisons, imported).encode(), REPORT
     )
     replace_file(files["html"], page.encode(), REPORT)
     replace_file(files["csv"], tables.csv_text(rows).encode(), REPORT)

@@ -6,25 +6,19 @@ from __future__ import annotations
 
 import html
 import json
-import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from trainbench.checks.dispersion import measured
+from trainbench import cases
+from trainbench.cases import CaseKey, CaseSummary, Spread
+from trainbench.comparison import environment_label
 from trainbench.measure.memory import HOST_RSS, PEAK_MINUS_IDLE
 from trainbench.measure.phases import PHASES
 from trainbench.planning import workers_of
-from trainbench.reports.rows import (
-    cases,
-    combination,
-    median_ok,
-    median_phases,
-    ok_values,
-    phase_title,
-    report_order,
-)
+from trainbench.reports.rows import combination, hosts, phase_title
+from trainbench.result import Result
 
 STATIC = Path(__file__).resolve().parent / "static"
 MARKED_VERDICTS = ("regressed", "improved")
@@ -70,12 +64,7 @@ def marks(verdicts: Iterable[Mapping], every: bool = False) -> dict[tuple, list[
     return found
 
 
-def environment_label(driver: str | None, packages: Mapping[str, str]) -> str:
-    versions = " ".join(f"{name} {version}" for name, version in sorted(packages.items())) or "no framework version"
-    return f"driver {driver or 'none'} · {versions}"
-
-
-def history(
+def history_charts(
     found: Iterable[Measurement],
     runs: Sequence[tuple[str, str]],
     labels: Mapping[str, str],
@@ -93,15 +82,15 @@ def history(
         grouped[(host, fw, ds, env_key, run_id)].append((wall, ips))
     series: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for (host, fw, ds, env_key, run_id), figures in grouped.items():
-        walls = [w for w, _ in figures]
-        rates = [i for _, i in figures if i is not None]
+        walls, rates = Spread.of(w for w, _ in figures), Spread.of(i for _, i in figures)
+        assert walls.median is not None and walls.min is not None and walls.max is not None
         point: dict[str, Any] = {
             "x": index[run_id],
-            "y": round(statistics.median(walls), 4),
-            "lo": round(min(walls), 4),
-            "hi": round(max(walls), 4),
-            "n": len(walls),
-            "ips": round(statistics.median(rates), 1) if rates else None,
+            "y": round(walls.median, 4),
+            "lo": round(walls.min, 4),
+            "hi": round(walls.max, 4),
+            "n": walls.n,
+            "ips": None if rates.median is None else round(rates.median, 1),
         }
         if verdicts := marked.get((run_id, fw, ds, env_key)):
             point["verdicts"] = verdicts
@@ -124,26 +113,40 @@ def history(
     return {"runs": [{"run": run, "date": date} for run, date in runs], "charts": charts}
 
 
-def references(framework: str, device_set: str, keys: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The (framework, device set) cases a set's scaling is measured against: the same framework's single-device
-    sets of the same kind (CPU or GPU)."""
-    kind = device_set.startswith("cpu")
-    return [(f, d) for f, d in keys if f == framework and workers_of(d) == 1 and d.startswith("cpu") == kind]
+def references(key: CaseKey, keys: Iterable[CaseKey]) -> list[CaseKey]:
+    """The cases a set's scaling is measured against: the same host's single-device sets of the same framework
+    and kind (CPU or GPU)."""
+    kind = key.device_set.startswith("cpu")
+    return [
+        k
+        for k in keys
+        if (k.host, k.framework) == (key.host, key.framework)
+        and workers_of(k.device_set) == 1
+        and k.device_set.startswith("cpu") == kind
+    ]
 
 
-def scaling(rows: list[dict]) -> list[list]:
-    """Per framework: each set's images/s against the same framework's best single-device run."""
-    groups = cases(rows)
+def scaling(summaries: Sequence[CaseSummary]) -> list[dict]:
+    """Per host and framework: each multi-device set's images/s against the same framework's best single-device
+    case on that host."""
+    by_key = {s.key: s for s in summaries}
     out = []
-    for (fw, ds), rs in groups.items():
-        n = workers_of(ds)
-        rate = median_ok(rs, "images_per_s")
-        singles = [median_ok(groups[key], "images_per_s") for key in references(fw, ds, groups)]
-        best = max((s for s in singles if s), default=None)
-        if rate and best and n > 1:
-            speedup = rate / best
-            out.append([fw, ds, n, rate, speedup, speedup / n])
+    for s in summaries:
+        n = workers_of(s.key.device_set)
+        singles = [by_key[k].ips.median for k in references(s.key, by_key)]
+        best = max((v for v in singles if v), default=None)
+        if s.ips.median and best and n > 1:
+            speedup = s.ips.median / best
+            out.append({"key": s.key, "devices": n, "ips": s.ips.median, "speedup": speedup, "efficiency": speedup / n})
     return out
+
+
+def labels(summaries: Sequence[CaseSummary]) -> list[str]:
+    """A chart's category per case: framework and devices, and the host wherever a run has more than one."""
+    several = len(hosts(summaries)) > 1
+    return [
+        f"{s.key.framework} | {combination(s.results[0])}" + (f" | {s.key.host}" if several else "") for s in summaries
+    ]
 
 
 def bars(
@@ -171,36 +174,38 @@ def bars(
     }
 
 
-def _spread(rows: list[dict], field: str, digits: int) -> str:
-    values = ok_values(rows, field)
-    if len(values) < 2:
-        return f"{len(values)} repeat" + ("" if len(values) == 1 else "s")
-    return f"{len(values)} repeats, min {min(values):,.{digits}f}, max {max(values):,.{digits}f}"
+def _spread(values: Spread, digits: int) -> str:
+    if values.n < 2:
+        return f"{values.n} repeat" + ("" if values.n == 1 else "s")
+    return f"{values.n} repeats, min {values.min:,.{digits}f}, max {values.max:,.{digits}f}"
 
 
 def _medians(
-    groups: dict, labels: list[str], name: str, title: str, field: str, label: str, unit: str, digits: int
+    spreads: list[Spread], labels: list[str], name: str, title: str, label: str, unit: str, digits: int
 ) -> dict:
-    """One bar per case: the median of `field` over its measured repeats, their spread on hover."""
-    series = {
-        "label": label,
-        "values": [median_ok(rs, field) for rs in groups.values()],
-        "notes": [_spread(rs, field, digits) for rs in groups.values()],
-    }
+    """One bar per case: the median over its counted repeats, their spread on hover."""
+    series = {"label": label, "values": [s.median for s in spreads], "notes": [_spread(s, digits) for s in spreads]}
     return bars(name, title, f"median of repeats, {unit}", unit, digits, labels, [series])
 
 
-def report(rows: list[dict], history_rows: list[dict], verdicts: list[dict], run_order: list[str]) -> dict:
-    """Every chart of a run's report: wall time, images/s, memory per device, phases, scaling, history per case."""
-    groups = cases(rows)
-    labels = [f"{fw} | {combination(rs[0])}" for (fw, _), rs in groups.items()]
+def report(
+    summaries: Sequence[CaseSummary],
+    history: Sequence[Result],
+    verdicts: Sequence[Mapping],
+    run_order: Sequence[str],
+    fingerprints: Mapping[str, Mapping] | None = None,
+) -> dict:
+    """Every chart of a run's report: wall time, images/s, memory per device, phases, scaling, history per case;
+    one bar per case (host x framework x device set), never two hosts' repeats in one."""
+    names = labels(summaries)
     charts = [
-        _medians(groups, labels, "wall_time", "Wall time per framework x device set", "wall_s", "wall time", "s", 2),
-        _medians(groups, labels, "images_per_s", "Steady-state throughput", "images_per_s", "images/s", "images/s", 0),
-        _memory(groups, labels),
+        _medians([s.wall for s in summaries], names, "wall_time", "Wall time per case", "wall time", "s", 2),
+        _medians(
+            [s.ips for s in summaries], names, "images_per_s", "Steady-state throughput", "images/s", "images/s", 0
+        ),
+        _memory(summaries, names),
     ]
-    timelines = [(label, median_phases(rs)) for label, rs in zip(labels, groups.values())]
-    with_phases = [(label, t) for label, t in timelines if t is not None]
+    with_phases = [(label, s.phases) for label, s in zip(names, summaries) if s.phases is not None]
     if with_phases:
         charts.append(
             bars(
@@ -217,9 +222,12 @@ def report(rows: list[dict], history_rows: list[dict], verdicts: list[dict], run
                 stacked=True,
             )
         )
-    scale = scaling(rows)
+    scale = scaling(summaries)
     if scale:
-        names = [f"{fw} | {ds}" for fw, ds, *_ in scale]
+        several = len(hosts(summaries)) > 1
+        categories = [
+            f"{r['key'].framework} | {r['key'].device_set}" + (f" | {r['key'].host}" if several else "") for r in scale
+        ]
         charts.append(
             bars(
                 "scaling",
@@ -227,8 +235,14 @@ def report(rows: list[dict], history_rows: list[dict], verdicts: list[dict], run
                 "x images/s of one device",
                 "x",
                 2,
-                names,
-                [{"label": "speed-up", "values": [r[4] for r in scale], "notes": [f"{r[2]} devices" for r in scale]}],
+                categories,
+                [
+                    {
+                        "label": "speed-up",
+                        "values": [r["speedup"] for r in scale],
+                        "notes": [f"{r['devices']} devices" for r in scale],
+                    }
+                ],
             )
         )
         charts.append(
@@ -238,37 +252,30 @@ def report(rows: list[dict], history_rows: list[dict], verdicts: list[dict], run
                 "efficiency %",
                 "%",
                 0,
-                names,
-                [{"label": "efficiency", "values": [100 * r[5] for r in scale]}],
+                categories,
+                [{"label": "efficiency", "values": [100 * r["efficiency"] for r in scale]}],
                 reference=100,
             )
         )
-    return _with_history(charts, rows, history_rows, verdicts, run_order)
+    return _with_history(charts, summaries, history, verdicts, run_order, fingerprints or {})
 
 
-def _memory(groups: dict[tuple[str, str], list[dict]], labels: list[str]) -> dict:
-    """Per case, the median peak of each device over the ok repeats, stacked (GPU: peak - idle; CPU: host RSS)."""
-    per_case: list[dict[int, tuple[str, list[float]]]] = []
-    for rs in groups.values():
-        devices: dict[int, tuple[str, list[float]]] = {}
-        for r in measured(rs):
-            if r["status"] != "ok":
-                continue
-            peaks = [
-                d
-                for d in r.get("devices") or []
-                if d["method"] in (*PEAK_MINUS_IDLE, HOST_RSS) and d.get("used_mib") is not None
-            ]
-            for position, d in enumerate(peaks):
-                name = f"{d.get('name') or d['device']}, {d['method']}"
-                devices.setdefault(position, (name, []))[1].append(d["used_mib"])
-        per_case.append(devices)
+def _memory(summaries: Sequence[CaseSummary], labels: list[str]) -> dict:
+    """Per case, the median peak of each device over the counted repeats, stacked (GPU: peak - idle; CPU: host
+    RSS)."""
+    shown = (*PEAK_MINUS_IDLE, HOST_RSS)
+    per_case = [[d for d in s.devices if d.used_mib is not None and set(d.methods) & set(shown)] for s in summaries]
     count = max((len(d) for d in per_case), default=0)
     series = [
         {
             "label": f"device {position + 1}",
-            "values": [statistics.median(d[position][1]) if position in d else None for d in per_case],
-            "notes": [d[position][0] if position in d else "" for d in per_case],
+            "values": [d[position].used_mib if position < len(d) else None for d in per_case],
+            "notes": [
+                f"{d[position].name or d[position].device}, {', '.join(d[position].methods)}"
+                if position < len(d)
+                else ""
+                for d in per_case
+            ],
         }
         for position in range(count)
     ]
@@ -285,32 +292,46 @@ def _memory(groups: dict[tuple[str, str], list[dict]], labels: list[str]) -> dic
 
 
 def _with_history(
-    charts: list[dict], rows: list[dict], history_rows: list[dict], verdicts: list[dict], run_order: list[str]
+    charts: list[dict],
+    summaries: Sequence[CaseSummary],
+    history: Sequence[Result],
+    verdicts: Sequence[Mapping],
+    run_order: Sequence[str],
+    fingerprints: Mapping[str, Mapping],
 ) -> dict:
-    """The run's charts plus the history of each of its cases (every environment the case ran in)."""
-    ok = [r for r in measured(history_rows + rows) if r["status"] == "ok" and r.get("wall_s")]
-    shown = {(r.get("host"), r["framework"], r["device_set"]) for r in rows}
+    """The run's charts plus the history of each of its cases (every environment the case ran in), each environment
+    labelled from its fingerprint (the result's own, else `fingerprints`')."""
+    shown = {(s.key.host, s.key.framework, s.key.device_set) for s in summaries}
+    ok = [
+        r
+        for r in cases.counted([*history, *(r for s in summaries for r in s.results)])
+        if r.wall_s and (r.host or "", r.framework, r.device_set) in shown
+    ]
     found: list[Measurement] = [
-        (r["run_id"], r["env_key"], r.get("host"), r["framework"], r["device_set"], r["wall_s"], r.get("images_per_s"))
+        (r.run_id, r.env_key, r.host or "", r.framework, r.device_set, r.wall_s, r.images_per_s)
         for r in ok
-        if (r.get("host"), r["framework"], r["device_set"]) in shown
+        if r.wall_s is not None
     ]
     rank = {run: i for i, run in enumerate(run_order)}
     started: dict[str, list[str]] = defaultdict(list)
     environments: dict[str, str] = {}
     for r in ok:
-        if r.get("started_at"):
-            started[r["run_id"]].append(r["started_at"].strftime("%Y-%m-%d %H:%M"))
-        env = r.get("environment") or {}
-        environments.setdefault(
-            r["env_key"], environment_label(env.get("driver_version"), env.get("framework_packages") or {})
-        )
+        if r.started_at:
+            started[r.run_id].append(r.started_at.strftime("%Y-%m-%d %H:%M"))
+        if r.env_key not in environments:
+            environments[r.env_key] = environment_label(r.environment or fingerprints.get(r.env_key) or {})
     runs = sorted({m[0] for m in found}, key=lambda run: (rank.get(run, len(rank)), run))
-    data = history(
+    data = history_charts(
         found,
         [(run, min(started[run], default="")) for run in runs],
         environments,
         marks(verdicts),
-        lambda case: (case[0] or "", *report_order({"framework": case[1], "device_set": case[2], "repeat": 0})),
+        case_order,
     )
     return {"runs": data["runs"], "charts": charts + data["charts"]}
+
+
+def case_order(case: tuple) -> tuple:
+    """A history chart's (host, framework, device set) in `CaseKey.order`."""
+    host, framework, device_set = case
+    return CaseKey(host or "", framework, device_set, "").order()

@@ -11,109 +11,92 @@ import html
 import re
 from collections.abc import Sequence
 
-from trainbench import frameworks
+from trainbench import cases, frameworks
+from trainbench.cases import CaseSummary
+from trainbench.comparison import CaseComparison
 from trainbench.reports.rows import (
     clock,
     combination,
+    hosts,
     memory_line,
-    noisy_cases,
     phases_line,
-    report_order,
     short_command,
     variant_pairs,
 )
+from trainbench.result import Result
 
 
 def render(
-    rows: list[dict],
+    summaries: Sequence[CaseSummary],
     run_id: str,
     verdicts: Sequence[dict] = (),
-    comparisons: Sequence[dict] = (),
-    imported: Sequence[dict] = (),
-    stats: Sequence[dict] = (),
+    comparisons: Sequence[CaseComparison] = (),
+    imported: Sequence[Result] = (),
 ) -> str:
-    rows = sorted(rows, key=report_order)
-    out = [f"# trainbench run `{run_id}`", ""]
-    env = rows[0].get("environment") or {} if rows else {}
-    gpus = {}
-    for r in rows:
-        e = r.get("environment") or {}
-        for uuid, name in zip(e.get("gpu_uuids", []), e.get("gpu_names", [])):
-            gpus[uuid] = name
-    out.append("## Devices")
-    out += [f"* Device {uuid}: {name}" for uuid, name in gpus.items()]
-    if env:
-        out.append(f"* CPU: {env.get('cpu_model')} ({env.get('cpu_count')} logical cores)")
-        out.append(f"* Tested on `{env.get('hostname')}`")
-        kinds = sorted({str(kind) for r in rows if (kind := (r.get("environment") or {}).get("data_kind"))})
-        out.append(f"* Data: {', '.join(kinds)} CIFAR-10")
+    out = [f"# trainbench run `{run_id}`", "", "## Devices"]
+    for host in hosts(summaries):
+        out += _devices(host, [r for s in summaries if s.key.host == host for r in s.results])
     out.append("")
-    for fw in dict.fromkeys(r["framework"] for r in rows):
-        out += ["", f"## {frameworks.title(fw)}"]
-        fw_rows = [r for r in rows if r["framework"] == fw]
-        for combo in dict.fromkeys(combination(r) for r in fw_rows):
-            out.append(f"### {_cell(combo)}")
-            for r in sorted((r for r in fw_rows if combination(r) == combo), key=report_order):
-                block = []
-                if r.get("warmup"):
-                    block.append(f"(warm-up {r['repeat']}: shown, never in statistics or verdicts)")
-                if r.get("command"):
-                    block.append(f"$ time {short_command(r['command'])}")
-                if r["status"] == "ok":
-                    block += [
-                        f"real    {clock(r['wall_s'])}",
-                        f"user    {clock(r['user_s'])}",
-                        f"sys     {clock(r['sys_s'])}",
-                    ]
-                    if memory := memory_line(r):
-                        block.append(memory)
-                    if r.get("images_per_s"):
-                        block.append(f"images/s       {r['images_per_s']:.1f} (steady state, repeat {r['repeat']})")
-                    if timeline := phases_line(r):
-                        block.append(timeline)
-                else:
-                    block.append(f"({r['status']})")
-                    if r.get("error"):
-                        block.append(r["error"])
-                out += _fenced(block)
-            out.append("")
-    if stats:
-        out += [
-            "",
-            "## Dispersion over the repeats",
-            "",
-            "| framework | device set | host | repeats | wall median (min-max) | wall CV | images/s median (min-max) "
-            "| images/s CV | noisy |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        out += [
-            _row(
-                s["framework"],
-                s["device_set"],
-                s["host"],
-                s["repeats"],
-                f"{_fmt(s['wall_median'], '.2f')} s ({_fmt(s['wall_min'], '.2f')}-{_fmt(s['wall_max'], '.2f')})",
-                _fmt(s["wall_cv"], ".1%"),
-                f"{_fmt(s['ips_median'], ',.0f')} ({_fmt(s['ips_min'], ',.0f')}-{_fmt(s['ips_max'], ',.0f')})",
-                _fmt(s["ips_cv"], ".1%"),
-                "yes" if s["noisy"] else "unknown (1 repeat)" if s["noisy"] is None else "no",
-            )
-            for s in stats
-        ]
-    if pairs := variant_pairs(rows, noisy_cases(stats)):
-        out += [
-            "",
-            "## Variants beside their eager sibling",
-            "",
-            "| variant | device set | host | repeats | eager images/s | variant images/s | speed-up (range) | verdict "
-            "| first epoch, eager / variant |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        out += [
-            _row(
+    sections: dict[tuple[str, str], list[CaseSummary]] = {}
+    for s in summaries:
+        sections.setdefault((s.key.host, s.key.framework), []).append(s)
+    for (host, fw), found in sections.items():
+        out += ["", f"## {frameworks.title(fw)}" + (f" on `{_cell(host)}`" if host else "")]
+        for s in found:
+            for combo in dict.fromkeys(combination(r) for r in s.results):
+                out.append(f"### {_cell(combo)}")
+                for r in s.results:
+                    if combination(r) == combo:
+                        out += _fenced(_block(r))
+                out.append("")
+    if summaries:
+        out += _table(
+            "Dispersion over the repeats",
+            (
+                "host",
+                "framework",
+                "device set",
+                "repeats",
+                "wall median (min-max)",
+                "wall CV",
+                "images/s median (min-max)",
+                "images/s CV",
+                "noisy",
+            ),
+            [
+                (
+                    s.key.host,
+                    s.key.framework,
+                    s.key.device_set,
+                    s.wall.n,
+                    f"{_fmt(s.wall.median, '.2f')} s ({_fmt(s.wall.min, '.2f')}-{_fmt(s.wall.max, '.2f')})",
+                    _fmt(s.wall.cv, ".1%"),
+                    f"{_fmt(s.ips.median, ',.0f')} ({_fmt(s.ips.min, ',.0f')}-{_fmt(s.ips.max, ',.0f')})",
+                    _fmt(s.ips.cv, ".1%"),
+                    "yes" if s.noisy else "unknown (1 repeat)" if s.noisy is None else "no",
+                )
+                for s in summaries
+                if s.counted
+            ],
+        )
+    out += _table(
+        "Variants beside their eager sibling",
+        (
+            "host",
+            "variant",
+            "device set",
+            "repeats",
+            "eager images/s",
+            "variant images/s",
+            "speed-up (range)",
+            "verdict",
+            "first epoch, eager / variant",
+        ),
+        [
+            (
+                p["host"],
                 p["variant"],
                 p["device_set"],
-                p["host"],
                 p["repeats"],
                 f"{p['base_ips']:,.0f}",
                 f"{p['variant_ips']:,.0f}",
@@ -121,63 +104,133 @@ def render(
                 p["verdict"],
                 f"{_fmt(p['base_first_epoch_s'], '.2f')} s / {_fmt(p['variant_first_epoch_s'], '.2f')} s",
             )
-            for p in pairs
-        ]
-    mine = sorted((v for v in verdicts if v["run_id"] == run_id), key=lambda v: report_order({**v, "repeat": 0}))
-    if mine:
-        out += [
-            "",
-            "## Regressions against history",
-            "",
-            "| framework | device set | metric | verdict | change | detail |",
-            "|---|---|---|---|---|---|",
-        ]
-        out += [
-            _row(v["framework"], v["device_set"], v["metric"], v["verdict"], _fmt(v["change"], "+.1%"), v["detail"])
-            for v in mine
-        ]
-    if comparisons:
-        out += [
-            "",
-            "## Driver and framework upgrades",
-            "",
-            "| framework | device set | before | after | before median | after median | after/before |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        out += [
-            _row(
-                c["framework"],
-                c["device_set"],
-                _versions(c["before"]),
-                _versions(c["after"]),
-                f"{c['before_median']:.3f}",
-                f"{c['after_median']:.3f}",
-                f"{c['ratio']:.3f}",
+            for p in variant_pairs(summaries)
+        ],
+    )
+    out += _table(
+        "Regressions against history",
+        ("host", "framework", "device set", "metric", "verdict", "change", "detail"),
+        [
+            (
+                v["host"],
+                v["framework"],
+                v["device_set"],
+                v["metric"],
+                v["verdict"],
+                _fmt(v["change"], "+.1%"),
+                v["detail"],
+            )
+            for v in verdicts
+            if v["run_id"] == run_id
+        ],
+    )
+    out += _table(
+        "Environments of each case (oldest first)",
+        (
+            "host",
+            "framework",
+            "device set",
+            "environment",
+            "runs",
+            "what changed",
+            "wall median s",
+            "wall change (range)",
+            "images/s median",
+            "images/s change (range)",
+            "reading",
+        ),
+        [
+            (
+                c.host,
+                c.framework,
+                c.device_set,
+                e.label,
+                len(e.runs),
+                _changed(e.changed),
+                _fmt(e.summary.wall.median, ".2f"),
+                _change(e.wall),
+                _fmt(e.summary.ips.median, ",.0f"),
+                _change(e.ips),
+                e.reading,
             )
             for c in comparisons
-        ]
-    if imported:
-        out += [
-            "",
-            "## Imported logs (the original log)",
-            "",
-            "| framework | devices | repeat | status | real | user | sys | peak memory (MiB) |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        out += [
-            _row(
-                r["framework"],
-                r.get("device_names") or r["device_set"],
-                r["repeat"],
-                r["status"],
-                clock(r.get("wall_s")),
-                clock(r.get("user_s")),
-                clock(r.get("sys_s")),
-                _fmt(r.get("peak_mem_mib"), ".0f"),
+            for e in c.environments
+        ],
+    )
+    out += _table(
+        "Imported logs (the original log)",
+        ("host", "framework", "devices", "repeat", "status", "real", "user", "sys", "peak memory (MiB)"),
+        [
+            (
+                r.host or "",
+                r.framework,
+                r.device_names or r.device_set,
+                r.repeat,
+                r.status,
+                clock(r.wall_s),
+                clock(r.user_s),
+                clock(r.sys_s),
+                _fmt(r.peak_mem_mib, ".0f"),
             )
-            for r in sorted(imported, key=report_order)
-        ]
+            for r in sorted(imported, key=cases.order)
+        ],
+    )
     return "\n".join(out).rstrip() + "\n"
+
+
+def _devices(host: str, results: list[Result]) -> list[str]:
+    """The log's device list, per host."""
+    gpus: dict[str, str] = {}
+    for r in results:
+        for uuid, name in zip(r.environment.get("gpu_uuids", []), r.environment.get("gpu_names", [])):
+            gpus[uuid] = name
+    out = [f"* Device {uuid}: {name}" for uuid, name in gpus.items()]
+    env = next((r.environment for r in results if r.environment), {})
+    if env:
+        out.append(f"* CPU: {env.get('cpu_model')} ({env.get('cpu_count')} logical cores)")
+        where = f"host `{_cell(host)}`, machine " if host else ""
+        out.append(f"* Tested on {where}`{env.get('hostname')}`")
+        kinds = sorted({str(kind) for r in results if (kind := r.environment.get("data_kind"))})
+        out.append(f"* Data: {', '.join(kinds)} CIFAR-10")
+    return out
+
+
+def _block(r: Result) -> list[str]:
+    block = []
+    if r.warmup:
+        block.append(f"(warm-up {r.repeat}: shown, never in statistics or verdicts)")
+    if r.command:
+        block.append(f"$ time {short_command(r.command)}")
+    if r.status != cases.OK:
+        return block + [f"({r.status})", *([r.error] if r.error else [])]
+    block += [f"real    {clock(r.wall_s)}", f"user    {clock(r.user_s)}", f"sys     {clock(r.sys_s)}"]
+    if memory := memory_line(r):
+        block.append(memory)
+    if r.images_per_s:
+        block.append(f"images/s       {r.images_per_s:.1f} (steady state, repeat {r.repeat})")
+    if timeline := phases_line(r):
+        block.append(timeline)
+    return block
+
+
+def _table(title: str, header: Sequence[str], rows: list[Sequence[object]]) -> list[str]:
+    if not rows:
+        return []
+    return ["", f"## {title}", "", _row(*header), "|" + "---|" * len(header), *(_row(*r) for r in rows)]
+
+
+def _changed(changed: dict) -> str:
+    return ", ".join(f"{k} {_short(old)} → {_short(new)}" for k, (old, new) in changed.items())
+
+
+def _short(value: object) -> str:
+    return "none" if value is None else ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _change(change) -> str:
+    if change is None:
+        return ""
+    return f"{change.median:+.1%} ({change.low:+.1%} to {change.high:+.1%})"
 
 
 def _cell(value: object) -> str:
@@ -199,7 +252,3 @@ def _fenced(lines: list[str]) -> list[str]:
 
 def _fmt(value: float | None, spec: str) -> str:
     return "" if value is None else format(value, spec)
-
-
-def _versions(fields: dict) -> str:
-    return ", ".join(f"{k} {v}" for k, v in fields.items() if v)

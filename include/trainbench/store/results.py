@@ -13,10 +13,12 @@ import dataclasses
 import datetime as dt
 import functools
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import sqlalchemy as sa
 
+from trainbench import cases
 from trainbench.errors import ConfigError
 from trainbench.result import Result, finite
 
@@ -94,6 +96,7 @@ verdicts = sa.Table(
     sa.Column("device_set", sa.Text, primary_key=True),
     sa.Column("env_key", sa.String(64), primary_key=True),
     sa.Column("metric", sa.String(32), primary_key=True),
+    sa.Column("host", sa.String(64)),
     sa.Column("verdict", sa.String(32), nullable=False),
     sa.Column("current", sa.Float),
     sa.Column("baseline", sa.Float),
@@ -124,6 +127,22 @@ case_stats = sa.Table(
 sa.Index("ix_results_case", results.c.framework, results.c.device_set, results.c.env_key)
 
 RESULT_FIELDS = tuple(c.name for c in results.columns if c.name != "id")
+HISTORY_FIELDS = (
+    "id",
+    "run_id",
+    "case_key",
+    "env_key",
+    "framework",
+    "device_set",
+    "host",
+    "repeat",
+    "warmup",
+    "status",
+    "wall_s",
+    "images_per_s",
+    "epochs",
+    "started_at",
+)
 
 
 def migrate(engine: sa.Engine, revision: str = "head") -> None:
@@ -278,15 +297,39 @@ class ResultStore:
             r["devices"] = devices.get(r["id"], [])
         return rows
 
+    def results(self, run_id: str | None = None, source: str | None = None) -> list[Result]:
+        """`rows` as `Result`s: what the case layer (`trainbench.cases`) and every reader of it take."""
+        return [Result.from_dict(r) for r in self.rows(run_id, source)]
+
+    def history(self, except_run: str | None = None, source: str = BENCHMARK, epochs: bool = True) -> list[Result]:
+        """Every result of `source`'s runs but `except_run`, with what verdicts and charts read of it (figures, and
+        the epochs if asked): no environment, telemetry, phases or devices, which cost more to load than the rest."""
+        fields = HISTORY_FIELDS if epochs else tuple(f for f in HISTORY_FIELDS if f != "epochs")
+        query = (
+            sa.select(*(results.c[name] for name in fields))
+            .where(results.c.run_id.in_(sa.select(runs.c.run_id).where(runs.c.source == source)))
+            .order_by(results.c.id)
+        )
+        if except_run is not None:
+            query = query.where(results.c.run_id != except_run)
+        with self.engine.connect() as conn:
+            return [Result(**row._mapping) for row in conn.execute(query)]
+
+    def fingerprints(self, env_keys: Iterable[str]) -> dict[str, dict]:
+        """One stored fingerprint per environment key (its first result's)."""
+        keys = sorted(set(env_keys))
+        first = sa.select(sa.func.min(results.c.id)).where(results.c.env_key.in_(keys)).group_by(results.c.env_key)
+        query = sa.select(results.c.env_key, results.c.environment).where(results.c.id.in_(first))
+        with self.engine.connect() as conn:
+            return {key: env or {} for key, env in conn.execute(query)}
+
+    def current_results(self, run_id: str) -> list[Result]:
+        """The run's results that count: per case x repeat the newest (`cases.newest`)."""
+        return cases.newest(self.results(run_id))
+
     def current_rows(self, run_id: str) -> list[dict]:
-        """The run's rows that count: per case the newest result, so a re-run after a driver upgrade is judged on
-        its new rows while the old ones stay stored."""
-        newest: dict[str, dict] = {}
-        for r in self.rows(run_id):
-            old = newest.get(r["case_key"])
-            if old is None or (_when(r), r["id"]) > (_when(old), old["id"]):
-                newest[r["case_key"]] = r
-        return sorted(newest.values(), key=lambda r: r["id"])
+        """`current_results` as table rows (what Great Expectations and `results --format` read)."""
+        return [r.to_dict() for r in self.current_results(run_id)]
 
     def run_ids(self, source: str | None = None) -> list[str]:
         """Run ids, oldest first by the week they measure (logical date, else when recorded), so a backfill
@@ -299,7 +342,7 @@ class ResultStore:
             return list(conn.execute(query).scalars())
 
     def save_case_stats(self, run_id: str, stats: list[dict]) -> None:
-        """Replace the run's dispersion per case (trainbench.checks.dispersion)."""
+        """Replace the run's dispersion per case (`CaseSummary.stats_row` of `trainbench.cases`)."""
         with self.engine.begin() as conn:
             conn.execute(case_stats.delete().where(case_stats.c.run_id == run_id))
             if stats:
@@ -364,8 +407,3 @@ def hash_key(text: str) -> int:
     import hashlib
 
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True)
-
-
-def _when(row: dict) -> dt.datetime:
-    started = row.get("started_at") or dt.datetime.min
-    return started.replace(tzinfo=None) if started.tzinfo else started
