@@ -1,6 +1,10 @@
+import json
+import tomllib
+
+import jsonschema
 import pytest
 
-from trainbench import config
+from trainbench import cli, config
 from trainbench.config import ConfigError, Settings
 
 from conftest import ROOT, write_config
@@ -23,15 +27,16 @@ def test_relative_paths_resolve_against_the_config_file(tmp_path):
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"frameworks": ["tensorflow"]}, "unknown framework(s) ['tensorflow']; accepted: ['neon', 'mxnet', 'pytorch'"),
-        ({"device_sets": ["0;1"]}, "malformed device set '0;1'; accepted:"),
-        ({"device_sets": ["cpu:0"]}, "malformed device set 'cpu:0'"),
+        ({"frameworks": ["tensorflow"]}, "frameworks: 'tensorflow' is not accepted; accepted: one of ['neon', 'mxnet'"),
+        ({"device_sets": ["0;1"]}, "device_sets: '0;1' is not accepted; accepted: \"all\""),
+        ({"device_sets": ["cpu:0"]}, "device_sets: 'cpu:0' is not accepted"),
+        ({"device_sets": []}, 'device_sets is empty; name at least one, each "all"'),
         ({"epochs": 0}, "epochs must be an integer >= 1, got 0"),
         ({"batch_size": -1}, "batch_size must be an integer >= 1"),
         ({"repeats": 1.5}, "repeats must be an integer >= 1"),
         ({"dataset": "imagenet"}, "dataset must be one of ['auto', 'real', 'synthetic']"),
-        ({"train_images": 0}, "train_images must be an integer >= 1"),
-        ({"colour": "red"}, "unknown setting(s) ['colour']"),
+        ({"train_images": 0}, "train_images must be an integer >= 1 or empty (the whole set), got 0"),
+        ({"colour": "red"}, "unknown setting(s) ['colour']; accepted: ['batch_size', 'dataset'"),
     ],
 )
 def test_bad_overrides_name_the_value_and_what_is_accepted(change, message):
@@ -106,3 +111,87 @@ def test_a_config_path_that_is_not_a_file_says_what_it_is(tmp_path):
         config.load(loop)
     with pytest.raises(ConfigError, match="not found"):
         config.load(tmp_path / "missing.toml")
+
+
+def with_setting(tmp_path, name, value) -> str:
+    """A configuration file whose [benchmark] sets `name` to `value` (TOML has no null: none is empty)."""
+    path = write_config(tmp_path)
+    lines = [l for l in path.read_text().splitlines() if not l.startswith(f"{name} = ")]
+    lines.insert(lines.index("[benchmark]") + 1, f"{name} = {json.dumps('' if value is None else value)}")
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def on_the_command_line(value) -> list[str]:
+    """The value as a shell passes it: a list as one word per item, else JSON (none is empty)."""
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return ["" if value is None else value if isinstance(value, str) else json.dumps(value)]
+
+
+@pytest.mark.parametrize(
+    "name, value, accepted",
+    [
+        ("device_sets", ["0, 1"], False),
+        ("device_sets", ["0,1"], True),
+        ("device_sets", ["0;1"], False),
+        ("device_sets", ["cpu:0"], False),
+        ("device_sets", ["cpu", "cpu:2", "GPU-8f0c1a2b-0000"], True),
+        ("frameworks", ["tensorflow"], False),
+        ("frameworks", ["pytorch", "pytorch"], False),
+        ("frameworks", ["pytorch-graph", "jax"], True),
+        ("epochs", 0, False),
+        ("epochs", True, False),
+        ("epochs", 1, True),
+        ("batch_size", -1, False),
+        ("repeats", 1.5, False),
+        ("warmup", -1, False),
+        ("warmup", 0, True),
+        ("dataset", "imagenet", False),
+        ("dataset", "synthetic", True),
+        ("train_images", 0, False),
+        ("train_images", None, True),
+        ("train_images", 2000, True),
+    ],
+)
+def test_the_cli_the_trigger_form_and_the_file_accept_the_same_settings(tmp_path, name, value, accepted):
+    """One rule per setting: the CLI's flags, the DAG's Params schema and [benchmark] agree, and where the CLI
+    and the file refuse, they say the same words."""
+    cfg = config.load(write_config(tmp_path))
+    flag = f"--{name.replace('_', '-')}"
+    try:
+        from_cli = cli.settings_of(
+            cfg, cli.build_parser(cfg.settings).parse_args(["run", flag, *on_the_command_line(value)])
+        )
+    except ConfigError as exc:
+        from_cli = exc
+    try:
+        jsonschema.validate(value, config.settings_schema()[name])
+        form_accepts = True
+    except jsonschema.ValidationError:
+        form_accepts = False
+    try:
+        from_file = config.load(with_setting(tmp_path, name, value)).settings
+    except ConfigError as exc:
+        from_file = exc
+    assert (isinstance(from_cli, Settings), form_accepts, isinstance(from_file, Settings)) == (accepted,) * 3
+    if accepted:
+        assert (
+            getattr(from_cli, name) == getattr(from_file, name) == (tuple(value) if isinstance(value, list) else value)
+        )
+    else:
+        assert str(from_file).endswith(f"[benchmark] {from_cli}") and name in str(from_cli)
+
+
+def test_each_default_is_written_once():
+    """The model holds every default; the project's file, the CLI's flags and the trigger form take it from there."""
+    with open(ROOT / "trainbench.toml", "rb") as f:
+        assert tomllib.load(f)["benchmark"] == {}
+    cfg = config.load(ROOT / "trainbench.toml")
+    flags = cli.build_parser(cfg.settings).parse_args(["run"])
+    schema = Settings.model_json_schema()["properties"]
+    for name in config.PER_RUN:
+        default = Settings.model_fields[name].default
+        assert getattr(cfg.settings, name) == getattr(flags, name) == default
+        assert schema[name]["default"] == Settings().as_dict()[name]
+    assert Settings().epochs == 10

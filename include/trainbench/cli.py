@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import sys
 from pathlib import Path
@@ -22,19 +23,24 @@ from trainbench.store import run_folder
 from trainbench.store.results import ResultStore, open_existing
 
 
-def _settings_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--frameworks", nargs="+")
-    p.add_argument("--device-sets", nargs="+")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--repeats", type=int)
-    p.add_argument("--train-images", type=int)
-    p.add_argument("--dataset", choices=config_mod.DATASETS)
+def _settings_flags(p: argparse.ArgumentParser, defaults: config_mod.Settings) -> None:
+    """A flag per setting a run may override, derived from the model: its help says what the setting is and
+    accepts, its default is the configuration's; the model checks the value, with the file's messages."""
+    for name in config_mod.PER_RUN:
+        default = getattr(defaults, name)
+        shown = " ".join(default) if isinstance(default, tuple) else "empty" if default is None else default
+        p.add_argument(
+            f"--{name.replace('_', '-')}",
+            nargs="+" if config_mod.is_list(name) else None,
+            type=functools.partial(config_mod.from_text, name),
+            default=default,
+            help=f"{config_mod.describe(name)} (default: {shown})".replace("%", "%%"),
+        )
 
 
-def _settings(cfg: config_mod.Config, args: argparse.Namespace):
-    names = ("frameworks", "device_sets", "epochs", "batch_size", "repeats", "train_images", "dataset")
-    return cfg.settings.overridden(**{n: getattr(args, n) for n in names if getattr(args, n) is not None})
+def settings_of(cfg: config_mod.Config, args: argparse.Namespace) -> config_mod.Settings:
+    """The run's settings: the configuration's, overridden by the flags."""
+    return cfg.settings.overridden(**{name: getattr(args, name) for name in config_mod.PER_RUN})
 
 
 def cmd_devices(cfg, args) -> int:
@@ -43,7 +49,7 @@ def cmd_devices(cfg, args) -> int:
 
 
 def cmd_plan(cfg, args) -> int:
-    settings = _settings(cfg, args)
+    settings = settings_of(cfg, args)
     dataset = {"kind": settings.dataset, "data_dir": str(cfg.data_dir)}
     for spec in pipeline.plan_matrix(settings, pipeline.discover_devices(), dataset):
         print(spec.case.label)
@@ -53,7 +59,7 @@ def cmd_plan(cfg, args) -> int:
 def cmd_run(cfg, args) -> int:
     from tqdm import tqdm
 
-    settings = _settings(cfg, args)
+    settings = settings_of(cfg, args)
     run_id = run_folder.check_run_id(args.run_id or f"cli__{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}")
     inventory = pipeline.discover_devices()
     dataset = pipeline.prepare_dataset(cfg, settings, inventory)
@@ -140,16 +146,18 @@ def cmd_envs(cfg, args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(defaults: config_mod.Settings | None = None) -> argparse.ArgumentParser:
+    """The command line; `defaults`: the configuration's settings, which the settings flags override."""
+    defaults = defaults or config_mod.Settings()
     p = argparse.ArgumentParser(prog="trainbench", description="Training benchmarks across device sets.")
     p.add_argument("--config", help=f"configuration file (default: ${config_mod.ENV_VAR} or ./trainbench.toml)")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("devices", help="show this host's devices").set_defaults(func=cmd_devices)
     plan = sub.add_parser("plan", help="list the cases a run would measure")
-    _settings_flags(plan)
+    _settings_flags(plan, defaults)
     plan.set_defaults(func=cmd_plan)
     run = sub.add_parser("run", help="run the benchmark here, without Airflow")
-    _settings_flags(run)
+    _settings_flags(run, defaults)
     run.add_argument("--run-id")
     run.set_defaults(func=cmd_run)
     res = sub.add_parser("results", help="print stored results")
@@ -186,9 +194,17 @@ def one_line(exc: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     import sqlalchemy.exc
 
-    args = build_parser().parse_args(argv)
     try:
-        return args.func(config_mod.load(args.config), args)
+        cfg = config_mod.load(_config_path(argv))
+        args = build_parser(cfg.settings).parse_args(argv)
+        return args.func(cfg, args)
     except (ConfigError, OSError, sqlalchemy.exc.SQLAlchemyError) as exc:
         print(f"trainbench: {one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def _config_path(argv: list[str] | None) -> str | None:
+    """--config, read before the other flags: their defaults (and --help) are the configuration's."""
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("--config")
+    return first.parse_known_args(argv)[0].config

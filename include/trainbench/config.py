@@ -1,35 +1,44 @@
 """The one configuration file (`trainbench.toml`) and per-run overrides of it.
 
-The same rules validate the file, the CLI flags and the DAG Params, so a bad value gets
-the same message wherever it comes from.  `settings_schema()` is the JSON Schema the
-Airflow trigger form is built from.
+`Settings`, a pydantic model, is the one source of what a run measures: the file's `[benchmark]` table,
+the CLI's flags (`cli_flags`) and the DAG's Params (`settings_schema()`, the trigger form) are all derived
+from it, so each setting has one default and one rule, and a bad value gets the same message wherever it
+comes from.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import re
 import tomllib
+import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, StringConstraints, ValidationError
+from pydantic.json_schema import GenerateJsonSchema
+from pydantic_core import PydanticCustomError
 
 from trainbench import frameworks
 from trainbench.errors import ConfigError
 from trainbench.frameworks import Interpreter
-from trainbench.planning import DEFAULT_HOST, DEVICE_SET_HELP, DEVICE_SET_PATTERN, HOST_PATTERN, check_device_set_text
+from trainbench.planning import DEFAULT_HOST, DEVICE_SET_HELP, DEVICE_SET_PATTERN, HOST_PATTERN
 
 __all__ = ["Config", "ConfigError", "Measurement", "RegressionPolicy", "Settings", "load", "settings_schema"]
 
-DATASETS = ("auto", "real", "synthetic")
 MAX_TIMEOUT_S = 7 * 24 * 3600.0  # a case that runs longer is stuck; inf would switch the timeout off
 ENV_VAR = "TRAINBENCH_CONFIG"
 DATABASE_URL_VAR = "TRAINBENCH_DATABASE_URL"  # overrides [paths] database_url: secrets stay out of the file
 SECTIONS = ("benchmark", "measurement", "regression", "paths", "frameworks", "fleet")
 PATH_KEYS = ("data_dir", "output_dir", "database_url")
 FRAMEWORK_KEYS = ("base_python", "env", "python", "requirements", "script")
+# What a run may override (the trigger form, the CLI's flags); the rest is the file's alone: timeout_s sets the
+# train tasks' execution_timeout when the DAG is parsed, and a run with another seed would not compare with history.
+PER_RUN = ("frameworks", "device_sets", "epochs", "batch_size", "repeats", "warmup", "train_images", "dataset")
 
 
 def _finite(value: object) -> bool:
@@ -38,67 +47,153 @@ def _finite(value: object) -> bool:
 
 
 @dataclass(frozen=True)
-class Settings:
-    """What one benchmark run measures; the DAG Params override these per run."""
+class Accepts:
+    """What a setting (or each item of a list setting) accepts, in words: its error messages, its CLI help
+    and its trigger form description all say this."""
 
-    frameworks: tuple[str, ...] = frameworks.NAMES
-    device_sets: tuple[str, ...] = ("all",)
-    epochs: int = 10
-    batch_size: int = 128
-    repeats: int = 3
-    warmup: int = 1  # runs per framework x device set before the measured ones: stored, never in statistics
-    train_images: int | None = None
-    dataset: str = "auto"
-    seed: int = 0
-    timeout_s: float = 3600.0
+    text: str
 
-    def overridden(self, **changes) -> Settings:
+
+def _distinct(values: tuple) -> tuple:
+    """The form's `uniqueItems`, which pydantic has no constraint for."""
+    twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    if twice is not None:
+        raise PydanticCustomError("distinct", "lists {twice} twice; name each once", {"twice": repr(twice)})
+    return values
+
+
+if typing.TYPE_CHECKING:
+    FrameworkName = str
+else:
+    FrameworkName = Literal[frameworks.NAMES]
+Framework = Annotated[FrameworkName, Accepts(f"one of {list(frameworks.NAMES)}")]
+DeviceSet = Annotated[str, Strict(), StringConstraints(pattern=DEVICE_SET_PATTERN), Accepts(DEVICE_SET_HELP)]
+Count = Annotated[int, Strict(), Field(ge=1), Accepts("an integer >= 1")]
+Dataset = Literal["auto", "real", "synthetic"]
+DATASETS = typing.get_args(Dataset)
+
+
+class Settings(BaseModel):
+    """What one benchmark run measures: the file's `[benchmark]`, overridden per run by the CLI or the DAG."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    frameworks: Annotated[tuple[Framework, ...], AfterValidator(_distinct)] = Field(
+        frameworks.NAMES, min_length=1, json_schema_extra={"uniqueItems": True}, description="frameworks to benchmark"
+    )
+    device_sets: tuple[DeviceSet, ...] = Field(("all",), min_length=1, description="device sets to run on")
+    epochs: Count = Field(10, description="training epochs")
+    batch_size: Count = Field(128, description="global batch size")
+    repeats: Count = Field(3, description="measured runs of every case, interleaved")
+    warmup: Annotated[int, Strict(), Field(ge=0), Accepts("an integer >= 0")] = Field(
+        1, description="warm-up runs per framework x device set, first, never counted in statistics"
+    )
+    train_images: Annotated[
+        Annotated[int, Strict(), Field(ge=1)] | None, Accepts("an integer >= 1 or empty (the whole set)")
+    ] = Field(None, description="train on the first N images only")
+    dataset: Annotated[Dataset, Accepts(f"one of {list(DATASETS)}")] = Field(
+        "auto", description="the data set (auto: real CIFAR-10 if present, else synthetic on a host without GPUs)"
+    )
+    seed: Annotated[int, Strict(), Field(ge=0, lt=2**32), Accepts("an integer from 0 to 2**32 - 1 (numpy's seeds)")] = (
+        Field(0, description="data order and initialisation seed")
+    )
+    timeout_s: Annotated[
+        float,
+        Strict(),
+        Field(gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False),
+        Accepts(f"a number of seconds > 0 and <= {MAX_TIMEOUT_S:.0f} (a week)"),
+    ] = Field(3600.0, description="a trainer running longer is killed and recorded as timeout")
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(_explain(exc)) from None
+
+    def overridden(self, **changes: Any) -> Settings:
         """A validated copy with the given fields replaced."""
-        known = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - known)
-        if unknown:
-            raise ConfigError(f"unknown setting(s) {unknown}; accepted: {sorted(known)}")
-        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()}
-        return dataclasses.replace(self, **values).checked()
-
-    def checked(self) -> Settings:
-        """This, if every field is acceptable; else a ConfigError saying what is wrong and what is accepted."""
-        for name in ("frameworks", "device_sets"):
-            value = getattr(self, name)
-            if not isinstance(value, (tuple, list)):
-                raise ConfigError(f'{name} must be a list, got {value!r} (write ["{value}"] for one)')
-        twice = sorted({f for f in self.frameworks if self.frameworks.count(f) > 1}, key=str)
-        if twice:
-            raise ConfigError(f"frameworks lists {twice[0]!r} twice; name each framework once")
-        bad = [f for f in self.frameworks if f not in frameworks.NAMES]
-        if bad or not self.frameworks:
-            raise ConfigError(f"unknown framework(s) {bad or '(none given)'}; accepted: {list(frameworks.NAMES)}")
-        if not self.device_sets:
-            raise ConfigError(f"no device set given; accepted: {DEVICE_SET_HELP}")
-        for text in self.device_sets:
-            check_device_set_text(text)
-        for name in ("epochs", "batch_size", "repeats"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-        if not isinstance(self.warmup, int) or isinstance(self.warmup, bool) or self.warmup < 0:
-            raise ConfigError(f"warmup must be an integer >= 0, got {self.warmup!r}")
-        if self.train_images is not None and (not isinstance(self.train_images, int) or self.train_images < 1):
-            raise ConfigError(
-                f"train_images must be an integer >= 1 or empty (the whole set), got {self.train_images!r}"
-            )
-        if self.dataset not in DATASETS:
-            raise ConfigError(f"dataset must be one of {list(DATASETS)}, got {self.dataset!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
-            raise ConfigError(f"seed must be an integer from 0 to 2**32 - 1 (numpy's seeds), got {self.seed!r}")
-        if not _finite(self.timeout_s) or not 0 < self.timeout_s <= MAX_TIMEOUT_S:
-            raise ConfigError(
-                f"timeout_s must be a number of seconds > 0 and <= {MAX_TIMEOUT_S:.0f} (a week), got {self.timeout_s!r}"
-            )
-        return self
+        return Settings(**{**self.as_dict(), **changes})
 
     def as_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return self.model_dump(mode="json")
+
+
+def _accepts(name: str, item: bool = False) -> str:
+    """The phrase `Accepts` gives the setting `name`, or each of its items."""
+    field = Settings.model_fields[name]
+    metadata = typing.get_args(field.annotation)[0].__metadata__ if item else field.metadata
+    return next(m.text for m in metadata if isinstance(m, Accepts))
+
+
+def is_list(name: str) -> bool:
+    return typing.get_origin(Settings.model_fields[name].annotation) is tuple
+
+
+def describe(name: str) -> str:
+    """The setting's help: what it is and what it accepts (the CLI's --help, the trigger form)."""
+    field = Settings.model_fields[name]
+    if is_list(name):
+        return f"{field.description}, each {_accepts(name, item=True)}"
+    return f"{field.description}: {_accepts(name)}"
+
+
+def _explain(exc: ValidationError) -> str:
+    """Pydantic's errors as one line naming each setting, its bad value and what it accepts."""
+    unknown = [e["loc"][0] for e in exc.errors() if e["type"] == "extra_forbidden"]
+    problems = [f"unknown setting(s) {unknown}; accepted: {sorted(Settings.model_fields)}"] if unknown else []
+    with_bad_items = {e["loc"][0] for e in exc.errors() if len(e["loc"]) > 1}
+    for error in exc.errors():
+        name, *item = error["loc"]
+        value = error["input"]
+        if error["type"] == "extra_forbidden" or (error["type"] == "too_short" and name in with_bad_items):
+            continue
+        elif item:
+            problems.append(f"{name}: {value!r} is not accepted; accepted: {_accepts(str(name), item=True)}")
+        elif error["type"] == "tuple_type":
+            problems.append(f'{name} must be a list, got {value!r} (write ["{value}"] for one)')
+        elif error["type"] == "too_short":
+            problems.append(f"{name} is empty; name at least one, each {_accepts(str(name), item=True)}")
+        elif error["type"] == "distinct":
+            problems.append(f"{name} {error['msg']}")
+        else:
+            problems.append(f"{name} must be {_accepts(str(name))}, got {value!r}")
+    return "; ".join(problems)
+
+
+class _FormSchema(GenerateJsonSchema):
+    """Plain JSON Schema, as Airflow's trigger form renders it: an optional value is `"type": ["null", ...]`."""
+
+    def nullable_schema(self, schema):
+        inner = self.generate_inner(schema["schema"])
+        return {**inner, "type": ["null", inner["type"]]}
+
+
+def settings_schema() -> dict[str, dict]:
+    """JSON Schema per setting a run may override, for the DAG's Params (the UI trigger form); without a
+    default, which is the configuration file's."""
+    properties = Settings.model_json_schema(schema_generator=_FormSchema)["properties"]
+    return {
+        name: {k: v for k, v in properties[name].items() if k not in ("title", "default")}
+        | {"description": describe(name)}
+        for name in PER_RUN
+    }
+
+
+def _may_be_empty(name: str) -> bool:
+    """TOML has no null, and a command line neither: there an empty value is none."""
+    return type(None) in typing.get_args(Settings.model_fields[name].annotation)
+
+
+def from_text(name: str, text: str) -> Any:
+    """A setting's value as a command line gives it: JSON when it reads as JSON (`1`, `null`), else the text."""
+    if text == "" and _may_be_empty(name):
+        return None
+    if is_list(name):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 @dataclass(frozen=True)
@@ -175,43 +270,6 @@ class Config:
         return self.interpreters[key]
 
 
-def settings_schema() -> dict[str, dict]:
-    """JSON Schema per overridable setting, for the DAG's Params (the UI trigger form)."""
-    return {
-        "frameworks": {
-            "type": "array",
-            "minItems": 1,
-            "uniqueItems": True,
-            "items": {"type": "string", "enum": list(frameworks.NAMES)},
-            "description": f"Frameworks to benchmark; accepted: {', '.join(frameworks.NAMES)}.",
-        },
-        "device_sets": {
-            "type": "array",
-            "minItems": 1,
-            "items": {"type": "string", "pattern": DEVICE_SET_PATTERN},
-            "description": f"Device sets to run on; each is {DEVICE_SET_HELP}.",
-        },
-        "epochs": {"type": "integer", "minimum": 1, "description": "Training epochs (integer >= 1)."},
-        "batch_size": {"type": "integer", "minimum": 1, "description": "Global batch size (integer >= 1)."},
-        "repeats": {"type": "integer", "minimum": 1, "description": "Runs of every case (integer >= 1)."},
-        "warmup": {
-            "type": "integer",
-            "minimum": 0,
-            "description": "Warm-up runs per framework x device set before the measured ones; never in statistics.",
-        },
-        "train_images": {
-            "type": ["null", "integer"],
-            "minimum": 1,
-            "description": "Train on the first N images only; empty for all 50,000.",
-        },
-        "dataset": {
-            "type": "string",
-            "enum": list(DATASETS),
-            "description": "auto: real CIFAR-10 if present, else synthetic; real; synthetic.",
-        },
-    }
-
-
 def check_run_conf(conf: dict, accepted) -> None:
     """A run's conf names only settings it can override: a typo ({"epoch": 50}) would otherwise be ignored
     and a full default benchmark run in its place."""
@@ -261,7 +319,7 @@ def _check_schema(path: Path, raw: dict) -> None:
     for name in SECTIONS:
         if not isinstance(raw.get(name, {}), dict):
             raise ConfigError(f"{path}: {name} must be a section ([{name}]), got {raw[name]!r}")
-    _known(path, "[benchmark]", raw.get("benchmark", {}), [f.name for f in dataclasses.fields(Settings)])
+    _known(path, "[benchmark]", raw.get("benchmark", {}), list(Settings.model_fields))
     _known(path, "[measurement]", raw.get("measurement", {}), [f.name for f in dataclasses.fields(Measurement)])
     _known(path, "[regression]", raw.get("regression", {}), [f.name for f in dataclasses.fields(RegressionPolicy)])
     paths = raw.get("paths", {})
@@ -333,11 +391,9 @@ def load(path: str | os.PathLike | None = None) -> Config:
     raw = _read(path)
     _check_schema(path, raw)
     base = path.resolve().parent
-    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.get("benchmark", {}).items()}
-    if values.get("train_images") == "":  # empty: the whole set
-        values["train_images"] = None
+    values = {k: None if v == "" and _may_be_empty(k) else v for k, v in raw.get("benchmark", {}).items()}
     try:
-        settings = Settings(**values).checked()
+        settings = Settings(**values)
     except ConfigError as exc:
         raise ConfigError(f"{path}: [benchmark] {exc}") from None
     paths = raw.get("paths", {})
