@@ -17,7 +17,7 @@ import datetime as dt
 import functools
 import math
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -116,6 +116,17 @@ def repeat_order(result: Result) -> tuple:
 def order(result: Result) -> tuple:
     """Results in the order their cases are listed."""
     return (CaseKey.of(result).order(), repeat_order(result))
+
+
+def listed(verdicts: Iterable[Mapping]) -> list[Mapping]:
+    """Verdicts (or any rows naming a case by host, framework, device set and env_key) in case order, then metric."""
+    return sorted(
+        verdicts,
+        key=lambda v: (
+            CaseKey(v.get("host") or "", v["framework"], v["device_set"], v["env_key"]).order(),
+            v["metric"],
+        ),
+    )
 
 
 def counted(results: Iterable[Result]) -> list[Result]:

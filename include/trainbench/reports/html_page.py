@@ -72,7 +72,7 @@ def render(
 ) -> str:
     """`fingerprints` (environment key -> fingerprint) labels the history's environments."""
     data = charts.report(summaries, history, verdicts, run_order, fingerprints or {})
-    mine = [v for v in verdicts if v["run_id"] == run_id]
+    mine = cases.listed(v for v in verdicts if v["run_id"] == run_id)
     return (
         environment()
         .get_template("report.html.j2")

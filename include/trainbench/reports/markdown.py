@@ -120,8 +120,7 @@ def render(
                 _fmt(v["change"], "+.1%"),
                 v["detail"],
             )
-            for v in verdicts
-            if v["run_id"] == run_id
+            for v in cases.listed(v for v in verdicts if v["run_id"] == run_id)
         ],
     )
     out += _table(
