@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from trainbench import cli, config, pipeline
+from trainbench import cli, config, fingerprint, pipeline
 from trainbench.store import run_folder
-from trainbench.store.results import INVALID, ResultStore
+from trainbench.store.results import INVALID, PUBLISHED, ResultStore
 
 from conftest import write_config
 from test_results import result
@@ -62,3 +66,29 @@ def test_results_as_csv_quote_what_a_spreadsheet_would_run(tmp_path, capsys):
     assert cli.main(["--config", str(cfg_path), "results", "--run-id", "cli__csv", "--format", "csv"]) == 0
     (row,) = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert row["error"] == "'" + crashed.error
+
+
+def test_one_run_id_measured_on_two_hosts_holds_both_hosts_cases(tmp_path):
+    """Each host's CLI plans for itself ($TRAINBENCH_HOST), so its cases run there instead of being recorded
+    `unavailable` for the default host; the second host's run validates and publishes the run with both."""
+    cfg_path = write_config(tmp_path, epochs=1, train_images=256, warmup=0, repeats=1)
+    for host in ("hosta", "hostb"):
+        env = {**os.environ, "TRAINBENCH_CONFIG": str(cfg_path), fingerprint.HOST_VAR: host}
+        proc = subprocess.run(
+            [sys.executable, "-m", "trainbench", "run", "--run-id", "cli__fleet"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    store = ResultStore(config.load(cfg_path).database_url)
+    assert sorted((r["host"], r["framework"], r["status"]) for r in store.current_rows("cli__fleet")) == [
+        ("hosta", "pytorch", "ok"),
+        ("hostb", "pytorch", "ok"),
+    ]
+    assert store.run_state("cli__fleet") == PUBLISHED
+    published = json.loads(proc.stdout[proc.stdout.rindex("\n{\n") :])
+    assert published["rows"] == 2 and published["latest"]
+    report = Path(published["markdown"]).read_text()
+    assert "hosta" in report and "hostb" in report

@@ -9,6 +9,7 @@ python -m trainbench results --format csv
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import functools
 import json
@@ -16,8 +17,9 @@ import sys
 from pathlib import Path
 
 from trainbench import config as config_mod
-from trainbench import pipeline
+from trainbench import fingerprint, pipeline
 from trainbench.errors import ConfigError
+from trainbench.planning import DEFAULT_HOST, Case, CaseSpec, DeviceSet, workers_of
 from trainbench.reports import tables
 from trainbench.store import run_folder
 from trainbench.store.results import ResultStore, open_existing
@@ -48,10 +50,16 @@ def cmd_devices(cfg, args) -> int:
     return 0
 
 
+def this_host() -> str:
+    """The fleet host this CLI measures for: $TRAINBENCH_HOST, as a worker declares it, else the default host;
+    planned for another host, every case would be recorded `unavailable`."""
+    return fingerprint.worker_host() or DEFAULT_HOST
+
+
 def cmd_plan(cfg, args) -> int:
     settings = settings_of(cfg, args)
     dataset = {"kind": settings.dataset, "data_dir": str(cfg.data_dir)}
-    for spec in pipeline.plan_matrix(settings, pipeline.discover_devices(), dataset):
+    for spec in pipeline.plan_matrix(settings, pipeline.discover_devices(), dataset, this_host()):
         print(spec.case.label)
     return 0
 
@@ -63,7 +71,7 @@ def cmd_run(cfg, args) -> int:
     run_id = run_folder.check_run_id(args.run_id or f"cli__{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}")
     inventory = pipeline.discover_devices()
     dataset = pipeline.prepare_dataset(cfg, settings, inventory)
-    specs = pipeline.plan_matrix(settings, inventory, dataset)
+    specs = pipeline.plan_matrix(settings, inventory, dataset, this_host())
     with run_folder.measuring(cfg.output_dir, run_id):
         pipeline.start_run(cfg, run_id, settings)
         with tqdm(specs, unit="case", file=sys.stderr) as bar:
@@ -72,7 +80,7 @@ def cmd_run(cfg, args) -> int:
                 pipeline.run_case(cfg, run_id, spec, log=bar.write)
     try:
         pipeline.collect(cfg, run_id)
-        pipeline.validate_results(cfg, run_id, specs)
+        pipeline.validate_results(cfg, run_id, [*specs, *planned_elsewhere(cfg, run_id, specs[0])])
     except pipeline.ValidationFailed as exc:
         print(f"trainbench: the run's results failed validation; nothing published:\n{exc}", file=sys.stderr)
         return 1
@@ -81,6 +89,26 @@ def cmd_run(cfg, args) -> int:
     print(Path(published["markdown"]).read_text())
     print(json.dumps(published, indent=2))
     return 0
+
+
+def planned_elsewhere(cfg: config_mod.Config, run_id: str, spec: CaseSpec) -> list[CaseSpec]:
+    """The cases the run's other hosts stored: one run id measured by the CLI on each host of a fleet, each
+    host planning for itself, so this host's validation counts their cases as planned, not as strays.
+    They keep this host's job (`spec`): the run's settings are one."""
+    return [
+        dataclasses.replace(
+            spec,
+            case=Case(
+                r.framework,
+                DeviceSet(r.device_set, "cpu" if r.device_set.startswith("cpu") else "gpu", workers_of(r.device_set)),
+                r.repeat,
+                r.host or DEFAULT_HOST,
+                r.warmup,
+            ),
+        )
+        for r in pipeline.store(cfg).current_results(run_id)
+        if r.host != spec.case.host
+    ]
 
 
 def _run_id(store: ResultStore, run_id: str) -> str:
