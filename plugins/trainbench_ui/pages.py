@@ -12,7 +12,8 @@ from urllib.parse import quote
 import jinja2
 from markupsafe import Markup
 
-from trainbench.reports import charts
+from trainbench.reports import charts, templating
+from trainbench.reports.templating import formatted
 from trainbench_ui.queries import Filters
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -28,17 +29,10 @@ FILTER_LABELS = (
 )
 
 
-def _formatted(spec: str, suffix: str = ""):
-    def fmt(value: float | None) -> str:
-        return "–" if value is None else format(value, spec) + suffix
-
-    return fmt
-
-
 FORMATS = {
-    "seconds": _formatted(".2f"),
-    "rate": _formatted(",.0f"),
-    "mib": _formatted(",.0f", " MiB"),
+    "seconds": formatted(".2f", missing="–"),
+    "rate": formatted(",.0f", missing="–"),
+    "mib": formatted(",.0f", " MiB", missing="–"),
     "change": lambda v: "" if v is None else f"{v * 100:+.1f} %",
 }
 
@@ -71,14 +65,7 @@ class Links:
 
 @functools.cache
 def environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters.update(FORMATS)
+    env = templating.environment(TEMPLATES, FORMATS)
     env.globals.update(tabs=TABS, filter_labels=FILTER_LABELS, metrics=METRICS)
     return env
 

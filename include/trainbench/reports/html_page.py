@@ -15,8 +15,9 @@ from markupsafe import Markup
 from trainbench import cases
 from trainbench.cases import CaseSummary
 from trainbench.comparison import CaseComparison
-from trainbench.reports import charts
+from trainbench.reports import charts, templating
 from trainbench.reports.rows import combination, hosts, variant_pairs
+from trainbench.reports.templating import formatted
 from trainbench.result import Result
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -28,36 +29,20 @@ CSS = (
 )
 
 
-def _formatted(spec: str, suffix: str = ""):
-    def fmt(value: float | None) -> str:
-        return "" if value is None else format(value, spec) + suffix
-
-    return fmt
-
-
 FORMATS = {
-    "seconds": _formatted(",.2f"),
-    "rate": _formatted(",.0f"),
-    "mib": _formatted(",.0f"),
-    "percent": _formatted(".1%"),
-    "change": _formatted("+.1%"),
-    "p": _formatted(".2g"),
-    "ratio": _formatted(".2f", "x"),
-    "figure": _formatted(",.3f"),
+    "seconds": formatted(",.2f"),
+    "rate": formatted(",.0f"),
+    "mib": formatted(",.0f"),
+    "percent": formatted(".1%"),
+    "change": formatted("+.1%"),
+    "p": formatted(".2g"),
+    "ratio": formatted(".2f", "x"),
 }
 
 
 @functools.cache
 def environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters.update(FORMATS)
-    return env
+    return templating.environment(TEMPLATES, FORMATS)
 
 
 def render(
