@@ -7,8 +7,9 @@ with every configured framework on every device set, times each run as `time` do
 results: one row per framework x device set x repeat in the results database, and a
 report laid out like the original hand-made log.
 
-Pipeline: per fleet host (`[fleet] hosts`, one Celery queue and one single-slot worker
-each): discover devices -> prepare dataset -> plan the matrix -> one `train` task per case
+Pipeline: the run's settings, resolved once; per fleet host (`[fleet] hosts`, one Celery queue
+and one single-slot worker each): discover devices -> prepare dataset -> plan the matrix (both
+with the resolved settings) -> one `train` task per case
 x repeat, one at a time, on that host's queue, so two runs never share a device while
 hosts work in parallel -> collect -> validate (Great Expectations) -> detect regressions against
 history -> publish (Markdown like the log, HTML with charts, CSV, Parquet; updates the
@@ -92,6 +93,12 @@ def cifar10_benchmark():
         return on_time(dag_run, LATE_AFTER)
 
     @task
+    @fail_without_retry
+    def resolve_settings(params: dict | None = None, dag_run=None) -> dict:
+        """Once per run (a backfill's may come from the database), for every host's tasks."""
+        return run_settings(params, dag_run).as_dict()
+
+    @task
     def discover_devices() -> dict:
         from trainbench import pipeline
 
@@ -99,19 +106,19 @@ def cifar10_benchmark():
 
     @task
     @fail_without_retry
-    def prepare_dataset(inventory: dict, params: dict | None = None, dag_run=None) -> dict:
+    def prepare_dataset(inventory: dict, settings: dict) -> dict:
         from trainbench import pipeline
 
-        return pipeline.prepare_dataset(CONFIG, run_settings(params, dag_run), inventory)
+        return pipeline.prepare_dataset(CONFIG, config.Settings(**settings), inventory)
 
     @task
     @fail_without_retry
-    def plan_matrix(inventory: dict, dataset: dict, host: str, params: dict | None = None, dag_run=None) -> list[dict]:
+    def plan_matrix(inventory: dict, dataset: dict, settings: dict, host: str, dag_run=None) -> list[dict]:
         from trainbench import pipeline
 
-        settings = run_settings(params, dag_run)
-        pipeline.start_run(CONFIG, dag_run.run_id, settings, logical_date(dag_run))
-        return [spec.to_dict() for spec in pipeline.plan_matrix(settings, inventory, dataset, host)]
+        chosen = config.Settings(**settings)
+        pipeline.start_run(CONFIG, dag_run.run_id, chosen, logical_date(dag_run))
+        return [spec.to_dict() for spec in pipeline.plan_matrix(chosen, inventory, dataset, host)]
 
     @task(trigger_rule="all_done")
     def collect(run_id: str | None = None) -> dict:
@@ -121,16 +128,15 @@ def cifar10_benchmark():
 
     @task
     @fail_without_retry
-    def validate(specs_per_host: list[list[dict]], collected: dict, run_id: str | None = None) -> dict:
+    def validate(specs_per_host: list[list[dict]], run_id: str | None = None) -> dict:
         from trainbench import pipeline
         from trainbench.planning import CaseSpec
 
-        print(f"collected: {collected}")
         planned = [CaseSpec.from_dict(s) for specs in specs_per_host for s in specs]
         return pipeline.validate_results(CONFIG, run_id, planned)
 
     @task
-    def detect_regressions(validated: dict, run_id: str | None = None) -> list[dict]:
+    def detect_regressions(run_id: str | None = None) -> list[dict]:
         from trainbench import pipeline
 
         return pipeline.detect_regressions(CONFIG, run_id, log=print)
@@ -139,11 +145,11 @@ def cifar10_benchmark():
     def publish(verdicts: list[dict], run_id: str | None = None) -> dict:
         from trainbench import pipeline
 
-        return pipeline.publish(CONFIG, run_id)
+        return pipeline.publish(CONFIG, run_id, verdicts)
 
     @task
     @fail_without_retry
-    def regression_gate(verdicts: list[dict], published: dict, params: dict | None = None) -> list[str]:
+    def regression_gate(verdicts: list[dict], params: dict | None = None) -> list[str]:
         from trainbench import pipeline
 
         return pipeline.regression_gate(verdicts, params["fail_on_regression"])
@@ -164,13 +170,15 @@ def cifar10_benchmark():
 
     start = on_time()
     check_conf() >> start
+    settings = resolve_settings()
+    start >> settings
     collected = collect()
     specs_per_host = []
     for host in CONFIG.hosts:  # everything that touches a host runs on its queue, one task at a time
         with TaskGroup(group_id=host):
             devices = discover_devices.override(queue=host)()
-            dataset = prepare_dataset.override(queue=host)(devices)
-            specs = plan_matrix.override(queue=host)(devices, dataset, host)
+            dataset = prepare_dataset.override(queue=host)(devices, settings)
+            specs = plan_matrix.override(queue=host)(devices, dataset, settings, host)
             trained = TrainCaseOperator.partial(
                 task_id="train",
                 queue=host,
@@ -183,8 +191,12 @@ def cifar10_benchmark():
         start >> devices
         trained >> collected
         specs_per_host.append(specs)
-    verdicts = detect_regressions(validate(specs_per_host, collected))
-    regression_gate(verdicts, publish(verdicts)) >> check_complete()
+    validated = validate(specs_per_host)
+    verdicts = detect_regressions()
+    published = publish(verdicts)
+    gate = regression_gate(verdicts)
+    collected >> validated >> verdicts
+    published >> gate >> check_complete()
 
 
 cifar10_benchmark()

@@ -25,6 +25,7 @@ def test_dag_shape(dag):
     assert {t.task_id for t in dag.tasks} == {
         "check_conf",
         "on_time",
+        "resolve_settings",
         "gpu.discover_devices",
         "gpu.prepare_dataset",
         "gpu.plan_matrix",
@@ -37,6 +38,7 @@ def test_dag_shape(dag):
         "check_complete",
     }
     assert dag.get_task("publish").upstream_task_ids == {"detect_regressions"}
+    assert dag.get_task("regression_gate").upstream_task_ids == {"detect_regressions", "publish"}
     assert dag.get_task("detect_regressions").upstream_task_ids == {"validate"}
     train = dag.get_task("gpu.train")
     assert train.queue == "gpu" and train.max_active_tis_per_dagrun == 1
@@ -44,6 +46,69 @@ def test_dag_shape(dag):
     assert dag.get_task("collect").trigger_rule == "all_done"
     assert dag.get_task("collect").upstream_task_ids == {"gpu.train"}
     assert [a.name for a in dag.get_task("publish").outlets] == ["trainbench_results"]
+
+
+def test_the_runs_settings_are_resolved_once_and_handed_to_every_host(dag):
+    """Only resolve_settings reads the trigger form's settings (and, for a backfill, the database); a host's
+    tasks take what it resolved."""
+    assert dag.get_task("resolve_settings").upstream_task_ids == {"on_time"}
+    for task_id in ("gpu.prepare_dataset", "gpu.plan_matrix"):
+        assert "resolve_settings" in dag.get_task(task_id).upstream_task_ids
+    reading = {t.task_id for t in dag.tasks if "params" in arguments(t)}
+    assert reading == {"resolve_settings", "regression_gate"}  # the gate reads fail_on_regression
+
+
+def arguments(task) -> set[str]:
+    """What a @task's function takes (an operator of its own takes none)."""
+    import inspect
+
+    if not hasattr(task, "python_callable"):
+        return set()
+    return set(inspect.signature(inspect.unwrap(task.python_callable)).parameters)
+
+
+def test_every_task_reads_every_argument_it_takes(dag):
+    """An argument is passed because the task needs it; tasks that only follow one another are ordered with >>.
+    So publish reports the verdicts detect_regressions returned, rather than reading them back."""
+    import dis
+    import inspect
+
+    for task in dag.tasks:
+        if not arguments(task):
+            continue
+        code = inspect.unwrap(task.python_callable)
+        read = {i.argval for i in dis.get_instructions(code) if i.opname in ("LOAD_FAST", "LOAD_DEREF")}
+        assert arguments(task) <= read, f"{task.task_id} takes {sorted(arguments(task) - read)} and never reads it"
+
+
+def test_publish_reports_the_verdicts_it_is_handed(tmp_path):
+    from trainbench import config, pipeline
+
+    from conftest import write_config
+    from test_results import result
+
+    cfg = config.load(write_config(tmp_path))
+    pipeline.start_run(cfg, "cli__handed", cfg.settings)
+    stored = pipeline._save(cfg, result(run_id="cli__handed"), log=lambda m: None)
+    verdict = {
+        "host": stored.host,
+        "framework": stored.framework,
+        "device_set": stored.device_set,
+        "env_key": stored.env_key,
+        "metric": "wall_s",
+        "verdict": "regressed",
+        "current": 12.5,
+        "baseline": 10.0,
+        "change": 0.25,
+        "p_value": 0.01,
+        "history_runs": 3,
+        "detail": "handed over by detect_regressions",
+    }
+    published = pipeline.publish(cfg, "cli__handed", [verdict])
+    assert (
+        "handed over by detect_regressions" in (tmp_path / "output" / "runs" / "cli__handed" / "report.md").read_text()
+    )
+    assert published["rows"] == 1
 
 
 def test_a_run_that_starts_long_after_its_slot_skips_itself():

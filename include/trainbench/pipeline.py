@@ -440,13 +440,13 @@ def regression_gate(verdicts: list[dict], fail_on_regression: bool) -> list[str]
     return regressed
 
 
-def publish(config: Config, run_id: str) -> dict:
+def publish(config: Config, run_id: str, verdicts: list[dict] | None = None) -> dict:
     """Write the run's reports (Markdown, HTML, CSV, Parquet) into its folder; point output/latest at the newest.
 
     A validated run becomes published; a run still running or that failed validation gets its reports
     rewritten but stays what it is, so it never becomes "latest". "Newest" is the published run of the
     newest logical date with results, so publishing a backfill of old weeks leaves output/latest on the
-    current week.
+    current week. `verdicts`: the run's, as `detect_regressions` returned them (else read back from the database).
     """
     from trainbench import comparison, reports
 
@@ -465,7 +465,8 @@ def publish(config: Config, run_id: str) -> dict:
         run_folder.run_dir(config.output_dir, run_id),
         run_id,
         history=past,
-        verdicts=db.verdicts(),
+        verdicts=[v for v in db.verdicts() if verdicts is None or v["run_id"] != run_id]
+        + [{**v, "run_id": run_id} for v in verdicts or ()],
         run_order=order,
         fingerprints=fingerprints,
         comparisons=comparison.upgraded(
