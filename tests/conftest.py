@@ -38,12 +38,12 @@ def write_config(
     hosts: list[str] | None = None,
     database_url: str = "",
     retry_delay_s: float = 300,
-    frameworks: dict[str, dict[str, str]] | None = None,
+    interpreters: dict[str, dict[str, str]] | None = None,
     name: str = "trainbench.toml",
     **benchmark,
 ) -> Path:
     """A trainbench.toml (or `name`) whose output goes to `folder`, with [benchmark] overrides; frameworks from
-    .envs/ unless `frameworks` sets a framework's entries."""
+    .envs/ unless `interpreters` sets a framework's entries."""
     settings = {
         "frameworks": ["pytorch"],
         "device_sets": ["cpu"],
@@ -63,7 +63,7 @@ def write_config(
     lines += [f'database_url = "{database_url}"', "[fleet]", f"hosts = {hosts or ['gpu']!r}".replace("'", '"')]
     lines.append(f"retry_delay_s = {retry_delay_s}")
     entries = {fw: {"python": str(ENVS / fw / "bin" / "python")} for fw in ("pytorch", "mxnet", "jax")}
-    for fw, values in {**entries, "neon": neon, **(frameworks or {})}.items():
+    for fw, values in {**entries, "neon": neon, **(interpreters or {})}.items():
         lines += [f"[frameworks.{fw}]", *(f'{k} = "{v}"' for k, v in values.items())]
     path = folder / name
     path.write_text("\n".join(lines) + "\n")

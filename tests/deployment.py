@@ -106,7 +106,7 @@ class Deployment:
         common = {"neon": neon, "hosts": list(hosts), "database_url": self.results.url, "retry_delay_s": retry_delay_s}
         self.config = write_config(home, **common)
         self.host_configs = {
-            host: write_config(home, frameworks=found, name=f"trainbench-{host}.toml", **common)
+            host: write_config(home, interpreters=found, name=f"trainbench-{host}.toml", **common)
             for host, found in (host_frameworks or {}).items()
         }
         self.env = {

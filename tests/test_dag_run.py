@@ -74,13 +74,14 @@ def test_task_log_shows_progress_per_epoch(benchmark_run):
 def test_markdown_report_is_laid_out_like_the_original_log(benchmark_run):
     _, cfg, _ = benchmark_run
     text = (cfg.output_dir / "latest" / "report.md").read_text()
-    assert "## PyTorch\n### CPU\n```\n$ time python pytorch_train.py --data-dir" in text
-    assert "### CPU x 2 workers\n```\n$ time python -m torch.distributed.run" in text
-    assert "## MXNet\n### CPU\n```\n$ time python mxnet_train.py" in text
-    assert "## Neon\n### CPU\n```\n(unavailable)\nno neon interpreter configured" in text
+    assert "## PyTorch on `gpu`\n### CPU x 2 workers\n```\n$ time python -m torch.distributed.run" in text
+    assert "### CPU\n```\n$ time python pytorch_train.py --data-dir" in text
+    assert "## MXNet on `gpu`\n### CPU x 2 workers\n```\n$ time python" in text
+    assert "## Neon on `gpu`\n### CPU x 2 workers\n```\n(unavailable)\nno neon interpreter configured" in text
     assert text.index("## Neon") < text.index("## MXNet") < text.index("## PyTorch") < text.index("## JAX")
     graph, hybrid = (
-        text.split(f"## {title}\n### CPU\n```\n$ time python ")[1] for title in ("PyTorch graph", "MXNet hybrid")
+        text.split(f"## {title} on `gpu`\n")[1].split("### CPU\n```\n$ time python ")[1]
+        for title in ("PyTorch graph", "MXNet hybrid")
     )
     assert graph.startswith("pytorch_train.py") and "--variant graph" in graph.splitlines()[0]
     assert hybrid.startswith("mxnet_train.py") and "--variant hybrid" in hybrid.splitlines()[0]

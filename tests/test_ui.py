@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -543,3 +544,32 @@ def test_a_run_still_running_is_never_shown_as_latest_and_every_verdict_is(serve
         with store.engine.begin() as conn:
             conn.execute(results.delete().where(results.c.run_id == partial))
             conn.execute(runs.delete().where(runs.c.run_id == partial))
+
+
+def test_the_environments_of_each_case_side_by_side_in_a_browser(server, browser, tmp_path):
+    """A newer run in an upgraded environment (torch bumped, 20 % faster): per case, both environments oldest first,
+    what changed and the change with its range; each case of each host on its own rows."""
+    store = ResultStore(server.config.database_url)
+    upgraded = "manual__2026-01-19T03:00:00+00:00"
+    store.save_run(upgraded, {}, logical_date=dt.datetime(2026, 1, 19, 3, tzinfo=dt.UTC))
+    for row in store.current_rows(server.runs[1]):
+        env = {**row["environment"], "framework_packages": {"torch": "9.9.9"}}
+        faster = {"wall_s": row["wall_s"] * 0.8, "images_per_s": row["images_per_s"] * 1.25}
+        store.save(Result.from_dict({**row, **faster, "run_id": upgraded, "env_key": "upgraded", "environment": env}))
+    try:
+        browser.goto(server.base + "/trainbench/compare")
+        cases = browser.evaluate(
+            "[...document.querySelectorAll('table.compare tbody.case')].map(b => [b.dataset.deviceSet,"
+            " [...b.querySelectorAll('tr.env')].map(r => r.querySelector('td.env').innerText.split('\\n')[0])])"
+        )
+        assert [(ds, len(envs)) for ds, envs in cases] == [("cpu:2", 2), ("cpu", 2)], cases
+        assert all(envs[1] == "driver none · torch 9.9.9" for _, envs in cases)
+        changed = browser.evaluate("[...document.querySelectorAll('td.changed')].map(t => t.innerText.trim())")
+        assert [bool(re.fullmatch(r"torch \S+ → 9\.9\.9", c)) for c in changed] == [False, True] * 2, changed
+        readings = browser.evaluate("[...document.querySelectorAll('td.reading')].map(t => t.innerText.trim())")
+        assert readings[1] and readings[3], readings  # the upgraded environment's row reads a direction or why not
+        browser.screenshot(tmp_path / "ui-compare-upgrade.png", whole_page=True)
+    finally:
+        with store.engine.begin() as conn:
+            conn.execute(results.delete().where(results.c.run_id == upgraded))
+            conn.execute(runs.delete().where(runs.c.run_id == upgraded))

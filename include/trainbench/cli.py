@@ -9,7 +9,6 @@ python -m trainbench results --format csv
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
 import functools
 import json
@@ -19,7 +18,7 @@ from pathlib import Path
 from trainbench import config as config_mod
 from trainbench import fingerprint, pipeline
 from trainbench.errors import ConfigError
-from trainbench.planning import DEFAULT_HOST, Case, CaseSpec, DeviceSet, workers_of
+from trainbench.planning import DEFAULT_HOST
 from trainbench.reports import tables
 from trainbench.store import run_folder
 from trainbench.store.results import ResultStore, open_existing
@@ -80,7 +79,7 @@ def cmd_run(cfg, args) -> int:
                 pipeline.run_case(cfg, run_id, spec, log=bar.write)
     try:
         pipeline.collect(cfg, run_id)
-        pipeline.validate_results(cfg, run_id, [*specs, *planned_elsewhere(cfg, run_id, specs[0])])
+        pipeline.validate_results(cfg, run_id, specs)
     except pipeline.ValidationFailed as exc:
         print(f"trainbench: the run's results failed validation; nothing published:\n{exc}", file=sys.stderr)
         return 1
@@ -89,26 +88,6 @@ def cmd_run(cfg, args) -> int:
     print(Path(published["markdown"]).read_text())
     print(json.dumps(published, indent=2))
     return 0
-
-
-def planned_elsewhere(cfg: config_mod.Config, run_id: str, spec: CaseSpec) -> list[CaseSpec]:
-    """The cases the run's other hosts stored: one run id measured by the CLI on each host of a fleet, each
-    host planning for itself, so this host's validation counts their cases as planned, not as strays.
-    They keep this host's job (`spec`): the run's settings are one."""
-    return [
-        dataclasses.replace(
-            spec,
-            case=Case(
-                r.framework,
-                DeviceSet(r.device_set, "cpu" if r.device_set.startswith("cpu") else "gpu", workers_of(r.device_set)),
-                r.repeat,
-                r.host or DEFAULT_HOST,
-                r.warmup,
-            ),
-        )
-        for r in pipeline.store(cfg).current_results(run_id)
-        if r.host != spec.case.host
-    ]
 
 
 def _run_id(store: ResultStore, run_id: str) -> str:

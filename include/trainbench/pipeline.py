@@ -348,11 +348,14 @@ def collect(config: Config, run_id: str) -> dict:
 
 
 def validate_results(config: Config, run_id: str, planned: list[CaseSpec]) -> dict:
-    """Great Expectations suite over the run's rows against its plan; Data Docs kept in the run's folder."""
+    """Great Expectations suite over the rows of the planned hosts against their plan; Data Docs kept in the run's
+    folder. The DAG plans every host of the fleet; the CLI, run on each host under one run id, its own: each host
+    validates what it measured, and the run holds every host's cases."""
     from trainbench.checks import validation
 
     db = store(config)
-    rows = db.current_rows(run_id)
+    hosts = {s.case.host for s in planned}
+    rows = [r for r in db.current_rows(run_id) if r["host"] in hosts]
     epochs = {s.job.epochs for s in planned}
     host_memory = [r["environment"].get("host_memory_mib") for r in rows if r.get("environment")]
     docs = run_folder.run_dir(config.output_dir, run_id) / "data_docs"
