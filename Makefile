@@ -1,7 +1,7 @@
 # trainbench: two commands set everything up on a fresh machine (Python 3.11 + package registries).
 #   make demo   run the cifar10_benchmark DAG once through Airflow (SQLite, CPU, synthetic data)
 #   make test   lint (ruff, mypy) and the whole test suite (what CI runs)
-#   make lint   ruff check, ruff format --check, mypy on the core
+#   make lint   ruff check, ruff format --check, mypy on the core, plugins/ and dags/
 
 PYTHON ?= python3.11
 VENV := .venv
