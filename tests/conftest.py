@@ -70,11 +70,12 @@ def write_config(
     return path
 
 
-def dags_test(env: dict, conf: dict, logical_date: str | None = None) -> subprocess.CompletedProcess:
-    """One whole run of the cifar10_benchmark DAG (`airflow dags test`) in the Airflow home `env` names."""
+def dags_test(
+    env: dict, conf: dict, logical_date: str | None = None, dag_id: str = "cifar10_benchmark"
+) -> subprocess.CompletedProcess:
+    """One whole run of a DAG (`airflow dags test`) in the Airflow home `env` names."""
     return subprocess.run(
-        [str(BIN / "airflow"), "dags", "test", "cifar10_benchmark", *filter(None, [logical_date])]
-        + ["-c", json.dumps(conf)],
+        [str(BIN / "airflow"), "dags", "test", dag_id, *filter(None, [logical_date])] + ["-c", json.dumps(conf)],
         env=env,
         capture_output=True,
         text=True,

@@ -32,6 +32,7 @@ class Device:
     reasons: int = 0x4
     locked_clocks: tuple[int, int] | None = None
     may_lock_clocks: bool = True  # False: the driver refuses (not root), as NVML answers NO_PERMISSION
+    vbios: str = "96.00.89.00.01"
 
 
 class StandInNvml:
@@ -87,6 +88,9 @@ class StandInNvml:
 
     def nvmlDeviceGetEnforcedPowerLimit(self, h):
         return 700_000
+
+    def nvmlDeviceGetVbiosVersion(self, h):
+        return h.vbios
 
     def nvmlSystemGetDriverVersion(self):
         return self.driver

@@ -9,15 +9,30 @@ from conftest import ROOT
 
 
 @pytest.fixture(scope="module")
-def dag():
+def bag():
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(ROOT / "dags"))
-    assert bag.import_errors == {}
-    (stat,) = bag.dagbag_stats
-    print(f"parse time of {stat.file}: {stat.duration.total_seconds():.3f} s")
-    assert stat.duration.total_seconds() < 0.5
+    found = DagBag(dag_folder=str(ROOT / "dags"))
+    assert found.import_errors == {}
+    assert sorted(found.dags) == ["cifar10_benchmark", "environment_watch"]
+    for stat in found.dagbag_stats:
+        print(f"parse time of {stat.file}: {stat.duration.total_seconds():.3f} s")
+        assert stat.duration.total_seconds() < 0.5
+    return found
+
+
+@pytest.fixture(scope="module")
+def dag(bag):
     return bag.dags["cifar10_benchmark"]
+
+
+def test_the_environment_watch_reads_each_host_on_its_queue_and_announces_it_on_its_asset(bag):
+    watch = bag.dags["environment_watch"]
+    tasks = {t.task_id: t for t in watch.tasks}
+    assert sorted(tasks) == ["watch_gpu"]  # the default configuration's one host
+    (task,) = tasks.values()
+    assert task.queue == "gpu" and [a.name for a in task.outlets] == ["trainbench_environment_gpu"]
+    assert watch.doc_md and watch.tags and watch.timetable.summary == "0 */6 * * *"
 
 
 def test_dag_shape(dag):
@@ -126,9 +141,10 @@ def test_a_run_that_starts_long_after_its_slot_skips_itself():
         assert on_time(SimpleNamespace(run_type=run_type, logical_date=slot, run_after=slot), late, now=slot + late * 9)
 
 
-def test_dag_file_imports_no_framework_or_data_library():
+@pytest.mark.parametrize("name", ["cifar10_benchmark", "environment_watch"])
+def test_dag_file_imports_no_framework_or_data_library(name):
     code = (
-        "import sys; sys.path[:0] = ['plugins', 'include']; import runpy; runpy.run_path('dags/cifar10_benchmark.py');"
+        f"import sys; sys.path[:0] = ['plugins', 'include']; import runpy; runpy.run_path('dags/{name}.py');"
         "print(sorted(m for m in ('torch', 'pandas', 'numpy', 'mxnet', 'jax', 'great_expectations')"
         " if m in sys.modules))"
     )

@@ -25,6 +25,7 @@ class Gpu:
     persistence_mode: bool | None = None
     accounting_mode: bool | None = None
     power_limit_w: float | None = None
+    vbios_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ def discover(nvml=None, nvml_error: str | None = None) -> Inventory:
                 persistence_mode=_flag(optional(nvml.nvmlDeviceGetPersistenceMode, h)),
                 accounting_mode=_flag(optional(nvml.nvmlDeviceGetAccountingMode, h)),
                 power_limit_w=limit / 1000 if limit is not None else None,
+                vbios_version=_text(vbios) if (vbios := optional(nvml.nvmlDeviceGetVbiosVersion, h)) else None,
             )
         )
     cuda = optional(nvml.nvmlSystemGetCudaDriverVersion_v2) or optional(nvml.nvmlSystemGetCudaDriverVersion)

@@ -417,6 +417,22 @@ def detect_regressions(config: Config, run_id: str, log: Log = print) -> list[di
     return found
 
 
+def watch_environment(config: Config, host: str, nvml=None) -> dict:
+    """Read the host's environment, store the reading, and say what changed since its last one (nothing on the
+    first reading: there is nothing to compare it with)."""
+    from trainbench import watch
+
+    found = watch.read(config, host, nvml)
+    at = dt.datetime.now(dt.UTC)
+    previous = store(config).observe_environment(host, found, watch.digest(found), at)
+    return {
+        "host": host,
+        "observed_at": at.isoformat(),
+        "previous_at": previous["observed_at"].isoformat() if previous else None,
+        "changed": watch.changes(previous["environment"], found) if previous else {},
+    }
+
+
 def check_complete(config: Config, run_id: str, failed_tasks: int) -> dict:
     """The run's end: failed when `failed_tasks` of its cases' tasks failed or were stopped (named from their rows
     where Airflow stopped them), so a weekly run missing measurements never shows as a success."""

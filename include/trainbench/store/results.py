@@ -124,7 +124,17 @@ case_stats = sa.Table(
     sa.Column("ips_cv", sa.Float),
     sa.Column("noisy", sa.Boolean),
 )
+host_environments = sa.Table(
+    "host_environments",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("host", sa.String(64), nullable=False),
+    sa.Column("observed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("environment", sa.JSON, nullable=False),
+)
 sa.Index("ix_results_case", results.c.framework, results.c.device_set, results.c.env_key)
+sa.Index("ix_host_environments_host", host_environments.c.host, host_environments.c.observed_at)
 
 RESULT_FIELDS = tuple(c.name for c in results.columns if c.name != "id")
 HISTORY_FIELDS = (
@@ -396,6 +406,34 @@ class ResultStore:
             conn.execute(verdicts.delete().where(verdicts.c.run_id == run_id))
             if found:
                 conn.execute(verdicts.insert(), [{**v, "run_id": run_id} for v in found])
+
+    def observe_environment(self, host: str, environment: dict, digest: str, at: dt.datetime) -> dict | None:
+        """Store one reading of a host's environment; return the host's reading before it (None for the first)."""
+        with self.engine.begin() as conn:
+            if self.engine.dialect.name == "postgresql":  # two watches of one host queue behind each other
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": hash_key(f"watch {host}")})
+            previous = conn.execute(
+                sa.select(host_environments)
+                .where(host_environments.c.host == host)
+                .order_by(host_environments.c.observed_at.desc(), host_environments.c.id.desc())
+                .limit(1)
+            ).first()
+            conn.execute(
+                host_environments.insert().values(
+                    host=host, observed_at=at, digest=digest, environment=finite(environment)
+                )
+            )
+        return dict(previous._mapping) if previous else None
+
+    def environments(self, host: str) -> list[dict]:
+        """A host's readings, oldest first."""
+        query = (
+            sa.select(host_environments)
+            .where(host_environments.c.host == host)
+            .order_by(host_environments.c.observed_at, host_environments.c.id)
+        )
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
 
     def verdicts(self) -> list[dict]:
         with self.engine.connect() as conn:
