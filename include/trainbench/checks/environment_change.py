@@ -1,0 +1,228 @@
+"""Did an environment change (driver, CUDA, a framework) make a case slower or faster, and by how much?
+
+Per case and metric (steady images/s, wall time) the change is after / before - 1 of the geometric means of the
+per-repeat figures, with a confidence interval from Welch's t on their logarithms.  "Before" is every counted
+repeat of the case in the old environment (its runs pooled), "after" the repeats of the new measurement.
+
+- Repeats are the unit.  The steady epochs of one repeat share its process, clocks, memory placement and data
+  order, so they are not independent draws: a test over epochs (Mann-Whitney over every steady epoch) counts
+  nine correlated values as nine and gives intervals too narrow.  A repeat's steady images/s is already the
+  median of its steady epochs; epochs are not an input here.
+- Logarithms: noise and changes are multiplicative (a slower driver slows every epoch by a share), so the change
+  is a difference of log means and its interval, mapped back, a ratio.
+- Welch's t, not a pooled variance: the new environment may be noisier than the old, and a pooled variance would
+  lend a few after repeats the before's quietness.  One outlying repeat (a busy host) widens the interval more
+  than it moves it: the case is measured longer or ends inconclusive rather than flagged.
+- Not the bootstrap over repeats: resampling 3 to 10 values covers less than the level it claims (no t
+  quantile, a handful of distinct resamples).  Not Hodges-Lehmann with its Mann-Whitney interval over repeats:
+  exact but discrete, against 9 before repeats it cannot reach the per-look level below (0.6 %) before 4 after
+  repeats, and there its interval is nearly the range of all pairwise ratios.
+
+Verdicts, on the interval: `no change` when it lies inside +-threshold (any change is smaller than the threshold,
+even one the interval tells from zero: its figure is in the detail); `slower` / `faster` when it excludes zero
+and reaches beyond the threshold; otherwise `inconclusive`, with the noise of both sides in the detail.
+
+Sequential measurement (`measure_sequentially`): after repeats are added one at a time; from `min_repeats` (3:
+with 2 the after noise rests on one degree of freedom and no interval could decide) every repeat is a look at each
+metric still undecided; a metric's verdict is fixed at its first decision, and the measurement stops when every
+metric is decided, or at the cap (then `inconclusive`).  False alarms over the looks: Bonferroni, alpha (5 %)
+spent evenly, each look's interval at level 1 - alpha / looks (looks = cap - min_repeats + 1: 8 with a cap of
+10), so the chance that any look's interval misses a metric's true change is at most alpha and the reported interval is
+a 95 % interval whichever look stopped.  Pocock's boundary is narrower, but it is derived for a known variance; with t
+and Welch's degrees of freedom changing from look to look it has no exact form, and Bonferroni meets the targets
+(`benchmarks/ab_power.py`).
+
+Confirmation (`confirm`, `decide`): `slower` / `faster` is announced only when a second sequential measurement,
+made after the first, finds the same; otherwise it is `inconclusive`, both shown.  The second's repeats are
+independent of the first's, so a session effect (a busy host, a clock or thermal state lasting the session),
+which no interval of one session can see, must recur by chance to fool both.  Both compare against the same
+before repeats, so an unlucky history is shared; the simulated false-alarm rate includes that.
+
+What the interval assumes: repeats scatter independently around their session's level, and sessions (the before
+runs, the after measurement) share one level.  A session effect beyond the repeats' noise is not in the interval:
+three before runs cannot estimate it (two degrees of freedom would leave no look able to decide).  Simulated with a
+session-to-session CV of 1 % on top of repeat noise of 2 % (20,000 cases each), confirmed false alarms rise from
+0.15 % to 1.7 % and detections of a 5 % slowdown fall from 96 % to 85 % (`benchmarks/ab_power.py --session-cv 0.01`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from scipy import special
+
+from trainbench.cases import Spread
+from trainbench.checks.regression import METRICS
+
+SLOWER, FASTER, NO_CHANGE, INCONCLUSIVE = "slower", "faster", "no change", "inconclusive"
+VERDICTS = (SLOWER, FASTER, NO_CHANGE, INCONCLUSIVE)
+DIRECTIONS = (SLOWER, FASTER)
+
+
+@dataclass(frozen=True)
+class Design:
+    """What counts as a change (threshold), the false-alarm rate over all looks (alpha) and the repeats allowed."""
+
+    threshold: float = 0.05
+    alpha: float = 0.05
+    min_repeats: int = 3
+    cap: int = 10
+
+    def __post_init__(self):
+        if not (0 < self.threshold < 1 and 0 < self.alpha < 1):
+            raise ValueError(f"threshold and alpha must lie in (0, 1), got {self.threshold}, {self.alpha}")
+        if not 2 <= self.min_repeats <= self.cap:
+            raise ValueError(f"need 2 <= min_repeats <= cap, got {self.min_repeats}, {self.cap}")
+
+    @property
+    def looks(self) -> int:
+        return self.cap - self.min_repeats + 1
+
+
+@dataclass(frozen=True)
+class ChangeVerdict:
+    """One metric's change after / before - 1 with its interval [low, high], and what it allows us to say."""
+
+    metric: str
+    verdict: str
+    change: float | None
+    low: float | None
+    high: float | None
+    before: Spread
+    after: Spread
+    detail: str
+
+    @property
+    def figures(self) -> str:
+        """ "-7.2 % [-9.4, -5.1]", as a person reads a change."""
+        if self.change is None or self.low is None or self.high is None:
+            return "not computed"
+        return f"{100 * self.change:+.1f} % [{100 * self.low:+.1f}, {100 * self.high:+.1f}]"
+
+    @property
+    def noise(self) -> str:
+        def cv(s: Spread) -> str:
+            return "unknown" if s.cv is None else f"{100 * s.cv:.1f} %"
+
+        return f"repeats vary by CV {cv(self.before)} before ({self.before.n}), {cv(self.after)} after ({self.after.n})"
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One sequential measurement: each metric's verdict, and the repeats it took."""
+
+    verdicts: dict[str, ChangeVerdict]
+    repeats: int
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What is announced per metric (confirmed where a direction was found) and the measurements it rests on."""
+
+    verdicts: dict[str, ChangeVerdict]
+    measurements: list[Measurement]
+
+    @property
+    def repeats(self) -> int:
+        return sum(m.repeats for m in self.measurements)
+
+
+def judge(
+    metric: str,
+    before: Sequence[float],
+    after: Sequence[float],
+    threshold: float = 0.05,
+    alpha: float = 0.05,
+    looks: int = 1,
+) -> ChangeVerdict:
+    """One look at `metric` (a key of regression.METRICS): its interval at level 1 - alpha / looks and verdict."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; one of {', '.join(METRICS)}")
+    b, a = Spread(tuple(before)), Spread(tuple(after))
+    if any(v <= 0 for v in b.values + a.values):
+        raise ValueError(f"{metric}: figures must be positive")
+    if min(b.n, a.n) < 2:
+        why = f"too few repeats to know the noise: {b.n} before, {a.n} after (2 each needed)"
+        return ChangeVerdict(metric, INCONCLUSIVE, None, None, None, b, a, why)
+    (mb, vb), (ma, va) = _log_moments(b.values), _log_moments(a.values)
+    sb, sa = vb / b.n, va / a.n
+    half = 0.0
+    if sa + sb > 0:
+        df = (sa + sb) ** 2 / (sa**2 / (a.n - 1) + sb**2 / (b.n - 1))
+        half = float(special.stdtrit(df, 1 - alpha / looks / 2)) * math.sqrt(sa + sb)
+    d = ma - mb
+    found = ChangeVerdict(metric, INCONCLUSIVE, math.expm1(d), math.expm1(d - half), math.expm1(d + half), b, a, "")
+    assert found.low is not None and found.high is not None and found.change is not None
+    level = f"{100 * (1 - alpha):g} % interval" + (f", simultaneous over {looks} looks" if looks > 1 else "")
+    bar = f"{100 * threshold:g} %"
+    if -threshold < found.low and found.high < threshold:
+        verdict, why = NO_CHANGE, f"within +-{bar}"
+    elif found.low > 0 or found.high < 0:
+        verdict = SLOWER if METRICS[metric] * found.change > 0 else FASTER
+        why = f"excludes 0 and reaches beyond +-{bar}"
+    else:
+        why = f"spans both 0 and +-{bar}: too noisy to decide"
+        verdict = INCONCLUSIVE
+    return replace(found, verdict=verdict, detail=f"{found.figures} ({level}) {why}; {found.noise}")
+
+
+def _log_moments(values: Sequence[float]) -> tuple[float, float]:
+    logs = [math.log(v) for v in values]
+    mean = math.fsum(logs) / len(logs)
+    return mean, math.fsum((v - mean) ** 2 for v in logs) / (len(logs) - 1)
+
+
+def measure_sequentially(
+    before: Mapping[str, Sequence[float]],
+    measure: Callable[[], Mapping[str, float | None]],
+    design: Design = Design(),
+) -> Measurement:
+    """Repeats `measure` (one after repeat: its figure per metric, None where the repeat failed, which still uses
+    a repeat of the cap) until every metric of `before` is decided or the cap is reached."""
+    after: dict[str, list[float]] = {m: [] for m in before}
+    final = {m: judge(m, v, []) for m, v in before.items() if len(v) < 2}
+    last: dict[str, ChangeVerdict] = {}
+    repeats = 0
+    while len(final) < len(after) and repeats < design.cap:
+        figures = measure()
+        repeats += 1
+        for m in after.keys() - final.keys():
+            value = figures.get(m)
+            if value is not None:
+                after[m].append(value)
+            if repeats >= design.min_repeats:
+                last[m] = judge(m, before[m], after[m], design.threshold, design.alpha, design.looks)
+                if last[m].verdict != INCONCLUSIVE:
+                    final[m] = last[m]
+    for m in after.keys() - final.keys():
+        final[m] = replace(last[m], detail=f"{last[m].detail}; undecided at the cap of {design.cap} repeats")
+    return Measurement({m: final[m] for m in before}, repeats)
+
+
+def confirm(first: ChangeVerdict, second: ChangeVerdict | None) -> ChangeVerdict:
+    """A direction stands only when a second, independent measurement finds the same one."""
+    if first.verdict not in DIRECTIONS:
+        return first
+    if second is not None and second.verdict == first.verdict:
+        return replace(first, detail=f"{first.detail}; confirmed by a second measurement: {second.figures}")
+    found = f"a second measurement found {second.verdict}, {second.figures}" if second else "no second measurement"
+    detail = f"{first.verdict} {first.figures} not confirmed: {found}; {first.noise}"
+    return replace(first, verdict=INCONCLUSIVE, detail=detail)
+
+
+def decide(
+    before: Mapping[str, Sequence[float]],
+    measure: Callable[[int], Mapping[str, float | None]],
+    design: Design = Design(),
+) -> Decision:
+    """The whole design: a sequential measurement, and a second one of the metrics where it found a direction.
+    `measure(n)` measures one repeat of measurement n (1, or 2 to confirm), so the caller can keep them apart."""
+    first = measure_sequentially(before, lambda: measure(1), design)
+    found = [m for m, v in first.verdicts.items() if v.verdict in DIRECTIONS]
+    if not found:
+        return Decision(first.verdicts, [first])
+    second = measure_sequentially({m: before[m] for m in found}, lambda: measure(2), design)
+    verdicts = {m: confirm(v, second.verdicts.get(m)) for m, v in first.verdicts.items()}
+    return Decision(verdicts, [first, second])

@@ -1,0 +1,144 @@
+"""The environment-change verdict on simulated cases: a real slowdown is found with an interval that holds it, an
+unchanged case is never announced slower or faster, noise is said to be noise, and a direction needs a second
+measurement that agrees."""
+
+import math
+
+import numpy as np
+import pytest
+
+from trainbench.checks.environment_change import (
+    DIRECTIONS,
+    FASTER,
+    INCONCLUSIVE,
+    NO_CHANGE,
+    SLOWER,
+    Design,
+    confirm,
+    decide,
+    judge,
+    measure_sequentially,
+)
+
+IPS, WALL = 50_000.0, 20.0
+
+
+def noise(rng, cv, size):
+    sigma = math.sqrt(math.log1p(cv * cv))
+    return rng.lognormal(-sigma * sigma / 2, sigma, size)
+
+
+def before(rng, cv, n=9):
+    return {"images_per_s": list(IPS * noise(rng, cv, n)), "wall_s": list(WALL * noise(rng, cv, n))}
+
+
+def repeats(rng, cv, ratio):
+    """One after repeat per call: images/s x ratio, wall time / ratio."""
+    return lambda *_: {
+        "images_per_s": IPS * ratio * noise(rng, cv, 1)[0],
+        "wall_s": WALL / ratio * noise(rng, cv, 1)[0],
+    }
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_7_percent_slowdown_at_2_percent_noise_is_slower_with_the_ratio_in_its_interval(seed):
+    rng = np.random.default_rng(seed)
+    decision = decide(before(rng, 0.02), repeats(rng, 0.02, 0.93))
+    ips, wall = decision.verdicts["images_per_s"], decision.verdicts["wall_s"]
+    assert ips.verdict == wall.verdict == SLOWER
+    assert ips.low <= 0.93 - 1 <= ips.high
+    assert wall.low <= 1 / 0.93 - 1 <= wall.high
+    assert len(decision.measurements) == 2
+    assert "confirmed by a second measurement" in ips.detail
+
+
+def test_unchanged_is_never_announced_slower_or_faster():
+    for seed in range(30):
+        rng = np.random.default_rng(100 + seed)
+        decision = decide(before(rng, 0.02), repeats(rng, 0.02, 1.0))
+        assert {v.verdict for v in decision.verdicts.values()} <= {NO_CHANGE, INCONCLUSIVE}, seed
+
+
+def test_a_quiet_unchanged_case_is_no_change_and_stops_at_the_first_look():
+    rng = np.random.default_rng(7)
+    m = measure_sequentially(before(rng, 0.005), repeats(rng, 0.005, 1.0))
+    assert m.repeats == Design().min_repeats
+    assert {v.verdict for v in m.verdicts.values()} == {NO_CHANGE}
+    assert "within +-5 %" in m.verdicts["images_per_s"].detail
+
+
+def test_a_clear_change_stops_early_and_a_noisy_case_uses_the_cap():
+    rng = np.random.default_rng(1)
+    clear = measure_sequentially(before(rng, 0.01), repeats(rng, 0.01, 0.7))
+    assert clear.repeats == 3
+    assert {v.verdict for v in clear.verdicts.values()} == {SLOWER}
+    noisy = measure_sequentially(before(rng, 0.2), repeats(rng, 0.2, 1.0), Design(cap=6))
+    assert noisy.repeats == 6
+
+
+def test_noisy_repeats_are_inconclusive_and_the_detail_shows_the_noise():
+    rng = np.random.default_rng(3)
+    m = measure_sequentially(before(rng, 0.2), repeats(rng, 0.2, 0.95))
+    v = m.verdicts["images_per_s"]
+    assert v.verdict == INCONCLUSIVE
+    assert v.after.n == 10 and v.before.n == 9
+    assert f"CV {100 * v.before.cv:.1f} % before (9), {100 * v.after.cv:.1f} % after (10)" in v.detail
+    assert "too noisy to decide" in v.detail and "cap of 10 repeats" in v.detail
+
+
+def test_too_few_repeats_are_inconclusive():
+    v = judge("wall_s", [20.0], [21.0, 22.0])
+    assert v.verdict == INCONCLUSIVE and v.change is None
+    assert "too few repeats" in v.detail
+    m = measure_sequentially({"wall_s": [20.0]}, lambda: {"wall_s": 30.0})
+    assert m.repeats == 0 and m.verdicts["wall_s"].verdict == INCONCLUSIVE
+
+
+def test_directions_follow_the_metric():
+    b = [100.0, 101.0, 99.0, 100.5, 99.5]
+    assert judge("images_per_s", b, [90.0, 90.5, 89.5]).verdict == SLOWER
+    assert judge("wall_s", b, [90.0, 90.5, 89.5]).verdict == FASTER
+    assert judge("wall_s", b, [110.0, 110.5, 109.5]).verdict == SLOWER
+
+
+def test_a_contradicted_direction_becomes_inconclusive():
+    b = [100.0, 101.0, 99.0, 100.5, 99.5]
+    slower = judge("images_per_s", b, [90.0, 90.5, 89.5])
+    unchanged = judge("images_per_s", b, [100.2, 99.8, 100.1])
+    assert unchanged.verdict == NO_CHANGE
+    v = confirm(slower, unchanged)
+    assert v.verdict == INCONCLUSIVE
+    assert "slower -10.0 %" in v.detail and "a second measurement found no change" in v.detail
+    assert confirm(slower, None).verdict == INCONCLUSIVE
+    assert confirm(slower, judge("images_per_s", b, [91.0, 90.0, 89.0])).verdict == SLOWER
+    assert confirm(unchanged, slower) is unchanged
+
+
+def test_a_slow_first_session_that_the_second_does_not_repeat_is_not_announced():
+    rng = np.random.default_rng(11)
+    sessions = {1: repeats(rng, 0.01, 0.85), 2: repeats(rng, 0.01, 1.0)}
+    decision = decide(before(rng, 0.01), lambda n: sessions[n]())
+    assert [m.verdicts["images_per_s"].verdict for m in decision.measurements] == [SLOWER, NO_CHANGE]
+    assert not any(v.verdict in DIRECTIONS for v in decision.verdicts.values())
+    assert decision.repeats == sum(m.repeats for m in decision.measurements)
+
+
+def test_no_second_measurement_without_a_direction():
+    rng = np.random.default_rng(5)
+    decision = decide(before(rng, 0.01), repeats(rng, 0.01, 1.0))
+    assert len(decision.measurements) == 1
+
+
+def test_a_failed_repeat_uses_the_cap_without_a_figure():
+    m = measure_sequentially({"wall_s": [20.0, 20.1, 19.9]}, lambda: {"wall_s": None}, Design(cap=4))
+    assert m.repeats == 4 and m.verdicts["wall_s"].verdict == INCONCLUSIVE
+    assert "0 after" in m.verdicts["wall_s"].detail
+
+
+def test_design_refuses_impossible_settings():
+    with pytest.raises(ValueError):
+        Design(min_repeats=5, cap=4)
+    with pytest.raises(ValueError):
+        Design(threshold=0)
+    with pytest.raises(ValueError):
+        judge("loss", [1.0, 2.0], [1.0, 2.0])
