@@ -555,7 +555,8 @@ def test_the_environments_of_each_case_side_by_side_in_a_browser(server, browser
     for row in store.current_rows(server.runs[1]):
         env = {**row["environment"], "framework_packages": {"torch": "9.9.9"}}
         faster = {"wall_s": row["wall_s"] * 0.8, "images_per_s": row["images_per_s"] * 1.25}
-        store.save(Result.from_dict({**row, **faster, "run_id": upgraded, "env_key": "upgraded", "environment": env}))
+        key = f"{row['env_key']}-upgraded"  # a new environment per case, as a fingerprint's key is
+        store.save(Result.from_dict({**row, **faster, "run_id": upgraded, "env_key": key, "environment": env}))
     try:
         browser.goto(server.base + "/trainbench/compare")
         cases = browser.evaluate(
