@@ -21,11 +21,10 @@ from airflow.sdk.exceptions import AirflowSkipException
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from trainbench import config
+from trainbench_airflow import assets
 
 CONFIG = config.load()
-ENVIRONMENTS = {
-    host: Asset(name=f"trainbench_environment_{host}", uri=f"trainbench://environment/{host}") for host in CONFIG.hosts
-}
+ENVIRONMENTS = {host: assets.environment(host) for host in CONFIG.hosts}
 
 
 @dag(

@@ -39,6 +39,7 @@ def write_config(
     database_url: str = "",
     retry_delay_s: float = 300,
     interpreters: dict[str, dict[str, str]] | None = None,
+    environment_change: dict | None = None,
     name: str = "trainbench.toml",
     **benchmark,
 ) -> Path:
@@ -62,6 +63,7 @@ def write_config(
     lines += ["", "[paths]", f'data_dir = "{folder / "data"}"', f'output_dir = "{folder / "output"}"']
     lines += [f'database_url = "{database_url}"', "[fleet]", f"hosts = {hosts or ['gpu']!r}".replace("'", '"')]
     lines.append(f"retry_delay_s = {retry_delay_s}")
+    lines += ["[environment_change]", *(f"{k} = {v!r}" for k, v in (environment_change or {}).items())]
     entries = {fw: {"python": str(ENVS / fw / "bin" / "python")} for fw in ("pytorch", "mxnet", "jax")}
     for fw, values in {**entries, "neon": neon, **(interpreters or {})}.items():
         lines += [f"[frameworks.{fw}]", *(f'{k} = "{v}"' for k, v in values.items())]

@@ -14,7 +14,7 @@ def bag():
 
     found = DagBag(dag_folder=str(ROOT / "dags"))
     assert found.import_errors == {}
-    assert sorted(found.dags) == ["cifar10_benchmark", "environment_watch"]
+    assert sorted(found.dags) == ["cifar10_benchmark", "environment_change", "environment_watch"]
     for stat in found.dagbag_stats:
         print(f"parse time of {stat.file}: {stat.duration.total_seconds():.3f} s")
         assert stat.duration.total_seconds() < 0.5
@@ -24,6 +24,16 @@ def bag():
 @pytest.fixture(scope="module")
 def dag(bag):
     return bag.dags["cifar10_benchmark"]
+
+
+def test_the_before_after_dag_runs_on_every_host_s_environment_and_measures_on_that_host_s_queue(bag):
+    change = bag.dags["environment_change"]
+    assert [a.name for a in change.timetable.asset_condition.objects] == ["trainbench_environment_gpu"]
+    tasks = {t.task_id: t for t in change.tasks}
+    assert {tasks[t].queue for t in ("gpu.discover_devices", "gpu.plan", "gpu.measure")} == {"gpu"}
+    assert tasks["gpu.measure"].max_active_tis_per_dagrun == 1
+    assert [a.name for a in tasks["publish"].outlets] == ["trainbench_environment_verdicts"]
+    assert change.doc_md and change.tags
 
 
 def test_the_environment_watch_reads_each_host_on_its_queue_and_announces_it_on_its_asset(bag):
@@ -141,7 +151,7 @@ def test_a_run_that_starts_long_after_its_slot_skips_itself():
         assert on_time(SimpleNamespace(run_type=run_type, logical_date=slot, run_after=slot), late, now=slot + late * 9)
 
 
-@pytest.mark.parametrize("name", ["cifar10_benchmark", "environment_watch"])
+@pytest.mark.parametrize("name", ["cifar10_benchmark", "environment_watch", "environment_change"])
 def test_dag_file_imports_no_framework_or_data_library(name):
     code = (
         f"import sys; sys.path[:0] = ['plugins', 'include']; import runpy; runpy.run_path('dags/{name}.py');"

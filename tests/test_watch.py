@@ -45,23 +45,24 @@ def test_the_watch_dag_announces_a_changed_interpreter_and_stays_quiet_otherwise
     for day, said in (("2026-11-02", "hosta: its first reading"), ("2026-11-03", "hosta: unchanged since")):
         proc = dags_test(env, {}, logical_date=day, dag_id="environment_watch")
         assert proc.returncode == 0 and said in proc.stdout + proc.stderr, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert events(env) == []
+    assert events(env, "trainbench_environment_hosta") == []
     replaced = {"jax": {"python": str(ENVS / "pytorch" / "bin" / "python")}}
     env["TRAINBENCH_CONFIG"] = str(write_config(tmp_path, hosts=["hosta"], interpreters=replaced))
     proc = dags_test(env, {}, logical_date="2026-11-04", dag_id="environment_watch")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    ((name, extra),) = events(env)
-    assert name == "trainbench_environment_hosta" and extra["host"] == "hosta"
+    (extra,) = events(env, "trainbench_environment_hosta")
+    assert extra["host"] == "hosta"
     (jax,) = [v for k, v in extra["changed"].items() if k == "frameworks.jax.packages.jax"]
     assert jax[0] and jax[1] is None
 
 
-def events(env: dict) -> list[tuple[str, dict]]:
-    """The asset events in the Airflow database of `env`: (asset name, extra)."""
+def events(env: dict, asset: str) -> list[dict]:
+    """The extras of `asset`'s events in the Airflow database of `env`, oldest first."""
     path = env["AIRFLOW_HOME"] + "/airflow.db"
     with sqlite3.connect(path) as db:
         rows = db.execute(
-            "SELECT asset.name, asset_event.extra FROM asset_event JOIN asset ON asset.id = asset_event.asset_id"
-            " WHERE asset.name LIKE 'trainbench_environment_%' ORDER BY asset_event.id"
+            "SELECT asset_event.extra FROM asset_event JOIN asset ON asset.id = asset_event.asset_id"
+            " WHERE asset.name = ? ORDER BY asset_event.id",
+            (asset,),
         ).fetchall()
-    return [(name, json.loads(extra)) for name, extra in rows]
+    return [json.loads(extra) for (extra,) in rows]

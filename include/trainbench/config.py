@@ -33,7 +33,7 @@ __all__ = ["Config", "ConfigError", "Measurement", "RegressionPolicy", "Settings
 MAX_TIMEOUT_S = 7 * 24 * 3600.0  # a case that runs longer is stuck; inf would switch the timeout off
 ENV_VAR = "TRAINBENCH_CONFIG"
 DATABASE_URL_VAR = "TRAINBENCH_DATABASE_URL"  # overrides [paths] database_url: secrets stay out of the file
-SECTIONS = ("benchmark", "measurement", "regression", "paths", "frameworks", "fleet")
+SECTIONS = ("benchmark", "measurement", "regression", "environment_change", "paths", "frameworks", "fleet")
 PATH_KEYS = ("data_dir", "output_dir", "database_url")
 FRAMEWORK_KEYS = ("base_python", "env", "python", "requirements", "script")
 # What a run may override (the trigger form, the CLI's flags); the rest is the file's alone: timeout_s sets the
@@ -249,6 +249,29 @@ class RegressionPolicy:
 
 
 @dataclass(frozen=True)
+class EnvironmentChangePolicy:
+    """How a host's environment change is judged and how long it is measured; see
+    trainbench.checks.environment_change (its Design) and benchmarks/ab_power.py."""
+
+    threshold: float = 0.05  # a change inside +-threshold is "no change"
+    alpha: float = 0.05  # the chance that any look's interval misses the change, over all looks
+    min_repeats: int = 3
+    cap: int = 10  # repeats of one sequential measurement at most (a confirmation may take as many again)
+
+    def __post_init__(self):
+        for name in ("threshold", "alpha"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not _finite(value) or not 0 < value < 1:
+                raise ConfigError(f"[environment_change] {name} must be a number in (0, 1), got {value!r}")
+        for name in ("min_repeats", "cap"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+                raise ConfigError(f"[environment_change] {name} must be an integer >= 2, got {value!r}")
+        if self.min_repeats > self.cap:
+            raise ConfigError(f"[environment_change] min_repeats {self.min_repeats} exceeds cap {self.cap}")
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     settings: Settings
@@ -260,6 +283,7 @@ class Config:
     retry_delay_s: float = 300.0  # [fleet] retry_delay_s: before a case's task retries (busy GPU, lost worker)
     measurement: Measurement = Measurement()
     regression: RegressionPolicy = RegressionPolicy()
+    environment_change: EnvironmentChangePolicy = EnvironmentChangePolicy()
 
     def interpreter(self, name: str) -> Interpreter:
         """The interpreter `name`'s trainer runs in; a variant (`Framework.interpreter_of`) runs in its base's."""
@@ -322,6 +346,12 @@ def _check_schema(path: Path, raw: dict) -> None:
     _known(path, "[benchmark]", raw.get("benchmark", {}), list(Settings.model_fields))
     _known(path, "[measurement]", raw.get("measurement", {}), [f.name for f in dataclasses.fields(Measurement)])
     _known(path, "[regression]", raw.get("regression", {}), [f.name for f in dataclasses.fields(RegressionPolicy)])
+    _known(
+        path,
+        "[environment_change]",
+        raw.get("environment_change", {}),
+        [f.name for f in dataclasses.fields(EnvironmentChangePolicy)],
+    )
     paths = raw.get("paths", {})
     _known(path, "[paths]", paths, PATH_KEYS)
     for key, value in paths.items():
@@ -408,6 +438,7 @@ def load(path: str | os.PathLike | None = None) -> Config:
         retry_delay_s=_retry_delay(path, raw.get("fleet", {})),
         measurement=_section(path, raw, "measurement", Measurement),
         regression=_section(path, raw, "regression", RegressionPolicy),
+        environment_change=_section(path, raw, "environment_change", EnvironmentChangePolicy),
         settings=settings,
         data_dir=base / paths.get("data_dir", "data"),
         output_dir=output_dir,

@@ -25,6 +25,7 @@ from trainbench.planning import DEFAULT_HOST, CaseSpec, TrainingJob, plan
 from trainbench.result import Result
 from trainbench.store import run_folder
 from trainbench.store.results import (
+    BENCHMARK,
     IMPORTED_LOG,
     INVALID,
     PUBLISHED,
@@ -326,7 +327,8 @@ def _save(config: Config, result: Result, log: Log) -> Result:
     """Write the raw JSON first (it survives a database outage), then the row."""
     raw = run_folder.write_raw(config.output_dir, result)
     db = store(config)
-    db.save_run(result.run_id, run_folder.read_settings(config.output_dir, result.run_id))
+    source = db.source_of(result.run_id) or BENCHMARK  # a before/after run's rows stay in its run
+    db.save_run(result.run_id, run_folder.read_settings(config.output_dir, result.run_id), source=source)
     db.save(result)
     log(f"{result.case_key}: stored ({raw})")
     return result

@@ -41,16 +41,16 @@ def render(
     for s in summaries:
         sections.setdefault((s.key.host, s.key.framework), []).append(s)
     for (host, fw), found in sections.items():
-        out += ["", f"## {frameworks.title(fw)}" + (f" on `{_cell(host)}`" if host else "")]
+        out += ["", f"## {frameworks.title(fw)}" + (f" on `{cell(host)}`" if host else "")]
         for s in found:
             for combo in dict.fromkeys(combination(r) for r in s.results):
-                out.append(f"### {_cell(combo)}")
+                out.append(f"### {cell(combo)}")
                 for r in s.results:
                     if combination(r) == combo:
                         out += _fenced(_block(r))
                 out.append("")
     if summaries:
-        out += _table(
+        out += table(
             "Dispersion over the repeats",
             (
                 "host",
@@ -79,7 +79,7 @@ def render(
                 if s.counted
             ],
         )
-    out += _table(
+    out += table(
         "Variants beside their eager sibling",
         (
             "host",
@@ -107,7 +107,7 @@ def render(
             for p in variant_pairs(summaries)
         ],
     )
-    out += _table(
+    out += table(
         "Regressions against history",
         ("host", "framework", "device set", "metric", "verdict", "change", "detail"),
         [
@@ -123,7 +123,7 @@ def render(
             for v in cases.listed(v for v in verdicts if v["run_id"] == run_id)
         ],
     )
-    out += _table(
+    out += table(
         "Environments of each case (oldest first)",
         (
             "host",
@@ -145,7 +145,7 @@ def render(
                 c.device_set,
                 e.label,
                 len(e.runs),
-                _changed(e.changed),
+                changed_text(e.changed),
                 _fmt(e.summary.wall.median, ".2f"),
                 _change(e.wall),
                 _fmt(e.summary.ips.median, ",.0f"),
@@ -156,7 +156,7 @@ def render(
             for e in c.environments
         ],
     )
-    out += _table(
+    out += table(
         "Imported logs (the original log)",
         ("host", "framework", "devices", "repeat", "status", "real", "user", "sys", "peak memory (MiB)"),
         [
@@ -187,7 +187,7 @@ def _devices(host: str, results: list[Result]) -> list[str]:
     env = next((r.environment for r in results if r.environment), {})
     if env:
         out.append(f"* CPU: {env.get('cpu_model')} ({env.get('cpu_count')} logical cores)")
-        where = f"host `{_cell(host)}`, machine " if host else ""
+        where = f"host `{cell(host)}`, machine " if host else ""
         out.append(f"* Tested on {where}`{env.get('hostname')}`")
         kinds = sorted({str(kind) for r in results if (kind := r.environment.get("data_kind"))})
         out.append(f"* Data: {', '.join(kinds)} CIFAR-10")
@@ -212,13 +212,15 @@ def _block(r: Result) -> list[str]:
     return block
 
 
-def _table(title: str, header: Sequence[str], rows: list[Sequence[object]]) -> list[str]:
+def table(title: str, header: Sequence[str], rows: list[Sequence[object]]) -> list[str]:
+    """A "## title" section holding a Markdown table of `rows` (none: nothing), each cell made inert."""
     if not rows:
         return []
     return ["", f"## {title}", "", _row(*header), "|" + "---|" * len(header), *(_row(*r) for r in rows)]
 
 
-def _changed(changed: dict) -> str:
+def changed_text(changed: dict) -> str:
+    """ "driver_version 550.54 → 560.35, torch 2.11 → 2.13"."""
     return ", ".join(f"{k} {_short(old)} → {_short(new)}" for k, (old, new) in changed.items())
 
 
@@ -232,13 +234,13 @@ def _change(change) -> str:
     return f"{change.median:+.1%} ({change.low:+.1%} to {change.high:+.1%})"
 
 
-def _cell(value: object) -> str:
+def cell(value: object) -> str:
     """Text from a row as one table cell or heading: on one line, no `|` to shift columns, no raw HTML."""
     return html.escape(" ".join(str(value).split()), quote=False).replace("|", "\\|")
 
 
 def _row(*cells: object) -> str:
-    return "| " + " | ".join(_cell(c) for c in cells) + " |"
+    return "| " + " | ".join(cell(c) for c in cells) + " |"
 
 
 def _fenced(lines: list[str]) -> list[str]:

@@ -27,6 +27,7 @@ VERSION_TABLE = "trainbench_schema_version"
 MIGRATION_LOCK = 0x7472_6169_6E62  # pg_advisory_xact_lock key: "trainb"
 BENCHMARK = "trainbench"  # runs.source of the runs trainbench measured: the history verdicts are judged on
 IMPORTED_LOG = "imported_log"  # runs.source of hand-made logs loaded with `import-log`: shown, never judged on
+ENVIRONMENT_CHANGE = "environment_change"  # runs.source of before/after measurements: judged as such, never history
 metadata = sa.MetaData()
 
 runs = sa.Table(
@@ -133,6 +134,26 @@ host_environments = sa.Table(
     sa.Column("digest", sa.String(64), nullable=False),
     sa.Column("environment", sa.JSON, nullable=False),
 )
+environment_verdicts = sa.Table(
+    "environment_verdicts",
+    metadata,
+    sa.Column("run_id", sa.String(250), sa.ForeignKey("runs.run_id"), primary_key=True),
+    sa.Column("host", sa.String(64), primary_key=True),
+    sa.Column("framework", sa.String(32), primary_key=True),
+    sa.Column("device_set", sa.Text, primary_key=True),
+    sa.Column("metric", sa.String(32), primary_key=True),
+    sa.Column("verdict", sa.String(32), nullable=False),
+    sa.Column("change", sa.Float),
+    sa.Column("low", sa.Float),
+    sa.Column("high", sa.Float),
+    sa.Column("before", sa.JSON, nullable=False),  # the before repeats' figures
+    sa.Column("after", sa.JSON, nullable=False),
+    sa.Column("baseline_run", sa.String(250)),
+    sa.Column("repeats", sa.Integer, nullable=False),
+    sa.Column("changed", sa.JSON, nullable=False),  # what the watch saw change: path -> [old, new]
+    sa.Column("changed_at", sa.DateTime(timezone=True)),
+    sa.Column("detail", sa.Text),
+)
 sa.Index("ix_results_case", results.c.framework, results.c.device_set, results.c.env_key)
 sa.Index("ix_host_environments_host", host_environments.c.host, host_environments.c.observed_at)
 
@@ -202,7 +223,7 @@ class ResultStore:
         of the other source (an imported log's, say) is refused, naming it.
         """
         state = RUNNING if source == BENCHMARK else PUBLISHED
-        if self._source(run_id) is None:
+        if self.source_of(run_id) is None:
             row = {
                 "run_id": run_id,
                 "source": source,
@@ -217,13 +238,16 @@ class ResultStore:
                 return
             except sa.exc.IntegrityError:
                 pass  # another host (or importer) recorded it first
-        taken = self._source(run_id)
+        taken = self.source_of(run_id)
         if taken != source:
-            what = "an imported log" if taken == IMPORTED_LOG else "a benchmark run"
+            what = {IMPORTED_LOG: "an imported log", ENVIRONMENT_CHANGE: "a before/after run"}.get(
+                taken or "", "a benchmark run"
+            )
             raise ConfigError(f"run id {run_id!r} is already {what}'s; choose another run id")
         self.set_state(run_id, state)
 
-    def _source(self, run_id: str) -> str | None:
+    def source_of(self, run_id: str) -> str | None:
+        """Who recorded the run: BENCHMARK, IMPORTED_LOG or ENVIRONMENT_CHANGE (None: no such run)."""
         with self.engine.connect() as conn:
             return conn.execute(sa.select(runs.c.source).where(runs.c.run_id == run_id)).scalar()
 
@@ -385,6 +409,10 @@ class ResultStore:
         with self.engine.connect() as conn:
             return conn.execute(query).scalar()
 
+    def settings_of(self, run_id: str) -> dict | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(runs.c.settings).where(runs.c.run_id == run_id)).scalar()
+
     def settings_at(self, logical_date: dt.datetime) -> dict | None:
         """The settings the first benchmark run of a logical date stored (what a backfill of it re-uses).
 
@@ -432,6 +460,32 @@ class ResultStore:
             .where(host_environments.c.host == host)
             .order_by(host_environments.c.observed_at, host_environments.c.id)
         )
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def save_environment_verdicts(self, run_id: str, host: str, framework: str, device_set: str, found: list[dict]):
+        """Replace one case's environment-change verdicts of a before/after run (a retried task never doubles them)."""
+        case = sa.and_(
+            environment_verdicts.c.run_id == run_id,
+            environment_verdicts.c.host == host,
+            environment_verdicts.c.framework == framework,
+            environment_verdicts.c.device_set == device_set,
+        )
+        with self.engine.begin() as conn:
+            conn.execute(environment_verdicts.delete().where(case))
+            if found:
+                conn.execute(
+                    environment_verdicts.insert(),
+                    [
+                        {**finite(v), "run_id": run_id, "host": host, "framework": framework, "device_set": device_set}
+                        for v in found
+                    ],
+                )
+
+    def environment_verdicts(self, run_id: str | None = None) -> list[dict]:
+        query = sa.select(environment_verdicts)
+        if run_id is not None:
+            query = query.where(environment_verdicts.c.run_id == run_id)
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 

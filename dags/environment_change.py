@@ -1,0 +1,114 @@
+"""
+### Before and after an environment change
+
+Runs when the environment watch announces that a host's environment changed (an event on
+`trainbench_environment_<host>`), or when triggered by hand with `{"host": "<host>"}` after an upgrade the
+watch has not seen yet.  On that host only, on its queue, the cases of the last published run measured there
+before the change are measured again with that run's stored settings, one case at a time, each until its
+change is decided (`trainbench.checks.environment_change`: repeats are added up to `[environment_change] cap`;
+a direction found is measured a second time and announced only if confirmed).  "Before" is each case's history
+in the environment it had.  Per case and metric (steady images/s, wall time): the change with its 95 % interval
+and a verdict, `slower`, `faster`, `no change` or `inconclusive`.
+
+Publishes `environment_change.md` and `.html` in the run's folder and updates `trainbench_environment_verdicts`
+for downstream DAGs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import AssetAny, Param, TaskGroup, dag, task
+
+from trainbench import config
+from trainbench_airflow import assets
+from trainbench_airflow.errors import fail_without_retry
+
+CONFIG = config.load()
+
+
+@dag(
+    dag_id="environment_change",
+    schedule=AssetAny(*(assets.environment(host) for host in CONFIG.hosts)),
+    start_date=dt.datetime(2026, 1, 5, tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["benchmark", "environment"],
+    default_args={"retries": 0},
+    params={
+        "host": Param(
+            None,
+            type=["null", "string"],
+            enum=[None, *CONFIG.hosts],
+            description="For a manual run: the host whose environment changed (an asset event names its own).",
+        )
+    },
+)
+def environment_change():
+    @task
+    @fail_without_retry
+    def what_changed(params: dict, triggering_asset_events=None) -> dict:
+        """The host and what changed: the newest event's, or the form's host, changed now."""
+        events = [e for found in (triggering_asset_events or {}).values() for e in found]
+        if events:
+            return max(events, key=lambda e: e.timestamp).extra
+        if not params.get("host"):
+            raise ValueError(f"a manual run names the host whose environment changed; one of {list(CONFIG.hosts)}")
+        return {"host": params["host"], "observed_at": dt.datetime.now(dt.UTC).isoformat(), "changed": {}}
+
+    @task
+    def start(dag_run=None) -> None:
+        from trainbench import before_after
+
+        before_after.start(CONFIG, dag_run.run_id)
+
+    @task
+    def discover_devices() -> dict:
+        from trainbench import pipeline
+
+        return pipeline.discover_devices()
+
+    @task
+    @fail_without_retry
+    def plan(trigger: dict, inventory: dict, host: str) -> list[dict]:
+        from trainbench import before_after
+
+        found = before_after.Trigger.from_event(trigger)
+        if found.host != host:
+            return []
+        return before_after.plan(CONFIG, host, found.changed_at, inventory)
+
+    @task(map_index_template="{{ case_label }}")
+    def measure(case: dict, trigger: dict, dag_run=None) -> dict:
+        from airflow.sdk import get_current_context
+
+        from trainbench import before_after
+
+        get_current_context()["case_label"] = f"{case['framework']} | {case['device_set']}"  # type: ignore[typeddict-unknown-key]
+        found = before_after.Trigger.from_event(trigger)
+        return before_after.measure(CONFIG, dag_run.run_id, case, found.changed, found.changed_at)
+
+    @task(trigger_rule="all_done", outlets=[assets.ENVIRONMENT_VERDICTS])
+    def publish(trigger: dict, dag_run=None) -> dict:
+        from trainbench import before_after
+
+        found = before_after.Trigger.from_event(trigger)
+        return before_after.write_report(CONFIG, dag_run.run_id, found.host, found.changed, found.changed_at)
+
+    trigger = what_changed()
+    started = start()
+    trigger >> started
+    report = publish(trigger)
+    for host in CONFIG.hosts:  # the changed host's cases run on its queue, one at a time
+        with TaskGroup(group_id=host):
+            inventory = discover_devices.override(queue=host)()
+            cases = plan.override(queue=host)(trigger, inventory, host)
+            measured = (
+                measure.override(queue=host, max_active_tis_per_dagrun=1).partial(trigger=trigger).expand(case=cases)
+            )
+        started >> inventory
+        measured >> report
+
+
+environment_change()

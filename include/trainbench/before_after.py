@@ -1,0 +1,232 @@
+"""Before and after an environment change on one host: the cases to measure again, measuring each until its change
+is decided, the verdicts and the report a person reads.
+
+"Before" is a case's history in the environment it had: every counted repeat of the case (host x framework x
+device set) in the environment key it was measured in by the last run on that host before the change.  "After"
+is a new, sequential measurement of the case on that host, with that run's stored settings
+(`checks.environment_change.decide`: repeats are added until each metric is decided or the cap is reached, and a
+direction found is measured a second time to be confirmed).  The new rows form a run of their own
+(`runs.source` "environment_change"): shown in its report, never pooled into the weekly history.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import html
+from collections.abc import Callable
+
+from trainbench import cases, pipeline
+from trainbench.checks import environment_change
+from trainbench.config import Config
+from trainbench.planning import CaseSpec
+from trainbench.reports import html_page, markdown
+from trainbench.result import Result
+from trainbench.store import run_folder
+from trainbench.store.results import BENCHMARK, ENVIRONMENT_CHANGE, PUBLISHED
+
+Log = Callable[[str], None]
+REPORT = "the environment change report"
+
+
+def _started(r: Result) -> dt.datetime:
+    """When a result started, in UTC (SQLite returns it naive); results without a start sort first."""
+    when = r.started_at or dt.datetime.min
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def baseline(config: Config, host: str, changed_at: dt.datetime) -> tuple[str, dict, list[dict]] | None:
+    """The published run measured on `host` last before `changed_at`: its id, stored settings, and per case the
+    before figures (None when the host has no such run)."""
+    db = pipeline.store(config)
+    published = {run for run in db.run_ids(BENCHMARK) if db.run_state(run) == PUBLISHED}
+    history = [r for r in db.history(epochs=False) if r.host == host and r.run_id in published]
+    earlier = [r for r in history if _started(r) < changed_at]
+    if not earlier:
+        return None
+    run = max(earlier, key=_started).run_id
+    measured = cases.summarize([r for r in history if r.run_id == run], config.measurement.max_cv)
+    keys = {s.key for s in measured if s.counted}
+    before = {s.key: s for s in cases.summarize([r for r in history if cases.CaseKey.of(r) in keys], 1.0)}
+    found = [
+        {
+            "framework": k.framework,
+            "device_set": k.device_set,
+            "env_key": k.env_key,
+            "before": {"images_per_s": list(before[k].ips.values), "wall_s": list(before[k].wall.values)},
+            "before_runs": sorted({r.run_id for r in before[k].counted}),
+        }
+        for k in sorted(keys, key=cases.CaseKey.order)
+    ]
+    return run, db.settings_of(run) or {}, found
+
+
+def plan(config: Config, host: str, changed_at: dt.datetime, inventory: dict, log: Log = print) -> list[dict]:
+    """What to measure on `host`: per case of its baseline run, the specs of enough repeats for two sequential
+    measurements (and the run's warm-ups), with the before figures."""
+    found = baseline(config, host, changed_at)
+    if found is None:
+        log(f"{host}: no published run measured here before {changed_at:%Y-%m-%d %H:%M} UTC: nothing to compare")
+        return []
+    run, stored, chosen = found
+    settings = config.settings.overridden(**{k: v for k, v in stored.items() if k in config.settings.as_dict()})
+    dataset = pipeline.prepare_dataset(config, settings, inventory)
+    cap = config.environment_change.cap
+    out = []
+    for case in chosen:
+        one = settings.overridden(frameworks=[case["framework"]], device_sets=[case["device_set"]], repeats=2 * cap)
+        specs = pipeline.plan_matrix(one, inventory, dataset, host)
+        out.append({**case, "host": host, "baseline_run": run, "specs": [s.to_dict() for s in specs]})
+        repeats = len(case["before"]["wall_s"])
+        log(f"{host}: {case['framework']} | {case['device_set']} against {repeats} earlier repeats (last run {run})")
+    return out
+
+
+def measure(config: Config, run_id: str, case: dict, changed: dict, changed_at: dt.datetime, log: Log = print) -> dict:
+    """Measure one case until its change is decided; store and return its verdicts."""
+    specs = [CaseSpec.from_dict(s) for s in case["specs"]]
+    for spec in specs:
+        if spec.case.warmup:
+            pipeline.run_case(config, run_id, spec, log=log)
+    queue = iter(s for s in specs if not s.case.warmup)
+
+    def one(measurement: int) -> dict[str, float | None]:
+        r: Result = pipeline.run_case(config, run_id, next(queue), log=log)
+        ok = r.status == cases.OK
+        return {"images_per_s": r.images_per_s if ok else None, "wall_s": r.wall_s if ok else None}
+
+    policy = config.environment_change
+    design = environment_change.Design(policy.threshold, policy.alpha, policy.min_repeats, policy.cap)
+    decision = environment_change.decide(case["before"], one, design)
+    rows = [
+        {
+            "metric": metric,
+            "verdict": v.verdict,
+            "change": v.change,
+            "low": v.low,
+            "high": v.high,
+            "before": list(v.before.values),
+            "after": list(v.after.values),
+            "baseline_run": case["baseline_run"],
+            "repeats": decision.repeats,
+            "changed": changed,
+            "changed_at": changed_at,
+            "detail": v.detail,
+        }
+        for metric, v in decision.verdicts.items()
+    ]
+    pipeline.store(config).save_environment_verdicts(run_id, case["host"], case["framework"], case["device_set"], rows)
+    for row in rows:
+        log(f"{case['framework']} | {case['device_set']} | {row['metric']}: {row['verdict']} ({row['detail']})")
+    return {"framework": case["framework"], "device_set": case["device_set"], "verdicts": rows}
+
+
+def start(config: Config, run_id: str) -> None:
+    """Record the before/after run: published at once (its verdicts are its result), never latest or history."""
+    pipeline.store(config).save_run(run_id, {}, source=ENVIRONMENT_CHANGE)
+
+
+def headline(verdicts: list[dict]) -> str:
+    """ "2 of 12 cases slower (pytorch | 0,1: images/s -7.2 % [-9.4, -5.1]); 10 no change"."""
+    by_case: dict[tuple, list[dict]] = {}
+    for v in verdicts:
+        by_case.setdefault((v["framework"], v["device_set"]), []).append(v)
+    total = len(by_case)
+    parts = []
+    for word in environment_change.VERDICTS:
+        hit = [(case, [v for v in vs if v["verdict"] == word]) for case, vs in by_case.items()]
+        hit = [(case, vs) for case, vs in hit if vs]
+        if not hit:
+            continue
+        shown = ""
+        if word in environment_change.DIRECTIONS:
+            shown = " (" + "; ".join(f"{fw} | {ds}: " + ", ".join(_figure(v) for v in vs) for (fw, ds), vs in hit) + ")"
+        parts.append(f"{len(hit)} of {total} case{'s' if total != 1 else ''} {word}{shown}")
+    return "; ".join(parts) or "no case measured"
+
+
+METRIC_NAMES = {"images_per_s": "images/s", "wall_s": "wall time"}
+
+
+def _figure(v: dict) -> str:
+    return f"{METRIC_NAMES[v['metric']]} {_change(v)}".rstrip()
+
+
+def _change(v: dict) -> str:
+    """"-7.2 % [-9.4, -5.1]": the change and its 95 % interval, in percent."""
+    if v["change"] is None:
+        return ""
+    return f"{100 * v['change']:+.1f} % [{100 * v['low']:+.1f}, {100 * v['high']:+.1f}]"
+
+
+def write_report(config: Config, run_id: str, host: str, changed: dict, changed_at: dt.datetime) -> dict:
+    """environment_change.md and .html in the run's folder: what changed, the headline, every case and metric."""
+    found = sorted(
+        pipeline.store(config).environment_verdicts(run_id),
+        key=lambda v: (cases.framework_order(v["framework"]), cases.device_set_order(v["device_set"]), v["metric"]),
+    )
+    title = f"{host}, {changed_at:%Y-%m-%d %H:%M} UTC: {markdown.changed_text(changed) or 'nothing named'}"
+    said = headline(found)
+    lines = [f"# Environment change: {markdown.cell(title)}", "", html.escape(said, quote=False), ""]
+    lines += markdown.table(
+        "Per case and metric (after / before - 1, 95 % interval)",
+        ("host", "framework", "device set", "metric", "verdict", "change [95 % interval]", "before", "after", "detail"),
+        [
+            (
+                host,
+                v["framework"],
+                v["device_set"],
+                METRIC_NAMES[v["metric"]],
+                v["verdict"],
+                _change(v),
+                _sample(v["before"]),
+                _sample(v["after"]),
+                v["detail"],
+            )
+            for v in found
+        ],
+    )
+    page = (
+        html_page.environment()
+        .get_template("environment_change.html.j2")
+        .render(run_id=run_id, title=title, headline=said, verdicts=found, host=host, names=METRIC_NAMES, strip=_strip)
+    )
+    folder = run_folder.run_dir(config.output_dir, run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {"markdown": folder / "environment_change.md", "html": folder / "environment_change.html"}
+    run_folder.replace_file(files["markdown"], ("\n".join(lines).rstrip() + "\n").encode(), REPORT)
+    run_folder.replace_file(files["html"], page.encode(), REPORT)
+    return {k: str(v) for k, v in files.items()} | {"headline": said}
+
+
+def _sample(values: list[float]) -> str:
+    spread = cases.Spread.of(values)
+    cv = "" if spread.cv is None else f", CV {100 * spread.cv:.1f} %"
+    return f"{spread.n} repeats, median {spread.median or 0:,.2f}{cv}"
+
+
+def _strip(before: list[float], after: list[float], width: int = 240) -> list[dict]:
+    """Where each repeat lies on one axis shared by both sides: the before/after distributions at a glance."""
+    values = [*before, *after]
+    if not values:
+        return []
+    low, high = min(values), max(values)
+    span = (high - low) or 1.0
+    return [
+        {"x": round(8 + (width - 16) * (v - low) / span, 1), "side": side, "value": v}
+        for side, vs in (("before", before), ("after", after))
+        for v in vs
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class Trigger:
+    """What started a before/after run: the host, when its environment was seen to change, and what changed."""
+
+    host: str
+    changed_at: dt.datetime
+    changed: dict
+
+    @classmethod
+    def from_event(cls, extra: dict) -> Trigger:
+        return cls(extra["host"], dt.datetime.fromisoformat(extra["observed_at"]), extra.get("changed") or {})
