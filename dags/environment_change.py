@@ -49,13 +49,16 @@ def environment_change():
     @task
     @fail_without_retry
     def what_changed(params: dict, triggering_asset_events=None) -> dict:
-        """The host and what changed: the newest event's, or the form's host, changed now."""
-        events = [e for found in (triggering_asset_events or {}).values() for e in found]
+        """Per host that changed, when and what: the events' (each host's newest), or the form's host, now."""
+        from trainbench import before_after
+
+        events = [dict(e.extra) for found in (triggering_asset_events or {}).values() for e in found]
         if events:
-            return max(events, key=lambda e: e.timestamp).extra
+            return before_after.newest_per_host(events)
         if not params.get("host"):
             raise ValueError(f"a manual run names the host whose environment changed; one of {list(CONFIG.hosts)}")
-        return {"host": params["host"], "observed_at": dt.datetime.now(dt.UTC).isoformat(), "changed": {}}
+        now = dt.datetime.now(dt.UTC).isoformat()
+        return {params["host"]: {"host": params["host"], "observed_at": now, "changed": {}}}
 
     @task
     def start(dag_run=None) -> None:
@@ -71,41 +74,40 @@ def environment_change():
 
     @task
     @fail_without_retry
-    def plan(trigger: dict, inventory: dict, host: str) -> list[dict]:
+    def plan(changes: dict, inventory: dict, host: str) -> list[dict]:
         from trainbench import before_after
 
-        found = before_after.Trigger.from_event(trigger)
-        if found.host != host:
+        if host not in changes:
             return []
-        return before_after.plan(CONFIG, host, found.changed_at, inventory)
+        return before_after.plan(CONFIG, host, before_after.Trigger.from_event(changes[host]).changed_at, inventory)
 
     @task(map_index_template="{{ case_label }}")
-    def measure(case: dict, trigger: dict, dag_run=None) -> dict:
+    def measure(case: dict, changes: dict, dag_run=None) -> dict:
         from airflow.sdk import get_current_context
 
         from trainbench import before_after
 
         get_current_context()["case_label"] = f"{case['framework']} | {case['device_set']}"  # type: ignore[typeddict-unknown-key]
-        found = before_after.Trigger.from_event(trigger)
+        found = before_after.Trigger.from_event(changes[case["host"]])
         return before_after.measure(CONFIG, dag_run.run_id, case, found.changed, found.changed_at)
 
     @task(trigger_rule="all_done", outlets=[assets.ENVIRONMENT_VERDICTS])
-    def publish(trigger: dict, dag_run=None) -> dict:
+    def publish(changes: dict, dag_run=None) -> dict:
         from trainbench import before_after
 
-        found = before_after.Trigger.from_event(trigger)
-        return before_after.write_report(CONFIG, dag_run.run_id, found.host, found.changed, found.changed_at)
+        triggers = [before_after.Trigger.from_event(extra) for extra in changes.values()]
+        return before_after.write_report(CONFIG, dag_run.run_id, triggers)
 
-    trigger = what_changed()
+    changes = what_changed()
     started = start()
-    trigger >> started
-    report = publish(trigger)
+    changes >> started
+    report = publish(changes)
     for host in CONFIG.hosts:  # the changed host's cases run on its queue, one at a time
         with TaskGroup(group_id=host):
             inventory = discover_devices.override(queue=host)()
-            cases = plan.override(queue=host)(trigger, inventory, host)
+            cases = plan.override(queue=host)(changes, inventory, host)
             measured = (
-                measure.override(queue=host, max_active_tis_per_dagrun=1).partial(trigger=trigger).expand(case=cases)
+                measure.override(queue=host, max_active_tis_per_dagrun=1).partial(changes=changes).expand(case=cases)
             )
         started >> inventory
         measured >> report

@@ -103,7 +103,14 @@ class Deployment:
         self.airflow_db = f"tb_airflow_{os.getpid()}"
         self.results = ResultsPostgres()
         neon = {"python": sys.executable, "script": str(neon_script)} if neon_script else None
-        common = {"neon": neon, "hosts": list(hosts), "database_url": self.results.url, "retry_delay_s": retry_delay_s}
+        common = {
+            "neon": neon,
+            "hosts": list(hosts),
+            "database_url": self.results.url,
+            "retry_delay_s": retry_delay_s,
+            "environment_change": {"min_repeats": 3, "cap": 5},
+        }
+        self.common = common
         self.config = write_config(home, **common)
         self.host_configs = {
             host: write_config(home, interpreters=found, name=f"trainbench-{host}.toml", **common)
@@ -253,16 +260,16 @@ class Deployment:
         except urllib.error.HTTPError:
             return False
 
-    def trigger(self, conf: dict) -> str:
-        return self.api("POST", f"/api/v2/dags/{DAG}/dagRuns", {"logical_date": None, "conf": conf})["dag_run_id"]
+    def trigger(self, conf: dict, dag: str = DAG) -> str:
+        return self.api("POST", f"/api/v2/dags/{dag}/dagRuns", {"logical_date": None, "conf": conf})["dag_run_id"]
 
-    def run(self, run_id: str) -> dict:
-        return self.api("GET", f"/api/v2/dags/{DAG}/dagRuns/{urllib.parse.quote(run_id)}")
+    def run(self, run_id: str, dag: str = DAG) -> dict:
+        return self.api("GET", f"/api/v2/dags/{dag}/dagRuns/{urllib.parse.quote(run_id)}")
 
-    def finished(self, run_id: str, timeout_s: float = 600) -> str:
+    def finished(self, run_id: str, timeout_s: float = 600, dag: str = DAG) -> str:
         return self.wait_for(
             f"run {run_id}",
-            lambda: (s := self.run(run_id)["state"]) in ("success", "failed") and s,
+            lambda: (s := self.run(run_id, dag)["state"]) in ("success", "failed") and s,
             timeout_s,
             alive=False,
         )
@@ -271,5 +278,5 @@ class Deployment:
         path = f"/api/v2/dags/{DAG}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances?limit=500"
         return self.api("GET", path)["task_instances"]
 
-    def runs(self) -> list[dict]:
-        return self.api("GET", f"/api/v2/dags/{DAG}/dagRuns?limit=100")["dag_runs"]
+    def runs(self, dag: str = DAG) -> list[dict]:
+        return self.api("GET", f"/api/v2/dags/{dag}/dagRuns?limit=100")["dag_runs"]

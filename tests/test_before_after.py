@@ -2,6 +2,7 @@
 baseline, each of its cases is measured again until decided, and the verdict holds what was injected."""
 
 import datetime as dt
+import os
 import statistics
 from pathlib import Path
 
@@ -11,9 +12,9 @@ from trainbench.store.results import ENVIRONMENT_CHANGE
 from conftest import ENVS, dags_test, write_config
 from test_watch import events
 
-SLEEP_S = 3
-SETTINGS = {"epochs": 1, "train_images": 256, "repeats": 3, "warmup": 0, "dataset": "synthetic"}
-DESIGN = {"min_repeats": 3, "cap": 5}
+SLEEP_S = 6
+SETTINGS = {"epochs": 1, "train_images": 256, "repeats": 5, "warmup": 0, "dataset": "synthetic"}
+DESIGN = {"min_repeats": 3, "cap": 6}
 
 
 def baseline_week(tmp_path: Path, hosts: list[str] | None = None) -> tuple[config.Config, dt.datetime]:
@@ -38,7 +39,7 @@ def after(tmp_path: Path, cfg: config.Config, changed_at: dt.datetime, run_id: s
     assert [(c["framework"], c["device_set"], c["baseline_run"]) for c in planned] == [("pytorch", "cpu", "week1")]
     (case,) = planned
     before_after.measure(now, run_id, case, changed, changed_at, log=lambda m: None)
-    out = before_after.write_report(now, run_id, "gpu", changed, changed_at)
+    out = before_after.write_report(now, run_id, [before_after.Trigger("gpu", changed_at, changed)])
     assert "torch 2.13.0 → 2.13.1" in Path(out["markdown"]).read_text()
     return pipeline.store(now).environment_verdicts(run_id)
 
@@ -78,5 +79,26 @@ def test_the_before_after_dag_measures_the_named_host_only_and_announces_its_ver
     assert {r.host for r in store.results(run)} == {"gpu"} and store.run_ids(ENVIRONMENT_CHANGE) == [run]
     assert "week1" in store.run_ids() and store.latest_run_id() == "week1"  # never latest, never history
     page = (cfg.output_dir / "runs" / run / "environment_change.html").read_text()
-    assert "<h1>Environment change: gpu," in page and page.count("<circle") >= 2 * (3 + 3)
+    assert '<section class="host" data-host="gpu">\n<h2>gpu, ' in page and page.count("<circle") >= 2 * (3 + 3)
     assert events(env, "trainbench_environment_verdicts")
+    page_of_changes = changes_page(cfg)
+    assert f'<section class="change" data-run="{run}" data-host="gpu">' in page_of_changes
+    assert page_of_changes.count('<tr class="case"') == 2 and "<circle" in page_of_changes
+
+
+def changes_page(cfg: config.Config) -> str:
+    """The Benchmarks page's Environment changes tab, as the api-server's app serves it (login stood in for)."""
+    from fastapi.testclient import TestClient
+
+    from trainbench_ui.access import require_user
+    from trainbench_ui.app import create_app
+
+    app = create_app()
+    app.dependency_overrides[require_user] = lambda: "test"
+    os.environ["TRAINBENCH_CONFIG"], old = str(cfg.path), os.environ.get("TRAINBENCH_CONFIG", "")
+    try:
+        response = TestClient(app, root_path="/trainbench").get("/changes")
+    finally:
+        os.environ["TRAINBENCH_CONFIG"] = old
+    assert response.status_code == 200, response.text[:500]
+    return response.text

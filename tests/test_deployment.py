@@ -11,13 +11,14 @@ import re
 import statistics
 import time
 import urllib.parse
+from pathlib import Path
 
 import psutil
 import pytest
 
-from trainbench.store.results import ResultStore
+from trainbench.store.results import ENVIRONMENT_CHANGE, ResultStore
 
-from conftest import ENVS, ROOT
+from conftest import ENVS, ROOT, write_config
 from deployment import Deployment
 
 pytestmark = pytest.mark.integration
@@ -35,15 +36,20 @@ CONF = {
 SLOW_START_S = 5  # host_b's pytorch interpreter waits this long before it trains: a slower host
 
 
+def slow_python(path: Path, sleep_s: float) -> Path:
+    """The pytorch interpreter, starting each trainer `sleep_s` later: a slower host (or a slower upgrade)."""
+    path.write_text(
+        f'#!/bin/sh\ncase "$*" in *pytorch_train.py*) sleep {sleep_s};; esac\n'
+        f'exec {ENVS / "pytorch" / "bin" / "python"} "$@"\n'
+    )
+    path.chmod(0o755)
+    return path
+
+
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory):
     home = tmp_path_factory.mktemp("deployment")
-    slow = home / "slow-python"
-    slow.write_text(
-        f'#!/bin/sh\ncase "$*" in *pytorch_train.py*) sleep {SLOW_START_S};; esac\n'
-        f'exec {ENVS / "pytorch" / "bin" / "python"} "$@"\n'
-    )
-    slow.chmod(0o755)
+    slow = slow_python(home / "slow-python", SLOW_START_S)
     d = Deployment(
         home,
         HOSTS,
@@ -267,3 +273,50 @@ def test_faults_lose_nothing_and_duplicate_nothing(deployment):
     assert not [
         p for p in psutil.process_iter(["cmdline"]) if any("pytorch_train.py" in c for c in p.info["cmdline"] or [])
     ]
+
+
+def test_an_upgrade_seen_by_the_watch_is_measured_before_and_after_on_its_host(deployment):
+    """The watch reads both hosts; then host_b's pytorch interpreter is replaced by one whose trainers start 5 s
+    later still (an upgrade that slows it) and host_a's jax interpreter by another (a change that slows nothing
+    measured): the watch announces both, the asset-triggered before/after DAG measures each host's cases on that
+    host, and host_b's wall time is found slower with an interval holding the injected ratio, host_a's never."""
+    d = deployment
+    baseline = d.trigger({**CONF, "repeats": 3})
+    assert d.finished(baseline) == "success", d.logs()
+    for dag in ("environment_watch", "environment_change"):
+        d.api("PATCH", f"/api/v2/dags/{dag}", {"is_paused": False})
+    first = d.trigger({}, dag="environment_watch")
+    assert d.finished(first, dag="environment_watch") == "success", d.logs()
+    before = {h: [r["wall_s"] for r in rows(d, baseline) if r["host"] == h] for h in HOSTS}
+
+    slower = slow_python(d.home / "slower-python", 2 * SLOW_START_S)
+    write_config(d.home, interpreters={"pytorch": {"python": str(slower)}}, name="trainbench-host_b.toml", **d.common)
+    other_jax = {"jax": {"python": str(ENVS / "pytorch" / "bin" / "python")}}
+    write_config(d.home, interpreters=other_jax, **d.common)
+    changed = d.trigger({}, dag="environment_watch")
+    assert d.finished(changed, dag="environment_watch") == "success", d.logs()
+
+    store = ResultStore(d.results.url)
+    try:
+        verdicts = d.wait_for(
+            "both hosts' before/after verdicts",
+            lambda: len(v := store.environment_verdicts()) == 4 and v,
+            timeout_s=900,
+        )
+        runs = store.run_ids(ENVIRONMENT_CHANGE)
+        measured = [r for run in runs for r in store.results(run)]
+    finally:
+        store.engine.dispose()
+    assert all(r.environment["worker_host"] == r.host for r in measured) and {r.host for r in measured} == set(HOSTS)
+    found = {(v["host"], v["metric"]): v for v in verdicts}
+    wall = found[("host_b", "wall_s")]
+    injected = 1 + SLOW_START_S / statistics.median(before["host_b"])
+    assert wall["verdict"] == "slower", wall["detail"]
+    assert 1 + wall["low"] <= injected <= 1 + wall["high"], (injected, wall["detail"])
+    assert "frameworks.pytorch.interpreter" in wall["changed"]
+    assert {found[("host_a", m)]["verdict"] for m in ("wall_s", "images_per_s")} <= {"no change", "inconclusive"}
+    assert "frameworks.jax.interpreter" in found[("host_a", "wall_s")]["changed"]
+    reports = [run_folder_of(d, run) / "environment_change.md" for run in runs]
+    d.wait_for("the before/after reports", lambda: all(p.is_file() for p in reports), timeout_s=300)
+    text = "".join(p.read_text() for p in reports)
+    assert "1 of 1 case slower (pytorch | cpu: wall time +" in text, text

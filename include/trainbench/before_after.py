@@ -15,12 +15,13 @@ import dataclasses
 import datetime as dt
 import html
 from collections.abc import Callable
+from typing import Any
 
 from trainbench import cases, pipeline
 from trainbench.checks import environment_change
 from trainbench.config import Config
 from trainbench.planning import CaseSpec
-from trainbench.reports import html_page, markdown
+from trainbench.reports import charts, html_page, markdown
 from trainbench.result import Result
 from trainbench.store import run_folder
 from trainbench.store.results import BENCHMARK, ENVIRONMENT_CHANGE, PUBLISHED
@@ -153,50 +154,66 @@ def _figure(v: dict) -> str:
 
 
 def _change(v: dict) -> str:
-    """"-7.2 % [-9.4, -5.1]": the change and its 95 % interval, in percent."""
+    """ "-7.2 % [-9.4, -5.1]": the change and its 95 % interval, in percent."""
     if v["change"] is None:
         return ""
     return f"{100 * v['change']:+.1f} % [{100 * v['low']:+.1f}, {100 * v['high']:+.1f}]"
 
 
-def write_report(config: Config, run_id: str, host: str, changed: dict, changed_at: dt.datetime) -> dict:
-    """environment_change.md and .html in the run's folder: what changed, the headline, every case and metric."""
-    found = sorted(
-        pipeline.store(config).environment_verdicts(run_id),
-        key=lambda v: (cases.framework_order(v["framework"]), cases.device_set_order(v["device_set"]), v["metric"]),
-    )
-    title = f"{host}, {changed_at:%Y-%m-%d %H:%M} UTC: {markdown.changed_text(changed) or 'nothing named'}"
-    said = headline(found)
-    lines = [f"# Environment change: {markdown.cell(title)}", "", html.escape(said, quote=False), ""]
-    lines += markdown.table(
-        "Per case and metric (after / before - 1, 95 % interval)",
-        ("host", "framework", "device set", "metric", "verdict", "change [95 % interval]", "before", "after", "detail"),
-        [
+def write_report(config: Config, run_id: str, triggers: list[Trigger]) -> dict:
+    """environment_change.md and .html in the run's folder: per host that changed, what changed, the headline and
+    every case and metric."""
+    verdicts = pipeline.store(config).environment_verdicts(run_id)
+    hosts: list[dict[str, Any]] = []
+    for t in sorted(triggers, key=lambda t: t.host):
+        found = sorted(
+            (v for v in verdicts if v["host"] == t.host),
+            key=lambda v: (cases.framework_order(v["framework"]), cases.device_set_order(v["device_set"]), v["metric"]),
+        )
+        title = f"{t.host}, {t.changed_at:%Y-%m-%d %H:%M} UTC: {markdown.changed_text(t.changed) or 'nothing named'}"
+        hosts.append({"host": t.host, "title": title, "headline": headline(found), "verdicts": found})
+    lines = [f"# Environment change (`{markdown.cell(run_id)}`)"]
+    for h in hosts:
+        lines += ["", f"## {markdown.cell(h['title'])}", "", html.escape(h["headline"], quote=False)]
+        lines += markdown.table(
+            f"{h['host']}: per case and metric (after / before - 1, 95 % interval)",
             (
-                host,
-                v["framework"],
-                v["device_set"],
-                METRIC_NAMES[v["metric"]],
-                v["verdict"],
-                _change(v),
-                _sample(v["before"]),
-                _sample(v["after"]),
-                v["detail"],
-            )
-            for v in found
-        ],
-    )
+                "host",
+                "framework",
+                "device set",
+                "metric",
+                "verdict",
+                "change [95 % interval]",
+                "before",
+                "after",
+                "detail",
+            ),
+            [
+                (
+                    h["host"],
+                    v["framework"],
+                    v["device_set"],
+                    METRIC_NAMES[v["metric"]],
+                    v["verdict"],
+                    _change(v),
+                    _sample(v["before"]),
+                    _sample(v["after"]),
+                    v["detail"],
+                )
+                for v in h["verdicts"]
+            ],
+        )
     page = (
         html_page.environment()
         .get_template("environment_change.html.j2")
-        .render(run_id=run_id, title=title, headline=said, verdicts=found, host=host, names=METRIC_NAMES, strip=_strip)
+        .render(run_id=run_id, hosts=hosts, names=METRIC_NAMES, strip=charts.strip)
     )
     folder = run_folder.run_dir(config.output_dir, run_id)
     folder.mkdir(parents=True, exist_ok=True)
     files = {"markdown": folder / "environment_change.md", "html": folder / "environment_change.html"}
     run_folder.replace_file(files["markdown"], ("\n".join(lines).rstrip() + "\n").encode(), REPORT)
     run_folder.replace_file(files["html"], page.encode(), REPORT)
-    return {k: str(v) for k, v in files.items()} | {"headline": said}
+    return {k: str(v) for k, v in files.items()} | {"headlines": {h["host"]: h["headline"] for h in hosts}}
 
 
 def _sample(values: list[float]) -> str:
@@ -205,23 +222,9 @@ def _sample(values: list[float]) -> str:
     return f"{spread.n} repeats, median {spread.median or 0:,.2f}{cv}"
 
 
-def _strip(before: list[float], after: list[float], width: int = 240) -> list[dict]:
-    """Where each repeat lies on one axis shared by both sides: the before/after distributions at a glance."""
-    values = [*before, *after]
-    if not values:
-        return []
-    low, high = min(values), max(values)
-    span = (high - low) or 1.0
-    return [
-        {"x": round(8 + (width - 16) * (v - low) / span, 1), "side": side, "value": v}
-        for side, vs in (("before", before), ("after", after))
-        for v in vs
-    ]
-
-
 @dataclasses.dataclass(frozen=True)
 class Trigger:
-    """What started a before/after run: the host, when its environment was seen to change, and what changed."""
+    """What started a before/after run on a host: when its environment was seen to change, and what changed."""
 
     host: str
     changed_at: dt.datetime
@@ -229,4 +232,13 @@ class Trigger:
 
     @classmethod
     def from_event(cls, extra: dict) -> Trigger:
+        """From the environment watch's event (its extra), or a hand-made one: {"host", "observed_at", "changed"}."""
         return cls(extra["host"], dt.datetime.fromisoformat(extra["observed_at"]), extra.get("changed") or {})
+
+
+def newest_per_host(extras: list[dict]) -> dict[str, dict]:
+    """Events that arrived together (two hosts upgraded at once): each host's newest."""
+    found: dict[str, dict] = {}
+    for extra in sorted(extras, key=lambda e: e["observed_at"]):
+        found[extra["host"]] = extra
+    return found

@@ -1,10 +1,11 @@
 """The environment watch: what a host's measurements depend on, read without training anything, and what changed.
 
 Read as the fingerprint reads it (`trainbench.fingerprint`), and a little more: NVML's driver and CUDA driver
-versions and each GPU's model and VBIOS; the CPU model; each configured framework interpreter's Python, its
-framework's packages and the CUDA libraries it has as wheels (cuDNN, NCCL, the CUDA runtime: the versions a
-framework's own report names only after a training run); each trainer's revision.  A reading takes seconds (one
-version probe per interpreter), so the watch may run every few hours on a host's queue between measurements.
+versions and each GPU's model and VBIOS; the CPU model; each configured framework interpreter (its path: a host
+pointed at another interpreter has changed), its Python, its framework's packages and the CUDA libraries it has
+as wheels (cuDNN, NCCL, the CUDA runtime: the versions a framework's own report names only after a training run);
+each trainer's revision.  A reading takes seconds (one version probe per interpreter), so the watch may run every
+few hours on a host's queue between measurements.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def read(config: Config, host: str, nvml=None, nvml_error: str | None = None) ->
             interpreter.python, (*fw.distributions, *LIBRARIES), environ.trainer_environ(interpreter.environ)
         )
         found["frameworks"][name] = {
+            "interpreter": interpreter.python,
             "python": probe.get("python"),
             "packages": probe.get("packages", {}),
             "trainer_revision": fw.revision,

@@ -4,7 +4,8 @@
     /trainbench/history                 median wall time per run and case, one line per environment
     /trainbench/compare                 per case, the environments it was measured in side by side
     /trainbench/runs/<run>/report.html  a run's HTML report from output/runs/
-    /trainbench/api/{latest,history,compare}   the same data as JSON
+    /trainbench/changes                 environment changes: each host's before/after verdicts per case
+    /trainbench/api/{latest,history,compare,changes}   the same data as JSON
 
 Every page accepts the filters host, framework, variant, device_set, gpu (repeatable), date_from, date_to
 (YYYY-MM-DD, inclusive) and requires an Airflow login (see `access`); only static/ (stylesheet, icon) and
@@ -55,6 +56,10 @@ def create_app() -> FastAPI:
     def compare(request: Request, user: UserDep):
         return _page(request, "compare", queries.comparison)
 
+    @app.get("/changes", response_class=HTMLResponse)
+    def changes(request: Request, user: UserDep):
+        return _page(request, "changes", queries.environment_changes)
+
     @app.get("/api/{view}")
     def api(view: str, request: Request, user: UserDep):
         if view not in LOADERS:
@@ -81,7 +86,12 @@ def _history(conn: sa.Connection, filters: queries.Filters, max_cv: float) -> di
 
 
 Loader = Callable[[sa.Connection, queries.Filters, float], Any]
-LOADERS: dict[str, Loader] = {"latest": queries.latest_per_host, "history": _history, "compare": queries.comparison}
+LOADERS: dict[str, Loader] = {
+    "latest": queries.latest_per_host,
+    "history": _history,
+    "compare": queries.comparison,
+    "changes": queries.environment_changes,
+}
 
 
 def report_path(output_dir: Path, run_id: str) -> Path:

@@ -18,7 +18,12 @@ from trainbench_ui.queries import Filters
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 DAG_ID = "cifar10_benchmark"
-TABS = (("", "Latest run per host"), ("history", "History per case"), ("compare", "Environments per case"))
+TABS = (
+    ("", "Latest run per host"),
+    ("history", "History per case"),
+    ("compare", "Environments per case"),
+    ("changes", "Environment changes"),
+)
 METRICS = {"wall_s": "wall time", "images_per_s": "images/s"}
 FILTER_LABELS = (
     ("host", "Host"),
@@ -66,7 +71,7 @@ class Links:
 @functools.cache
 def environment() -> jinja2.Environment:
     env = templating.environment(TEMPLATES, FORMATS)
-    env.globals.update(tabs=TABS, filter_labels=FILTER_LABELS, metrics=METRICS)
+    env.globals.update(tabs=TABS, filter_labels=FILTER_LABELS, metrics=METRICS, strip=charts.strip)
     return env
 
 

@@ -18,13 +18,22 @@ from urllib.parse import urlencode
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from trainbench import cases, frameworks
+from trainbench import before_after, cases, frameworks
 from trainbench.cases import Spread
 from trainbench.comparison import compare, environment_label
 from trainbench.config import Measurement
 from trainbench.reports import charts
 from trainbench.result import Result
-from trainbench.store.results import BENCHMARK, PUBLISHED, device_memory, results, runs, verdicts
+from trainbench.store.results import (
+    BENCHMARK,
+    ENVIRONMENT_CHANGE,
+    PUBLISHED,
+    device_memory,
+    environment_verdicts,
+    results,
+    runs,
+    verdicts,
+)
 
 FILTER_FIELDS = ("host", "framework", "variant", "device_set", "gpu")
 SLIM_COLUMNS = (
@@ -400,6 +409,47 @@ def comparison(conn: sa.Connection, filters: Filters, max_cv: float = MAX_CV) ->
 
 def _figures(spread: Spread) -> dict:
     return {"median": spread.median, "min": spread.min, "max": spread.max, "n": spread.n, "cv": spread.cv}
+
+
+# --- environment changes ------------------------------------------------------------------------------------------
+
+
+def environment_changes(conn: sa.Connection, filters: Filters, max_cv: float = MAX_CV) -> list[dict]:
+    """The before/after runs, newest first: per host that changed, what changed, the headline and every case's
+    verdicts (`trainbench.before_after`), filtered by host, framework, device set and date."""
+    query = (
+        sa.select(environment_verdicts, runs.c.created_at)
+        .select_from(environment_verdicts.join(runs, runs.c.run_id == environment_verdicts.c.run_id))
+        .where(runs.c.source == ENVIRONMENT_CHANGE)
+    )
+    for name in ("host", "framework", "device_set"):
+        if getattr(filters, name):
+            query = query.where(environment_verdicts.c[name].in_(getattr(filters, name)))
+    found: dict[str, dict] = {}
+    for v in _run(conn, query):
+        when = _aware(v["created_at"])
+        if (filters.date_from and when.date() < filters.date_from) or (
+            filters.date_to and when.date() > filters.date_to
+        ):
+            continue
+        run = found.setdefault(v["run_id"], {"run_id": v["run_id"], "created_at": when, "hosts": {}})
+        host = run["hosts"].setdefault(
+            v["host"], {"host": v["host"], "changed": v["changed"], "changed_at": v["changed_at"], "verdicts": []}
+        )
+        host["verdicts"].append(v)
+    out = sorted(found.values(), key=lambda r: r["created_at"], reverse=True)
+    for run in out:
+        run["hosts"] = [run["hosts"][h] for h in sorted(run["hosts"])]
+        for host in run["hosts"]:
+            host["verdicts"].sort(
+                key=lambda v: (
+                    cases.framework_order(v["framework"]),
+                    cases.device_set_order(v["device_set"]),
+                    v["metric"],
+                )
+            )
+            host["headline"] = before_after.headline(host["verdicts"])
+    return out
 
 
 # --- runs ---------------------------------------------------------------------------------------------------------

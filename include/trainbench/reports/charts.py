@@ -113,6 +113,21 @@ def history_charts(
     return {"runs": [{"run": run, "date": date} for run, date in runs], "charts": charts}
 
 
+def strip(before: Sequence[float], after: Sequence[float], width: int = 240) -> list[dict]:
+    """Each repeat before and after a change on one axis shared by both (the least to the most of either), as x
+    positions in a `width`-wide SVG: the two distributions at a glance."""
+    values = [*before, *after]
+    if not values:
+        return []
+    low, high = min(values), max(values)
+    span = (high - low) or 1.0
+    return [
+        {"x": round(8 + (width - 16) * (v - low) / span, 1), "side": side, "value": v}
+        for side, vs in (("before", before), ("after", after))
+        for v in vs
+    ]
+
+
 def references(key: CaseKey, keys: Iterable[CaseKey]) -> list[CaseKey]:
     """The cases a set's scaling is measured against: the same host's single-device sets of the same framework
     and kind (CPU or GPU)."""
