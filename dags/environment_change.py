@@ -52,19 +52,32 @@ def environment_change():
         """Per host that changed, when and what: the events' (each host's newest), or the form's host, now."""
         from trainbench import before_after
 
-        events = [dict(e.extra) for found in (triggering_asset_events or {}).values() for e in found]
-        if events:
-            return before_after.newest_per_host(events)
+        found = [
+            (asset.name.removeprefix("trainbench_environment_"), dict(e.extra or {}), e.timestamp)
+            for asset, events in (triggering_asset_events or {}).items()
+            for e in events
+        ]
+        if found:
+            return before_after.events(found)
         if not params.get("host"):
             raise ValueError(f"a manual run names the host whose environment changed; one of {list(CONFIG.hosts)}")
         now = dt.datetime.now(dt.UTC).isoformat()
-        return {params["host"]: {"host": params["host"], "observed_at": now, "changed": {}}}
+        return {params["host"]: {"host": params["host"], "observed_at": now, "previous_at": None, "changed": {}}}
 
     @task
     def start(dag_run=None) -> None:
         from trainbench import before_after
 
         before_after.start(CONFIG, dag_run.run_id)
+
+    @task
+    def changed_here(changes: dict, host: str) -> None:
+        """On the default queue: a host that did not change is skipped here, so its worker (down, or busy with a long
+        weekly run) never holds up the hosts that did."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        if host not in changes:
+            raise AirflowSkipException(f"{host}: its environment did not change")
 
     @task
     def discover_devices() -> dict:
@@ -79,7 +92,7 @@ def environment_change():
 
         if host not in changes:
             return []
-        return before_after.plan(CONFIG, host, before_after.Trigger.from_event(changes[host]).changed_at, inventory)
+        return before_after.plan(CONFIG, host, before_after.Trigger.from_event(changes[host]).cutoff, inventory)
 
     @task(map_index_template="{{ case_label }}")
     def measure(case: dict, changes: dict, dag_run=None) -> dict:
@@ -92,11 +105,13 @@ def environment_change():
         return before_after.measure(CONFIG, dag_run.run_id, case, found.changed, found.changed_at)
 
     @task(trigger_rule="all_done", outlets=[assets.ENVIRONMENT_VERDICTS])
-    def publish(changes: dict, dag_run=None) -> dict:
+    def publish(changes: dict, dag_run=None, outlet_events=None) -> dict:
         from trainbench import before_after
 
         triggers = [before_after.Trigger.from_event(extra) for extra in changes.values()]
-        return before_after.write_report(CONFIG, dag_run.run_id, triggers)
+        found = before_after.write_report(CONFIG, dag_run.run_id, triggers)
+        outlet_events[assets.ENVIRONMENT_VERDICTS].extra = {"run_id": dag_run.run_id, **found}
+        return found
 
     changes = what_changed()
     started = start()
@@ -104,12 +119,14 @@ def environment_change():
     report = publish(changes)
     for host in CONFIG.hosts:  # the changed host's cases run on its queue, one at a time
         with TaskGroup(group_id=host):
+            gate = changed_here(changes, host)
             inventory = discover_devices.override(queue=host)()
+            gate >> inventory
             cases = plan.override(queue=host)(changes, inventory, host)
             measured = (
                 measure.override(queue=host, max_active_tis_per_dagrun=1).partial(changes=changes).expand(case=cases)
             )
-        started >> inventory
+        started >> gate
         measured >> report
 
 

@@ -41,10 +41,10 @@ def environment_watch():
     for host, asset in ENVIRONMENTS.items():
 
         @task(task_id=f"watch_{host}", queue=host, outlets=[asset])
-        def watch(host: str = host, asset: Asset = asset, outlet_events=None) -> dict:
+        def watch(host: str = host, asset: Asset = asset, outlet_events=None, dag_run=None) -> dict:
             from trainbench import pipeline
 
-            found = pipeline.watch_environment(CONFIG, host)
+            found = pipeline.watch_environment(CONFIG, host, run_id=dag_run.run_id)
             if not found["changed"]:
                 why = "its first reading" if found["previous_at"] is None else f"unchanged since {found['previous_at']}"
                 raise AirflowSkipException(f"{host}: {why}")

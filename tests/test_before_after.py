@@ -10,6 +10,7 @@ from trainbench import before_after, config, devices, pipeline
 from trainbench.store.results import ENVIRONMENT_CHANGE
 
 from conftest import ENVS, dags_test, write_config
+from test_results import result
 from test_watch import events
 
 SLEEP_S = 6
@@ -102,3 +103,77 @@ def changes_page(cfg: config.Config) -> str:
         os.environ["TRAINBENCH_CONFIG"] = old
     assert response.status_code == 200, response.text[:500]
     return response.text
+
+
+def test_events_arriving_together_merge_per_host_from_the_first_old_value_to_the_last_new():
+    t = [dt.datetime(2026, 11, 25, h, tzinfo=dt.UTC) for h in (1, 7, 13)]
+    found = before_after.events(
+        [
+            (
+                "hostb",
+                {
+                    "host": "hostb",
+                    "observed_at": t[1].isoformat(),
+                    "previous_at": t[0].isoformat(),
+                    "changed": {"driver_version": ["550", "560"]},
+                },
+                t[1],
+            ),
+            (
+                "hostb",
+                {
+                    "host": "hostb",
+                    "observed_at": t[2].isoformat(),
+                    "previous_at": t[1].isoformat(),
+                    "changed": {"driver_version": ["560", "565"], "cpu_model": ["a", "b"]},
+                },
+                t[2],
+            ),
+            ("hosta", {}, t[2]),  # an event made by hand: its asset names the host, its time the change
+        ]
+    )
+    hostb = before_after.Trigger.from_event(found["hostb"])
+    assert hostb.changed == {"driver_version": ["550", "565"], "cpu_model": ["a", "b"]}
+    assert (hostb.since, hostb.changed_at, hostb.cutoff) == (t[0], t[2], t[0])
+    hosta = before_after.Trigger.from_event(found["hosta"])
+    assert (hosta.changed, hosta.cutoff) == ({}, t[2])
+
+
+def test_before_is_what_ran_before_the_watch_s_last_old_reading(tmp_path):
+    """A weekly run between the last old reading and the reading that saw the change ran on the new driver: it is
+    neither the baseline nor among the before figures."""
+    cfg = config.load(write_config(tmp_path))
+    store = pipeline.store(cfg)
+    for run, day, wall in (("old", 1, 10.0), ("new", 3, 20.0)):
+        pipeline.start_run(cfg, run, cfg.settings)
+        for rep in (1, 2, 3):
+            r = result(run_id=run, case_key=f"gpu__pytorch__0__r{rep}", wall=wall + 0.1 * rep)
+            r.host, r.repeat, r.started_at = "gpu", rep, dt.datetime(2026, 11, day, tzinfo=dt.UTC)
+            pipeline._save(cfg, r, log=lambda m: None)
+        store.set_state(run, "published")
+    cutoff = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)  # the watch's last reading of the old environment
+    run, _, (case,) = before_after.baseline(cfg, "gpu", cutoff)
+    assert run == "old" and case["before"]["wall_s"] == [10.1, 10.2, 10.3]
+
+
+def test_a_retried_case_replaces_its_verdicts(tmp_path):
+    cfg = config.load(write_config(tmp_path))
+    store = pipeline.store(cfg)
+    before_after.start(cfg, "change")
+    verdict = {
+        "metric": "wall_s",
+        "verdict": "no change",
+        "change": 0.0,
+        "low": -0.01,
+        "high": 0.01,
+        "before": [1.0],
+        "after": [1.0],
+        "baseline_run": "old",
+        "repeats": 3,
+        "changed": {},
+        "changed_at": None,
+        "detail": "",
+    }
+    for _ in range(2):
+        store.save_environment_verdicts("change", "gpu", "pytorch", "0", [verdict])
+    assert len(store.environment_verdicts("change")) == 1

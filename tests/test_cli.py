@@ -68,19 +68,23 @@ def test_results_as_csv_quote_what_a_spreadsheet_would_run(tmp_path, capsys):
     assert row["error"] == "'" + crashed.error
 
 
+def run_on(cfg_path: Path, host: str, run_id: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TRAINBENCH_CONFIG": str(cfg_path), fingerprint.HOST_VAR: host}
+    return subprocess.run(
+        [sys.executable, "-m", "trainbench", "run", "--run-id", run_id],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
 def test_one_run_id_measured_on_two_hosts_holds_both_hosts_cases(tmp_path):
     """Each host's CLI plans for itself ($TRAINBENCH_HOST), so its cases run there instead of being recorded
     `unavailable` for the default host; the second host's run validates and publishes the run with both."""
     cfg_path = write_config(tmp_path, epochs=1, train_images=256, warmup=0, repeats=1)
     for host in ("hosta", "hostb"):
-        env = {**os.environ, "TRAINBENCH_CONFIG": str(cfg_path), fingerprint.HOST_VAR: host}
-        proc = subprocess.run(
-            [sys.executable, "-m", "trainbench", "run", "--run-id", "cli__fleet"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        proc = run_on(cfg_path, host, "cli__fleet")
         assert proc.returncode == 0, proc.stderr[-3000:]
     store = ResultStore(config.load(cfg_path).database_url)
     assert sorted((r["host"], r["framework"], r["status"]) for r in store.current_rows("cli__fleet")) == [
@@ -92,3 +96,20 @@ def test_one_run_id_measured_on_two_hosts_holds_both_hosts_cases(tmp_path):
     assert published["rows"] == 2 and published["latest"]
     report = Path(published["markdown"]).read_text()
     assert "hosta" in report and "hostb" in report
+
+
+def test_a_host_s_invalid_rows_keep_the_two_host_run_from_being_published(tmp_path):
+    """hosta's row is broken after its run (a negative wall time): hostb's run validates every row of the run, not
+    only its own, so the run is refused instead of published with hosta's bad figure."""
+    import sqlalchemy as sa
+
+    from trainbench.store.results import results
+
+    cfg_path = write_config(tmp_path, epochs=1, train_images=256, warmup=0, repeats=1)
+    assert run_on(cfg_path, "hosta", "cli__bad").returncode == 0
+    store = ResultStore(config.load(cfg_path).database_url)
+    with store.engine.begin() as conn:
+        conn.execute(sa.update(results).where(results.c.host == "hosta").values(wall_s=-1.0))
+    proc = run_on(cfg_path, "hostb", "cli__bad")
+    assert proc.returncode == 1 and "failed validation" in proc.stderr, proc.stderr[-3000:]
+    assert store.run_state("cli__bad") != PUBLISHED

@@ -60,6 +60,14 @@ def test_a_direction_is_read_only_when_the_repeats_allow_it():
     assert reading([10.0, 10.1], [11.0, 11.1]) == "slower"
 
 
+def test_without_images_per_s_the_reading_is_on_wall_time():
+    found = measured("w1", "old", [10.0, 10.1]) + measured("w2", "new", [12.0, 12.1])
+    for r in found:
+        r.images_per_s = None  # one epoch: no steady images/s
+    (case,) = compare(found, {"old": OLD, "new": NEW}, ["w1", "w2"], max_cv=0.05)
+    assert case.environments[1].reading == "slower" and case.environments[1].ips is None
+
+
 def test_two_hosts_are_two_cases_never_one():
     found = measured("w1", "a1", [10.0, 10.1]) + measured("w1", "b1", [20.0, 20.2], host="hostb")
     found += measured("w2", "b2", [18.0, 18.1], host="hostb")

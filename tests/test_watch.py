@@ -66,3 +66,31 @@ def events(env: dict, asset: str) -> list[dict]:
             (asset,),
         ).fetchall()
     return [json.loads(extra) for (extra,) in rows]
+
+
+def test_a_retried_watch_still_announces_the_change_it_read(tmp_path):
+    """The watch stored its reading, then died before its event was recorded: the retry (same run) replaces that
+    reading and compares with the one before, so the change is announced, not lost as "unchanged"."""
+    cfg = config.load(write_config(tmp_path))
+    nvml = StandInNvml(log_host().devices, driver="580.65.06")
+    pipeline.watch_environment(cfg, "gpu", nvml, run_id="watch-1")
+    nvml.driver = "590.10.01"
+    first = pipeline.watch_environment(cfg, "gpu", nvml, run_id="watch-2")
+    retry = pipeline.watch_environment(cfg, "gpu", nvml, run_id="watch-2")
+    assert first["changed"] == retry["changed"] == {"driver_version": ["580.65.06", "590.10.01"]}
+    assert [r["run_id"] for r in pipeline.store(cfg).environments("gpu")] == ["watch-1", "watch-2"]
+
+
+def test_a_reading_that_failed_is_neither_stored_nor_a_change(tmp_path):
+    """Right after a driver upgrade NVML often fails until a reboot; an interpreter's probe may time out."""
+    import pytest
+
+    cfg = config.load(write_config(tmp_path))
+    nvml = StandInNvml(log_host().devices)
+    pipeline.watch_environment(cfg, "gpu", nvml)
+    with pytest.raises(pipeline.ReadingFailed, match="NVML shows no GPU where it showed 3"):
+        pipeline.watch_environment(cfg, "gpu", None)  # no NVML on this machine: the stand-in is gone
+    broken = config.load(write_config(tmp_path, interpreters={"jax": {"python": str(tmp_path / "no-such-python")}}))
+    with pytest.raises(pipeline.ReadingFailed, match="jax: "):
+        pipeline.watch_environment(broken, "gpu", nvml)
+    assert len(pipeline.store(cfg).environments("gpu")) == 1

@@ -14,11 +14,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import html
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from trainbench import cases, pipeline
-from trainbench.checks import environment_change
+from trainbench.checks import environment_change, regression
 from trainbench.config import Config
 from trainbench.planning import CaseSpec
 from trainbench.reports import charts, html_page, markdown
@@ -31,43 +31,42 @@ REPORT = "the environment change report"
 
 
 def _started(r: Result) -> dt.datetime:
-    """When a result started, in UTC (SQLite returns it naive); results without a start sort first."""
-    when = r.started_at or dt.datetime.min
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+    """When a result started (results without a start sort first)."""
+    return cases.utc(r.started_at or dt.datetime.min)
 
 
-def baseline(config: Config, host: str, changed_at: dt.datetime) -> tuple[str, dict, list[dict]] | None:
-    """The published run measured on `host` last before `changed_at`: its id, stored settings, and per case the
-    before figures (None when the host has no such run)."""
+def baseline(config: Config, host: str, cutoff: dt.datetime) -> tuple[str, dict, list[dict]] | None:
+    """The published run measured on `host` last before `cutoff` (the watch's last reading of the old environment):
+    its id, stored settings, and per case the before figures, only from results started before `cutoff`, since a
+    change the environment key does not see (a VBIOS, a cuDNN wheel) would otherwise pool new results with old
+    (None when the host has no such run)."""
     db = pipeline.store(config)
     published = {run for run in db.run_ids(BENCHMARK) if db.run_state(run) == PUBLISHED}
-    history = [r for r in db.history(epochs=False) if r.host == host and r.run_id in published]
-    earlier = [r for r in history if _started(r) < changed_at]
+    earlier = [r for r in db.history(epochs=False) if r.host == host and r.run_id in published and _started(r) < cutoff]
     if not earlier:
         return None
     run = max(earlier, key=_started).run_id
-    measured = cases.summarize([r for r in history if r.run_id == run], config.measurement.max_cv)
+    measured = cases.summarize([r for r in earlier if r.run_id == run], config.measurement.max_cv)
     keys = {s.key for s in measured if s.counted}
-    before = {s.key: s for s in cases.summarize([r for r in history if cases.CaseKey.of(r) in keys], 1.0)}
+    before = {s.key: s for s in cases.summarize([r for r in earlier if cases.CaseKey.of(r) in keys], 1.0)}
     found = [
         {
             "framework": k.framework,
             "device_set": k.device_set,
             "env_key": k.env_key,
             "before": {"images_per_s": list(before[k].ips.values), "wall_s": list(before[k].wall.values)},
-            "before_runs": sorted({r.run_id for r in before[k].counted}),
         }
         for k in sorted(keys, key=cases.CaseKey.order)
     ]
     return run, db.settings_of(run) or {}, found
 
 
-def plan(config: Config, host: str, changed_at: dt.datetime, inventory: dict, log: Log = print) -> list[dict]:
-    """What to measure on `host`: per case of its baseline run, the specs of enough repeats for two sequential
-    measurements (and the run's warm-ups), with the before figures."""
-    found = baseline(config, host, changed_at)
+def plan(config: Config, host: str, cutoff: dt.datetime, inventory: dict, log: Log = print) -> list[dict]:
+    """What to measure on `host`: per case of its baseline run (`baseline`), the specs of enough repeats for two
+    sequential measurements (and the run's warm-ups), with the before figures."""
+    found = baseline(config, host, cutoff)
     if found is None:
-        log(f"{host}: no published run measured here before {changed_at:%Y-%m-%d %H:%M} UTC: nothing to compare")
+        log(f"{host}: no published run measured here before {cutoff:%Y-%m-%d %H:%M} UTC: nothing to compare")
         return []
     run, stored, chosen = found
     settings = config.settings.overridden(**{k: v for k, v in stored.items() if k in config.settings.as_dict()})
@@ -127,9 +126,9 @@ def start(config: Config, run_id: str) -> None:
     pipeline.store(config).save_run(run_id, {}, source=ENVIRONMENT_CHANGE)
 
 
-def headline(verdicts: list[dict]) -> str:
+def headline(verdicts: Sequence[Mapping]) -> str:
     """ "2 of 12 cases slower (pytorch | 0,1: images/s -7.2 % [-9.4, -5.1]); 10 no change"."""
-    by_case: dict[tuple, list[dict]] = {}
+    by_case: dict[tuple, list[Mapping]] = {}
     for v in verdicts:
         by_case.setdefault((v["framework"], v["device_set"]), []).append(v)
     total = len(by_case)
@@ -146,14 +145,11 @@ def headline(verdicts: list[dict]) -> str:
     return "; ".join(parts) or "no case measured"
 
 
-METRIC_NAMES = {"images_per_s": "images/s", "wall_s": "wall time"}
+def _figure(v: Mapping) -> str:
+    return f"{regression.METRIC_NAMES[v['metric']]} {_change(v)}".rstrip()
 
 
-def _figure(v: dict) -> str:
-    return f"{METRIC_NAMES[v['metric']]} {_change(v)}".rstrip()
-
-
-def _change(v: dict) -> str:
+def _change(v: Mapping) -> str:
     """ "-7.2 % [-9.4, -5.1]": the change and its 95 % interval, in percent."""
     if v["change"] is None:
         return ""
@@ -166,10 +162,7 @@ def write_report(config: Config, run_id: str, triggers: list[Trigger]) -> dict:
     verdicts = pipeline.store(config).environment_verdicts(run_id)
     hosts: list[dict[str, Any]] = []
     for t in sorted(triggers, key=lambda t: t.host):
-        found = sorted(
-            (v for v in verdicts if v["host"] == t.host),
-            key=lambda v: (cases.framework_order(v["framework"]), cases.device_set_order(v["device_set"]), v["metric"]),
-        )
+        found = cases.listed(v for v in verdicts if v["host"] == t.host)
         title = f"{t.host}, {t.changed_at:%Y-%m-%d %H:%M} UTC: {markdown.changed_text(t.changed) or 'nothing named'}"
         hosts.append({"host": t.host, "title": title, "headline": headline(found), "verdicts": found})
     lines = [f"# Environment change (`{markdown.cell(run_id)}`)"]
@@ -193,7 +186,7 @@ def write_report(config: Config, run_id: str, triggers: list[Trigger]) -> dict:
                     h["host"],
                     v["framework"],
                     v["device_set"],
-                    METRIC_NAMES[v["metric"]],
+                    regression.METRIC_NAMES[v["metric"]],
                     v["verdict"],
                     _change(v),
                     _sample(v["before"]),
@@ -206,7 +199,7 @@ def write_report(config: Config, run_id: str, triggers: list[Trigger]) -> dict:
     page = (
         html_page.environment()
         .get_template("environment_change.html.j2")
-        .render(run_id=run_id, hosts=hosts, names=METRIC_NAMES, strip=charts.strip)
+        .render(run_id=run_id, hosts=hosts, names=regression.METRIC_NAMES, strip=charts.strip)
     )
     folder = run_folder.run_dir(config.output_dir, run_id)
     folder.mkdir(parents=True, exist_ok=True)
@@ -224,21 +217,42 @@ def _sample(values: list[float]) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Trigger:
-    """What started a before/after run on a host: when its environment was seen to change, and what changed."""
+    """What started a before/after run on a host: when the watch saw the new environment, its reading before that
+    (the change happened in between: results before it are "before"), and what changed."""
 
     host: str
     changed_at: dt.datetime
     changed: dict
+    since: dt.datetime | None = None
+
+    @property
+    def cutoff(self) -> dt.datetime:
+        return self.since or self.changed_at
 
     @classmethod
     def from_event(cls, extra: dict) -> Trigger:
-        """From the environment watch's event (its extra), or a hand-made one: {"host", "observed_at", "changed"}."""
-        return cls(extra["host"], dt.datetime.fromisoformat(extra["observed_at"]), extra.get("changed") or {})
+        """From the extra `events` makes: {"host", "observed_at", "previous_at", "changed"}."""
+        since = extra.get("previous_at")
+        return cls(
+            extra["host"],
+            dt.datetime.fromisoformat(extra["observed_at"]),
+            extra.get("changed") or {},
+            dt.datetime.fromisoformat(since) if since else None,
+        )
 
 
-def newest_per_host(extras: list[dict]) -> dict[str, dict]:
-    """Events that arrived together (two hosts upgraded at once): each host's newest."""
-    found: dict[str, dict] = {}
-    for extra in sorted(extras, key=lambda e: e["observed_at"]):
-        found[extra["host"]] = extra
-    return found
+def events(found: list[tuple[str, dict, dt.datetime]]) -> dict[str, dict]:
+    """Per host, what its asset events say together, from (host of the asset, extra, event time) each: events
+    queued while a run was busy merge, the first old value to the last new one, the change dated between the
+    earliest previous reading and the latest new one.  An event made by hand (no extra) names its host by its
+    asset and the change by its time."""
+    merged: dict[str, dict] = {}
+    for host, extra, at in sorted(found, key=lambda e: e[2]):
+        observed = extra.get("observed_at") or at.isoformat()
+        entry = merged.setdefault(
+            host, {"host": host, "observed_at": observed, "previous_at": extra.get("previous_at"), "changed": {}}
+        )
+        entry["observed_at"] = observed
+        for path, (old, new) in (extra.get("changed") or {}).items():
+            entry["changed"][path] = [entry["changed"].get(path, [old])[0], new]
+    return merged

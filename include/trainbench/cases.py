@@ -119,11 +119,12 @@ def order(result: Result) -> tuple:
 
 
 def listed(verdicts: Iterable[Mapping]) -> list[Mapping]:
-    """Verdicts (or any rows naming a case by host, framework, device set and env_key) in case order, then metric."""
+    """Verdicts (or any rows naming a case by host, framework, device set, perhaps env_key) in case order, then
+    metric."""
     return sorted(
         verdicts,
         key=lambda v: (
-            CaseKey(v.get("host") or "", v["framework"], v["device_set"], v["env_key"]).order(),
+            CaseKey(v.get("host") or "", v["framework"], v["device_set"], v.get("env_key") or "").order(),
             v["metric"],
         ),
     )
@@ -276,8 +277,12 @@ def newest(results: Iterable[Result]) -> list[Result]:
 
 
 def _when(r: Result) -> tuple:
-    started = r.started_at or dt.datetime.min
-    return (started if started.tzinfo else started.replace(tzinfo=dt.UTC), r.id or 0)
+    return (utc(r.started_at or dt.datetime.min), r.id or 0)
+
+
+def utc(when: dt.datetime) -> dt.datetime:
+    """A stored time in UTC: SQLite returns them naive (stored as UTC), PostgreSQL in the session's time zone."""
+    return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
 
 
 def noisy_keys(summaries: Sequence[CaseSummary]) -> set[CaseKey]:

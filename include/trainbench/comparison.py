@@ -4,9 +4,9 @@ before (driver, CUDA, framework packages, trainer, ...) and the change in wall t
 
 A change is of the medians over every counted repeat measured in each environment (all its runs
 pooled: the environment is what is compared, not a week), with the range its repeats allow: from
-min(after) / max(before) - 1 to max(after) / min(before) - 1.  A direction is read only where that
-whole range lies on one side of zero and neither environment's repeats are noisy; one repeat on
-either side leaves the spread unknown.  No test statistic is claimed here.
+min(after) / max(before) - 1 to max(after) / min(before) - 1.  A direction (of images/s, else of wall
+time) is read only where that whole range lies on one side of zero and neither environment's repeats
+are noisy; one repeat on either side leaves the spread unknown.  No test statistic is claimed here.
 """
 
 from __future__ import annotations
@@ -111,20 +111,25 @@ def compare(
                 step.changed = changes(before.fingerprint, env)
                 step.wall = Change.between(before.summary.wall, s.wall)
                 step.ips = Change.between(before.summary.ips, s.ips)
-                step.reading = _reading(before.summary, s, step.ips)
+                step.reading = _reading(before.summary, s, step.ips, step.wall)
             steps.append(step)
         out.append(CaseComparison(host, fw, ds, steps))
     return out
 
 
-def _reading(before: CaseSummary, after: CaseSummary, ips: Change | None) -> str:
-    if ips is None:
-        return "no images/s on one side"
-    if min(before.ips.n, after.ips.n) < 2:
+def _reading(before: CaseSummary, after: CaseSummary, ips: Change | None, wall: Change | None) -> str:
+    """Read on images/s (steady training), else on wall time (a run of one epoch has no steady images/s)."""
+    if ips is not None:
+        n, faster, slower = min(before.ips.n, after.ips.n), ips.low > 0, ips.high < 0
+    elif wall is not None:
+        n, faster, slower = min(before.wall.n, after.wall.n), wall.high < 0, wall.low > 0
+    else:
+        return "no figure on one side"
+    if n < 2:
         return UNKNOWN_SPREAD
     if before.noisy or after.noisy:
         return NOISY
-    return "faster" if ips.low > 0 else "slower" if ips.high < 0 else WITHIN
+    return "faster" if faster else "slower" if slower else WITHIN
 
 
 def upgraded(comparisons: Sequence[CaseComparison], env_keys: Iterable[str]) -> list[CaseComparison]:

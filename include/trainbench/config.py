@@ -2,8 +2,8 @@
 
 `Settings`, a pydantic model, is the one source of what a run measures: the file's `[benchmark]` table,
 the CLI's flags (`cli_flags`) and the DAG's Params (`settings_schema()`, the trigger form) are all derived
-from it, so each setting has one default and one rule, and a bad value gets the same message wherever it
-comes from.
+from it, so each setting has one default and one rule, and a bad value is refused alike everywhere, with the
+same message from the CLI and the file (the form words its refusal as JSON Schema does).
 """
 
 from __future__ import annotations

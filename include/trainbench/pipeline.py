@@ -350,20 +350,22 @@ def collect(config: Config, run_id: str) -> dict:
 
 
 def validate_results(config: Config, run_id: str, planned: list[CaseSpec]) -> dict:
-    """Great Expectations suite over the rows of the planned hosts against their plan; Data Docs kept in the run's
-    folder. The DAG plans every host of the fleet; the CLI, run on each host under one run id, its own: each host
-    validates what it measured, and the run holds every host's cases."""
+    """Great Expectations suite over every row of the run against its plan; Data Docs kept in the run's folder.
+    The DAG plans every host of the fleet; the CLI, run on each host under one run id, its own, and the rows the
+    run's other hosts stored count as their plan: their values are checked again, so a host whose rows were
+    invalid keeps the whole run from being published."""
     from trainbench.checks import validation
 
     db = store(config)
     hosts = {s.case.host for s in planned}
-    rows = [r for r in db.current_rows(run_id) if r["host"] in hosts]
+    rows = db.current_rows(run_id)
+    elsewhere = [r["case_key"] for r in rows if r["host"] not in hosts]
     epochs = {s.job.epochs for s in planned}
     host_memory = [r["environment"].get("host_memory_mib") for r in rows if r.get("environment")]
     docs = run_folder.run_dir(config.output_dir, run_id) / "data_docs"
     result = validation.run_suite(
         rows,
-        [s.case.key for s in planned],
+        [s.case.key for s in planned] + elsewhere,
         docs,
         host_memory_mib=max((m for m in host_memory if m), default=None),
         epochs=epochs.pop() if len(epochs) == 1 else None,
@@ -419,19 +421,37 @@ def detect_regressions(config: Config, run_id: str, log: Log = print) -> list[di
     return found
 
 
-def watch_environment(config: Config, host: str, nvml=None) -> dict:
+class ReadingFailed(Exception):
+    """The host's environment could not be read whole: nothing is stored, so a failed probe is never a change."""
+
+
+def watch_environment(config: Config, host: str, nvml=None, run_id: str | None = None) -> dict:
     """Read the host's environment, store the reading, and say what changed since its last one (nothing on the
-    first reading: there is nothing to compare it with)."""
+    first reading: there is nothing to compare it with).  A reading with a failed interpreter probe, or without
+    the GPUs NVML showed before (right after a driver upgrade, before a reboot, NVML often fails), raises
+    `ReadingFailed` and is not stored: it would announce packages or a driver going to none."""
     from trainbench import watch
 
     found = watch.read(config, host, nvml)
+    db = store(config)
+    last = db.environments(host)[-1:]
+    problems = [f"{name}: {fw['error']}" for name, fw in found["frameworks"].items() if fw.get("error")]
+    if last and last[0]["environment"].get("gpus") and not found["gpus"]:
+        problems.append(
+            f"NVML shows no GPU where it showed {len(last[0]['environment']['gpus'])}: {found['nvml_error']}"
+        )
+    if problems:
+        raise ReadingFailed(f"{host}: the environment could not be read, nothing stored: " + "; ".join(problems))
     at = dt.datetime.now(dt.UTC)
-    previous = store(config).observe_environment(host, found, watch.digest(found), at)
+    digest = watch.digest(found)
+    previous = db.observe_environment(host, found, digest, at, run_id)
+    if previous is None:
+        return {"host": host, "observed_at": at.isoformat(), "previous_at": None, "changed": {}}
     return {
         "host": host,
         "observed_at": at.isoformat(),
-        "previous_at": previous["observed_at"].isoformat() if previous else None,
-        "changed": watch.changes(previous["environment"], found) if previous else {},
+        "previous_at": cases.utc(previous["observed_at"]).isoformat(),
+        "changed": {} if previous["digest"] == digest else watch.changes(previous["environment"], found),
     }
 
 

@@ -42,6 +42,7 @@ def read(config: Config, host: str, nvml=None, nvml_error: str | None = None) ->
         "cuda_driver_version": inventory.cuda_driver_version,
         "gpus": {g.uuid: {"name": g.name, "vbios": g.vbios_version} for g in inventory.gpus},
         "cpu_model": inventory.cpu_model,
+        "nvml_error": inventory.nvml_error,
         "frameworks": {},
     }
     for name, fw in frameworks.REGISTRY.items():

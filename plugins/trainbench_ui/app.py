@@ -58,7 +58,7 @@ def create_app() -> FastAPI:
 
     @app.get("/changes", response_class=HTMLResponse)
     def changes(request: Request, user: UserDep):
-        return _page(request, "changes", queries.environment_changes)
+        return _page(request, "changes", _changes)
 
     @app.get("/api/{view}")
     def api(view: str, request: Request, user: UserDep):
@@ -85,12 +85,17 @@ def _history(conn: sa.Connection, filters: queries.Filters, max_cv: float) -> di
     return queries.history(conn, filters)
 
 
+def _changes(conn: sa.Connection, filters: queries.Filters, max_cv: float) -> list[dict]:
+    """Environment changes carry their own verdicts: no noise threshold is applied here."""
+    return queries.environment_changes(conn, filters)
+
+
 Loader = Callable[[sa.Connection, queries.Filters, float], Any]
 LOADERS: dict[str, Loader] = {
     "latest": queries.latest_per_host,
     "history": _history,
     "compare": queries.comparison,
-    "changes": queries.environment_changes,
+    "changes": _changes,
 }
 
 

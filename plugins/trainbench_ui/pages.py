@@ -12,6 +12,7 @@ from urllib.parse import quote
 import jinja2
 from markupsafe import Markup
 
+from trainbench.checks import regression
 from trainbench.reports import charts, templating
 from trainbench.reports.templating import formatted
 from trainbench_ui.queries import Filters
@@ -24,7 +25,7 @@ TABS = (
     ("compare", "Environments per case"),
     ("changes", "Environment changes"),
 )
-METRICS = {"wall_s": "wall time", "images_per_s": "images/s"}
+METRICS = regression.METRIC_NAMES
 FILTER_LABELS = (
     ("host", "Host"),
     ("framework", "Framework"),

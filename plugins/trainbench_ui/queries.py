@@ -30,6 +30,7 @@ from trainbench.store.results import (
     PUBLISHED,
     device_memory,
     environment_verdicts,
+    fingerprints_query,
     results,
     runs,
     verdicts,
@@ -244,9 +245,7 @@ def latest_per_host(conn: sa.Connection, filters: Filters, max_cv: float = MAX_C
 
 
 def _aware(when: dt.datetime | None) -> dt.datetime:
-    if when is None:
-        return dt.datetime.min.replace(tzinfo=dt.UTC)
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+    return cases.utc(when or dt.datetime.min)
 
 
 def _results(rows: list[dict], memory: dict[int, list[dict]] | None = None) -> list[Result]:
@@ -317,12 +316,7 @@ def _verdicts(conn: sa.Connection, run_ids: list[str] | None = None) -> dict[tup
 
 def environments(conn: sa.Connection, env_keys: Iterable[str]) -> dict[str, dict]:
     """One stored fingerprint per environment key (the first row's)."""
-    keys = sorted(set(env_keys))
-    if not keys:
-        return {}
-    first = sa.select(sa.func.min(results.c.id)).where(results.c.env_key.in_(keys)).group_by(results.c.env_key)
-    query = sa.select(results.c.env_key, results.c.environment).where(results.c.id.in_(first))
-    return {r["env_key"]: r["environment"] if isinstance(r["environment"], dict) else {} for r in _run(conn, query)}
+    return {key: env if isinstance(env, dict) else {} for key, env in _tuples(conn, fingerprints_query(env_keys))}
 
 
 # --- history ------------------------------------------------------------------------------------------------------
@@ -414,7 +408,7 @@ def _figures(spread: Spread) -> dict:
 # --- environment changes ------------------------------------------------------------------------------------------
 
 
-def environment_changes(conn: sa.Connection, filters: Filters, max_cv: float = MAX_CV) -> list[dict]:
+def environment_changes(conn: sa.Connection, filters: Filters) -> list[dict]:
     """The before/after runs, newest first: per host that changed, what changed, the headline and every case's
     verdicts (`trainbench.before_after`), filtered by host, framework, device set and date."""
     query = (
@@ -441,13 +435,7 @@ def environment_changes(conn: sa.Connection, filters: Filters, max_cv: float = M
     for run in out:
         run["hosts"] = [run["hosts"][h] for h in sorted(run["hosts"])]
         for host in run["hosts"]:
-            host["verdicts"].sort(
-                key=lambda v: (
-                    cases.framework_order(v["framework"]),
-                    cases.device_set_order(v["device_set"]),
-                    v["metric"],
-                )
-            )
+            host["verdicts"] = cases.listed(host["verdicts"])
             host["headline"] = before_after.headline(host["verdicts"])
     return out
 

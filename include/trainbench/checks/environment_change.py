@@ -33,9 +33,10 @@ and Welch's degrees of freedom changing from look to look it has no exact form, 
 (`benchmarks/ab_power.py`).
 
 Confirmation (`confirm`, `decide`): `slower` / `faster` is announced only when a second sequential measurement,
-made after the first, finds the same; otherwise it is `inconclusive`, both shown.  The second's repeats are
-independent of the first's, so a session effect (a busy host, a clock or thermal state lasting the session),
-which no interval of one session can see, must recur by chance to fool both.  Both compare against the same
+made after the first, finds the same; otherwise it is `inconclusive`, both shown.  The second's repeats are new
+draws, so a streak of unlucky repeats must recur to fool both.  It follows the first at once, on the same host
+(the before/after DAG runs both in one task): a state lasting the whole session (a busy host, a thermal or clock
+state) is seen by both alike, and the confirmation does not guard against it.  Both compare against the same
 before repeats, so an unlucky history is shared; the simulated false-alarm rate includes that.
 
 What the interval assumes: repeats scatter independently around their session's level, and sessions (the before

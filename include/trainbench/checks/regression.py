@@ -31,6 +31,7 @@ VERDICTS = ("regressed", "improved", "stable", "inconclusive", "insufficient his
 SPREAD_FACTOR = 2.0  # a change must exceed this many historical CVs (of run medians) as well as the threshold
 OUTLIER_FACTOR = 3.0  # a history run this many robust spreads from the window's median is set aside
 METRICS = {"wall_s": +1, "images_per_s": -1}  # +1: higher is worse
+METRIC_NAMES = {"wall_s": "wall time", "images_per_s": "images/s"}
 
 DEFAULT_POLICY = Policy()
 
@@ -124,7 +125,7 @@ def judge(
             for o, by_run in past.items()
             if (o.host, o.framework, o.device_set) == (k.host, k.framework, k.device_set)
             and o.env_key != k.env_key
-            and any(s.wall.n for s in by_run.values())
+            and any(spread(s, metric).n for s in by_run.values())
         }
         found = _case(now, window, other_envs, policy, metric, max_cv)
         out.append(Verdict(k.host, k.framework, k.device_set, k.env_key, metric, history_runs=len(window), **found))

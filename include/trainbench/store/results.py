@@ -133,6 +133,7 @@ host_environments = sa.Table(
     sa.Column("observed_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("digest", sa.String(64), nullable=False),
     sa.Column("environment", sa.JSON, nullable=False),
+    sa.Column("run_id", sa.String(250)),  # the watch run that read it
 )
 environment_verdicts = sa.Table(
     "environment_verdicts",
@@ -351,11 +352,8 @@ class ResultStore:
 
     def fingerprints(self, env_keys: Iterable[str]) -> dict[str, dict]:
         """One stored fingerprint per environment key (its first result's)."""
-        keys = sorted(set(env_keys))
-        first = sa.select(sa.func.min(results.c.id)).where(results.c.env_key.in_(keys)).group_by(results.c.env_key)
-        query = sa.select(results.c.env_key, results.c.environment).where(results.c.id.in_(first))
         with self.engine.connect() as conn:
-            return {key: env or {} for key, env in conn.execute(query)}
+            return {key: env or {} for key, env in conn.execute(fingerprints_query(env_keys))}
 
     def current_results(self, run_id: str) -> list[Result]:
         """The run's results that count: per case x repeat the newest (`cases.newest`)."""
@@ -435,20 +433,27 @@ class ResultStore:
             if found:
                 conn.execute(verdicts.insert(), [{**v, "run_id": run_id} for v in found])
 
-    def observe_environment(self, host: str, environment: dict, digest: str, at: dt.datetime) -> dict | None:
-        """Store one reading of a host's environment; return the host's reading before it (None for the first)."""
+    def observe_environment(
+        self, host: str, environment: dict, digest: str, at: dt.datetime, run_id: str | None = None
+    ) -> dict | None:
+        """Store one reading of a host's environment, replacing the reading of the same watch run (its retry
+        compares with the reading before, or it would find nothing changed and the change would go unannounced);
+        return the host's reading before it (None for the first)."""
         with self.engine.begin() as conn:
             if self.engine.dialect.name == "postgresql":  # two watches of one host queue behind each other
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": hash_key(f"watch {host}")})
+            mine = host_environments.c.host == host
+            if run_id is not None:
+                conn.execute(host_environments.delete().where(mine, host_environments.c.run_id == run_id))
             previous = conn.execute(
                 sa.select(host_environments)
-                .where(host_environments.c.host == host)
+                .where(mine)
                 .order_by(host_environments.c.observed_at.desc(), host_environments.c.id.desc())
                 .limit(1)
             ).first()
             conn.execute(
                 host_environments.insert().values(
-                    host=host, observed_at=at, digest=digest, environment=finite(environment)
+                    host=host, observed_at=at, digest=digest, environment=finite(environment), run_id=run_id
                 )
             )
         return dict(previous._mapping) if previous else None
@@ -492,6 +497,13 @@ class ResultStore:
     def verdicts(self) -> list[dict]:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(sa.select(verdicts))]
+
+
+def fingerprints_query(env_keys: Iterable[str]) -> sa.Select:
+    """Each environment key's fingerprint: its first result's (the store's and the read-only pages' one query)."""
+    keys = sorted(set(env_keys))
+    first = sa.select(sa.func.min(results.c.id)).where(results.c.env_key.in_(keys)).group_by(results.c.env_key)
+    return sa.select(results.c.env_key, results.c.environment).where(results.c.id.in_(first))
 
 
 def hash_key(text: str) -> int:
