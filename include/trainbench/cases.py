@@ -265,6 +265,18 @@ def summarize(results: Iterable[Result], max_cv: float) -> list[CaseSummary]:
     return [CaseSummary(key, groups[key], max_cv) for key in sorted(groups, key=CaseKey.order)]
 
 
+def per_run(results: Iterable[Result], max_cv: float) -> dict[CaseKey, dict[str, CaseSummary]]:
+    """Per case, its summary in each run of `results`: a case's history, run by run."""
+    runs: dict[str, list[Result]] = {}
+    for r in results:
+        runs.setdefault(r.run_id, []).append(r)
+    out: dict[CaseKey, dict[str, CaseSummary]] = {}
+    for run_id, found in runs.items():
+        for s in summarize(found, max_cv):
+            out.setdefault(s.key, {})[run_id] = s
+    return out
+
+
 def newest(results: Iterable[Result]) -> list[Result]:
     """Per case x repeat (case key) the newest result, in the order stored: a re-run after a driver upgrade is
     judged on its new results while the old ones stay stored."""

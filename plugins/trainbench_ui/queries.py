@@ -341,17 +341,24 @@ def _measured_ok(filters: Filters) -> sa.Select:
 def history(conn: sa.Connection, filters: Filters) -> dict:
     """Per case (host x framework x device set), the median wall time of each run, one series per environment,
     on one axis of the filtered runs, oldest to newest (`charts.history_charts`)."""
-    found = _tuples(conn, _measured_ok(filters))
+    found = _measured_results(conn, filters)
     dates = run_dates(conn)
-    order = sorted({r[0] for r in found}, key=lambda run: (dates.get(run, _aware(None)), run))
-    envs = environments(conn, {r[1] for r in found})
+    order = sorted({r.run_id for r in found}, key=lambda run: (dates.get(run, _aware(None)), run))
+    envs = environments(conn, {r.env_key for r in found})
     return charts.history_charts(
         found,
         [(run, _date_text(dates.get(run))) for run in order],
         {key: environment_label(env) for key, env in envs.items()},
         _verdicts(conn) if found else {},
-        charts.case_order,
     )
+
+
+def _measured_results(conn: sa.Connection, filters: Filters) -> list[Result]:
+    """The filtered ok, measured results, with the figures history and comparisons read."""
+    return [
+        Result(run, "", env_key, fw, ds, 0, cases.OK, host=host, wall_s=wall, images_per_s=ips)
+        for run, env_key, host, fw, ds, wall, ips in _tuples(conn, _measured_ok(filters))
+    ]
 
 
 def _date_text(when: dt.datetime | None) -> str:
@@ -364,13 +371,9 @@ def _date_text(when: dt.datetime | None) -> str:
 def comparison(conn: sa.Connection, filters: Filters, max_cv: float = MAX_CV) -> dict:
     """Per case (host x framework x device set), the environments it was measured in side by side, oldest first,
     with what changed and the change in wall time and images/s (`trainbench.comparison`)."""
-    found = _tuples(conn, _measured_ok(filters))
+    measured = _measured_results(conn, filters)
     dates = run_dates(conn)
-    order = sorted({r[0] for r in found}, key=lambda run: (dates.get(run, _aware(None)), run))
-    measured = [
-        Result(run, "", env_key, fw, ds, 0, cases.OK, host=host, wall_s=wall, images_per_s=ips)
-        for run, env_key, host, fw, ds, wall, ips in found
-    ]
+    order = sorted({r.run_id for r in measured}, key=lambda run: (dates.get(run, _aware(None)), run))
     fingerprints = environments(conn, {r.env_key for r in measured})
     return {
         "cases": [

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from trainbench import cases
-from trainbench.cases import CaseKey, CaseSummary, Spread
+from trainbench.cases import CaseSummary, Spread
 from trainbench.config import RegressionPolicy as Policy
 from trainbench.result import Result
 
@@ -92,18 +92,6 @@ def _typical(window: dict[str, Spread], threshold: float) -> dict[str, Spread]:
     return {run: s for run, s in window.items() if abs((s.median or 0.0) / middle - 1) <= OUTLIER_FACTOR * scale}
 
 
-def history_by_run(history: Sequence[Result], max_cv: float) -> dict[CaseKey, dict[str, CaseSummary]]:
-    """Per case, its summary in each run of `history`."""
-    runs: dict[str, list[Result]] = {}
-    for r in history:
-        runs.setdefault(r.run_id, []).append(r)
-    out: dict[CaseKey, dict[str, CaseSummary]] = {}
-    for run_id, results in runs.items():
-        for s in cases.summarize(results, max_cv):
-            out.setdefault(s.key, {})[run_id] = s
-    return out
-
-
 def judge(
     current: Sequence[Result],
     history: Sequence[Result],
@@ -113,7 +101,7 @@ def judge(
     max_cv: float = 0.05,
 ) -> list[Verdict]:
     """One verdict per case of `current`; `run_order` lists history run ids oldest first."""
-    past = history_by_run(history, max_cv)
+    past = cases.per_run(history, max_cv)
     rank = {run: i for i, run in enumerate(run_order)}
     out = []
     for now in cases.summarize(current, max_cv):
