@@ -105,3 +105,31 @@ def test_the_report_sets_a_driver_upgrade_side_by_side_per_host(tmp_path):
     assert "driver_version 570.86 → 580.65, torch 2.11.0 → 2.13.0 | 9.00 | -10.0% (" in new and "| faster |" in new
     html = Path(out["html"]).read_text()
     assert "<h2>Environments of each case</h2>" in html and "driver_version 570.86 → 580.65" in html
+
+
+def test_a_run_in_a_new_environment_is_judged_and_confirmed_by_the_next_one(tmp_path):
+    """A backfill (or the first weekly run) after an upgrade gets the before/after report for the cases it
+    measured: its own repeats against the old environment's; a direction is announced only once another run in
+    the new environment finds the same."""
+    cfg = config.load(write_config(tmp_path))
+    store = pipeline.store(cfg)
+    weeks = [("w1", "old", OLD, 10.0), ("w2", "new", NEW, 9.0), ("w3", "new", NEW, 9.0)]
+    for i, (run, key, env, wall) in enumerate(weeks):
+        day = dt.datetime(2026, 11, 2 + 7 * i, 3, tzinfo=dt.UTC)
+        pipeline.start_run(cfg, run, cfg.settings, logical_date=day)
+        for r in measured(run, key, [wall, wall * 1.01, wall * 0.99], environment=env, started=day):
+            pipeline._save(cfg, r, log=lambda m: None)
+        store.set_state(run, PUBLISHED)
+        out = pipeline.publish(cfg, run)
+        if run == "w1":
+            assert "environment_change_markdown" not in out  # nothing to compare with yet
+    first = {v["metric"]: v for v in store.environment_verdicts("w2")}
+    assert (
+        first["wall_s"]["verdict"] == "inconclusive"
+        and "not confirmed: no second measurement" in first["wall_s"]["detail"]
+    )
+    confirmed = {v["metric"]: v for v in store.environment_verdicts("w3")}
+    assert confirmed["wall_s"]["verdict"] == "faster" and confirmed["images_per_s"]["verdict"] == "faster"
+    report = Path(out["environment_change_markdown"]).read_text()
+    assert "## hosta, 2026-11-16 03:00 UTC: driver_version 570.86 → 580.65" in report
+    assert "1 of 1 case faster (pytorch | 0: images/s +11.1 % [" in report

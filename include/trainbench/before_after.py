@@ -19,6 +19,7 @@ from typing import Any
 
 from trainbench import cases, pipeline
 from trainbench.checks import environment_change, regression
+from trainbench.comparison import CaseComparison
 from trainbench.config import Config
 from trainbench.planning import CaseSpec
 from trainbench.reports import charts, html_page, markdown
@@ -119,6 +120,57 @@ def measure(config: Config, run_id: str, case: dict, changed: dict, changed_at: 
     for row in rows:
         log(f"{case['framework']} | {case['device_set']} | {row['metric']}: {row['verdict']} ({row['detail']})")
     return {"framework": case["framework"], "device_set": case["device_set"], "verdicts": rows}
+
+
+def judge_remeasured(config: Config, run_id: str, comparisons: Sequence[CaseComparison]) -> list[Trigger]:
+    """A run that measured cases in a new environment (a backfill after an upgrade, or the first weekly run after
+    it) is judged as a before/after run is: per such case and metric, its repeats against the case's repeats in
+    the environment before (`environment_change.judge`, one look); a direction stands only when the case's other
+    runs in the new environment (a second, later or earlier, measurement) find the same.  Stored under the run
+    and returned as one trigger per host, for `write_report`."""
+    policy = config.environment_change
+    db = pipeline.store(config)
+    triggers: dict[str, Trigger] = {}
+    for c in comparisons:
+        now = next((i for i, e in enumerate(c.environments) if run_id in e.runs), 0)
+        if now == 0:
+            continue
+        old, new = c.environments[now - 1], c.environments[now]
+        mine = [r for r in new.summary.counted if r.run_id == run_id]
+        others = [r for r in new.summary.counted if r.run_id != run_id]
+        if not mine or not old.summary.counted:
+            continue
+        rows = []
+        for metric in regression.METRICS:
+            before = [v for r in old.summary.counted if (v := getattr(r, metric))]
+            after = [v for r in mine if (v := getattr(r, metric))]
+            again = [v for r in others if (v := getattr(r, metric))]
+            first = environment_change.judge(metric, before, after, policy.threshold, policy.alpha)
+            second = environment_change.judge(metric, before, again, policy.threshold, policy.alpha) if again else None
+            v = environment_change.confirm(first, second)
+            rows.append(
+                {
+                    "metric": metric,
+                    "verdict": v.verdict,
+                    "change": v.change,
+                    "low": v.low,
+                    "high": v.high,
+                    "before": before,
+                    "after": after,
+                    "baseline_run": old.runs[-1],
+                    "repeats": len(mine),
+                    "changed": new.changed,
+                    "changed_at": min(_started(r) for r in mine),
+                    "detail": v.detail,
+                }
+            )
+        db.save_environment_verdicts(run_id, c.host, c.framework, c.device_set, rows)
+        since = max(_started(r) for r in old.summary.counted)
+        at = min(_started(r) for r in mine)
+        known = triggers.get(c.host)
+        merged = {**(known.changed if known else {}), **new.changed}
+        triggers[c.host] = Trigger(c.host, min(at, known.changed_at) if known else at, merged, since)
+    return list(triggers.values())
 
 
 def start(config: Config, run_id: str) -> None:

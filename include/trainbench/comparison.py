@@ -11,6 +11,7 @@ are noisy; one repeat on either side leaves the spread unknown.  No test statist
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -85,9 +86,17 @@ def changes(before: Mapping, after: Mapping) -> dict[str, tuple[Any, Any]]:
 def compare(
     results: Iterable[Result], fingerprints: Mapping[str, dict], run_order: Sequence[str], max_cv: float
 ) -> list[CaseComparison]:
-    """Every case of `results` with the environments it was measured in, oldest first (by `run_order`, the
-    runs oldest first); `fingerprints` gives each environment key's fingerprint."""
+    """Every case of `results` with the environments it was measured in, oldest first: by when each was first
+    measured, else by its first run in `run_order` (a backfill re-measures old weeks' run ids in the new
+    environment: their rank would put the new environment first); `fingerprints` gives each environment key's
+    fingerprint."""
     rank = {run: i for i, run in enumerate(run_order)}
+    first: dict[str, dt.datetime] = {}
+    for r in results:
+        if r.started_at is not None:
+            when = cases.utc(r.started_at)
+            first[r.env_key] = min(first.get(r.env_key, when), when)
+    latest = dt.datetime.max.replace(tzinfo=dt.UTC)
     by_case: dict[tuple[str, str, str], list[CaseSummary]] = {}
     runs: dict[str, set[str]] = {}
     for r in results:
@@ -97,7 +106,13 @@ def compare(
     out = []
     for (host, fw, ds), summaries in by_case.items():
         steps: list[Environment] = []
-        for s in sorted(summaries, key=lambda s: min(rank.get(run, len(rank)) for run in runs[s.key.env_key])):
+        for s in sorted(
+            summaries,
+            key=lambda s: (
+                first.get(s.key.env_key, latest),
+                min(rank.get(run, len(rank)) for run in runs[s.key.env_key]),
+            ),
+        ):
             env = fingerprints.get(s.key.env_key) or {}
             step = Environment(
                 env_key=s.key.env_key,

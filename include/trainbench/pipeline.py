@@ -489,7 +489,7 @@ def publish(config: Config, run_id: str, verdicts: list[dict] | None = None) -> 
     newest logical date with results, so publishing a backfill of old weeks leaves output/latest on the
     current week. `verdicts`: the run's, as `detect_regressions` returned them (else read back from the database).
     """
-    from trainbench import comparison, reports
+    from trainbench import before_after, comparison, reports
 
     db = store(config)
     if db.run_state(run_id) == VALIDATED:
@@ -501,6 +501,9 @@ def publish(config: Config, run_id: str, verdicts: list[dict] | None = None) -> 
     shown = {(r.host, r.framework, r.device_set) for r in results}
     related = [r for r in [*past, *results] if (r.host, r.framework, r.device_set) in shown]
     fingerprints = db.fingerprints(r.env_key for r in related)
+    upgraded = comparison.upgraded(
+        comparison.compare(related, fingerprints, order, max_cv), {r.env_key for r in results}
+    )
     paths: dict[str, Path] = reports.write_all(
         cases.summarize(results, max_cv),
         run_folder.run_dir(config.output_dir, run_id),
@@ -510,11 +513,15 @@ def publish(config: Config, run_id: str, verdicts: list[dict] | None = None) -> 
         + [{**v, "run_id": run_id} for v in verdicts or ()],
         run_order=order,
         fingerprints=fingerprints,
-        comparisons=comparison.upgraded(
-            comparison.compare(related, fingerprints, order, max_cv), {r.env_key for r in results}
-        ),
+        comparisons=upgraded,
         imported=db.results(source=IMPORTED_LOG),
     )
+    if triggers := before_after.judge_remeasured(config, run_id, upgraded):
+        found = before_after.write_report(config, run_id, triggers)
+        paths |= {
+            "environment_change_markdown": Path(found["markdown"]),
+            "environment_change_html": Path(found["html"]),
+        }
     latest = db.latest_run_id()
     if latest is not None:
         run_folder.point_latest(config.output_dir, latest)

@@ -323,7 +323,8 @@ def environments(conn: sa.Connection, env_keys: Iterable[str]) -> dict[str, dict
 
 
 def _measured_ok(filters: Filters) -> sa.Select:
-    """Per ok, measured (not warm-up) result: run, environment, case and its figures."""
+    """Per counted result (`cases.counted`, in SQL: only those leave the database): run, environment, case, its
+    figures and when it started."""
     query = sa.select(
         results.c.run_id,
         results.c.env_key,
@@ -332,6 +333,7 @@ def _measured_ok(filters: Filters) -> sa.Select:
         results.c.device_set,
         results.c.wall_s,
         results.c.images_per_s,
+        results.c.started_at,
     )
     return filters.apply(_measured(query)).where(
         results.c.status == "ok", results.c.warmup == sa.false(), results.c.wall_s.is_not(None)
@@ -356,8 +358,8 @@ def history(conn: sa.Connection, filters: Filters) -> dict:
 def _measured_results(conn: sa.Connection, filters: Filters) -> list[Result]:
     """The filtered ok, measured results, with the figures history and comparisons read."""
     return [
-        Result(run, "", env_key, fw, ds, 0, cases.OK, host=host, wall_s=wall, images_per_s=ips)
-        for run, env_key, host, fw, ds, wall, ips in _tuples(conn, _measured_ok(filters))
+        Result(run, "", env_key, fw, ds, 0, cases.OK, host=host, wall_s=wall, images_per_s=ips, started_at=at)
+        for run, env_key, host, fw, ds, wall, ips, at in _tuples(conn, _measured_ok(filters))
     ]
 
 
