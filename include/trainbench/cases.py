@@ -14,7 +14,6 @@ listed in.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,6 +31,21 @@ NOISY = "noisy: no direction claimed (repeats vary more than max_cv)"
 WITHIN = "within the repeats' spread"
 
 
+class _once:
+    """A property computed on first read and kept in the instance: `functools.cached_property` without the lock it
+    takes on every first read in Python 3.11, which cost a third of a 10,000-row page (summaries are built and read
+    in one thread)."""
+
+    def __init__(self, compute):
+        self.compute, self.name = compute, compute.__name__
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        value = instance.__dict__[self.name] = self.compute(instance)
+        return value
+
+
 @dataclass(frozen=True)
 class Spread:
     """Figures of one quantity over a case's counted repeats, in the order they were measured."""
@@ -46,19 +60,19 @@ class Spread:
     def n(self) -> int:
         return len(self.values)
 
-    @functools.cached_property
+    @_once
     def median(self) -> float | None:
         return statistics.median(self.values) if self.values else None
 
-    @functools.cached_property
+    @_once
     def min(self) -> float | None:
         return min(self.values, default=None)
 
-    @functools.cached_property
+    @_once
     def max(self) -> float | None:
         return max(self.values, default=None)
 
-    @functools.cached_property
+    @_once
     def cv(self) -> float | None:
         """Sample standard deviation over the mean; None from fewer than two values (in floats: `statistics.stdev`
         works in exact fractions, a hundred times slower)."""
@@ -68,7 +82,7 @@ class Spread:
             return None
         return math.sqrt(math.fsum((v - mean) ** 2 for v in self.values) / (n - 1)) / mean
 
-    @functools.cached_property
+    @_once
     def robust_cv(self) -> float | None:
         """1.4826 x the median absolute deviation over the median: the CV for normally spread values, but one
         outlier (a run on a busy host) cannot inflate it as it inflates the standard deviation."""
@@ -157,31 +171,31 @@ class CaseSummary:
     def __repr__(self) -> str:
         return f"CaseSummary({self.key.label}, {len(self.results)} results)"
 
-    @functools.cached_property
+    @_once
     def counted(self) -> list[Result]:
         return counted(self.results)
 
-    @functools.cached_property
+    @_once
     def wall(self) -> Spread:
         return Spread.of(r.wall_s for r in self.counted)
 
-    @functools.cached_property
+    @_once
     def ips(self) -> Spread:
         return Spread.of(r.images_per_s for r in self.counted)
 
-    @functools.cached_property
+    @_once
     def user(self) -> Spread:
         return Spread.of(r.user_s for r in self.counted)
 
-    @functools.cached_property
+    @_once
     def sys(self) -> Spread:
         return Spread.of(r.sys_s for r in self.counted)
 
-    @functools.cached_property
+    @_once
     def peak_mem(self) -> Spread:
         return Spread.of(r.peak_mem_mib for r in self.counted)
 
-    @functools.cached_property
+    @_once
     def noisy(self) -> bool | None:
         """Repeats varying more than max_cv in wall time or images/s; None when the spread is unknown."""
         cvs = [c for c in (self.wall.cv, self.ips.cv) if c is not None]
@@ -195,7 +209,7 @@ class CaseSummary:
     def peak_mem_method(self) -> str | None:
         return next((r.peak_mem_method for r in self.counted if r.peak_mem_method), None)
 
-    @functools.cached_property
+    @_once
     def devices(self) -> list[DeviceMemory]:
         found: dict[int, tuple[dict, list[float | None], set[str]]] = {}
         for r in self.counted:
@@ -209,7 +223,7 @@ class CaseSummary:
             for position, (first, used, methods) in sorted(found.items())
         ]
 
-    @functools.cached_property
+    @_once
     def phases(self) -> dict[str, float] | None:
         timelines = [r.phases for r in self.counted if r.phases]
         if not timelines:

@@ -91,11 +91,11 @@ def compare(
     environment: their rank would put the new environment first); `fingerprints` gives each environment key's
     fingerprint."""
     rank = {run: i for i, run in enumerate(run_order)}
-    first: dict[str, dt.datetime] = {}
-    for r in results:
-        if r.started_at is not None:
-            when = cases.utc(r.started_at)
-            first[r.env_key] = min(first.get(r.env_key, when), when)
+    earliest: dict[str, dt.datetime] = {}
+    for r in results:  # one source of results is all naive (SQLite) or all aware: compared as they are
+        if r.started_at is not None and (r.env_key not in earliest or r.started_at < earliest[r.env_key]):
+            earliest[r.env_key] = r.started_at
+    first = {key: cases.utc(when) for key, when in earliest.items()}
     latest = dt.datetime.max.replace(tzinfo=dt.UTC)
     by_case: dict[tuple[str, str, str], list[CaseSummary]] = {}
     runs: dict[str, set[str]] = {}

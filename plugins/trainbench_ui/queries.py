@@ -343,15 +343,16 @@ def _measured_ok(filters: Filters) -> sa.Select:
 def history(conn: sa.Connection, filters: Filters) -> dict:
     """Per case (host x framework x device set), the median wall time of each run, one series per environment,
     on one axis of the filtered runs, oldest to newest (`charts.history_charts`)."""
-    found = _measured_results(conn, filters)
+    found = [r[:7] for r in _tuples(conn, _measured_ok(filters))]
     dates = run_dates(conn)
-    order = sorted({r.run_id for r in found}, key=lambda run: (dates.get(run, _aware(None)), run))
-    envs = environments(conn, {r.env_key for r in found})
+    order = sorted({r[0] for r in found}, key=lambda run: (dates.get(run, _aware(None)), run))
+    envs = environments(conn, {r[1] for r in found})
     return charts.history_charts(
         found,
         [(run, _date_text(dates.get(run))) for run in order],
         {key: environment_label(env) for key, env in envs.items()},
         _verdicts(conn) if found else {},
+        charts.case_order,
     )
 
 

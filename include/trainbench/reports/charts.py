@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,10 @@ from trainbench.result import Result
 STATIC = Path(__file__).resolve().parent / "static"
 MARKED_VERDICTS = ("regressed", "improved")
 PHASE_COLOURS = ("#8172b3", "#937860", "#dd8452", "#4c72b0", "#55a868", "#c44e52")
+
+
+# One counted result (`cases.counted`): run id, environment key, host, framework, device set, wall s, images/s.
+Measurement = tuple[str, str, str | None, str, str, float, float | None]
 
 
 def script() -> str:
@@ -62,35 +66,36 @@ def marks(verdicts: Iterable[Mapping], every: bool = False) -> dict[tuple, list[
 
 
 def history_charts(
-    found: Iterable[Result],
+    found: Iterable[Measurement],
     runs: Sequence[tuple[str, str]],
     labels: Mapping[str, str],
     marked: Mapping[tuple, list[dict]],
+    case_order: Callable[[tuple], Any],
 ) -> dict:
-    """Per case (host x framework x device set), the median wall time of each run (`cases.per_run`), one series per
-    environment.
+    """Per case (host x framework x device set), the median wall time of each run, one series per environment.
 
     `runs` (run id, date), oldest first, is the axis every chart shares: `runs[x]` names a point's run.
     One series per environment key: a driver upgrade starts a new line instead of a step in the old one.
     """
     index = {run: i for i, (run, _) in enumerate(runs)}
+    grouped: dict[tuple, list[tuple[float, float | None]]] = defaultdict(list)
+    for run_id, env_key, host, fw, ds, wall, ips in found:
+        grouped[(host, fw, ds, env_key, run_id)].append((wall, ips))
     series: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
-    for key, by_run in cases.per_run(found, 1.0).items():
-        for run_id, s in by_run.items():
-            if not s.wall.n:
-                continue
-            assert s.wall.median is not None and s.wall.min is not None and s.wall.max is not None
-            point: dict[str, Any] = {
-                "x": index[run_id],
-                "y": round(s.wall.median, 4),
-                "lo": round(s.wall.min, 4),
-                "hi": round(s.wall.max, 4),
-                "n": s.wall.n,
-                "ips": None if s.ips.median is None else round(s.ips.median, 1),
-            }
-            if verdicts := marked.get((run_id, key.framework, key.device_set, key.env_key)):
-                point["verdicts"] = verdicts
-            series[(key.host, key.framework, key.device_set)][key.env_key].append(point)
+    for (host, fw, ds, env_key, run_id), figures in grouped.items():
+        walls, rates = Spread.of(w for w, _ in figures), Spread.of(i for _, i in figures)
+        assert walls.median is not None and walls.min is not None and walls.max is not None
+        point: dict[str, Any] = {
+            "x": index[run_id],
+            "y": round(walls.median, 4),
+            "lo": round(walls.min, 4),
+            "hi": round(walls.max, 4),
+            "n": walls.n,
+            "ips": None if rates.median is None else round(rates.median, 1),
+        }
+        if verdicts := marked.get((run_id, fw, ds, env_key)):
+            point["verdicts"] = verdicts
+        series[(host, fw, ds)][env_key].append(point)
     charts = [
         {
             "name": "history",
@@ -318,6 +323,11 @@ def _with_history(
         for r in cases.counted([*history, *(r for s in summaries for r in s.results)])
         if r.wall_s and (r.host or "", r.framework, r.device_set) in shown
     ]
+    found: list[Measurement] = [
+        (r.run_id, r.env_key, r.host or "", r.framework, r.device_set, r.wall_s, r.images_per_s)
+        for r in ok
+        if r.wall_s is not None
+    ]
     rank = {run: i for i, run in enumerate(run_order)}
     started: dict[str, list[str]] = defaultdict(list)
     environments: dict[str, str] = {}
@@ -326,8 +336,14 @@ def _with_history(
             started[r.run_id].append(r.started_at.strftime("%Y-%m-%d %H:%M"))
         if r.env_key not in environments:
             environments[r.env_key] = environment_label(r.environment or fingerprints.get(r.env_key) or {})
-    runs = sorted({r.run_id for r in ok}, key=lambda run: (rank.get(run, len(rank)), run))
-    data = history_charts(ok, [(run, min(started[run], default="")) for run in runs], environments, marks(verdicts))
+    runs = sorted({m[0] for m in found}, key=lambda run: (rank.get(run, len(rank)), run))
+    data = history_charts(
+        found,
+        [(run, min(started[run], default="")) for run in runs],
+        environments,
+        marks(verdicts),
+        case_order,
+    )
     return {"runs": data["runs"], "charts": charts + data["charts"]}
 
 
