@@ -202,10 +202,7 @@ def _figure(v: Mapping) -> str:
 
 
 def _change(v: Mapping) -> str:
-    """ "-7.2 % [-9.4, -5.1]": the change and its 95 % interval, in percent."""
-    if v["change"] is None:
-        return ""
-    return f"{100 * v['change']:+.1f} % [{100 * v['low']:+.1f}, {100 * v['high']:+.1f}]"
+    return environment_change.change_text(v["change"], v["low"], v["high"])
 
 
 def write_report(config: Config, run_id: str, triggers: list[Trigger]) -> dict:

@@ -97,10 +97,7 @@ class ChangeVerdict:
 
     @property
     def figures(self) -> str:
-        """ "-7.2 % [-9.4, -5.1]", as a person reads a change."""
-        if self.change is None or self.low is None or self.high is None:
-            return "not computed"
-        return f"{100 * self.change:+.1f} % [{100 * self.low:+.1f}, {100 * self.high:+.1f}]"
+        return change_text(self.change, self.low, self.high) or "not computed"
 
     @property
     def noise(self) -> str:
@@ -128,6 +125,13 @@ class Decision:
     @property
     def repeats(self) -> int:
         return sum(m.repeats for m in self.measurements)
+
+
+def change_text(change: float | None, low: float | None, high: float | None) -> str:
+    """ "-7.2 % [-9.4, -5.1]", as a person reads a change and its interval ("" when it was not computed)."""
+    if change is None or low is None or high is None:
+        return ""
+    return f"{100 * change:+.1f} % [{100 * low:+.1f}, {100 * high:+.1f}]"
 
 
 def judge(
