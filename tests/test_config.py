@@ -81,6 +81,11 @@ def test_missing_config_file_is_a_clear_error(tmp_path):
         ("measurement", "max_cv = nan", "[measurement] max_cv must be a finite number >= 0, got nan"),
         ("measurement", "idle_wait_s = inf", "[measurement] idle_wait_s must be a finite number >= 0, got inf"),
         ("fleet", "retry_delay_s = inf", "[fleet] retry_delay_s must be a number of seconds from 0 to 86400"),
+        ("health", "max_throttle_share = 1.5", "[health] max_throttle_share must be a number in [0, 1), got 1.5"),
+        ("health", 'taint_reasons = ["gpu_idle"]', "[health] taint_reasons must be a list of ['sw_power_cap'"),
+        ("alerts", 'email_to = "ops"', "[alerts] email_to must be a list of email addresses, got 'ops'"),
+        ("alerts", "late_after_hours = 0", "[alerts] late_after_hours must be a number of hours > 0, got 0"),
+        ("alerts", 'webhook_url = "https://hooks"', "[alerts]: unknown key(s) ['webhook_url']"),
     ],
 )
 def test_settings_that_would_switch_a_safety_off_are_refused(tmp_path, section, text, message):
@@ -195,3 +200,9 @@ def test_each_default_is_written_once():
         assert getattr(cfg.settings, name) == getattr(flags, name) == default
         assert schema[name]["default"] == Settings().as_dict()[name]
     assert Settings().epochs == 10
+
+
+def test_the_project_file_sets_health_and_alerts_without_secrets():
+    cfg = config.load(ROOT / "trainbench.toml")
+    assert cfg.health == config.Health() and cfg.alerts == config.Alerts()
+    assert cfg.alerts.smtp_conn_id == "trainbench_smtp" and cfg.alerts.email_to == ()

@@ -241,3 +241,18 @@ def test_a_full_disk_names_the_file_and_what_was_being_written(tmp_path, capsys)
     message = cli.one_line(err.value)
     assert message == f"No space left on device (writing the raw result of {r.case_key}): {path}"
     assert not path.exists()
+
+
+def test_a_quarantine_keeps_its_first_reason_and_alerts_are_recorded_once(store):
+    assert store.quarantined("r1", "gpu-a") is None
+    assert (
+        store.quarantine("r1", "gpu-a", "GPU-1: 2 new uncorrectable ECC errors")
+        == "GPU-1: 2 new uncorrectable ECC errors"
+    )
+    assert store.quarantine("r1", "gpu-a", "doctor: output folder") == "GPU-1: 2 new uncorrectable ECC errors"
+    assert store.quarantined("r1", "gpu-b") is None and store.quarantined("r2", "gpu-a") is None
+    assert [q["host"] for q in store.quarantines("r1")] == ["gpu-a"]
+    store.mark_alerts_sent("r1", "email", ["regressed:a", "tainted:b"])
+    store.mark_alerts_sent("r1", "email", ["regressed:a"])
+    assert store.alerts_already_sent("r1", "email") == {"regressed:a", "tainted:b"}
+    assert store.alerts_already_sent("r1", "webhook") == set()

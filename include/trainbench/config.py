@@ -33,7 +33,17 @@ __all__ = ["Config", "ConfigError", "Measurement", "RegressionPolicy", "Settings
 MAX_TIMEOUT_S = 7 * 24 * 3600.0  # a case that runs longer is stuck; inf would switch the timeout off
 ENV_VAR = "TRAINBENCH_CONFIG"
 DATABASE_URL_VAR = "TRAINBENCH_DATABASE_URL"  # overrides [paths] database_url: secrets stay out of the file
-SECTIONS = ("benchmark", "measurement", "regression", "environment_change", "paths", "frameworks", "fleet")
+SECTIONS = (
+    "benchmark",
+    "measurement",
+    "regression",
+    "environment_change",
+    "health",
+    "alerts",
+    "paths",
+    "frameworks",
+    "fleet",
+)
 PATH_KEYS = ("data_dir", "output_dir", "database_url")
 FRAMEWORK_KEYS = ("base_python", "env", "python", "requirements", "script")
 # What a run may override (the trigger form, the CLI's flags); the rest is the file's alone: timeout_s sets the
@@ -271,6 +281,57 @@ class EnvironmentChangePolicy:
             raise ConfigError(f"[environment_change] min_repeats {self.min_repeats} exceeds cap {self.cap}")
 
 
+THROTTLE_REASONS = (  # NVML's clock-event reasons that slow a GPU below what it was asked for
+    "sw_power_cap",
+    "hw_slowdown",
+    "sw_thermal_slowdown",
+    "hw_thermal_slowdown",
+    "hw_power_brake_slowdown",
+)
+
+
+@dataclass(frozen=True)
+class Health:
+    """When a repeat's numbers are kept out (`tainted`) and a host stops measuring (quarantined); see
+    trainbench.measure.health."""
+
+    max_throttle_share: float = 0.05  # a repeat spending more of its time under a taint reason is tainted
+    taint_reasons: tuple[str, ...] = THROTTLE_REASONS
+
+    def __post_init__(self):
+        value = self.max_throttle_share
+        if isinstance(value, bool) or not _finite(value) or not 0 <= value < 1:
+            raise ConfigError(f"[health] max_throttle_share must be a number in [0, 1), got {value!r}")
+        reasons = self.taint_reasons
+        if not isinstance(reasons, (list, tuple)) or any(r not in THROTTLE_REASONS for r in reasons):
+            raise ConfigError(f"[health] taint_reasons must be a list of {list(THROTTLE_REASONS)}, got {reasons!r}")
+        object.__setattr__(self, "taint_reasons", tuple(reasons))
+
+
+@dataclass(frozen=True)
+class Alerts:
+    """Who hears about a run's findings; see trainbench.alerts.  Secrets live in Airflow connections, never here."""
+
+    email_to: tuple[str, ...] = ()  # recipients; empty: no email
+    email_from: str = "trainbench@localhost"
+    smtp_conn_id: str = "trainbench_smtp"  # Airflow connection: host, port, login, password; extra {"starttls": true}
+    webhook_conn_id: str = "trainbench_webhook"  # Airflow connection holding a Slack-compatible webhook URL
+    base_url: str = ""  # Airflow's address as users open it, for links; empty: [api] base_url of Airflow
+    late_after_hours: float = 12.0  # a weekly run not finished this long after its slot is late
+
+    def __post_init__(self):
+        to = self.email_to
+        if not isinstance(to, (list, tuple)) or any(not isinstance(a, str) or "@" not in a for a in to):
+            raise ConfigError(f"[alerts] email_to must be a list of email addresses, got {to!r}")
+        object.__setattr__(self, "email_to", tuple(to))
+        for name in ("email_from", "smtp_conn_id", "webhook_conn_id", "base_url"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"[alerts] {name} must be a string, got {getattr(self, name)!r}")
+        value = self.late_after_hours
+        if isinstance(value, bool) or not _finite(value) or value <= 0:
+            raise ConfigError(f"[alerts] late_after_hours must be a number of hours > 0, got {value!r}")
+
+
 @dataclass(frozen=True)
 class Config:
     path: Path
@@ -284,6 +345,8 @@ class Config:
     measurement: Measurement = Measurement()
     regression: RegressionPolicy = RegressionPolicy()
     environment_change: EnvironmentChangePolicy = EnvironmentChangePolicy()
+    health: Health = Health()
+    alerts: Alerts = Alerts()
 
     def interpreter(self, name: str) -> Interpreter:
         """The interpreter `name`'s trainer runs in; a variant (`Framework.interpreter_of`) runs in its base's."""
@@ -352,6 +415,8 @@ def _check_schema(path: Path, raw: dict) -> None:
         raw.get("environment_change", {}),
         [f.name for f in dataclasses.fields(EnvironmentChangePolicy)],
     )
+    _known(path, "[health]", raw.get("health", {}), [f.name for f in dataclasses.fields(Health)])
+    _known(path, "[alerts]", raw.get("alerts", {}), [f.name for f in dataclasses.fields(Alerts)])
     paths = raw.get("paths", {})
     _known(path, "[paths]", paths, PATH_KEYS)
     for key, value in paths.items():
@@ -439,6 +504,8 @@ def load(path: str | os.PathLike | None = None) -> Config:
         measurement=_section(path, raw, "measurement", Measurement),
         regression=_section(path, raw, "regression", RegressionPolicy),
         environment_change=_section(path, raw, "environment_change", EnvironmentChangePolicy),
+        health=_section(path, raw, "health", Health),
+        alerts=_section(path, raw, "alerts", Alerts),
         settings=settings,
         data_dir=base / paths.get("data_dir", "data"),
         output_dir=output_dir,

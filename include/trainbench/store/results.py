@@ -155,6 +155,22 @@ environment_verdicts = sa.Table(
     sa.Column("changed_at", sa.DateTime(timezone=True)),
     sa.Column("detail", sa.Text),
 )
+quarantines = sa.Table(
+    "quarantines",
+    metadata,
+    sa.Column("run_id", sa.String(250), primary_key=True),
+    sa.Column("host", sa.String(64), primary_key=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+)
+alerts_sent = sa.Table(
+    "alerts_sent",
+    metadata,
+    sa.Column("run_id", sa.String(250), primary_key=True),
+    sa.Column("alert_key", sa.String(500), primary_key=True),
+    sa.Column("channel", sa.String(32), primary_key=True),
+    sa.Column("sent_at", sa.DateTime(timezone=True), nullable=False),
+)
 sa.Index("ix_results_case", results.c.framework, results.c.device_set, results.c.env_key)
 sa.Index("ix_host_environments_host", host_environments.c.host, host_environments.c.observed_at)
 
@@ -497,6 +513,54 @@ class ResultStore:
     def verdicts(self) -> list[dict]:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(sa.select(verdicts))]
+
+    def quarantine(self, run_id: str, host: str, reason: str) -> str:
+        """Stop `host` measuring for the rest of the run; the first reason stays (a retry never rewrites it).
+        Returns the reason in force."""
+        with self.engine.begin() as conn:
+            found = self._quarantine_reason(conn, run_id, host)
+            if found is not None:
+                return found
+            conn.execute(
+                quarantines.insert().values(run_id=run_id, host=host, reason=reason, at=dt.datetime.now(dt.UTC))
+            )
+        return reason
+
+    def quarantined(self, run_id: str, host: str | None) -> str | None:
+        """Why `host` stopped measuring in this run, or None."""
+        with self.engine.connect() as conn:
+            return self._quarantine_reason(conn, run_id, host)
+
+    @staticmethod
+    def _quarantine_reason(conn: sa.Connection, run_id: str, host: str | None) -> str | None:
+        query = sa.select(quarantines.c.reason).where(quarantines.c.run_id == run_id, quarantines.c.host == host)
+        return conn.execute(query).scalar()
+
+    def quarantines(self, run_id: str | None = None) -> list[dict]:
+        query = sa.select(quarantines).order_by(quarantines.c.at)
+        if run_id is not None:
+            query = query.where(quarantines.c.run_id == run_id)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def alerts_already_sent(self, run_id: str, channel: str) -> set[str]:
+        """The keys of this run's alerts `channel` has delivered."""
+        query = sa.select(alerts_sent.c.alert_key).where(
+            alerts_sent.c.run_id == run_id, alerts_sent.c.channel == channel
+        )
+        with self.engine.connect() as conn:
+            return set(conn.execute(query).scalars())
+
+    def mark_alerts_sent(self, run_id: str, channel: str, keys: Iterable[str]) -> None:
+        """Record delivered alerts (after delivery: a failed send is retried, a delivered one never repeated)."""
+        rows = [
+            {"run_id": run_id, "alert_key": k, "channel": channel, "sent_at": dt.datetime.now(dt.UTC)} for k in keys
+        ]
+        sent = self.alerts_already_sent(run_id, channel)
+        rows = [r for r in rows if r["alert_key"] not in sent]
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(alerts_sent.insert(), rows)
 
 
 def fingerprints_query(env_keys: Iterable[str]) -> sa.Select:
