@@ -4,6 +4,8 @@ python -m trainbench devices
 python -m trainbench plan --device-sets cpu cpu:2
 python -m trainbench run --epochs 1 --train-images 2000 --device-sets cpu cpu:2 --repeats 1
 python -m trainbench results --format csv
+python -m trainbench doctor
+python -m trainbench gpu-check
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import datetime as dt
 import functools
 import json
 import sys
+import time
 from pathlib import Path
 
 from trainbench import config as config_mod
@@ -88,6 +91,25 @@ def cmd_run(cfg, args) -> int:
     print(Path(published["markdown"]).read_text())
     print(json.dumps(published, indent=2))
     return 0
+
+
+def cmd_doctor(cfg, args) -> int:
+    from trainbench import doctor
+
+    started = time.perf_counter()
+    checks = doctor.run(cfg, this_host(), settings=settings_of(cfg, args))
+    for check in checks:
+        print(check.line())
+    fails, warns = (sum(c.status == s for c in checks) for s in (doctor.FAIL, doctor.WARN))
+    verdict = "can measure" if doctor.can_measure(checks) else "cannot measure"
+    print(f"{this_host()}: {verdict} ({fails} failed, {warns} warnings, {time.perf_counter() - started:.1f} s)")
+    return 0 if doctor.can_measure(checks) else 1
+
+
+def cmd_gpu_check(cfg, args) -> int:
+    from trainbench import gpu_check
+
+    return gpu_check.main(cfg, this_host())
 
 
 def _run_id(store: ResultStore, run_id: str) -> str:
@@ -179,6 +201,12 @@ def build_parser(defaults: config_mod.Settings | None = None) -> argparse.Argume
     )
     imp.add_argument("path")
     imp.set_defaults(func=cmd_import_log)
+    doc = sub.add_parser("doctor", help="check this host is ready to measure (exit status 1 when it cannot)")
+    _settings_flags(doc, defaults)
+    doc.set_defaults(func=cmd_doctor)
+    sub.add_parser(
+        "gpu-check", help="GPU acceptance: doctor, then pytorch, pytorch-graph and jax on one GPU against their goals"
+    ).set_defaults(func=cmd_gpu_check)
     rep = sub.add_parser("report", help="(re)write a run's reports")
     rep.add_argument("--run-id", required=True, help='a run id, or "latest"')
     rep.set_defaults(func=cmd_report)

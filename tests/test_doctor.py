@@ -1,0 +1,256 @@
+"""The host doctor: each check's pass and its failure on this CPU host (GPU checks through the NVML stand-in, framework
+interpreters faked by a script that answers the probe), the CLI's exit status, and the DAG's pre-flight quarantine."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import sqlalchemy as sa
+
+from trainbench import config, doctor
+from trainbench.config import Measurement
+from trainbench.store.results import VERSION_TABLE, open_store
+from trainbench.trainers import cifar10
+
+from conftest import ROOT, write_config
+from nvml_standin import Device, StandInNvml
+
+CPU_TORCH = {"version": "2.9.0+cpu", "cuda": None, "gpus": 0}
+CUDA_TORCH = {"version": "2.9.0", "cuda": "CUDA 12.8", "gpus": 2, "nccl": "2.21.5"}
+
+
+def fake_python(folder, found: dict | None, stderr: str = "", status: int = 0) -> str:
+    """An interpreter that answers the doctor's probe with `found`, as a framework's would."""
+    path = folder / "fake-python"
+    path.write_text(f"#!/bin/sh\necho '{json.dumps(found)}'\necho '{stderr}' >&2\nexit {status}\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def configured(tmp_path, found: dict | None = None, **benchmark) -> config.Config:
+    python = fake_python(tmp_path, found or CPU_TORCH)
+    return config.load(write_config(tmp_path, interpreters={"pytorch": {"python": python}}, **benchmark))
+
+
+def checks_of(cfg, nvml=None, **changes) -> dict[str, doctor.Check]:
+    settings = cfg.settings.overridden(**changes) if changes else None
+    return {c.name: c for c in doctor.run(cfg, "gpu", nvml, settings)}
+
+
+def gpus(n: int = 1, **fields) -> StandInNvml:
+    return StandInNvml(
+        [Device(f"GPU-{i}aaa-0000", "NVIDIA H200", f"00000000:0{i + 1}:00.0", **fields) for i in range(n)]
+    )
+
+
+class FailingNvml(StandInNvml):
+    def nvmlDeviceGetCount(self):
+        raise RuntimeError("NVML_ERROR_GPU_IS_LOST")
+
+
+def test_a_cpu_host_with_its_framework_can_measure(tmp_path):
+    cfg = config.load(write_config(tmp_path))
+    checks = doctor.run(cfg, "gpu")
+    assert [c.name for c in checks] == [
+        "nvml",
+        "device sets",
+        "framework pytorch",
+        "frameworks",
+        "data set",
+        "output folder",
+        "results database",
+    ]
+    assert all(c.status == doctor.PASS for c in checks), [c.line() for c in checks]
+    named = {c.name: c for c in checks}
+    assert named["nvml"].detail.startswith("CPU host: no NVML")
+    assert "PyTorch 2." in named["framework pytorch"].detail
+    assert doctor.can_measure(checks)
+
+
+def test_nvml_present_but_failing_fails(tmp_path, monkeypatch):
+    cfg = configured(tmp_path)
+    assert checks_of(cfg, FailingNvml([]))["nvml"].status == doctor.FAIL
+    assert "NVML_ERROR_GPU_IS_LOST" in checks_of(cfg, FailingNvml([]))["nvml"].detail
+    monkeypatch.setattr(doctor, "load_nvml", lambda: (None, "NVMLError_DriverNotLoaded: Driver Not Loaded"))
+    found = checks_of(cfg)["nvml"]
+    assert found.status == doctor.FAIL and "Driver Not Loaded" in found.detail and "reboot" in found.fix
+
+
+def test_gpus_named_in_the_device_sets_but_none_visible_fail(tmp_path):
+    found = checks_of(configured(tmp_path), device_sets=("0",))
+    assert found["nvml"].status == doctor.FAIL
+    assert "device sets ['0'] name GPUs" in found["nvml"].detail
+    assert found["device sets"].status == doctor.FAIL and "device '0' does not exist" in found["device sets"].detail
+
+
+def test_gpu_host_nvml_and_device_sets(tmp_path):
+    found = checks_of(configured(tmp_path, CUDA_TORCH), gpus(2), device_sets=("0", "0,1"), dataset="synthetic")
+    assert found["nvml"].status == doctor.PASS
+    assert found["nvml"].detail == "driver 580.65.06, CUDA 13.0, 2 GPU(s): NVIDIA H200"
+    assert found["device sets"].detail == "0, 0,1 (2 cases per repeat)"
+
+
+@pytest.mark.parametrize(
+    ("fault", "problem"),
+    [
+        ({"pcie": (5, 5, 8, 16)}, "GPU-0aaa-0000: PCIe link x8 of x16"),
+        ({"remapped_rows": (0, 0, False, True)}, "GPU-0aaa-0000: row remapping failed"),
+        ({"retirement_pending": True}, "GPU-0aaa-0000: page retirement pending"),
+    ],
+)
+def test_each_gpu_s_health(tmp_path, fault, problem):
+    cfg = configured(tmp_path, CUDA_TORCH, dataset="synthetic")
+    healthy = checks_of(cfg, gpus(1))
+    assert healthy["gpu 0 health"].status == doctor.PASS and doctor.can_measure(list(healthy.values()))
+    sick = checks_of(cfg, gpus(1, **fault))
+    assert sick["gpu 0 health"].status == doctor.FAIL and problem in sick["gpu 0 health"].detail
+    assert not doctor.can_measure(list(sick.values()))
+
+
+def test_persistence_mode_off_warns(tmp_path):
+    cfg = configured(tmp_path, CUDA_TORCH, dataset="synthetic")
+    assert checks_of(cfg, gpus(1))["persistence mode"].status == doctor.PASS
+    off = checks_of(cfg, gpus(2, persistence=0))["persistence mode"]
+    assert off.status == doctor.WARN and off.detail.startswith("off on GPU(s) [0, 1]") and "nvidia-smi -pm 1" in off.fix
+
+
+def test_accounting_mode_off_warns_unless_root_turns_it_on(tmp_path, monkeypatch):
+    cfg = configured(tmp_path, CUDA_TORCH, dataset="synthetic")
+    assert checks_of(cfg, gpus(1, accounting=1))["accounting mode"].detail == "on"
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert "turned on for each case" in checks_of(cfg, gpus(1))["accounting mode"].detail
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    off = checks_of(cfg, gpus(1))["accounting mode"]
+    assert off.status == doctor.WARN and "`nvidia-smi -am 1`" in off.fix
+
+
+def test_clock_locking_needs_root_and_is_checked_only_when_asked(tmp_path, monkeypatch):
+    cfg = configured(tmp_path, CUDA_TORCH, dataset="synthetic")
+    assert "clock locking" not in checks_of(cfg, gpus(1))
+    cfg = dataclasses.replace(cfg, measurement=Measurement(lock_clocks=True))
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert checks_of(cfg, gpus(1))["clock locking"].status == doctor.PASS
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    refused = checks_of(cfg, gpus(1))["clock locking"]
+    assert refused.status == doctor.WARN and "lock_clocks = false" in refused.fix
+
+
+def test_a_framework_interpreter_that_sees_its_gpus_with_nccl_passes(tmp_path):
+    found = checks_of(configured(tmp_path, CUDA_TORCH), gpus(2), device_sets=("0,1",), dataset="synthetic")
+    assert found["framework pytorch"].status == doctor.PASS
+    assert "PyTorch 2.9.0 (CUDA 12.8, 2.21.5), sees 2 GPU(s); runs pytorch" in found["framework pytorch"].detail
+
+
+@pytest.mark.parametrize(
+    ("found", "problem"),
+    [
+        (CPU_TORCH, "a build without CUDA on a GPU host"),
+        ({**CUDA_TORCH, "gpus": 1}, "sees 1 of the 2 GPUs NVML shows"),
+        ({**CUDA_TORCH, "nccl": None}, "no NCCL, which the multi-GPU sets need"),
+    ],
+)
+def test_a_framework_blind_to_the_gpus_warns_and_no_usable_framework_fails(tmp_path, found, problem):
+    checks = checks_of(configured(tmp_path, found), gpus(2), device_sets=("0,1",), dataset="synthetic")
+    assert checks["framework pytorch"].status == doctor.WARN
+    assert problem in checks["framework pytorch"].detail
+    assert "install the CUDA build of pytorch" in checks["framework pytorch"].fix
+    assert checks["frameworks"].status == doctor.FAIL
+
+
+def test_a_missing_interpreter_warns_and_the_others_still_measure(tmp_path):
+    missing = str(tmp_path / "none" / "bin" / "python")
+    cfg = config.load(
+        write_config(tmp_path, frameworks=["pytorch", "jax"], interpreters={"pytorch": {"python": missing}})
+    )
+    found = checks_of(cfg)
+    assert found["framework pytorch"].status == doctor.WARN
+    assert f"interpreter {missing} not found; pytorch rows will be unavailable" in found["framework pytorch"].detail
+    assert "`make envs`" in found["framework pytorch"].fix
+    assert found["frameworks"].status == doctor.PASS and found["frameworks"].detail == "usable: jax"
+
+
+def test_an_interpreter_that_cannot_import_its_framework_warns(tmp_path):
+    python = fake_python(tmp_path, None, stderr="ModuleNotFoundError: No module named torch", status=1)
+    cfg = config.load(write_config(tmp_path, interpreters={"pytorch": {"python": python}}))
+    found = checks_of(cfg)
+    assert "cannot import pytorch: ModuleNotFoundError: No module named torch" in found["framework pytorch"].detail
+    assert found["frameworks"].status == doctor.FAIL
+
+
+def test_the_data_set(tmp_path):
+    cfg = configured(tmp_path)
+    assert "synthetic, written to" in checks_of(cfg)["data set"].detail
+    missing = checks_of(cfg, dataset="real")["data set"]
+    assert missing.status == doctor.FAIL and "cifar-10-python.tar.gz" in missing.fix
+    assert "this host has GPUs" in checks_of(configured(tmp_path, CUDA_TORCH), gpus(1))["data set"].detail
+    real = cifar10.write_synthetic(str(tmp_path / "data"), train_images=2048, test_images=512)
+    os.remove(os.path.join(real, cifar10.SYNTHETIC_MARKER))
+    found = checks_of(cfg, dataset="real")["data set"]
+    assert found.status == doctor.PASS and found.detail.startswith("real, 1024 training and 512 test images")
+    with open(os.path.join(real, "data_batch_1"), "r+b") as f:
+        f.truncate(100)
+    damaged = checks_of(cfg, dataset="real")["data set"]
+    assert damaged.status == doctor.FAIL and "data_batch_1: not a CIFAR-10 batch" in damaged.detail
+
+
+def test_the_output_folder_must_be_writable(tmp_path):
+    cfg = configured(tmp_path)
+    assert checks_of(cfg)["output folder"].status == doctor.PASS
+    (tmp_path / "blocked").write_text("")
+    blocked = dataclasses.replace(cfg, output_dir=tmp_path / "blocked" / "output")
+    found = doctor._output(blocked)
+    assert found.status == doctor.FAIL and "is not writable" in found.detail and "[paths] output_dir" in found.fix
+
+
+def test_the_results_database_reachable_and_migrated(tmp_path):
+    (tmp_path / "folder.db").mkdir()
+    found = checks_of(configured(tmp_path, database_url=f"sqlite:///{tmp_path / 'folder.db'}"))["results database"]
+    assert found.status == doctor.FAIL and "unable to open database file" in found.detail
+    newer = tmp_path / "newer.db"
+    store = open_store(f"sqlite:///{newer}")
+    with store.engine.begin() as conn:
+        conn.execute(sa.text(f"UPDATE {VERSION_TABLE} SET version_num = 'ffff'"))
+    open_store.cache_clear()
+    found = checks_of(configured(tmp_path, database_url=f"sqlite:///{newer}"))["results database"]
+    assert found.status == doctor.FAIL and "'ffff'" in found.detail and "update trainbench" in found.fix
+    ok = checks_of(configured(tmp_path))["results database"]
+    assert ok.status == doctor.PASS and ok.detail.endswith("reachable, migrations at head (0010)")
+
+
+def test_the_cli_exit_status_says_whether_the_host_can_measure(tmp_path):
+    cfg_path = write_config(tmp_path)
+
+    def doctor_cli(*flags: str) -> subprocess.CompletedProcess:
+        argv = [sys.executable, "-m", "trainbench", "--config", str(cfg_path), "doctor", *flags]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=ROOT)
+
+    ready = doctor_cli()
+    assert ready.returncode == 0, ready.stdout + ready.stderr
+    assert ready.stdout.splitlines()[0].startswith("PASS  nvml: CPU host")
+    assert "gpu: can measure (0 failed, 0 warnings, " in ready.stdout
+    blind = doctor_cli("--device-sets", "0")
+    assert blind.returncode == 1
+    assert "FAIL  nvml: no GPU visible" in blind.stdout and "gpu: cannot measure (2 failed" in blind.stdout
+
+
+def test_preflight_quarantines_a_host_that_cannot_measure(tmp_path):
+    cfg = configured(tmp_path)
+    store = open_store(cfg.database_url)
+    ready = doctor.preflight(cfg, "run1", "gpu")
+    assert ready["can_measure"] and ready["failed"] == [] and store.quarantined("run1", "gpu") is None
+    blind = doctor.preflight(cfg, "run1", "gpu", cfg.settings.overridden(device_sets=("0",)))
+    assert not blind["can_measure"] and blind["failed"] == ["nvml", "device sets"]
+    assert blind["host"] == "gpu" and {c["name"] for c in blind["checks"]} >= {"nvml", "data set"}
+    reason = store.quarantined("run1", "gpu")
+    assert reason is not None and reason.startswith("doctor: nvml: no GPU visible")
+    assert blind["quarantined"] == reason
+    sick = doctor.preflight(
+        configured(tmp_path, CUDA_TORCH, dataset="synthetic"), "run2", "gpu", nvml=gpus(1, pcie=(5, 5, 8, 16))
+    )
+    assert sick["failed"] == ["gpu 0 health"]
+    assert store.quarantined("run2", "gpu") == f"doctor: gpu 0 health: {sick['checks'][2]['detail']}"
