@@ -1,8 +1,10 @@
 """A stand-in for the NVML library on hosts without GPUs (the hardware is what is absent).
 
 It answers the calls trainbench makes with the shapes `nvidia-ml-py` returns, from a
-scripted device state: memory used can follow a function of time, so a sampler's peak
-detection is tested against a known spike.
+scripted device state: memory used and throttle reasons can follow a function of time, so a
+sampler's peak detection is tested against a known spike.  Each health fault (ECC errors,
+retired pages, remapped rows, a narrow PCIe link, XID events) is a field of `Device` whose
+default is a healthy GPU; a call named in `Device.unsupported` answers NOT_SUPPORTED.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ NVML_CLOCK_SM = 1
 NVML_TEMPERATURE_GPU = 0
 
 
+class NotSupported(Exception):
+    """What NVMLError_NotSupported is to the callers: an exception from the call."""
+
+
 @dataclass
 class Device:
     uuid: str
@@ -29,7 +35,16 @@ class Device:
     accounting: int = 0
     accounted: dict = field(default_factory=dict)  # pid -> max MiB
     energy_mj_per_s: float = 300_000.0
-    reasons: int = 0x4
+    reasons: int | Callable[[float], int] = 0  # clock-event reason bits, or seconds since `start` -> bits
+    ecc_corrected: int = 0  # volatile and aggregate alike: no reboot in a test's life
+    ecc_uncorrected: int = 0
+    retired_pages: tuple[int, int] = (0, 0)  # pages retired for multiple single-bit, for double-bit errors
+    retirement_pending: bool = False
+    remapped_rows: tuple[int, int, bool, bool] = (0, 0, False, False)  # corrected, uncorrected, pending, failure
+    pcie: tuple[int, int, int, int] = (5, 5, 16, 16)  # current generation, max generation, current width, max width
+    xids: list[int] = field(default_factory=list)  # XID events not yet delivered
+    persistence: int = 1
+    unsupported: set[str] = field(default_factory=set)  # NVML calls that answer NOT_SUPPORTED
     locked_clocks: tuple[int, int] | None = None
     may_lock_clocks: bool = True  # False: the driver refuses (not root), as NVML answers NO_PERMISSION
     vbios: str = "96.00.89.00.01"
@@ -39,6 +54,13 @@ class StandInNvml:
     NVML_CLOCK_SM = NVML_CLOCK_SM
     NVML_CLOCK_GRAPHICS = 0
     NVML_TEMPERATURE_GPU = NVML_TEMPERATURE_GPU
+    NVML_MEMORY_ERROR_TYPE_CORRECTED = 0
+    NVML_MEMORY_ERROR_TYPE_UNCORRECTED = 1
+    NVML_VOLATILE_ECC = 0
+    NVML_AGGREGATE_ECC = 1
+    NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS = 0
+    NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR = 1
+    nvmlEventTypeXidCriticalError = 8
 
     def __init__(self, devices: list[Device], driver: str = "580.65.06", cuda: int = 13000):
         self.devices, self.driver, self.cuda = devices, driver, cuda
@@ -78,7 +100,7 @@ class StandInNvml:
         return [0, 0]
 
     def nvmlDeviceGetPersistenceMode(self, h):
-        return 1
+        return self._supported(h, "nvmlDeviceGetPersistenceMode").persistence
 
     def nvmlDeviceGetAccountingMode(self, h):
         return h.accounting
@@ -125,7 +147,55 @@ class StandInNvml:
         return 350_000
 
     def nvmlDeviceGetCurrentClocksEventReasons(self, h):
-        return h.reasons
+        return h.reasons(self._now()) if callable(h.reasons) else h.reasons
+
+    def _supported(self, h: Device, call: str) -> Device:
+        if call in h.unsupported:
+            raise NotSupported(f"{call}: Not Supported")
+        return h
+
+    def nvmlDeviceGetTotalEccErrors(self, h, kind, counter):
+        h = self._supported(h, "nvmlDeviceGetTotalEccErrors")
+        return h.ecc_uncorrected if kind == self.NVML_MEMORY_ERROR_TYPE_UNCORRECTED else h.ecc_corrected
+
+    def nvmlDeviceGetRetiredPages(self, h, cause):
+        count = self._supported(h, "nvmlDeviceGetRetiredPages").retired_pages[cause]
+        return [0x1000 * (i + 1) for i in range(count)]
+
+    def nvmlDeviceGetRetiredPagesPendingStatus(self, h):
+        return int(self._supported(h, "nvmlDeviceGetRetiredPagesPendingStatus").retirement_pending)
+
+    def nvmlDeviceGetRemappedRows(self, h):
+        corrected, uncorrected, pending, failure = self._supported(h, "nvmlDeviceGetRemappedRows").remapped_rows
+        return corrected, uncorrected, int(pending), int(failure)
+
+    def nvmlDeviceGetCurrPcieLinkGeneration(self, h):
+        return self._supported(h, "nvmlDeviceGetCurrPcieLinkGeneration").pcie[0]
+
+    def nvmlDeviceGetMaxPcieLinkGeneration(self, h):
+        return self._supported(h, "nvmlDeviceGetMaxPcieLinkGeneration").pcie[1]
+
+    def nvmlDeviceGetCurrPcieLinkWidth(self, h):
+        return self._supported(h, "nvmlDeviceGetCurrPcieLinkWidth").pcie[2]
+
+    def nvmlDeviceGetMaxPcieLinkWidth(self, h):
+        return self._supported(h, "nvmlDeviceGetMaxPcieLinkWidth").pcie[3]
+
+    def nvmlEventSetCreate(self):
+        return []  # the registered devices
+
+    def nvmlDeviceRegisterEvents(self, h, types, event_set):
+        self._supported(h, "nvmlDeviceRegisterEvents")
+        event_set.append(h)
+
+    def nvmlEventSetWait_v2(self, event_set, timeout_ms):
+        for h in event_set:
+            if h.xids:
+                return SimpleNamespace(device=h, eventType=self.nvmlEventTypeXidCriticalError, eventData=h.xids.pop(0))
+        raise TimeoutError("NVML_ERROR_TIMEOUT")
+
+    def nvmlEventSetFree(self, event_set):
+        event_set.clear()
 
     def nvmlDeviceGetAccountingPids(self, h):
         return list(h.accounted)

@@ -98,6 +98,7 @@ def test_gpu_monitor_catches_a_short_spike_and_reports_peak_minus_idle():
                 "00000000:19:00.0",
                 used_mib=spike(480, 1505, 0.15, 0.02, 1200),
                 accounting=0,
+                reasons=0x4,
             )
         ]
     )
