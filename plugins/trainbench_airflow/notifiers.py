@@ -1,0 +1,147 @@
+"""Airflow's side of trainbench.alerts: channels from Airflow connections, and the three ways alerts leave a DAG.
+
+- `send_run_alerts`, called by the DAG's alert task: the run's findings (a failed delivery fails the task, whose
+  retry sends only what was not delivered).
+- `RunFailed`, the DAG's `on_failure_callback` (run by the Dag processor).
+- `deadline(config)`, the DAG's `deadline=`: Airflow's deadline alert, `late_after_hours` after the run's logical
+  date (a weekly run's slot); its callback `late_run_alert` is an AsyncCallback, run by the triggerer (this
+  deployment runs one; a SyncCallback would go to the default Celery queue).  A run that succeeds before the
+  deadline has it removed; one that failed already had its failure alert.
+
+Secrets stay in the connections: SMTP in `[alerts] smtp_conn_id` (host, port, login, password, extra
+{"starttls": true}), the webhook URL in `webhook_conn_id` (as the URI, or as `host` of a JSON connection).  A
+connection that does not exist turns its channel off, with a log line; so does an empty `email_to`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from airflow.sdk import BaseHook, BaseNotifier, Connection
+from airflow.sdk.definitions.deadline import AsyncCallback, DeadlineAlert, DeadlineReference
+from airflow.sdk.exceptions import AirflowNotFoundException
+
+from trainbench import alerts
+from trainbench.alerts import Channel, Links
+from trainbench.config import Config
+from trainbench.store.results import open_store
+
+log = logging.getLogger(__name__)
+Log = Callable[[str], object]
+TRUE = ("true", "1", "yes", "on")
+
+
+def _connection(conn_id: str, log: Log) -> Connection | None:
+    try:
+        return BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        log(f"alerts: no Airflow connection {conn_id!r}: that channel is off")
+        return None
+
+
+def _flag(value: Any) -> bool:
+    """A connection's extra from a URI holds strings ("true"), from JSON booleans."""
+    return value is True or str(value).strip().lower() in TRUE
+
+
+def webhook_url(conn: Connection) -> str:
+    """The URL as the connection holds it: the whole URI (https://hooks.slack.com/services/...), or `host` of a JSON
+    connection when that is a whole URL."""
+    host = conn.host or ""
+    if "://" in host:
+        return host
+    port = f":{conn.port}" if conn.port else ""
+    return f"{conn.conn_type}://{host}{port}/{conn.schema or ''}"
+
+
+def channels(config: Config, log: Log) -> list[Channel]:
+    """The channels configured: email when `[alerts] email_to` names someone and its connection exists, the
+    webhook when its connection exists."""
+    settings = config.alerts
+    found: list[Channel] = []
+    if not settings.email_to:
+        log("alerts: [alerts] email_to is empty: email is off")
+    elif (smtp := _connection(settings.smtp_conn_id, log)) is not None:
+        found.append(
+            alerts.Smtp(
+                host=smtp.host or "localhost",
+                port=smtp.port or 25,
+                login=smtp.login or "",
+                password=smtp.password or "",
+                starttls=_flag(smtp.extra_dejson.get("starttls", False)),
+                sender=settings.email_from,
+                to=settings.email_to,
+            )
+        )
+    if (hook := _connection(settings.webhook_conn_id, log)) is not None:
+        found.append(alerts.Webhook(webhook_url(hook)))
+    return found
+
+
+def links(config: Config, dag_id: str, run_id: str) -> Links:
+    """Links from `[alerts] base_url`, else Airflow's `[api] base_url`."""
+    from airflow.sdk.configuration import conf
+
+    return Links.of(config.alerts.base_url or conf.get("api", "base_url", fallback=""), dag_id, run_id)
+
+
+def _deliver(config: Config, run_id: str, found: list[alerts.Alert], log: Log) -> dict[str, int]:
+    sent = alerts.deliver(open_store(config.database_url), run_id, found, channels(config, log))
+    log(f"alerts: {len(found)} for run {run_id}; sent now per channel: {sent}")
+    return sent
+
+
+def send_run_alerts(config: Config, run_id: str, dag_id: str, log: Log) -> dict[str, int]:
+    """The run's findings to every channel (what each already delivered is skipped); raises DeliveryFailed."""
+    return _deliver(config, run_id, alerts.for_run(config, run_id, links(config, dag_id, run_id)), log)
+
+
+class RunFailed(BaseNotifier):
+    """The DAG's on_failure_callback: a failed-run alert naming the reason and the last failed task."""
+
+    def __init__(self, config: Config):
+        super().__init__()
+        self.config = config
+
+    def notify(self, context) -> None:
+        dag_id, run_id = context["dag"].dag_id, context["run_id"]
+        ti = context.get("ti")
+        task = "" if ti is None else f"{ti.task_id}" + (f"[{ti.map_index}]" if ti.map_index >= 0 else "")
+        found = [alerts.failed_run(run_id, context.get("reason") or "failed", links(self.config, dag_id, run_id), task)]
+        _deliver(self.config, run_id, found, self.log.info)
+
+
+async def late_run_alert(late_after_hours: float, context: dict) -> None:
+    """The deadline's callback, awaited by the triggerer with the run as `context["dag_run"]` (the API's form of
+    a DAG run).  Blocking work (connections, the database, SMTP) runs on a thread: the triggerer's loop serves
+    every other trigger."""
+    await asyncio.to_thread(_late_run, late_after_hours, context["dag_run"])
+
+
+def _late_run(late_after_hours: float, run: dict) -> None:
+    from trainbench import config as configuration
+
+    cfg = configuration.load()
+    run_id, dag_id = run["dag_run_id"], run["dag_id"]
+    if run.get("state") in ("success", "failed"):
+        log.info("run %s already %s: not late", run_id, run["state"])
+        return
+    slot = dt.datetime.fromisoformat(run["logical_date"])
+    rows = open_store(cfg.database_url).current_rows(run_id)
+    found = [alerts.late_run(run_id, slot, late_after_hours, rows, links(cfg, dag_id, run_id))]
+    _deliver(cfg, run_id, found, log.info)
+
+
+def deadline(config: Config) -> DeadlineAlert:
+    """What the DAG passes as `deadline=`: late `[alerts] late_after_hours` after the run's logical date."""
+    hours = config.alerts.late_after_hours
+    return DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_LOGICAL_DATE,
+        interval=dt.timedelta(hours=hours),
+        callback=AsyncCallback(late_run_alert, kwargs={"late_after_hours": hours}),
+        name="trainbench late run",
+    )

@@ -1,0 +1,413 @@
+"""Alerts with evidence, received by a real SMTP server and a real webhook receiver on 127.0.0.1."""
+
+import asyncio
+import datetime as dt
+import email
+import email.policy
+import http.server
+import json
+import socket
+import threading
+import types
+
+import pytest
+from aiosmtpd.controller import Controller
+from airflow.sdk import DAG
+from airflow.serialization.decoders import decode_deadline_alert
+from airflow.serialization.encoders import encode_deadline_alert
+from airflow.serialization.enums import DagAttributeTypes as DAT
+from airflow.serialization.enums import Encoding
+from airflow.triggers.callback import CallbackTrigger
+
+from trainbench import alerts, config
+from trainbench.alerts import DeliveryFailed, Links
+from trainbench.result import Result
+from trainbench.store.results import open_store
+from trainbench_airflow import notifiers
+
+from conftest import write_config
+
+RUN = "scheduled__2026-11-23T03:00:00+00:00"
+BASE = "http://airflow.example:8080"
+LINKS = Links.of(BASE, "cifar10_benchmark", RUN)
+QUOTED = "scheduled__2026-11-23T03%3A00%3A00%2B00%3A00"
+HEADINGS = (
+    "regressed · gpu · pytorch | 0",
+    "environment change · gpu · jax | 0",
+    "tainted repeat · gpu · pytorch | 0,1",
+    "host quarantined · gpu-b",
+)
+EVIDENCE = (
+    # the regression: the change against history, and what it rests on
+    "wall time +7.2 %: 12.90 s against 12.03 s, the median of 5 earlier run(s)",
+    "Mann-Whitney U, p = 0.004",
+    # the driver upgrade: the change with its 95 % interval and what changed
+    "images/s slower after the environment changed",
+    "images/s -7.2 % [-9.4, -5.1] (after / before - 1, 95 % interval)",
+    "environment changed: driver_version 550.54 → 560.35, jax 0.4.30 → 0.4.31",
+    # the tainted repeat: why, and what it measured against the case's counted repeats
+    "GPU-1 throttled by hw_slowdown for 30 % of the repeat",
+    "this repeat 14.40 s, +20.0 % against the median 12.00 s of the case's 2 counted repeat(s)",
+    # the quarantine
+    "GPU-0: 2 new uncorrectable ECC errors",
+)
+LINK_LINES = (
+    f"report: {BASE}/trainbench/runs/{QUOTED}/report.html",
+    f"Benchmarks: {BASE}/trainbench/",
+    f"DAG run: {BASE}/dags/cifar10_benchmark/runs/{QUOTED}",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Mailbox:
+    """An SMTP server keeping every message it accepts, parsed."""
+
+    def __init__(self):
+        self.messages: list[email.message.EmailMessage] = []
+        self.port = free_port()
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+        return "250 OK"
+
+
+def receiver(status: int, answer: bytes, posts: list) -> http.server.ThreadingHTTPServer:
+    """An HTTP server on 127.0.0.1 keeping each POST's JSON body and answering `status` with `answer`."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(status)
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+class Webhook:
+    """A Slack-compatible webhook receiver: answers "ok" as Slack does."""
+
+    def __init__(self, server: http.server.ThreadingHTTPServer, posts: list):
+        self.posts = posts
+        self.url = f"http://127.0.0.1:{server.server_address[1]}/services/T0/B0/s3cret-token"
+
+
+@pytest.fixture
+def cfg(tmp_path) -> config.Config:
+    path = write_config(
+        tmp_path,
+        database_url=f"sqlite:///{tmp_path}/r.db",
+        alerts={"email_to": ["gpu-team@example.com"], "email_from": "trainbench@example.com", "base_url": BASE},
+    )
+    return config.load(path)
+
+
+@pytest.fixture
+def mailbox():
+    box = Mailbox()
+    box.controller.start()
+    yield box
+    box.controller.stop()
+
+
+@pytest.fixture
+def webhook():
+    posts: list[dict] = []
+    server = receiver(200, b"ok", posts)
+    yield Webhook(server, posts)
+    server.shutdown()
+    server.server_close()
+
+
+def row(repeat: int, status: str = "ok", wall: float = 12.0, device_set: str = "0,1", error=None) -> Result:
+    return Result(
+        run_id=RUN,
+        case_key=f"pytorch__{device_set}__r{repeat}",
+        env_key="e1",
+        framework="pytorch",
+        device_set=device_set,
+        repeat=repeat,
+        status=status,
+        host="gpu",
+        wall_s=wall,
+        error=error,
+        started_at=dt.datetime(2026, 11, 23, 3, repeat, tzinfo=dt.UTC),
+    )
+
+
+def regression(verdict: str, run_id: str = RUN) -> dict:
+    return {
+        "host": "gpu",
+        "framework": "pytorch",
+        "device_set": "0",
+        "env_key": "e1",
+        "metric": "wall_s",
+        "verdict": verdict,
+        "current": 12.9,
+        "baseline": 12.03,
+        "change": 0.072,
+        "p_value": 0.004,
+        "history_runs": 5,
+        "detail": "+7.2% against the median of 5 run(s) (bar 5.0%); Mann-Whitney U, p = 0.004",
+    }
+
+
+def environment_verdict(verdict: str, change: float, low: float, high: float) -> dict:
+    return {
+        "metric": "images_per_s",
+        "verdict": verdict,
+        "change": change,
+        "low": low,
+        "high": high,
+        "before": [78000.0, 78100.0, 77900.0],
+        "after": [72400.0, 72500.0, 72300.0],
+        "baseline_run": "old",
+        "repeats": 3,
+        "changed": {"driver_version": ["550.54", "560.35"], "jax": ["0.4.30", "0.4.31"]},
+        "changed_at": None,
+        "detail": "confirmed by a second measurement",
+    }
+
+
+def findings(cfg: config.Config) -> None:
+    """One of each finding in the run, beside what must not alert: a stable verdict, another run's regression,
+    a "no change" verdict, ok repeats."""
+    store = open_store(cfg.database_url)
+    for run_id in (RUN, "older"):
+        store.save_run(run_id, {})
+    store.save_verdicts(RUN, [regression("regressed"), {**regression("stable"), "metric": "images_per_s"}])
+    store.save_verdicts("older", [{**regression("regressed"), "framework": "mxnet"}])
+    store.save_environment_verdicts(RUN, "gpu", "jax", "0", [environment_verdict("slower", -0.072, -0.094, -0.051)])
+    store.save_environment_verdicts(RUN, "gpu", "mxnet", "0", [environment_verdict("no change", 0.001, -0.01, 0.01)])
+    store.save(row(1))
+    store.save(row(2, "tainted", 14.4, error="GPU-1 throttled by hw_slowdown for 30 % of the repeat"))
+    store.save(row(3))
+    store.quarantine(RUN, "gpu-b", "GPU-0: 2 new uncorrectable ECC errors")
+
+
+def channels(cfg: config.Config, mailbox: Mailbox, url: str) -> list[alerts.Channel]:
+    return [
+        alerts.Smtp("127.0.0.1", mailbox.port, "", "", False, cfg.alerts.email_from, cfg.alerts.email_to),
+        alerts.Webhook(url),
+    ]
+
+
+def slack_text(post: dict) -> str:
+    return "\n".join(b["text"]["text"] for b in post["blocks"] if b["type"] in ("header", "section"))
+
+
+def test_a_runs_findings_arrive_by_email_and_webhook_with_their_evidence(cfg, mailbox, webhook):
+    findings(cfg)
+    found = alerts.for_run(cfg, RUN, LINKS)
+    assert [a.kind for a in found] == ["regressed", "environment_change", "tainted", "quarantined"]
+    sent = alerts.deliver(open_store(cfg.database_url), RUN, found, channels(cfg, mailbox, webhook.url))
+    assert sent == {"email": 4, "webhook": 4}
+
+    (mail,) = mailbox.messages
+    assert mail["Subject"] == (
+        f"trainbench run {RUN}: 1 regressed, 1 environment change, 1 tainted repeat, 1 host quarantined"
+    )
+    assert (mail["From"], mail["To"]) == ("trainbench@example.com", "gpu-team@example.com")
+    body = mail.get_body(("plain",)).get_content()
+    for evidence in (*HEADINGS, *EVIDENCE, *LINK_LINES):
+        assert evidence in body, evidence
+    assert "mxnet" not in body and "stable" not in body and "no change" not in body
+
+    (post,) = webhook.posts
+    assert post["text"].startswith(mail["Subject"])
+    shown = slack_text(post)
+    for evidence in (*(f"*{h}*" for h in HEADINGS), *EVIDENCE):
+        assert evidence in shown, evidence
+    links = [e["text"] for b in post["blocks"] if b["type"] == "context" for e in b["elements"]]
+    assert links == [
+        f"<{LINKS.report}|report>",
+        f"<{BASE}/trainbench/|Benchmarks>",
+        f"<{BASE}/dags/cifar10_benchmark/runs/{QUOTED}|DAG run>",
+    ]
+
+
+def test_each_channel_is_sent_an_alert_once(cfg, mailbox, webhook):
+    findings(cfg)
+    store = open_store(cfg.database_url)
+    both = channels(cfg, mailbox, webhook.url)
+    alerts.deliver(store, RUN, alerts.for_run(cfg, RUN, LINKS), both)
+    assert alerts.deliver(store, RUN, alerts.for_run(cfg, RUN, LINKS), both) == {"email": 0, "webhook": 0}
+    assert (len(mailbox.messages), len(webhook.posts)) == (1, 1)
+
+    store.quarantine(RUN, "gpu-c", "GPU-3: PCIe link x8 of x16")
+    assert alerts.deliver(store, RUN, alerts.for_run(cfg, RUN, LINKS), both) == {"email": 1, "webhook": 1}
+    later = mailbox.messages[1].get_body(("plain",)).get_content()
+    assert "GPU-3: PCIe link x8 of x16" in later and "regressed" not in later
+    assert "gpu-c" in slack_text(webhook.posts[1]) and "regressed" not in slack_text(webhook.posts[1])
+
+
+def test_a_failed_channel_raises_records_nothing_and_is_sent_by_the_retry(cfg, mailbox, webhook):
+    """Every channel is tried: the webhook delivers while email is down; the retry sends email only."""
+    findings(cfg)
+    store = open_store(cfg.database_url)
+    found = alerts.for_run(cfg, RUN, LINKS)
+    closed = free_port()
+    down = [alerts.Smtp("127.0.0.1", closed, "", "", False, "a@b.c", ("d@e.f",)), alerts.Webhook(webhook.url)]
+    with pytest.raises(DeliveryFailed, match=f"email to d@e.f via 127.0.0.1:{closed}: "):
+        alerts.deliver(store, RUN, found, down)
+    assert store.alerts_already_sent(RUN, "email") == set()
+    assert store.alerts_already_sent(RUN, "webhook") == {a.key for a in found}
+    assert alerts.deliver(store, RUN, found, channels(cfg, mailbox, webhook.url)) == {"email": 4, "webhook": 0}
+    assert (len(mailbox.messages), len(webhook.posts)) == (1, 1)
+
+
+@pytest.fixture
+def refusing_webhook():
+    """Answers as Slack does to a message it refuses."""
+    server = receiver(400, b"invalid_blocks", [])
+    yield Webhook(server, []).url
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_refused_or_unreachable_webhook_names_its_host_never_its_secret_url(cfg, refusing_webhook):
+    findings(cfg)
+    found = alerts.for_run(cfg, RUN, LINKS)
+    store = open_store(cfg.database_url)
+    with pytest.raises(DeliveryFailed) as refused:
+        alerts.deliver(store, RUN, found, [alerts.Webhook(refusing_webhook)])
+    port = refusing_webhook.split(":")[2].split("/")[0]
+    assert str(refused.value) == f"webhook at 127.0.0.1:{port} answered HTTP 400: b'invalid_blocks'"
+    closed = f"http://127.0.0.1:{free_port()}/services/T0/B0/s3cret-token"
+    with pytest.raises(DeliveryFailed, match="unreachable") as unreachable:
+        alerts.deliver(store, RUN, found, [alerts.Webhook(closed)])
+    assert "s3cret" not in str(unreachable.value) + repr(alerts.Webhook(closed))
+    assert store.alerts_already_sent(RUN, "webhook") == set()
+
+
+def test_a_slack_message_keeps_within_slacks_block_limit():
+    at = dt.datetime.now(dt.UTC)
+    many = [alerts.quarantined(RUN, {"host": f"h{i}", "reason": "xid 79", "at": at}, LINKS) for i in range(60)]
+    message = alerts.slack_message(many)
+    assert len(message["blocks"]) == alerts.SLACK_MAX_BLOCKS
+    assert message["blocks"][-2]["text"]["text"] == "and 13 more: see the report"
+
+
+def set_connections(monkeypatch, mailbox: Mailbox | None, webhook_url: str | None) -> None:
+    """Airflow reads a connection from AIRFLOW_CONN_<ID> before any other secrets backend."""
+    if mailbox:
+        monkeypatch.setenv("AIRFLOW_CONN_TRAINBENCH_SMTP", f"smtp://127.0.0.1:{mailbox.port}")
+    if webhook_url:
+        monkeypatch.setenv("AIRFLOW_CONN_TRAINBENCH_WEBHOOK", webhook_url)
+
+
+def test_the_dags_alert_task_builds_its_channels_from_airflow_connections(cfg, mailbox, webhook, monkeypatch):
+    findings(cfg)
+    set_connections(monkeypatch, mailbox, webhook.url)
+    logged: list[str] = []
+    assert notifiers.send_run_alerts(cfg, RUN, "cifar10_benchmark", logged.append) == {"email": 4, "webhook": 4}
+    body = mailbox.messages[0].get_body(("plain",)).get_content()
+    for evidence in (*HEADINGS, *EVIDENCE, *LINK_LINES):
+        assert evidence in body, evidence
+    assert len(webhook.posts) == 1
+
+
+def test_a_missing_connection_or_recipient_turns_its_channel_off(cfg, mailbox, webhook, monkeypatch):
+    logged: list[str] = []
+    set_connections(monkeypatch, mailbox, None)
+    assert [c.name for c in notifiers.channels(cfg, logged.append)] == ["email"]
+    assert logged == ["alerts: no Airflow connection 'trainbench_webhook': that channel is off"]
+    logged.clear()
+    set_connections(monkeypatch, None, webhook.url)
+    silent = config.load(write_config(cfg.path.parent, name="silent.toml"))
+    assert [c.name for c in notifiers.channels(silent, logged.append)] == ["webhook"]
+    assert logged == ["alerts: [alerts] email_to is empty: email is off"]
+
+
+def test_smtp_and_webhook_connections_are_read_as_airflow_holds_them(cfg, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_TRAINBENCH_SMTP", "smtp://alice:p%40ss@mail.example.com:587?starttls=true")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_TRAINBENCH_WEBHOOK",
+        json.dumps({"conn_type": "http", "host": "https://hooks.slack.com/services/T0/B0/XYZ"}),
+    )
+    smtp, hook = notifiers.channels(cfg, print)
+    assert smtp == alerts.Smtp(
+        "mail.example.com", 587, "alice", "p@ss", True, "trainbench@example.com", ("gpu-team@example.com",)
+    )
+    assert hook == alerts.Webhook("https://hooks.slack.com/services/T0/B0/XYZ")
+    monkeypatch.setenv("AIRFLOW_CONN_TRAINBENCH_WEBHOOK", "https://hooks.slack.com/services/T0/B0/XYZ")
+    assert notifiers.channels(cfg, print)[1] == hook
+
+
+def test_a_failed_run_alert_is_sent_by_the_dags_failure_callback(cfg, mailbox, webhook, monkeypatch):
+    set_connections(monkeypatch, mailbox, webhook.url)
+    open_store(cfg.database_url)
+    context = {
+        "dag": DAG("cifar10_benchmark", schedule=None),
+        "run_id": RUN,
+        "reason": "task_failure",
+        "ti": types.SimpleNamespace(task_id="gpu.train", map_index=3),
+    }
+    failed = notifiers.RunFailed(cfg)
+    for _ in range(2):  # as the Dag processor calls it; a second call repeats nothing
+        failed(context)
+    (mail,) = mailbox.messages
+    assert mail["Subject"] == f"trainbench run {RUN}: 1 run failed"
+    body = mail.get_body(("plain",)).get_content()
+    assert "the run failed (task_failure); last failed task: gpu.train[3]" in body
+    assert f"DAG run: {BASE}/dags/cifar10_benchmark/runs/{QUOTED}" in body
+    assert len(webhook.posts) == 1
+
+
+def run_deadline_callback(cfg: config.Config, state: str) -> list:
+    """As Airflow runs a missed deadline: the DAG's alert serialized, its callback awaited by the triggerer's
+    CallbackTrigger with the run in the context the scheduler adds."""
+    alert = decode_deadline_alert(
+        {Encoding.TYPE: DAT.DEADLINE_ALERT, Encoding.VAR: encode_deadline_alert(notifiers.deadline(cfg))}
+    )
+    context = {
+        "dag_run": {"dag_run_id": RUN, "dag_id": "cifar10_benchmark", "logical_date": "2026-11-23T03:00:00Z"}
+        | {"state": state},
+        "deadline": {"id": "d1"},
+    }
+    trigger = CallbackTrigger(alert.callback.path, {**alert.callback.kwargs, "context": context})
+
+    async def events():
+        return [e.payload async for e in trigger.run()]
+
+    return asyncio.run(events())
+
+
+def test_a_late_run_is_alerted_by_the_deadline_callback(cfg, mailbox, webhook, monkeypatch):
+    set_connections(monkeypatch, mailbox, webhook.url)
+    monkeypatch.setenv("TRAINBENCH_CONFIG", str(cfg.path))
+    store = open_store(cfg.database_url)
+    store.save_run(RUN, {})
+    for r in (row(1), row(2), row(3)):
+        store.save(r)
+    deadline = notifiers.deadline(cfg)
+    assert deadline.interval == dt.timedelta(hours=12)
+    assert deadline.reference == notifiers.DeadlineReference.DAGRUN_LOGICAL_DATE
+
+    assert [e["state"] for e in run_deadline_callback(cfg, "running")] == ["running", "success"]
+    (mail,) = mailbox.messages
+    assert mail["Subject"] == f"trainbench run {RUN}: 1 run late"
+    body = mail.get_body(("plain",)).get_content()
+    assert "not finished 12 h after its slot 2026-11-23 03:00 UTC" in body
+    assert "results stored so far, per host: gpu 3" in body
+    assert f"report: {BASE}/trainbench/runs/{QUOTED}/report.html" in body
+    assert "run late" in slack_text(webhook.posts[0])
+
+
+def test_a_run_that_already_failed_is_not_late(cfg, mailbox, webhook, monkeypatch):
+    set_connections(monkeypatch, mailbox, webhook.url)
+    monkeypatch.setenv("TRAINBENCH_CONFIG", str(cfg.path))
+    open_store(cfg.database_url)
+    assert [e["state"] for e in run_deadline_callback(cfg, "failed")] == ["running", "success"]
+    assert (mailbox.messages, webhook.posts) == ([], [])
