@@ -108,7 +108,12 @@ def cfg(tmp_path) -> config.Config:
     path = write_config(
         tmp_path,
         database_url=f"sqlite:///{tmp_path}/r.db",
-        alerts={"email_to": ["gpu-team@example.com"], "email_from": "trainbench@example.com", "base_url": BASE},
+        alerts={
+            "email_to": ["gpu-team@example.com"],
+            "email_from": "trainbench@example.com",
+            "base_url": BASE,
+            "late_after_hours": 6,
+        },
     )
     return config.load(path)
 
@@ -219,6 +224,7 @@ def test_a_runs_findings_arrive_by_email_and_webhook_with_their_evidence(cfg, ma
         f"trainbench run {RUN}: 1 regressed, 1 environment change, 1 tainted repeat, 1 host quarantined"
     )
     assert (mail["From"], mail["To"]) == ("trainbench@example.com", "gpu-team@example.com")
+    assert mail["Date"] and mail["Message-ID"].endswith("@example.com>")
     body = mail.get_body(("plain",)).get_content()
     for evidence in (*HEADINGS, *EVIDENCE, *LINK_LINES):
         assert evidence in body, evidence
@@ -392,14 +398,14 @@ def test_a_late_run_is_alerted_by_the_deadline_callback(cfg, mailbox, webhook, m
     for r in (row(1), row(2), row(3)):
         store.save(r)
     deadline = notifiers.deadline(cfg)
-    assert deadline.interval == dt.timedelta(hours=12)
+    assert deadline.interval == dt.timedelta(hours=6)
     assert deadline.reference == notifiers.DeadlineReference.DAGRUN_LOGICAL_DATE
 
     assert [e["state"] for e in run_deadline_callback(cfg, "running")] == ["running", "success"]
     (mail,) = mailbox.messages
     assert mail["Subject"] == f"trainbench run {RUN}: 1 run late"
     body = mail.get_body(("plain",)).get_content()
-    assert "not finished 12 h after its slot 2026-11-23 03:00 UTC" in body
+    assert "not finished 6 h after its slot 2026-11-23 03:00 UTC" in body
     assert "results stored so far, per host: gpu 3" in body
     assert f"report: {BASE}/trainbench/runs/{QUOTED}/report.html" in body
     assert "run late" in slack_text(webhook.posts[0])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import email.utils
 import json
 import smtplib
 import ssl
@@ -319,6 +320,8 @@ class Smtp:
         message["Subject"] = subject(alerts)
         message["From"] = self.sender
         message["To"] = ", ".join(self.to)
+        message["Date"] = email.utils.formatdate(usegmt=True)  # mail without them reads as spam to many filters
+        message["Message-ID"] = email.utils.make_msgid(domain=self.sender.rpartition("@")[2] or None)
         message.set_content(email_text(alerts))
         try:
             with smtplib.SMTP(self.host, self.port, timeout=self.timeout_s) as smtp:
