@@ -38,7 +38,8 @@ HEADINGS = (
     "host quarantined · gpu-b",
 )
 EVIDENCE = (
-    # the regression: the change against history, and what it rests on
+    # the regression: the change against history, what it rests on, and that the environment is the history's
+    "environment changed: nothing: judged against earlier runs in the same environment",
     "wall time +7.2 %: 12.90 s against 12.03 s, the median of 5 earlier run(s)",
     "Mann-Whitney U, p = 0.004",
     # the driver upgrade: the change with its 95 % interval and what changed
@@ -297,12 +298,14 @@ def test_a_refused_or_unreachable_webhook_names_its_host_never_its_secret_url(cf
     assert store.alerts_already_sent(RUN, "webhook") == set()
 
 
-def test_a_slack_message_keeps_within_slacks_block_limit():
+def test_a_slack_message_keeps_within_slacks_block_limit_and_escapes_its_markup():
     at = dt.datetime.now(dt.UTC)
-    many = [alerts.quarantined(RUN, {"host": f"h{i}", "reason": "xid 79", "at": at}, LINKS) for i in range(60)]
+    reason = "XID 79 <fallen off the bus> & reset"
+    many = [alerts.quarantined(RUN, {"host": f"h{i}", "reason": reason, "at": at}, LINKS) for i in range(60)]
     message = alerts.slack_message(many)
     assert len(message["blocks"]) == alerts.SLACK_MAX_BLOCKS
     assert message["blocks"][-2]["text"]["text"] == "and 13 more: see the report"
+    assert "detail: XID 79 &lt;fallen off the bus&gt; &amp; reset" in message["blocks"][1]["text"]["text"]
 
 
 def set_connections(monkeypatch, mailbox: Mailbox | None, webhook_url: str | None) -> None:
