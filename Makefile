@@ -2,6 +2,8 @@
 #   make demo   run the cifar10_benchmark DAG once through Airflow (SQLite, CPU, synthetic data)
 #   make test   lint (ruff, mypy) and the whole test suite (what CI runs)
 #   make lint   ruff check, ruff format --check, mypy on the core, plugins/ and dags/
+#   make doctor     is this host ready to measure? one line per check; exit status 1 when it cannot
+#   make gpu-check  GPU acceptance: doctor, then pytorch, pytorch-graph and jax on one GPU against issue 19's goals
 
 PYTHON ?= python3.11
 VENV := .venv
@@ -19,7 +21,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 DEMO_CONF := {"epochs": 2, "train_images": 2000, "device_sets": ["cpu", "cpu:2"], "repeats": 2, "warmup": 0}
 REFERENCE_LOG := include/reference/000_8ad6f2660727c232.txt
 
-.PHONY: demo test lint setup envs airflow-init clean
+.PHONY: demo test lint setup envs airflow-init clean doctor gpu-check
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +67,12 @@ lint: $(BIN)/.installed
 
 test: lint setup
 	$(BIN)/python -m pytest -q
+
+doctor: $(BIN)/.installed
+	$(BIN)/python -m trainbench doctor
+
+gpu-check: $(BIN)/.installed
+	$(BIN)/python -m trainbench gpu-check
 
 clean:
 	rm -rf $(VENV) .envs $(AIRFLOW_HOME) output

@@ -203,8 +203,9 @@ def test_the_output_folder_must_be_writable(tmp_path):
     assert checks_of(cfg)["output folder"].status == doctor.PASS
     (tmp_path / "blocked").write_text("")
     blocked = dataclasses.replace(cfg, output_dir=tmp_path / "blocked" / "output")
-    found = doctor._output(blocked)
-    assert found.status == doctor.FAIL and "is not writable" in found.detail and "[paths] output_dir" in found.fix
+    found = {c.name: c for c in doctor.run(blocked)}
+    assert found["output folder"].status == doctor.FAIL and "is not writable" in found["output folder"].detail
+    assert "[paths] output_dir" in found["output folder"].fix
 
 
 def test_the_results_database_reachable_and_migrated(tmp_path):
@@ -220,6 +221,10 @@ def test_the_results_database_reachable_and_migrated(tmp_path):
     assert found.status == doctor.FAIL and "'ffff'" in found.detail and "update trainbench" in found.fix
     ok = checks_of(configured(tmp_path))["results database"]
     assert ok.status == doctor.PASS and ok.detail.endswith("reachable, migrations at head (0010)")
+    (tmp_path / "file").write_text("")
+    blocked = configured(tmp_path, database_url=f"sqlite:///{tmp_path / 'file' / 'results.db'}")
+    found = checks_of(blocked)["results database"]
+    assert found.status == doctor.FAIL and found.detail.endswith("results.db: File exists") and "writable" in found.fix
 
 
 def test_the_cli_exit_status_says_whether_the_host_can_measure(tmp_path):

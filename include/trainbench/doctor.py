@@ -360,6 +360,8 @@ def _database(config: Config) -> Check:
         engine = open_store(config.database_url).engine
         with engine.connect() as conn:
             current = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+    except OSError as exc:  # an SQLite file's folder that cannot be made
+        return Check("results database", FAIL, f"{url}: {exc.strerror or exc}", f"make its folder writable, or {where}")
     except sqlalchemy.exc.SQLAlchemyError as exc:
         first = next((l.strip() for l in str(exc).splitlines() if l.strip()), type(exc).__name__)
         return Check("results database", FAIL, f"{url}: {first}", f"check the server, its credentials and {where}")

@@ -68,7 +68,7 @@ def main(config: Config, host: str, nvml=None, repeats: int = REPEATS, warmup: i
     except Exception:  # NVML fails: the doctor says how
         gpus = ()
     settings = settings_for(config, bool(gpus), repeats, warmup)
-    checks = doctor.run(config, host, nvml if gpus else None, settings)
+    checks = doctor.run(own_folder(config), host, nvml if gpus else None, settings)
     for check in checks:
         out(check.line())
     if not doctor.can_measure(checks):
@@ -83,6 +83,7 @@ def main(config: Config, host: str, nvml=None, repeats: int = REPEATS, warmup: i
 
 
 def own_folder(config: Config) -> Config:
+    """The configuration with the check's own output folder and database (the doctor checks these too)."""
     folder = config.output_dir / "gpu_check"
     return dataclasses.replace(config, output_dir=folder, database_url=f"sqlite:///{folder / 'results.db'}")
 
@@ -213,12 +214,12 @@ def _median_goal(
 
 
 def _cv_goal(rows: list[Result], fw: str, key: str, name: str, limit: float) -> Goal:
-    figure, goal = f"{fw}: repeat CV of {name}", f"<= {limit:.0%}"
+    figure, goal = f"{fw}: repeat CV of {name}", f"<= {limit * 100:g} %"
     counted, why = _counted(rows, fw)
     spread = cases.Spread.of(f[key] for f in counted)
     if spread.cv is None:
         return Goal(figure, goal, why or f"{spread.n} counted repeat(s): a CV needs 2", NOT_MEASURED)
-    return _judged(figure, goal, spread.cv, limit, f"{spread.cv:.2%} over {spread.n} repeats")
+    return _judged(figure, goal, spread.cv, limit, f"{spread.cv * 100:.2f} % over {spread.n} repeats")
 
 
 def _memory_goal(rows: list[Result], fw: str) -> Goal:
@@ -229,7 +230,9 @@ def _memory_goal(rows: list[Result], fw: str) -> Goal:
         why = why or "no accounting figure: accounting mode off and not root (`nvidia-smi -am 1`)"
         return Goal(figure, goal, why, NOT_MEASURED)
     worst = max(both, key=lambda f: f["memory_gap"])
-    measured = f"{worst['memory_gap']:.2%} at worst ({worst['sampled_mib']:.1f} vs {worst['accounting_mib']:.1f} MiB)"
+    measured = (
+        f"{worst['memory_gap'] * 100:.2f} % at worst ({worst['sampled_mib']:.1f} vs {worst['accounting_mib']:.1f} MiB)"
+    )
     return _judged(figure, goal, worst["memory_gap"], 0.01, measured)
 
 
