@@ -53,6 +53,11 @@ class FailingNvml(StandInNvml):
         raise RuntimeError("NVML_ERROR_GPU_IS_LOST")
 
 
+def test_a_check_s_status_is_one_of_three():
+    with pytest.raises(ValueError, match=r"check 'nvml': status 'ok'; accepted: \['pass', 'warn', 'fail'\]"):
+        doctor.Check("nvml", "ok", "")
+
+
 def test_a_cpu_host_with_its_framework_can_measure(tmp_path):
     cfg = config.load(write_config(tmp_path))
     checks = doctor.run(cfg, "gpu")
@@ -106,7 +111,8 @@ def test_gpu_host_nvml_and_device_sets(tmp_path):
 def test_each_gpu_s_health(tmp_path, fault, problem):
     cfg = configured(tmp_path, CUDA_TORCH, dataset="synthetic")
     healthy = checks_of(cfg, gpus(1))
-    assert healthy["gpu 0 health"].status == doctor.PASS and doctor.can_measure(list(healthy.values()))
+    assert healthy["gpu 0 health"].line() == "PASS  gpu 0 health: GPU-0aaa-0000: no problem NVML reports"
+    assert doctor.can_measure(list(healthy.values()))
     sick = checks_of(cfg, gpus(1, **fault))
     assert sick["gpu 0 health"].status == doctor.FAIL and problem in sick["gpu 0 health"].detail
     assert not doctor.can_measure(list(sick.values()))

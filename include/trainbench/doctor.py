@@ -22,7 +22,7 @@ from trainbench.config import Config, Settings, shown_url
 from trainbench.devices import Inventory, discover, load_nvml
 from trainbench.errors import ConfigError
 from trainbench.frameworks import interpreters
-from trainbench.measure import environ
+from trainbench.measure import environ, health
 from trainbench.pipeline import REAL_DATA_HELP
 from trainbench.planning import DEFAULT_HOST, Case, DeviceSet, TrainingJob, plan
 from trainbench.trainers import cifar10
@@ -180,8 +180,6 @@ def _device_sets(settings: Settings, inventory: Inventory, host: str) -> tuple[C
 
 
 def _health(nvml, index: int) -> Check:
-    from trainbench.measure import health
-
     snap = health.snapshot(nvml, nvml.nvmlDeviceGetHandleByIndex(index))
     problems = health.problems(snap)
     if problems:
@@ -192,7 +190,7 @@ def _health(nvml, index: int) -> Check:
             "drain this host and look at the GPU (`nvidia-smi -q -i N`, the kernel log's XID lines); a reset "
             "(`nvidia-smi -r`) or a replacement clears it",
         )
-    return Check(f"gpu {index} health", PASS, "no ECC, retired/remapped memory, XID or PCIe link problem")
+    return Check(f"gpu {index} health", PASS, f"{snap['uuid']}: no problem NVML reports")
 
 
 def _persistence(inventory: Inventory) -> Check:
