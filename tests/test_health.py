@@ -1,10 +1,20 @@
 """GPU health: each fault injected through the NVML stand-in, what it makes of a repeat and of its host."""
 
+import dataclasses
+import itertools
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
 import pytest
 
+from trainbench import config, devices, pipeline
+from trainbench.frameworks import Interpreter
 from trainbench.measure import health
+from trainbench.store.results import ResultStore
 
-from nvml_standin import Device, StandInNvml
+from conftest import write_config
+from nvml_standin import Device, StandInNvml, log_host
 
 
 def gpu(**faults) -> tuple[StandInNvml, Device]:
@@ -116,3 +126,168 @@ def test_xid_events_are_drained_and_only_those_of_the_gpu_are_faults():
     assert health.new_faults(snap, {**snap, "xid_events": [43, 79]}) == [
         "GPU-dddd-3333: XID 79 (see NVIDIA's XID catalogue)"
     ]
+
+
+NEON_OUTPUT = """\
+import sys, time
+time.sleep(0.5)
+for epoch in range(2):
+    print(f"Epoch {epoch}   [Train |####|   8/8   batches, 1.5{epoch} cost, 0.2{epoch}s]")
+print("Misclassification error = 31.2%")
+sys.exit(EXIT)
+"""
+
+
+def trainer(folder: Path, exit_status: int = 0) -> Path:
+    """neon's example script as the harness reads it (the neon entry runs any script, on a GPU set too)."""
+    script = folder / f"cifar10_conv_{exit_status}.py"
+    script.write_text(NEON_OUTPUT.replace("EXIT", str(exit_status)))
+    return script
+
+
+@pytest.fixture
+def host(tmp_path):
+    """A GPU host (the original log's, GPU 2 measured) running a stand-in trainer that ends ok."""
+    cfg = config.load(
+        write_config(tmp_path, neon={"python": sys.executable, "script": str(trainer(tmp_path))}, frameworks=["neon"])
+    )
+    cfg = dataclasses.replace(cfg, measurement=config.Measurement(idle_wait_s=0))
+    nvml = log_host()
+    inv = devices.discover(nvml=nvml).to_dict()
+    dataset = {"kind": "synthetic", "data_dir": str(tmp_path / "data")}
+    settings = cfg.settings.overridden(device_sets=["2", "cpu"])
+    pipeline.start_run(cfg, RUN, cfg.settings)
+    return SimpleNamespace(
+        cfg=cfg,
+        nvml=nvml,
+        gpu=nvml.devices[2],
+        specs=pipeline.plan_matrix(settings, inv, dataset),
+        other=pipeline.plan_matrix(settings, inv, dataset, host="other"),
+        db=ResultStore(cfg.database_url),
+    )
+
+
+RUN = "health-run"
+WAIT = pipeline.runner.Launch.wait
+
+
+def during(monkeypatch, change):
+    """Apply `change` once the trainer runs (after the monitors read their baselines, before they stop)."""
+
+    def wait(self):
+        change()
+        return WAIT(self)
+
+    monkeypatch.setattr(pipeline.runner.Launch, "wait", wait)
+
+
+def measure(h, spec, cfg=None):
+    return pipeline.run_case(cfg or h.cfg, RUN, spec, log=lambda m: None, nvml=h.nvml)
+
+
+def test_a_healthy_repeat_is_ok_with_its_health_in_the_row(host):
+    gpu_spec, _ = host.specs
+    r = measure(host, gpu_spec)
+    assert r.status == "ok" and r.error is None
+    (g,) = r.telemetry["gpus"]
+    h = g["health"]
+    assert h["faults"] == [] and h["throttle_share"] == {} and h["throttle_samples"] >= 2
+    assert h["throttle_method"] == "share of telemetry samples with the reason's bit set"
+    assert h["before"]["pcie_width"] == 16 and h["after"]["xid_events"] == [] and h["after"]["pcie_gen_under_load"] == 5
+    assert host.db.quarantines(RUN) == []
+
+
+@pytest.mark.parametrize(
+    "fault, reason",
+    [
+        ({"ecc_uncorrected": 1}, "1 new uncorrectable ECC error(s)"),
+        ({"retired_pages": (0, 1)}, "1 new retired page(s)"),
+        ({"retirement_pending": True}, "page retirement pending"),
+        ({"remapped_rows": (0, 0, False, True)}, "row remapping failed"),
+        ({"xids": [79]}, "XID 79"),
+        ({"pcie": (5, 5, 8, 16)}, "PCIe link x8 of x16"),
+    ],
+)
+def test_a_fault_during_a_repeat_taints_it_and_quarantines_the_host(host, monkeypatch, fault, reason):
+    during(monkeypatch, lambda: [setattr(host.gpu, k, v) for k, v in fault.items()])
+    r = measure(host, host.specs[0])
+    assert r.status == "tainted" and r.error.startswith(f"GPU health: GPU-cccc-2222: {reason}")
+    (q,) = host.db.quarantines(RUN)
+    assert q["host"] == "gpu" and q["reason"].startswith(f"GPU-cccc-2222: {reason}")
+    (row,) = host.db.rows(RUN)
+    assert row["status"] == "tainted" and row["error"] == r.error
+
+
+@pytest.mark.parametrize(
+    "fault, reason",
+    [
+        ({"retirement_pending": True}, "page retirement pending: reset the GPU"),
+        ({"remapped_rows": (0, 0, False, True)}, "row remapping failed (no spare rows left)"),
+        ({"pcie": (5, 5, 8, 16)}, "PCIe link x8 of x16: reseat"),
+    ],
+)
+def test_a_gpu_unhealthy_before_the_repeat_is_not_measured_and_its_host_quarantined(host, monkeypatch, fault, reason):
+    launched = []
+    during(monkeypatch, lambda: launched.append(True))
+    for k, v in fault.items():
+        setattr(host.gpu, k, v)
+    r = measure(host, host.specs[0])
+    assert r.status == "unavailable" and r.error.startswith(f"GPU health: GPU-cccc-2222: {reason}")
+    assert launched == [] and host.db.quarantined(RUN, "gpu").startswith(f"GPU-cccc-2222: {reason}")
+
+
+def test_a_link_below_its_generation_is_measured_but_tainted_when_it_stays_there_under_load(host):
+    """A link at a low generation before the repeat may only be saving power; it is a fault when load does not
+    raise it."""
+    host.gpu.pcie = (3, 5, 16, 16)
+    r = measure(host, host.specs[0])
+    assert r.status == "tainted" and r.error == "GPU health: GPU-cccc-2222: PCIe gen 3 of 5 under load"
+    assert host.db.quarantined(RUN, "gpu") == "GPU-cccc-2222: PCIe gen 3 of 5 under load"
+
+
+def test_thermal_throttling_beyond_the_share_taints_the_repeat_without_quarantine(host, monkeypatch):
+    during(monkeypatch, lambda: setattr(host.gpu, "reasons", 0x40))
+    r = measure(host, host.specs[0])
+    share = r.telemetry["gpus"][0]["health"]["throttle_share"]["hw_thermal_slowdown"]
+    assert r.status == "tainted" and share > 0.05
+    assert r.error == f"GPU health: GPU-cccc-2222: hw_thermal_slowdown in {share * 100:.0f} % of samples (> 5 %)"
+    assert host.db.quarantines(RUN) == []
+
+
+def test_throttling_within_the_share_or_for_a_reason_not_configured_stays_ok(host, monkeypatch):
+    calls = itertools.count()
+    host.gpu.reasons = lambda t: 0x40 if next(calls) % 4 == 0 else 0
+    lenient = dataclasses.replace(host.cfg, health=config.Health(max_throttle_share=0.5))
+    r = measure(host, host.specs[0], lenient)
+    assert r.status == "ok" and 0 < r.telemetry["gpus"][0]["health"]["throttle_share"]["hw_thermal_slowdown"] <= 0.5
+    host.gpu.reasons = 0x4
+    not_thermal = dataclasses.replace(host.cfg, health=config.Health(taint_reasons=("hw_thermal_slowdown",)))
+    r = measure(host, host.specs[0], not_thermal)
+    assert r.status == "ok" and r.telemetry["gpus"][0]["health"]["throttle_share"] == {"sw_power_cap": 1.0}
+
+
+def test_a_failed_repeat_keeps_its_status_and_names_the_fault_too(host, monkeypatch, tmp_path):
+    neon = Interpreter("neon", sys.executable, options={"script": str(trainer(tmp_path, 3))})
+    crashing = dataclasses.replace(host.cfg, interpreters={**host.cfg.interpreters, "neon": neon})
+    during(monkeypatch, lambda: setattr(host.gpu, "ecc_uncorrected", 2))
+    r = measure(host, host.specs[0], crashing)
+    assert r.status == "crashed" and r.error.startswith("exit status 3")
+    assert r.error.endswith("\nGPU health: GPU-cccc-2222: 2 new uncorrectable ECC error(s)")
+    assert host.db.quarantined(RUN, "gpu") == "GPU-cccc-2222: 2 new uncorrectable ECC error(s)"
+
+
+def test_a_quarantined_host_measures_nothing_more_in_the_run_the_other_hosts_go_on(host, monkeypatch):
+    during(monkeypatch, lambda: setattr(host.gpu, "xids", [79]))
+    gpu_spec, cpu_spec = host.specs
+    assert measure(host, gpu_spec).status == "tainted"
+    launched = []
+    during(monkeypatch, lambda: launched.append(True))
+    for spec in (gpu_spec, cpu_spec):
+        r = measure(host, spec)
+        assert r.status == "unavailable"
+        assert r.error == "host gpu quarantined in this run: GPU-cccc-2222: XID 79 (see NVIDIA's XID catalogue)"
+    assert launched == []
+    other_cpu = host.other[1]
+    assert measure(host, other_cpu).status == "ok" and launched == [True]
+    pipeline.start_run(host.cfg, "next-week", host.cfg.settings)
+    assert pipeline.run_case(host.cfg, "next-week", gpu_spec, log=lambda m: None, nvml=host.nvml).status == "ok"

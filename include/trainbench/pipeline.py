@@ -20,7 +20,7 @@ from trainbench.config import Config, ConfigError, Settings, shown_url
 from trainbench.devices import Inventory, discover, load_nvml
 from trainbench.errors import NoRetry
 from trainbench.frameworks import interpreters
-from trainbench.measure import clocks, environ, idle, memory, outcome, phases, protocol, runner, sampling
+from trainbench.measure import clocks, environ, health, idle, memory, outcome, phases, protocol, runner, sampling
 from trainbench.planning import DEFAULT_HOST, CaseSpec, TrainingJob, plan
 from trainbench.result import Result
 from trainbench.store import run_folder
@@ -141,12 +141,18 @@ def run_case(
     """Train one case in its framework's interpreter, measure it, and store the result.
 
     A busy GPU raises `DeviceBusy` so the caller can retry later; on the final attempt the
-    case is stored as `busy` instead.  `nvml` replaces the NVML library (tests without GPUs).
+    case is stored as `busy` instead.  A host quarantined in this run (by the doctor, or by a
+    GPU that turned unhealthy) measures nothing more: each of its cases is `unavailable`.
+    `nvml` replaces the NVML library (tests without GPUs).
     """
     m = _begin(config, run_id, spec, log, nvml)
     replayed = _replay_raw(m)
     if replayed is not None:
         return replayed
+    host = spec.case.host
+    reason = store(config).quarantined(run_id, host)
+    if reason is not None:
+        return _finish(m, "unavailable", f"host {host} quarantined in this run: {reason}")
     try:
         launch_spec = frameworks.launch_spec(config.interpreter(spec.case.framework), spec.case, spec.job)
     except frameworks.Unavailable as exc:
@@ -212,6 +218,9 @@ def _monitors(m: _Measuring, final_attempt: bool) -> list:
             m.inventory.gpu(uuid)
     except LookupError as exc:
         raise _NotRun("unavailable", f"planned on another host: {exc}") from None
+    problems = health.gpu_problems(m.nvml, ds.gpu_uuids)
+    if problems:
+        raise _NotRun("unavailable", "GPU health: " + _quarantine(m, problems))
     cfg = m.config.measurement
     reasons = idle.wait_until_idle(
         m.nvml,
@@ -274,6 +283,10 @@ def _launch(
             m.clock_lock = clocks.restore(m.nvml, m.clock_lock)
     _record(m.result, proc, launch_spec.parse(proc.stdout_lines), m.spec, m.clock_lock)
     r = m.result
+    faults, throttled = health.judge(proc.monitors.get("gpus", []), m.config.health)
+    if faults:
+        _quarantine(m, faults)
+    r.status, r.error = outcome.taint(r.status, r.error, faults + throttled)
     m.log(
         f"{label}: {r.status} in {proc.wall_s:.2f} s (user {proc.user_s:.2f} s, sys {proc.sys_s:.2f} s)"
         + (f", peak memory {r.peak_mem_mib:.0f} MiB ({r.peak_mem_method})" if r.peak_mem_mib is not None else "")
@@ -315,6 +328,15 @@ def _record(
         figures["peak_mem_method"],
         figures["devices"],
     )
+
+
+def _quarantine(m: _Measuring, reasons: list[str]) -> str:
+    """Stop the case's host measuring for the rest of the run; returns the reasons."""
+    text = "; ".join(reasons)
+    host = m.spec.case.host
+    kept = store(m.config).quarantine(m.result.run_id, host, text)
+    m.log(f"{m.spec.case.label}: host {host} quarantined for this run: {kept}")
+    return text
 
 
 def _finish(m: _Measuring, status: str, error: str) -> Result:

@@ -12,6 +12,9 @@ highest generation the GPU monitor saw while the GPU was not idle.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from trainbench.config import Health
 from trainbench.devices import optional
 
 # XIDs a trainer causes itself (illegal address, MMU fault, stopped by the application,
@@ -87,6 +90,11 @@ def problems(snap: dict) -> list[str]:
     return found + _width_problem(gpu, snap)
 
 
+def gpu_problems(nvml, uuids: Sequence[str]) -> list[str]:
+    """Every problem of these GPUs now."""
+    return [p for uuid in uuids for p in problems(snapshot(nvml, nvml.nvmlDeviceGetHandleByUUID(uuid)))]
+
+
 def _rose(name: str, before: dict, after: dict) -> int:
     b, a = before.get(name), after.get(name)
     return a - b if a is not None and b is not None and a > b else 0
@@ -154,3 +162,21 @@ class XidWatcher:
         if self._set is not None:
             optional(self.nvml.nvmlEventSetFree, self._set)
             self._set = None
+
+
+def throttling(gpu: dict, max_share: float, reasons: tuple[str, ...]) -> list[str]:
+    """The taint reasons one GPU of a row spent more than `max_share` of its telemetry samples under."""
+    shares = (gpu.get("health") or {}).get("throttle_share", {})
+    return [
+        f"{gpu['uuid']}: {name} in {shares[name] * 100:.0f} % of samples (> {max_share * 100:g} %)"
+        for name in reasons
+        if shares.get(name, 0) > max_share
+    ]
+
+
+def judge(gpus: list[dict], limits: Health) -> tuple[list[str], list[str]]:
+    """A repeat's GPUs (its telemetry's "gpus"): the faults that quarantine their host, and the throttling
+    that, like a fault, keeps the repeat out of statistics."""
+    faults = [f for gpu in gpus for f in (gpu.get("health") or {}).get("faults", [])]
+    throttled = [t for gpu in gpus for t in throttling(gpu, limits.max_throttle_share, limits.taint_reasons)]
+    return faults, throttled

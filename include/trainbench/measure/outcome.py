@@ -15,7 +15,7 @@ import signal
 from trainbench.measure.protocol import TrainerReport, parse_line
 from trainbench.measure.runner import ProcessResult
 
-STATUSES = ("ok", "crashed", "timeout", "killed", "oom", "unsupported", "unavailable", "busy")
+STATUSES = ("ok", "tainted", "crashed", "timeout", "killed", "oom", "unsupported", "unavailable", "busy")
 STOPPED_BY_AIRFLOW = "killed by Airflow"  # how a `killed` row's error starts when Airflow stopped its task
 OOM_TEXT = re.compile(
     r"out of memory|OutOfMemoryError|CUDA_ERROR_OUT_OF_MEMORY|RESOURCE_EXHAUSTED|cudaErrorMemoryAllocation|"
@@ -42,6 +42,17 @@ def cap(text: str, head: int = ERROR_HEAD, tail: int = ERROR_TAIL) -> str:
     first = raw[:head].decode(errors="ignore")
     last = raw[len(raw) - tail :].decode(errors="ignore")
     return f"{first}\n[... {len(raw) - head - tail} bytes omitted ...]\n{last}"
+
+
+def taint(status: str, error: str | None, reasons: list[str]) -> tuple[str, str | None]:
+    """A repeat measured on an unhealthy or throttled GPU: an `ok` one is `tainted` (its numbers describe the
+    GPU's trouble, not the software), another keeps its status; the error names the reasons either way."""
+    if not reasons:
+        return status, error
+    why = "GPU health: " + "; ".join(reasons)
+    if status == "ok":
+        return "tainted", why
+    return status, cap(f"{error}\n{why}" if error else why)
 
 
 def error_excerpt(result: ProcessResult) -> str:

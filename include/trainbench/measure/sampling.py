@@ -14,6 +14,7 @@ import threading
 import psutil
 
 from trainbench.devices import optional
+from trainbench.measure import health
 from trainbench.measure.memory import NVML_SAMPLED
 from trainbench.units import MIB
 
@@ -103,6 +104,8 @@ THROTTLE_REASONS = {
     0x80: "hw_power_brake_slowdown",
     0x100: "display_clock_setting",
 }
+GPU_IDLE = 0x1
+THROTTLE_METHOD = "share of telemetry samples with the reason's bit set"
 
 
 class GpuMonitor(_Sampler):
@@ -113,6 +116,11 @@ class GpuMonitor(_Sampler):
     the CUDA context and NCCL buffers, a real cost to the user that allocator peaks omit.
     When NVML accounting mode is on (or can be turned on, as root), the per-process
     high-water marks of the trainer's process tree are summed per device as well.
+
+    Health (trainbench.measure.health) is read per device before launch and after exit;
+    between them each telemetry sample drains XID events, notes the PCIe generation while
+    the GPU is not idle, and counts the throttle reason bits set: a reason's share is the
+    share of telemetry samples with its bit set.
     """
 
     def __init__(
@@ -150,6 +158,11 @@ class GpuMonitor(_Sampler):
         self.max_temp = [None] * n
         self.max_power = [None] * n
         self.reasons = [0] * n
+        self.reason_counts = [dict.fromkeys(THROTTLE_REASONS, 0) for _ in range(n)]
+        self.reason_samples = [0] * n
+        self.pcie_gen_under_load: list[int | None] = [None] * n
+        self.health_before = [health.snapshot(self.nvml, h) for h in self.handles]
+        self.xids = [health.XidWatcher(self.nvml, h) for h in self.handles]
 
     def sample(self) -> None:
         for i, h in enumerate(self.handles):
@@ -172,8 +185,44 @@ class GpuMonitor(_Sampler):
             power = optional(nvml.nvmlDeviceGetPowerUsage, h)
             if power is not None:
                 self.max_power[i] = max(power / 1000, self.max_power[i] or 0)
-            self.reasons[i] |= optional(reasons_call, h) or 0
+            reasons = optional(reasons_call, h)
+            if reasons is not None:
+                self._count_reasons(i, h, reasons)
+            self.xids[i].poll()
         self.pids.update(p.pid for p in process_tree(self.pid))
+
+    def _count_reasons(self, i: int, h, reasons: int) -> None:
+        self.reasons[i] |= reasons
+        self.reason_samples[i] += 1
+        for bit in THROTTLE_REASONS:
+            if reasons & bit:
+                self.reason_counts[i][bit] += 1
+        if not reasons & GPU_IDLE:
+            gen = optional(self.nvml.nvmlDeviceGetCurrPcieLinkGeneration, h)
+            if gen is not None:
+                self.pcie_gen_under_load[i] = max(gen, self.pcie_gen_under_load[i] or gen)
+
+    def _health(self, i: int, h) -> dict:
+        """Before and after snapshots, what happened between them, and the faults that makes."""
+        watcher = self.xids[i]
+        watcher.poll()
+        watcher.close()
+        samples = self.reason_samples[i]
+        after = health.snapshot(self.nvml, h) | {
+            "xid_events": watcher.events,
+            "pcie_gen_under_load": self.pcie_gen_under_load[i],
+        }
+        return {
+            "before": self.health_before[i],
+            "after": after,
+            "xid_error": watcher.error,
+            "faults": health.new_faults(self.health_before[i], after),
+            "throttle_share": {
+                THROTTLE_REASONS[bit]: count / samples for bit, count in self.reason_counts[i].items() if count
+            },
+            "throttle_method": THROTTLE_METHOD,
+            "throttle_samples": samples,
+        }
 
     def _accounted_peak(self, h) -> float | None:
         pids = set(optional(self.nvml.nvmlDeviceGetAccountingPids, h) or []) & self.pids
@@ -209,6 +258,7 @@ class GpuMonitor(_Sampler):
                     if e1 is not None and self.energy0[i] is not None
                     else None,
                     "throttle_reasons": [name for bit, name in THROTTLE_REASONS.items() if self.reasons[i] & bit],
+                    "health": self._health(i, h),
                 }
             )
         return {
