@@ -71,8 +71,11 @@ test: lint setup
 doctor: $(BIN)/.installed
 	$(BIN)/python -m trainbench doctor
 
-gpu-check: $(BIN)/.installed
-	$(BIN)/python -m trainbench gpu-check
+# A GPU host often has the frameworks' interpreter and no venv (README: GPU acceptance): then that interpreter,
+# with the core's few pure wheels on PYTHONPATH, e.g. make gpu-check GPU_CHECK_PYTHON=/opt/torch/.venv/bin/python3
+GPU_CHECK_PYTHON ?= $(if $(wildcard $(BIN)/.installed),$(BIN)/python,python3)
+gpu-check:
+	PYTHONPATH=$(CURDIR)/include$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_CHECK_PYTHON) -m trainbench gpu-check
 
 clean:
 	rm -rf $(VENV) .envs $(AIRFLOW_HOME) output
