@@ -98,6 +98,8 @@ def test_gpu_host_nvml_and_device_sets(tmp_path):
     assert found["nvml"].status == doctor.PASS
     assert found["nvml"].detail == "driver 580.65.06, CUDA 13.0, 2 GPU(s): NVIDIA H200"
     assert found["device sets"].detail == "0, 0,1 (2 cases per repeat)"
+    every = checks_of(configured(tmp_path, CUDA_TORCH), gpus(3), device_sets=("all",), dataset="synthetic")
+    assert every["device sets"].detail == "7 sets: 0,1,2, 0,1, 0,2, 1,2, 0, 1, ... (7 cases per repeat)"
 
 
 @pytest.mark.parametrize(
@@ -115,6 +117,7 @@ def test_each_gpu_s_health(tmp_path, fault, problem):
     assert doctor.can_measure(list(healthy.values()))
     sick = checks_of(cfg, gpus(1, **fault))
     assert sick["gpu 0 health"].status == doctor.FAIL and problem in sick["gpu 0 health"].detail
+    assert "`nvidia-smi -q -i 0`" in sick["gpu 0 health"].fix
     assert not doctor.can_measure(list(sick.values()))
 
 

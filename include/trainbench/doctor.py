@@ -30,6 +30,7 @@ from trainbench.trainers import cifar10
 PASS, WARN, FAIL = "pass", "warn", "fail"
 STATUSES = (PASS, WARN, FAIL)
 PROBE_TIMEOUT_S = 40.0  # importing torch on a cold GPU host takes 4-6 s; the doctor's whole budget is 60 s
+SHOWN_SETS = 6  # "all" on an 8-GPU host is 255 sets: the line names the first few
 NO_NVML = ("ImportError", "ModuleNotFoundError", "NVMLError_LibraryNotFound")  # no NVIDIA stack: a CPU host
 # One interpreter start per framework: its version, whether it is a CUDA build, how many GPUs it sees (the
 # launch's CUDA_VISIBLE_DEVICES applies) and, where multi-GPU sets need it, its NCCL.
@@ -176,7 +177,8 @@ def _device_sets(settings: Settings, inventory: Inventory, host: str) -> tuple[C
             "device sets", FAIL, str(exc), "name device sets this host has (`python -m trainbench devices`)"
         ), []
     sets = list(dict.fromkeys(c.device_set.text for c in cases))
-    return Check("device sets", PASS, f"{', '.join(sets)} ({len(cases)} cases per repeat)"), cases
+    shown = ", ".join(sets) if len(sets) <= SHOWN_SETS else f"{len(sets)} sets: {', '.join(sets[:SHOWN_SETS])}, ..."
+    return Check("device sets", PASS, f"{shown} ({len(cases)} cases per repeat)"), cases
 
 
 def _health(nvml, index: int) -> Check:
@@ -187,8 +189,7 @@ def _health(nvml, index: int) -> Check:
             f"gpu {index} health",
             FAIL,
             "; ".join(problems),
-            "drain this host and look at the GPU (`nvidia-smi -q -i N`, the kernel log's XID lines); a reset "
-            "(`nvidia-smi -r`) or a replacement clears it",
+            f"drain this host and do what each problem says (`nvidia-smi -q -i {index}` shows the GPU)",
         )
     return Check(f"gpu {index} health", PASS, f"{snap['uuid']}: no problem NVML reports")
 
