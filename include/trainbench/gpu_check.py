@@ -3,9 +3,10 @@ size, judged against issue 19's goals, printed as a table and written as JSON.
 
 Core only (no Airflow, no Great Expectations), so it runs on a GPU host that has the frameworks and little else
 (README: GPU acceptance).  Its rows go to a run of its own in a folder and SQLite database of their own
-(`<output_dir>/gpu_check/`): an acceptance run never enters the fleet's history or verdicts.  On one H200 a
-round of the three (PyTorch eager ~23 s, JAX ~14 s, graph ~14 s) takes about a minute, so a warm-up and four
-repeats with the doctor finish in about five of the eight minutes allowed.
+(`<output_dir>/gpu_check/`): an acceptance run never enters the fleet's history or verdicts.  By the runs
+measured on an H200 before (PyTorch eager 21-26 s, JAX 12-16 s, the CUDA-graph step ~0.2 s an epoch) a round of
+the three takes about a minute, so a warm-up and four repeats leave room in the eight minutes allowed (and four
+repeats give a CV); the table's last line is the time it took.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ PASS, FAIL, NOT_MEASURED, NOT_APPLICABLE = "pass", "fail", "not measured", "n/a"
 
 @dataclass(frozen=True)
 class Goal:
+    """One row of the table: `status` pass, fail, not measured (with why in `measured`) or n/a (not this GPU's goal)."""
+
     figure: str
     goal: str
     measured: str
