@@ -8,14 +8,20 @@ results: one row per framework x device set x repeat in the results database, an
 report laid out like the original hand-made log.
 
 Pipeline: the run's settings, resolved once; per fleet host (`[fleet] hosts`, one Celery queue
-and one single-slot worker each): discover devices -> prepare dataset -> plan the matrix (both
+and one single-slot worker each): pre-flight (the host doctor's checks: a host that cannot measure
+is quarantined for the run, its cases become `unavailable` naming the failed check, the other hosts
+go on) -> discover devices -> prepare dataset -> plan the matrix (both
 with the resolved settings) -> one `train` task per case
 x repeat, one at a time, on that host's queue, so two runs never share a device while
 hosts work in parallel -> collect -> validate (Great Expectations) -> detect regressions against
 history -> publish (Markdown like the log, HTML with charts, CSV, Parquet; updates the
 `trainbench_results` asset, so other DAGs can run on new results) -> regression gate (fails
 the run on a regression when `fail_on_regression` is set) -> check complete (fails the run
-when a case's task failed or was stopped, after everything it measured is published).
+when a case's task failed or was stopped, after everything it measured is published); after
+publishing, alerts: regressions, tainted repeats and quarantined hosts go out by email and
+Slack-compatible webhook (`[alerts]`, secrets in Airflow connections), and so does a failed run
+(the DAG's failure callback) and a run not finished `[alerts] late_after_hours` after its slot
+(a deadline alert).
 
 Defaults come from `trainbench.toml`; the trigger form overrides them per run.
 Runs weekly (Monday 03:00 UTC). A scheduled run that starts more than 6 hours late (the
@@ -32,6 +38,7 @@ from airflow.timetables.trigger import CronTriggerTimetable
 
 from trainbench import config
 from trainbench_airflow.errors import fail_without_retry
+from trainbench_airflow.notifiers import RunFailed, deadline
 from trainbench_airflow.operators import TrainCaseOperator
 
 CONFIG = config.load()
@@ -77,6 +84,8 @@ def logical_date(dag_run) -> dt.datetime:
     tags=["benchmark", "cifar10", "gpu"],
     default_args={"retries": 2, "retry_delay": dt.timedelta(minutes=2)},
     params=PARAMS,
+    on_failure_callback=RunFailed(CONFIG),
+    deadline=deadline(CONFIG),
 )
 def cifar10_benchmark():
     @task
@@ -99,6 +108,16 @@ def cifar10_benchmark():
         return run_settings(params, dag_run).as_dict()
 
     @task
+    def preflight(settings: dict, host: str, dag_run=None) -> dict:
+        """The host doctor on the host itself; it never fails the task, a host that cannot measure is quarantined."""
+        from trainbench import doctor
+
+        checked = doctor.preflight(config.load(), dag_run.run_id, host, config.Settings(**settings))
+        for check in checked["checks"]:
+            print(f"{check['status']:4} {check['name']}: {check['detail']}")
+        return checked
+
+    @task
     def discover_devices() -> dict:
         from trainbench import pipeline
 
@@ -106,9 +125,12 @@ def cifar10_benchmark():
 
     @task
     @fail_without_retry
-    def prepare_dataset(inventory: dict, settings: dict) -> dict:
+    def prepare_dataset(inventory: dict, settings: dict, checked: dict) -> dict:
+        """Not on a quarantined host (its data may be what failed): its cases are `unavailable` without it."""
         from trainbench import pipeline
 
+        if not checked["can_measure"]:
+            return {"kind": "none", "data_dir": ""}
         return pipeline.prepare_dataset(CONFIG, config.Settings(**settings), inventory)
 
     @task
@@ -155,6 +177,13 @@ def cifar10_benchmark():
         return pipeline.regression_gate(verdicts, params["fail_on_regression"])
 
     @task(trigger_rule="all_done")
+    def send_alerts(dag_run=None) -> dict:
+        """After publishing, so links open; a failed delivery retries and sends only what did not arrive."""
+        from trainbench_airflow.notifiers import send_run_alerts
+
+        return send_run_alerts(CONFIG, dag_run.run_id, dag_run.dag_id, log=print)
+
+    @task(trigger_rule="all_done")
     @fail_without_retry
     def check_complete(ti=None, run_id: str | None = None) -> dict:
         """Last: the run fails when a case's task failed or was stopped, after all it measured is published."""
@@ -176,8 +205,9 @@ def cifar10_benchmark():
     specs_per_host = []
     for host in CONFIG.hosts:  # everything that touches a host runs on its queue, one task at a time
         with TaskGroup(group_id=host):
+            checked = preflight.override(queue=host)(settings, host)
             devices = discover_devices.override(queue=host)()
-            dataset = prepare_dataset.override(queue=host)(devices, settings)
+            dataset = prepare_dataset.override(queue=host)(devices, settings, checked)
             specs = plan_matrix.override(queue=host)(devices, dataset, settings, host)
             trained = TrainCaseOperator.partial(
                 task_id="train",
@@ -188,7 +218,7 @@ def cifar10_benchmark():
                 retries=3,
                 retry_delay=dt.timedelta(seconds=CONFIG.retry_delay_s),
             ).expand(spec=specs)
-        start >> devices
+        checked >> devices
         trained >> collected
         specs_per_host.append(specs)
     validated = validate(specs_per_host)
@@ -197,6 +227,7 @@ def cifar10_benchmark():
     gate = regression_gate(verdicts)
     collected >> validated >> verdicts
     published >> gate >> check_complete()
+    published >> send_alerts()
 
 
 cifar10_benchmark()

@@ -11,7 +11,8 @@ in the environment it had.  Per case and metric (steady images/s, wall time): th
 and a verdict, `slower`, `faster`, `no change` or `inconclusive`.
 
 Publishes `environment_change.md` and `.html` in the run's folder and updates `trainbench_environment_verdicts`
-for downstream DAGs.
+for downstream DAGs; a verdict other than `no change`, a tainted repeat or a quarantined host is sent as an alert
+(`[alerts]`), and so is a failed run.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from airflow.sdk import AssetAny, Param, TaskGroup, dag, task
 from trainbench import config
 from trainbench_airflow import assets
 from trainbench_airflow.errors import fail_without_retry
+from trainbench_airflow.notifiers import RunFailed
 
 CONFIG = config.load()
 
@@ -36,6 +38,7 @@ CONFIG = config.load()
     doc_md=__doc__,
     tags=["benchmark", "environment"],
     default_args={"retries": 0},
+    on_failure_callback=RunFailed(CONFIG),
     params={
         "host": Param(
             None,
@@ -113,6 +116,13 @@ def environment_change():
         outlet_events[assets.ENVIRONMENT_VERDICTS].extra = {"run_id": dag_run.run_id, **found}
         return found
 
+    @task(trigger_rule="all_done", retries=2)
+    def send_alerts(dag_run=None) -> dict:
+        """A failed delivery retries and sends only what did not arrive."""
+        from trainbench_airflow.notifiers import send_run_alerts
+
+        return send_run_alerts(CONFIG, dag_run.run_id, dag_run.dag_id, log=print)
+
     changes = what_changed()
     started = start()
     changes >> started
@@ -128,6 +138,7 @@ def environment_change():
             )
         started >> gate
         measured >> report
+    report >> send_alerts()
 
 
 environment_change()

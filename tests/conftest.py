@@ -40,6 +40,7 @@ def write_config(
     retry_delay_s: float = 300,
     interpreters: dict[str, dict[str, str]] | None = None,
     environment_change: dict | None = None,
+    alerts: dict | None = None,
     name: str = "trainbench.toml",
     **benchmark,
 ) -> Path:
@@ -64,6 +65,7 @@ def write_config(
     lines += [f'database_url = "{database_url}"', "[fleet]", f"hosts = {hosts or ['gpu']!r}".replace("'", '"')]
     lines.append(f"retry_delay_s = {retry_delay_s}")
     lines += ["[environment_change]", *(f"{k} = {v!r}" for k, v in (environment_change or {}).items())]
+    lines += ["[alerts]", *(f"{k} = {json.dumps(v)}" for k, v in (alerts or {}).items())]
     entries = {fw: {"python": str(ENVS / fw / "bin" / "python")} for fw in ("pytorch", "mxnet", "jax")}
     for fw, values in {**entries, "neon": neon, **(interpreters or {})}.items():
         lines += [f"[frameworks.{fw}]", *(f'{k} = "{v}"' for k, v in values.items())]

@@ -93,9 +93,12 @@ class Deployment:
         neon_script: Path | None = None,
         retry_delay_s: float = 5,
         host_frameworks: dict[str, dict[str, dict[str, str]]] | None = None,
+        alerts: dict | None = None,
+        connections: dict[str, str] | None = None,
     ):
         """`host_frameworks` gives a host a trainbench.toml of its own ([frameworks] entries replaced), as a fleet
-        host whose interpreters differ has."""
+        host whose interpreters differ has; `alerts` is the [alerts] section and `connections` the Airflow
+        connections (id -> URI) every component sees, as AIRFLOW_CONN_<ID> variables."""
         self.home, self.hosts, self.port = home, hosts, free_port()
         self.procs: dict[str, subprocess.Popen] = {}
         self.commands: dict[str, tuple[list[str], dict]] = {}
@@ -109,6 +112,7 @@ class Deployment:
             "database_url": self.results.url,
             "retry_delay_s": retry_delay_s,
             "environment_change": {"min_repeats": 3, "cap": 5},
+            "alerts": alerts,
         }
         self.common = common
         self.config = write_config(home, **common)
@@ -133,6 +137,7 @@ class Deployment:
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
             "TRAINBENCH_CONFIG": str(self.config),
+            **{f"AIRFLOW_CONN_{conn_id.upper()}": uri for conn_id, uri in (connections or {}).items()},
         }
 
     def up(self) -> Deployment:

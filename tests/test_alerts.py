@@ -2,16 +2,10 @@
 
 import asyncio
 import datetime as dt
-import email
-import email.policy
-import http.server
 import json
-import socket
-import threading
 import types
 
 import pytest
-from aiosmtpd.controller import Controller
 from airflow.sdk import DAG
 from airflow.serialization.decoders import decode_deadline_alert
 from airflow.serialization.encoders import encode_deadline_alert
@@ -19,6 +13,7 @@ from airflow.serialization.enums import DagAttributeTypes as DAT
 from airflow.serialization.enums import Encoding
 from airflow.triggers.callback import CallbackTrigger
 
+from receivers import Mailbox, Webhook, free_port, receiver
 from trainbench import alerts, config
 from trainbench.alerts import DeliveryFailed, Links
 from trainbench.result import Result
@@ -57,51 +52,6 @@ LINK_LINES = (
     f"Benchmarks: {BASE}/trainbench/",
     f"DAG run: {BASE}/dags/cifar10_benchmark/runs/{QUOTED}",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Mailbox:
-    """An SMTP server keeping every message it accepts, parsed."""
-
-    def __init__(self):
-        self.messages: list[email.message.EmailMessage] = []
-        self.port = free_port()
-        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
-        return "250 OK"
-
-
-def receiver(status: int, answer: bytes, posts: list) -> http.server.ThreadingHTTPServer:
-    """An HTTP server on 127.0.0.1 keeping each POST's JSON body and answering `status` with `answer`."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(status)
-            self.end_headers()
-            self.wfile.write(answer)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
-class Webhook:
-    """A Slack-compatible webhook receiver: answers "ok" as Slack does."""
-
-    def __init__(self, server: http.server.ThreadingHTTPServer, posts: list):
-        self.posts = posts
-        self.url = f"http://127.0.0.1:{server.server_address[1]}/services/T0/B0/s3cret-token"
 
 
 @pytest.fixture
@@ -374,7 +324,7 @@ def test_a_failed_run_alert_is_sent_by_the_dags_failure_callback(cfg, mailbox, w
     assert len(webhook.posts) == 1
 
 
-def run_deadline_callback(cfg: config.Config, state: str) -> list:
+def run_deadline_callback(cfg: config.Config, state: str, run_type: str = "scheduled") -> list:
     """As Airflow runs a missed deadline: the DAG's alert serialized, its callback awaited by the triggerer's
     CallbackTrigger with the run in the context the scheduler adds."""
     alert = decode_deadline_alert(
@@ -382,7 +332,7 @@ def run_deadline_callback(cfg: config.Config, state: str) -> list:
     )
     context = {
         "dag_run": {"dag_run_id": RUN, "dag_id": "cifar10_benchmark", "logical_date": "2026-11-23T03:00:00Z"}
-        | {"state": state},
+        | {"state": state, "run_type": run_type},
         "deadline": {"id": "d1"},
     }
     trigger = CallbackTrigger(alert.callback.path, {**alert.callback.kwargs, "context": context})
@@ -419,4 +369,14 @@ def test_a_run_that_already_failed_is_not_late(cfg, mailbox, webhook, monkeypatc
     monkeypatch.setenv("TRAINBENCH_CONFIG", str(cfg.path))
     open_store(cfg.database_url)
     assert [e["state"] for e in run_deadline_callback(cfg, "failed")] == ["running", "success"]
+    assert (mailbox.messages, webhook.posts) == ([], [])
+
+
+def test_a_backfilled_or_manual_run_is_never_late(cfg, mailbox, webhook, monkeypatch):
+    """A backfill of an old week passes its deadline as it is created: only a scheduled run has a slot to miss."""
+    set_connections(monkeypatch, mailbox, webhook.url)
+    monkeypatch.setenv("TRAINBENCH_CONFIG", str(cfg.path))
+    open_store(cfg.database_url)
+    for run_type in ("backfill", "manual"):
+        assert [e["state"] for e in run_deadline_callback(cfg, "running", run_type)] == ["running", "success"]
     assert (mailbox.messages, webhook.posts) == ([], [])

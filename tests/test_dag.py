@@ -51,6 +51,7 @@ def test_dag_shape(dag):
         "check_conf",
         "on_time",
         "resolve_settings",
+        "gpu.preflight",
         "gpu.discover_devices",
         "gpu.prepare_dataset",
         "gpu.plan_matrix",
@@ -61,13 +62,20 @@ def test_dag_shape(dag):
         "publish",
         "regression_gate",
         "check_complete",
+        "send_alerts",
     }
     assert dag.get_task("publish").upstream_task_ids == {"detect_regressions"}
     assert dag.get_task("regression_gate").upstream_task_ids == {"detect_regressions", "publish"}
     assert dag.get_task("detect_regressions").upstream_task_ids == {"validate"}
     train = dag.get_task("gpu.train")
     assert train.queue == "gpu" and train.max_active_tis_per_dagrun == 1
-    assert {dag.get_task(f"gpu.{t}").queue for t in ("discover_devices", "prepare_dataset", "plan_matrix")} == {"gpu"}
+    assert {
+        dag.get_task(f"gpu.{t}").queue for t in ("preflight", "discover_devices", "prepare_dataset", "plan_matrix")
+    } == {"gpu"}
+    assert dag.get_task("gpu.discover_devices").upstream_task_ids == {"gpu.preflight"}  # the host's first task
+    assert dag.get_task("send_alerts").upstream_task_ids == {"publish"}
+    assert dag.get_task("send_alerts").trigger_rule == "all_done"
+    assert dag.on_failure_callback and dag.deadline
     assert dag.get_task("collect").trigger_rule == "all_done"
     assert dag.get_task("collect").upstream_task_ids == {"gpu.train"}
     assert [a.name for a in dag.get_task("publish").outlets] == ["trainbench_results"]

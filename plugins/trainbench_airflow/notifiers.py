@@ -19,16 +19,16 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook, BaseNotifier, Connection
 from airflow.sdk.definitions.deadline import AsyncCallback, DeadlineAlert, DeadlineReference
 from airflow.sdk.exceptions import AirflowNotFoundException
 
-from trainbench import alerts
-from trainbench.alerts import Channel, Links
 from trainbench.config import Config
-from trainbench.store.results import open_store
+
+if TYPE_CHECKING:  # the DAG files import this module: the core's heavier modules load when an alert is sent
+    from trainbench.alerts import Alert, Channel, Links
 
 log = logging.getLogger(__name__)
 Log = Callable[[str], object]
@@ -61,6 +61,8 @@ def webhook_url(conn: Connection) -> str:
 def channels(config: Config, log: Log) -> list[Channel]:
     """The channels configured: email when `[alerts] email_to` names someone and its connection exists, the
     webhook when its connection exists."""
+    from trainbench import alerts
+
     settings = config.alerts
     found: list[Channel] = []
     if not settings.email_to:
@@ -86,10 +88,15 @@ def links(config: Config, dag_id: str, run_id: str) -> Links:
     """Links from `[alerts] base_url`, else Airflow's `[api] base_url`."""
     from airflow.sdk.configuration import conf
 
+    from trainbench.alerts import Links
+
     return Links.of(config.alerts.base_url or conf.get("api", "base_url", fallback=""), dag_id, run_id)
 
 
-def _deliver(config: Config, run_id: str, found: list[alerts.Alert], log: Log) -> dict[str, int]:
+def _deliver(config: Config, run_id: str, found: list[Alert], log: Log) -> dict[str, int]:
+    from trainbench import alerts
+    from trainbench.store.results import open_store
+
     sent = alerts.deliver(open_store(config.database_url), run_id, found, channels(config, log))
     log(f"alerts: {len(found)} for run {run_id}; sent now per channel: {sent}")
     return sent
@@ -97,6 +104,8 @@ def _deliver(config: Config, run_id: str, found: list[alerts.Alert], log: Log) -
 
 def send_run_alerts(config: Config, run_id: str, dag_id: str, log: Log) -> dict[str, int]:
     """The run's findings to every channel (what each already delivered is skipped); raises DeliveryFailed."""
+    from trainbench import alerts
+
     return _deliver(config, run_id, alerts.for_run(config, run_id, links(config, dag_id, run_id)), log)
 
 
@@ -108,6 +117,8 @@ class RunFailed(BaseNotifier):
         self.config = config
 
     def notify(self, context) -> None:
+        from trainbench import alerts
+
         dag_id, run_id = context["dag"].dag_id, context["run_id"]
         ti = context.get("ti")
         task = "" if ti is None else f"{ti.task_id}" + (f"[{ti.map_index}]" if ti.map_index >= 0 else "")
@@ -123,12 +134,17 @@ async def late_run_alert(late_after_hours: float, context: dict) -> None:
 
 
 def _late_run(late_after_hours: float, run: dict) -> None:
+    from trainbench import alerts
     from trainbench import config as configuration
+    from trainbench.store.results import open_store
 
     cfg = configuration.load()
     run_id, dag_id = run["dag_run_id"], run["dag_id"]
     if run.get("state") in ("success", "failed"):
         log.info("run %s already %s: not late", run_id, run["state"])
+        return
+    if run.get("run_type") != "scheduled":
+        log.info("run %s is %s, not a week's slot: never late", run_id, run.get("run_type"))
         return
     slot = dt.datetime.fromisoformat(run["logical_date"])
     rows = open_store(cfg.database_url).current_rows(run_id)
