@@ -62,6 +62,7 @@ def test_a_cpu_host_with_its_framework_can_measure(tmp_path):
     cfg = config.load(write_config(tmp_path))
     checks = doctor.run(cfg, "gpu")
     assert [c.name for c in checks] == [
+        "fleet host",
         "nvml",
         "device sets",
         "framework pytorch",
@@ -75,6 +76,17 @@ def test_a_cpu_host_with_its_framework_can_measure(tmp_path):
     assert named["nvml"].detail.startswith("CPU host: no NVML")
     assert "PyTorch 2." in named["framework pytorch"].detail
     assert doctor.can_measure(checks)
+
+
+def test_a_host_the_fleet_does_not_name_warns(tmp_path):
+    cfg = configured(tmp_path)
+    assert doctor.run(cfg, "gpu")[0].line() == "PASS  fleet host: gpu, one of [fleet] hosts"
+    other = doctor.run(cfg, "h100-z")[0]
+    assert (
+        other.status == doctor.WARN
+        and other.detail == "'h100-z' is not in [fleet] hosts ['gpu']: the DAG plans no case for it"
+    )
+    assert other.fix.startswith("set $TRAINBENCH_HOST to this host's queue name, or add 'h100-z' to [fleet] hosts")
 
 
 def test_nvml_present_but_failing_fails(tmp_path, monkeypatch):
@@ -245,7 +257,7 @@ def test_the_cli_exit_status_says_whether_the_host_can_measure(tmp_path):
 
     ready = doctor_cli()
     assert ready.returncode == 0, ready.stdout + ready.stderr
-    assert ready.stdout.splitlines()[0].startswith("PASS  nvml: CPU host")
+    assert ready.stdout.splitlines()[1].startswith("PASS  nvml: CPU host")
     assert "gpu: can measure (0 failed, 0 warnings, " in ready.stdout
     blind = doctor_cli("--device-sets", "0")
     assert blind.returncode == 1
@@ -267,4 +279,4 @@ def test_preflight_quarantines_a_host_that_cannot_measure(tmp_path):
         configured(tmp_path, CUDA_TORCH, dataset="synthetic"), "run2", "gpu", nvml=gpus(1, pcie=(5, 5, 8, 16))
     )
     assert sick["failed"] == ["gpu 0 health"]
-    assert store.quarantined("run2", "gpu") == f"doctor: gpu 0 health: {sick['checks'][2]['detail']}"
+    assert store.quarantined("run2", "gpu") == f"doctor: gpu 0 health: {sick['checks'][3]['detail']}"

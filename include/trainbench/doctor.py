@@ -21,6 +21,7 @@ from trainbench import frameworks
 from trainbench.config import Config, Settings, shown_url
 from trainbench.devices import Inventory, discover, load_nvml
 from trainbench.errors import ConfigError
+from trainbench.fingerprint import HOST_VAR
 from trainbench.frameworks import interpreters
 from trainbench.measure import environ, health
 from trainbench.pipeline import REAL_DATA_HELP
@@ -95,9 +96,10 @@ def run(config: Config, host: str | None = None, nvml=None, settings: Settings |
     """Every check of this host for a run of `settings` (default: the configuration's); `nvml` replaces the NVML
     library (tests without GPUs)."""
     settings = settings or config.settings
+    host = host or DEFAULT_HOST
     nvml_check, nvml, inventory = _nvml(nvml, settings)
-    planned, cases = _device_sets(settings, inventory, host or DEFAULT_HOST)
-    checks = [nvml_check, planned]
+    planned, cases = _device_sets(settings, inventory, host)
+    checks = [_fleet_host(config, host), nvml_check, planned]
     if inventory.gpus:
         checks += [_health(nvml, i) for i in range(len(inventory.gpus))]
         checks += [_persistence(inventory), _accounting(inventory)]
@@ -130,6 +132,18 @@ def preflight(config: Config, run_id: str, host: str, settings: Settings | None 
         "quarantined": quarantined,
         "checks": [c.to_dict() for c in checks],
     }
+
+
+def _fleet_host(config: Config, host: str) -> Check:
+    """The DAG plans only the hosts `[fleet] hosts` names: a worker declaring another name never gets a case."""
+    if host in config.hosts:
+        return Check("fleet host", PASS, f"{host}, one of [fleet] hosts")
+    return Check(
+        "fleet host",
+        WARN,
+        f"{host!r} is not in [fleet] hosts {list(config.hosts)}: the DAG plans no case for it",
+        f"set ${HOST_VAR} to this host's queue name, or add {host!r} to [fleet] hosts in {config.path}",
+    )
 
 
 def _names_gpus(text: str) -> bool:
