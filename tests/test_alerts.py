@@ -13,7 +13,6 @@ from airflow.serialization.enums import DagAttributeTypes as DAT
 from airflow.serialization.enums import Encoding
 from airflow.triggers.callback import CallbackTrigger
 
-from receivers import Mailbox, Webhook, free_port, receiver
 from trainbench import alerts, config
 from trainbench.alerts import DeliveryFailed, Links
 from trainbench.result import Result
@@ -21,6 +20,7 @@ from trainbench.store.results import open_store
 from trainbench_airflow import notifiers
 
 from conftest import write_config
+from receivers import Mailbox, Webhook, free_port, receiver
 
 RUN = "scheduled__2026-11-23T03:00:00+00:00"
 BASE = "http://airflow.example:8080"

@@ -20,6 +20,7 @@ from trainbench.store.results import ENVIRONMENT_CHANGE, ResultStore
 
 from conftest import ENVS, ROOT, write_config
 from deployment import Deployment
+from receivers import Mailbox, Webhook, receiver
 
 pytestmark = pytest.mark.integration
 HOSTS = ("host_a", "host_b")
@@ -47,7 +48,24 @@ def slow_python(path: Path, sleep_s: float) -> Path:
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory):
+def mailbox():
+    box = Mailbox()
+    box.controller.start()
+    yield box
+    box.controller.stop()
+
+
+@pytest.fixture(scope="module")
+def webhook():
+    posts: list[dict] = []
+    server = receiver(200, b"ok", posts)
+    yield Webhook(server, posts)
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory, mailbox, webhook):
     home = tmp_path_factory.mktemp("deployment")
     slow = slow_python(home / "slow-python", SLOW_START_S)
     d = Deployment(
@@ -55,11 +73,18 @@ def deployment(tmp_path_factory):
         HOSTS,
         neon_script=ROOT / "tests/fixtures/crashing_trainer.py",
         host_frameworks={"host_b": {"pytorch": {"python": str(slow)}}},
+        alerts={"email_to": ["gpu-team@example.com"]},
+        connections={"trainbench_smtp": f"smtp://127.0.0.1:{mailbox.port}", "trainbench_webhook": webhook.url},
     )
     try:
         yield d.up()
     finally:
         d.down()
+
+
+def mails(box: Mailbox, run_id: str) -> list[str]:
+    """The alert emails about `run_id` that arrived: subject and plain-text body."""
+    return [f"{m['Subject']}\n{m.get_body(('plain',)).get_content()}" for m in box.messages if run_id in m["Subject"]]
 
 
 def rows(d: Deployment, run_id: str) -> list[dict]:
@@ -86,7 +111,7 @@ def test_rest_trigger_runs_each_case_on_its_host_one_at_a_time(deployment):
     for host in HOSTS:
         assert {t["queue"] for t in tis if t["task_id"].startswith(f"{host}.")} == {host}
         host_spans = spans(tis, f"{host}.")
-        assert len(host_spans) == 5, host_spans  # discover, prepare, plan, two cases
+        assert len(host_spans) == 6, host_spans  # pre-flight, discover, prepare, plan, two cases
         for (_, end), (start, _) in zip(host_spans, host_spans[1:]):
             assert end <= start, f"two tasks of {host} overlapped: {host_spans}"
     found = rows(d, run_id)
@@ -141,7 +166,8 @@ def test_two_hosts_are_shown_apart_with_their_own_medians_never_pooled(deploymen
     assert sorted(c["host"] for c in compared) == sorted(HOSTS)  # one case per host, never one pooled
 
 
-def test_a_typo_in_a_rest_trigger_fails_the_run_before_anything_runs(deployment):
+def test_a_typo_in_a_rest_trigger_fails_the_run_before_anything_runs(deployment, mailbox, webhook):
+    """... and the failed run is announced by the DAG's failure callback, run by the Dag processor."""
     d = deployment
     run_id = d.trigger({**CONF, "epoch": 50})
     assert d.finished(run_id) == "failed"
@@ -149,6 +175,37 @@ def test_a_typo_in_a_rest_trigger_fails_the_run_before_anything_runs(deployment)
     assert states["check_conf"] == "failed"
     assert not [t for t, s in states.items() if t.endswith((".discover_devices", ".train")) and s == "success"]
     assert rows(d, run_id) == []
+    (mail,) = d.wait_for("the failed-run email", lambda: mails(mailbox, run_id), timeout_s=120)
+    assert "1 run failed" in mail and f"/dags/cifar10_benchmark/runs/{urllib.parse.quote(run_id, safe='')}" in mail
+    assert d.wait_for("the failed-run webhook", lambda: [p for p in webhook.posts if run_id in json.dumps(p)])
+
+
+def test_a_host_that_fails_its_preflight_stops_only_its_own_cases_and_is_announced(deployment, mailbox, webhook):
+    """host_b's pytorch interpreter is gone: its pre-flight (the host doctor) quarantines it for the run, its
+    cases are unavailable naming the failed check, host_a measures as usual, and the quarantine is alerted."""
+    d = deployment
+    broken = {"pytorch": {"python": str(d.home / "no-such-python")}}
+    write_config(d.home, interpreters=broken, name="trainbench-host_b.toml", **d.common)
+    try:
+        run_id = d.trigger(CONF)
+        assert d.finished(run_id) == "success", d.logs()
+    finally:
+        write_config(
+            d.home,
+            interpreters={"pytorch": {"python": str(d.home / "slow-python")}},
+            name="trainbench-host_b.toml",
+            **d.common,
+        )
+    found = rows(d, run_id)
+    assert sorted((r["host"], r["status"]) for r in found) == [("host_a", "ok")] * 2 + [("host_b", "unavailable")] * 2
+    for r in found:
+        if r["host"] == "host_b":
+            assert "host host_b quarantined in this run: doctor:" in r["error"] and "pytorch" in r["error"], r["error"]
+    tis = {t["task_id"]: t for t in d.task_instances(run_id) if t["map_index"] in (-1, None)}
+    assert tis["host_b.preflight"]["state"] == tis["host_a.preflight"]["state"] == "success"
+    (mail,) = d.wait_for("the quarantine email", lambda: mails(mailbox, run_id), timeout_s=120)
+    assert "host quarantined · host_b" in mail and "doctor:" in mail and "host_a" not in mail.split("\n")[0]
+    assert d.wait_for("the quarantine webhook", lambda: [p for p in webhook.posts if run_id in json.dumps(p)])
 
 
 def test_backfill_runs_its_weeks_one_after_another(deployment):
@@ -275,7 +332,7 @@ def test_faults_lose_nothing_and_duplicate_nothing(deployment):
     ]
 
 
-def test_an_upgrade_seen_by_the_watch_is_measured_before_and_after_on_its_host(deployment):
+def test_an_upgrade_seen_by_the_watch_is_measured_before_and_after_on_its_host(deployment, mailbox):
     """The watch reads both hosts; then host_b's pytorch interpreter is replaced by one whose trainers start 5 s
     later still (an upgrade that slows it) and host_a's jax interpreter by another (a change that slows nothing
     measured): the watch announces both, the asset-triggered before/after DAG measures each host's cases on that
@@ -320,3 +377,7 @@ def test_an_upgrade_seen_by_the_watch_is_measured_before_and_after_on_its_host(d
     d.wait_for("the before/after reports", lambda: all(p.is_file() for p in reports), timeout_s=300)
     text = "".join(p.read_text() for p in reports)
     assert "1 of 1 case slower (pytorch | cpu: wall time +" in text, text
+    alerted = d.wait_for("the before/after alert", lambda: [m for run in runs for m in mails(mailbox, run)], 120)
+    (slower,) = [m for m in alerted if "environment change · host_b · pytorch | cpu" in m]
+    assert "wall time +" in slower and "95 % interval" in slower and "frameworks.pytorch.interpreter" in slower
+    assert not [m for m in alerted if "environment change · host_a" in m]  # no change is never alerted
