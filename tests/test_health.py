@@ -1,6 +1,7 @@
 """GPU health: each fault injected through the NVML stand-in, what it makes of a repeat and of its host."""
 
 import dataclasses
+import html
 import itertools
 import sys
 from pathlib import Path
@@ -8,10 +9,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from trainbench import config, devices, pipeline
+from test_regression import history, results, rows
+from trainbench import cases, config, devices, pipeline
 from trainbench.frameworks import Interpreter
 from trainbench.measure import health
-from trainbench.store.results import ResultStore
+from trainbench.store.results import VALIDATED, ResultStore
+from trainbench_ui import pages, queries
 
 from conftest import write_config
 from nvml_standin import Device, StandInNvml, log_host
@@ -291,3 +294,49 @@ def test_a_quarantined_host_measures_nothing_more_in_the_run_the_other_hosts_go_
     assert measure(host, other_cpu).status == "ok" and launched == [True]
     pipeline.start_run(host.cfg, "next-week", host.cfg.settings)
     assert pipeline.run_case(host.cfg, "next-week", gpu_spec, log=lambda m: None, nvml=host.nvml).status == "ok"
+
+
+def test_tainted_repeats_are_shown_with_their_reason_and_never_counted(tmp_path):
+    """Three tainted repeats at 4x the time would make the case's median and its verdict; they make neither."""
+    cfg = config.load(write_config(tmp_path))
+    db = ResultStore(cfg.database_url)
+    past, order = history(n_runs=4)
+    now = results(rows("now", [10.0, 10.1, 40.0, 40.0, 40.0]))
+    why = "GPU health: GPU-cccc-2222: hw_thermal_slowdown in 80 % of samples (> 5 %)"
+    for r in now[2:]:
+        r.status, r.error = "tainted", why
+    for run_id in [*order, "now"]:
+        db.save_run(run_id, {})
+        db.set_state(run_id, VALIDATED)
+    for r in [*results(past), *now]:
+        db.save(r)
+    (summary,) = cases.summarize(db.current_results("now"), cfg.measurement.max_cv)
+    assert [r.wall_s for r in summary.counted] == [10.0, 10.1] and len(summary.results) == 5
+    verdicts = pipeline.detect_regressions(cfg, "now", log=lambda m: None)
+    assert {v["verdict"] for v in verdicts} == {"stable"}
+    assert [s["repeats"] for s in db.case_stats("now")] == [2]
+    pipeline.publish(cfg, "now", verdicts)
+    report = (cfg.output_dir / "runs" / "now" / "report.md").read_text()
+    assert report.count(f"(tainted: shown, never in statistics or verdicts; {why})") == 3
+    assert html.escape(why) in (cfg.output_dir / "runs" / "now" / "report.html").read_text()
+    with queries.engine(cfg.database_url).connect() as conn:
+        data = queries.latest_per_host(conn, queries.Filters())
+    (case,) = data[0]["cases"]
+    assert case["ok"] == 2 and case["repeats"] == 5
+    page = pages.page(pages.Links("/b", "", lambda r: False), "", queries.Filters(), {}, data)
+    assert '<span class="status tainted">tainted</span>' in page and html.escape(why) in page
+
+
+def test_a_fault_measured_while_the_database_is_down_quarantines_the_host_when_the_retry_stores_it(host, monkeypatch):
+    import sqlalchemy as sa
+
+    down = dataclasses.replace(host.cfg, database_url="postgresql+psycopg://postgres@127.0.0.1:1/none")
+    during(monkeypatch, lambda: setattr(host.gpu, "ecc_uncorrected", 1))
+    with pytest.raises(sa.exc.OperationalError):
+        measure(host, host.specs[0], down)
+    assert host.db.quarantines(RUN) == []
+    monkeypatch.undo()
+    r = measure(host, host.specs[0])
+    assert (
+        r.status == "tainted" and host.db.quarantined(RUN, "gpu") == "GPU-cccc-2222: 1 new uncorrectable ECC error(s)"
+    )

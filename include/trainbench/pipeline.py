@@ -149,10 +149,9 @@ def run_case(
     replayed = _replay_raw(m)
     if replayed is not None:
         return replayed
-    host = spec.case.host
-    reason = store(config).quarantined(run_id, host)
+    reason = _quarantined(m)
     if reason is not None:
-        return _finish(m, "unavailable", f"host {host} quarantined in this run: {reason}")
+        return _finish(m, "unavailable", f"host {spec.case.host} quarantined in this run: {reason}")
     try:
         launch_spec = frameworks.launch_spec(config.interpreter(spec.case.framework), spec.case, spec.job)
     except frameworks.Unavailable as exc:
@@ -187,7 +186,7 @@ def _replay_raw(m: _Measuring) -> Result | None:
     if not raw.is_file() or store(m.config).has(r.run_id, r.case_key, r.env_key):
         return None
     m.log(f"{m.spec.case.label}: storing the result an earlier try measured (the database was unreachable then)")
-    return _save(m.config, Result.from_json(raw.read_text()), m.log)
+    return _quarantine_on_faults(m, _save(m.config, Result.from_json(raw.read_text()), m.log))
 
 
 class _NotRun(Exception):
@@ -284,15 +283,13 @@ def _launch(
     _record(m.result, proc, launch_spec.parse(proc.stdout_lines), m.spec, m.clock_lock)
     r = m.result
     faults, throttled = health.judge(proc.monitors.get("gpus", []), m.config.health)
-    if faults:
-        _quarantine(m, faults)
     r.status, r.error = outcome.taint(r.status, r.error, faults + throttled)
     m.log(
         f"{label}: {r.status} in {proc.wall_s:.2f} s (user {proc.user_s:.2f} s, sys {proc.sys_s:.2f} s)"
         + (f", peak memory {r.peak_mem_mib:.0f} MiB ({r.peak_mem_method})" if r.peak_mem_mib is not None else "")
         + (f"\n{r.error}" if r.error else "")
     )
-    return _save(m.config, r, m.log)
+    return _quarantine_on_faults(m, _save(m.config, r, m.log))
 
 
 def _record(
@@ -328,6 +325,27 @@ def _record(
         figures["peak_mem_method"],
         figures["devices"],
     )
+
+
+def _quarantined(m: _Measuring) -> str | None:
+    """Why the case's host stopped measuring in this run; unknown while the database is down, when the case
+    is measured and its raw result kept like any other."""
+    import sqlalchemy.exc
+
+    try:
+        return store(m.config).quarantined(m.result.run_id, m.spec.case.host)
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        m.log(f"{m.spec.case.label}: quarantine unknown, the database is unreachable: {exc}")
+        return None
+
+
+def _quarantine_on_faults(m: _Measuring, result: Result) -> Result:
+    """After the result is stored (its raw JSON first, so a database outage loses neither: the retry stores the
+    raw result and quarantines then)."""
+    faults, _ = health.judge((result.telemetry or {}).get("gpus", []), m.config.health)
+    if faults:
+        _quarantine(m, faults)
+    return result
 
 
 def _quarantine(m: _Measuring, reasons: list[str]) -> str:

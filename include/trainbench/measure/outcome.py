@@ -15,7 +15,8 @@ import signal
 from trainbench.measure.protocol import TrainerReport, parse_line
 from trainbench.measure.runner import ProcessResult
 
-STATUSES = ("ok", "tainted", "crashed", "timeout", "killed", "oom", "unsupported", "unavailable", "busy")
+TAINTED = "tainted"  # ended ok on a GPU that was unhealthy or throttled: shown, never counted
+STATUSES = ("ok", TAINTED, "crashed", "timeout", "killed", "oom", "unsupported", "unavailable", "busy")
 STOPPED_BY_AIRFLOW = "killed by Airflow"  # how a `killed` row's error starts when Airflow stopped its task
 OOM_TEXT = re.compile(
     r"out of memory|OutOfMemoryError|CUDA_ERROR_OUT_OF_MEMORY|RESOURCE_EXHAUSTED|cudaErrorMemoryAllocation|"
@@ -51,7 +52,7 @@ def taint(status: str, error: str | None, reasons: list[str]) -> tuple[str, str 
         return status, error
     why = "GPU health: " + "; ".join(reasons)
     if status == "ok":
-        return "tainted", why
+        return TAINTED, why
     return status, cap(f"{error}\n{why}" if error else why)
 
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from trainbench import cases, frameworks
 from trainbench.cases import CaseSummary
 from trainbench.comparison import CaseComparison
+from trainbench.measure.outcome import TAINTED
 from trainbench.reports.rows import (
     clock,
     combination,
@@ -200,7 +201,9 @@ def _block(r: Result) -> list[str]:
         block.append(f"(warm-up {r.repeat}: shown, never in statistics or verdicts)")
     if r.command:
         block.append(f"$ time {short_command(r.command)}")
-    if r.status != cases.OK:
+    if r.status == TAINTED:
+        block.append(f"({TAINTED}: shown, never in statistics or verdicts; {r.error})")
+    elif r.status != cases.OK:
         return block + [f"({r.status})", *([r.error] if r.error else [])]
     block += [f"real    {clock(r.wall_s)}", f"user    {clock(r.user_s)}", f"sys     {clock(r.sys_s)}"]
     if memory := memory_line(r):
