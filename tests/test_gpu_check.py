@@ -162,6 +162,47 @@ def test_the_whole_check_with_a_gpu_its_trainers_cannot_see_reports_instead_of_c
     assert len(open_store(gpu_check.own_folder(cfg).database_url).rows(report["run_id"])) == 3
 
 
+FAKE_TRAINER = """#!{python}
+import json, sys, time
+if sys.argv[1] == "-c":  # the fingerprint's probe, then the doctor's
+    if "'packages'" in sys.argv[2]:
+        print(json.dumps({{"python": "3.12.3", "packages": {{"torch": "2.9.0", "jax": "0.7.2", "jaxlib": "0.7.2"}}}}))
+    else:
+        print(json.dumps({{"version": "2.9.0", "cuda": "CUDA 12.8", "gpus": 1, "nccl": "2.21.5"}}))
+    sys.exit(0)
+seconds = 0.2 if "graph" in sys.argv else 0.15 if "jax" in sys.argv[1] else 0.75
+def emit(event, **fields):
+    print(json.dumps({{"event": event, "t": time.time(), **fields}}), flush=True)
+emit("start", framework="fake")
+emit("mark", name="ready")
+emit("mark", name="data")
+for epoch in range(1, 11):
+    time.sleep(0.01)
+    emit("epoch", epoch=epoch, seconds=seconds * (3 if epoch == 1 else 1), images_per_s=50000 / seconds, loss=1.0)
+emit("summary", test_accuracy=0.5)
+"""
+
+
+def test_a_gpu_host_whose_trainers_run_gets_its_goals_judged(tmp_path):
+    fake = tmp_path / "fake-python"
+    fake.write_text(FAKE_TRAINER.format(python=sys.executable))
+    fake.chmod(0o755)
+    cfg = config.load(write_config(tmp_path, interpreters={"pytorch": {"python": fake}, "jax": {"python": fake}}))
+    cifar10.write_synthetic(str(tmp_path / "output" / "gpu_check" / "data" / "synthetic-seed0"), 0, 256, 64)
+    lines: list[str] = []
+    nvml = StandInNvml([Device("GPU-0aaa-0000", H200, "00000000:01:00.0")])
+    assert gpu_check.main(cfg, "gpu", nvml, repeats=2, warmup=1, out=lines.append) == 1
+    progress = [l.split("] ", 1)[1] for l in lines if l.startswith("[")]
+    assert len(progress) == 9 and progress[0].startswith("pytorch | 0 | warm-up: ok, wall ")
+    assert "steady epoch 0.75 s, launch to first step" in progress[0]
+    goals = {g.split(" | ")[0].strip(): g.split(" | ")[-1] for g in lines if " | " in g and not g.startswith("[")}
+    assert goals["PyTorch graph: steady epoch"] == goals["PyTorch: steady epoch"] == gpu_check.PASS
+    assert all(goals[f"{fw}: launch to first step"] == gpu_check.PASS for fw in gpu_check.FRAMEWORKS)
+    assert goals["jax: repeat CV of images/s"] == gpu_check.PASS
+    assert goals["jax: sampled memory vs accounting"] == gpu_check.NOT_MEASURED
+    assert goals["GPU state after the run"] == gpu_check.PASS
+
+
 def test_without_a_gpu_it_says_so_and_exits_0_after_the_doctor_unless_the_doctor_fails(tmp_path):
     cfg_path = write_config(tmp_path)
     argv = [sys.executable, "-m", "trainbench", "--config", str(cfg_path), "gpu-check"]

@@ -230,7 +230,7 @@ def _memory_goal(rows: list[Result], fw: str) -> Goal:
     counted, why = _counted(rows, fw)
     both = [f for f in counted if f["memory_gap"] is not None]
     if not both:
-        why = why or "no accounting figure: accounting mode off and not root (`nvidia-smi -am 1`)"
+        why = why or "no accounting figure in the rows: run as root, or turn accounting on (`nvidia-smi -am 1`)"
         return Goal(figure, goal, why, NOT_MEASURED)
     worst = max(both, key=lambda f: f["memory_gap"])
     measured = (
