@@ -11,6 +11,7 @@ import pytest
 
 from test_regression import history, results, rows
 from trainbench import cases, config, devices, pipeline
+from trainbench.checks import validation
 from trainbench.frameworks import Interpreter
 from trainbench.measure import health
 from trainbench.store.results import VALIDATED, ResultStore
@@ -248,13 +249,15 @@ def test_a_link_below_its_generation_is_measured_but_tainted_when_it_stays_there
     assert host.db.quarantined(RUN, "gpu") == "GPU-cccc-2222: PCIe gen 3 of 5 under load"
 
 
-def test_thermal_throttling_beyond_the_share_taints_the_repeat_without_quarantine(host, monkeypatch):
+def test_thermal_throttling_beyond_the_share_taints_the_repeat_without_quarantine(host, monkeypatch, tmp_path):
     during(monkeypatch, lambda: setattr(host.gpu, "reasons", 0x40))
     r = measure(host, host.specs[0])
     share = r.telemetry["gpus"][0]["health"]["throttle_share"]["hw_thermal_slowdown"]
     assert r.status == "tainted" and share > 0.05
     assert r.error == f"GPU health: GPU-cccc-2222: hw_thermal_slowdown in {share * 100:.0f} % of samples (> 5 %)"
     assert host.db.quarantines(RUN) == []
+    checked = validation.run_suite(host.db.rows(RUN), [r.case_key], tmp_path / "docs")
+    assert checked.success, checked.summary()
 
 
 def test_throttling_within_the_share_or_for_a_reason_not_configured_stays_ok(host, monkeypatch):
