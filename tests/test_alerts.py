@@ -380,3 +380,10 @@ def test_a_backfilled_or_manual_run_is_never_late(cfg, mailbox, webhook, monkeyp
     for run_type in ("backfill", "manual"):
         assert [e["state"] for e in run_deadline_callback(cfg, "running", run_type)] == ["running", "success"]
     assert (mailbox.messages, webhook.posts) == ([], [])
+
+
+def test_airflow_dags_test_runs_the_dag_without_its_deadline(cfg):
+    """Airflow 3.3.2's dag.test() cannot finish a successful run of a DAG with a deadline; tests/test_dag_run.py runs
+    the DAG that way, the deployment tests with the deadline."""
+    assert notifiers.deadline(cfg, ["/venv/bin/airflow", "dags", "test", "cifar10_benchmark"]) is None
+    assert notifiers.deadline(cfg, ["/venv/bin/airflow", "dag-processor"]) is not None
