@@ -343,3 +343,47 @@ def test_a_fault_measured_while_the_database_is_down_quarantines_the_host_when_t
     assert (
         r.status == "tainted" and host.db.quarantined(RUN, "gpu") == "GPU-cccc-2222: 1 new uncorrectable ECC error(s)"
     )
+
+
+def test_a_fault_reaches_the_team_with_its_evidence(host, monkeypatch):
+    """XID 79 during a repeat: the tainted row and the quarantine go out by email and webhook, as the DAG's alert
+    task sends them (channels from Airflow connections), to a real SMTP server and HTTP receiver."""
+    from trainbench_airflow import notifiers
+
+    from receivers import Mailbox, Webhook, receiver
+
+    cfg = config.load(
+        write_config(
+            host.cfg.path.parent,
+            neon={"python": sys.executable, "script": host.cfg.interpreter("neon").options["script"]},
+            frameworks=["neon"],
+            alerts={"email_to": ["gpu-team@example.com"], "base_url": "http://airflow.example"},
+            name="alerting.toml",
+        )
+    )
+    cfg = dataclasses.replace(cfg, measurement=host.cfg.measurement)
+    during(monkeypatch, lambda: setattr(host.gpu, "xids", [79]))
+    assert measure(host, host.specs[0], cfg).status == "tainted"
+    assert measure(host, host.specs[1], cfg).status == "unavailable"
+    box, posts = Mailbox(), []
+    box.controller.start()
+    server = receiver(200, b"ok", posts)
+    try:
+        monkeypatch.setenv("AIRFLOW_CONN_TRAINBENCH_SMTP", f"smtp://127.0.0.1:{box.port}")
+        monkeypatch.setenv("AIRFLOW_CONN_TRAINBENCH_WEBHOOK", Webhook(server, posts).url)
+        assert notifiers.send_run_alerts(cfg, RUN, "cifar10_benchmark", print) == {"email": 2, "webhook": 2}
+    finally:
+        box.controller.stop()
+        server.shutdown()
+    (mail,) = box.messages
+    body = mail.get_body(("plain",)).get_content()
+    for evidence in (
+        "tainted repeat · gpu · neon | 2",
+        "host quarantined · gpu",
+        "GPU-cccc-2222: XID 79",
+        "http://airflow.example/trainbench/runs/health-run/report.html",
+        "http://airflow.example/dags/cifar10_benchmark/runs/health-run",
+    ):
+        assert evidence in body, (evidence, body)
+    (post,) = posts
+    assert "XID 79" in str(post) and "tainted repeat" in str(post)
