@@ -50,7 +50,7 @@ demo: setup
 	$(BIN)/python -m trainbench import-log $(REFERENCE_LOG)
 	$(BIN)/airflow dags test cifar10_benchmark -c '$(DEMO_CONF)' > $(AIRFLOW_HOME)/demo-run.log 2>&1 \
 	  || { tail -n 60 $(AIRFLOW_HOME)/demo-run.log; exit 1; }
-	@grep -E "epoch [0-9]+ .*images/s|: (ok|crashed|timeout|killed|oom|unsupported|unavailable|busy) in" $(AIRFLOW_HOME)/demo-run.log | sed -E 's/^.*\[info *\] //; s/ \[airflow[^]]*\].*$$//' || true
+	@grep -E "epoch [0-9]+ .*images/s|: (ok|tainted|crashed|timeout|killed|oom|unsupported|unavailable|busy) in" $(AIRFLOW_HOME)/demo-run.log | sed -E 's/^.*\[info *\] //; s/ \[airflow[^]]*\].*$$//' || true
 	@$(BIN)/python -m trainbench results --run-id latest --format table
 	@echo
 	@cat output/latest/report.md
