@@ -3,6 +3,7 @@ in for a Slack-compatible webhook.  Tests read what arrived."""
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import http.server
@@ -56,3 +57,25 @@ class Webhook:
     def __init__(self, server: http.server.ThreadingHTTPServer, posts: list):
         self.posts = posts
         self.url = f"http://127.0.0.1:{server.server_address[1]}/services/T0/B0/s3cret-token"
+
+
+@contextlib.contextmanager
+def running_mailbox():
+    box = Mailbox()
+    box.controller.start()
+    try:
+        yield box
+    finally:
+        box.controller.stop()
+
+
+@contextlib.contextmanager
+def running_webhook(status: int = 200, answer: bytes = b"ok"):
+    """A webhook receiver answering `status` with `answer` (Slack: 200 "ok"; a refused message: 400 and why)."""
+    posts: list[dict] = []
+    server = receiver(status, answer, posts)
+    try:
+        yield Webhook(server, posts)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -20,7 +20,7 @@ from trainbench.store.results import open_store
 from trainbench_airflow import notifiers
 
 from conftest import write_config
-from receivers import Mailbox, Webhook, free_port, receiver
+from receivers import Mailbox, free_port, running_mailbox, running_webhook
 
 RUN = "scheduled__2026-11-23T03:00:00+00:00"
 BASE = "http://airflow.example:8080"
@@ -71,19 +71,14 @@ def cfg(tmp_path) -> config.Config:
 
 @pytest.fixture
 def mailbox():
-    box = Mailbox()
-    box.controller.start()
-    yield box
-    box.controller.stop()
+    with running_mailbox() as box:
+        yield box
 
 
 @pytest.fixture
 def webhook():
-    posts: list[dict] = []
-    server = receiver(200, b"ok", posts)
-    yield Webhook(server, posts)
-    server.shutdown()
-    server.server_close()
+    with running_webhook() as hook:
+        yield hook
 
 
 def row(repeat: int, status: str = "ok", wall: float = 12.0, device_set: str = "0,1", error=None) -> Result:
@@ -227,10 +222,8 @@ def test_a_failed_channel_raises_records_nothing_and_is_sent_by_the_retry(cfg, m
 @pytest.fixture
 def refusing_webhook():
     """Answers as Slack does to a message it refuses."""
-    server = receiver(400, b"invalid_blocks", [])
-    yield Webhook(server, []).url
-    server.shutdown()
-    server.server_close()
+    with running_webhook(400, b"invalid_blocks") as hook:
+        yield hook.url
 
 
 def test_a_refused_or_unreachable_webhook_names_its_host_never_its_secret_url(cfg, refusing_webhook):

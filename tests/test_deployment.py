@@ -20,7 +20,7 @@ from trainbench.store.results import ENVIRONMENT_CHANGE, ResultStore
 
 from conftest import ENVS, ROOT, write_config
 from deployment import Deployment
-from receivers import Mailbox, Webhook, receiver
+from receivers import Mailbox, running_mailbox, running_webhook
 
 pytestmark = pytest.mark.integration
 HOSTS = ("host_a", "host_b")
@@ -49,19 +49,14 @@ def slow_python(path: Path, sleep_s: float) -> Path:
 
 @pytest.fixture(scope="module")
 def mailbox():
-    box = Mailbox()
-    box.controller.start()
-    yield box
-    box.controller.stop()
+    with running_mailbox() as box:
+        yield box
 
 
 @pytest.fixture(scope="module")
 def webhook():
-    posts: list[dict] = []
-    server = receiver(200, b"ok", posts)
-    yield Webhook(server, posts)
-    server.shutdown()
-    server.server_close()
+    with running_webhook() as hook:
+        yield hook
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from trainbench_ui import pages, queries
 
 from conftest import write_config
 from nvml_standin import Device, StandInNvml, log_host
+from receivers import running_mailbox, running_webhook
 
 
 def gpu(**faults) -> tuple[StandInNvml, Device]:
@@ -350,8 +351,6 @@ def test_a_fault_reaches_the_team_with_its_evidence(host, monkeypatch):
     task sends them (channels from Airflow connections), to a real SMTP server and HTTP receiver."""
     from trainbench_airflow import notifiers
 
-    from receivers import Mailbox, Webhook, receiver
-
     cfg = config.load(
         write_config(
             host.cfg.path.parent,
@@ -365,16 +364,10 @@ def test_a_fault_reaches_the_team_with_its_evidence(host, monkeypatch):
     during(monkeypatch, lambda: setattr(host.gpu, "xids", [79]))
     assert measure(host, host.specs[0], cfg).status == "tainted"
     assert measure(host, host.specs[1], cfg).status == "unavailable"
-    box, posts = Mailbox(), []
-    box.controller.start()
-    server = receiver(200, b"ok", posts)
-    try:
+    with running_mailbox() as box, running_webhook() as hook:
         monkeypatch.setenv("AIRFLOW_CONN_TRAINBENCH_SMTP", f"smtp://127.0.0.1:{box.port}")
-        monkeypatch.setenv("AIRFLOW_CONN_TRAINBENCH_WEBHOOK", Webhook(server, posts).url)
+        monkeypatch.setenv("AIRFLOW_CONN_TRAINBENCH_WEBHOOK", hook.url)
         assert notifiers.send_run_alerts(cfg, RUN, "cifar10_benchmark", print) == {"email": 2, "webhook": 2}
-    finally:
-        box.controller.stop()
-        server.shutdown()
     (mail,) = box.messages
     body = mail.get_body(("plain",)).get_content()
     for evidence in (
@@ -385,5 +378,5 @@ def test_a_fault_reaches_the_team_with_its_evidence(host, monkeypatch):
         "http://airflow.example/dags/cifar10_benchmark/runs/health-run",
     ):
         assert evidence in body, (evidence, body)
-    (post,) = posts
+    (post,) = hook.posts
     assert "XID 79" in str(post) and "tainted repeat" in str(post)
