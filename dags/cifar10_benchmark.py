@@ -111,10 +111,13 @@ def cifar10_benchmark():
     def preflight(settings: dict, host: str, dag_run=None) -> dict:
         """The host doctor on the host itself; it never fails the task, a host that cannot measure is quarantined."""
         from trainbench import doctor
+        from trainbench_airflow.notifiers import announce_quarantine
 
-        checked = doctor.preflight(config.load(), dag_run.run_id, host, config.Settings(**settings))
+        cfg = config.load()
+        checked = doctor.preflight(cfg, dag_run.run_id, host, config.Settings(**settings))
         for check in checked["checks"]:
             print(f"{check['status']:4} {check['name']}: {check['detail']}")
+        announce_quarantine(cfg, dag_run.run_id, dag_run.dag_id, host, log=print)
         return checked
 
     @task

@@ -259,6 +259,28 @@ def set_connections(monkeypatch, mailbox: Mailbox | None, webhook_url: str | Non
         monkeypatch.setenv("AIRFLOW_CONN_TRAINBENCH_WEBHOOK", webhook_url)
 
 
+def test_a_quarantine_is_announced_when_it_happens_and_a_failed_announcement_never_fails_the_task(
+    cfg, mailbox, webhook, monkeypatch
+):
+    findings(cfg)
+    set_connections(monkeypatch, mailbox, webhook.url)
+    logged: list[str] = []
+    assert notifiers.announce_quarantine(cfg, RUN, "cifar10_benchmark", "gpu", logged.append) == {}  # not quarantined
+    assert mailbox.messages == []
+    assert notifiers.announce_quarantine(cfg, RUN, "cifar10_benchmark", "gpu-b", logged.append) == {
+        "email": 4,
+        "webhook": 4,
+    }
+    assert "host quarantined · gpu-b" in mailbox.messages[0].get_body(("plain",)).get_content()
+    store = open_store(cfg.database_url)
+    store.quarantine(RUN, "gpu-c", "doctor: results database: unreachable")
+    monkeypatch.setenv("AIRFLOW_CONN_TRAINBENCH_SMTP", f"smtp://127.0.0.1:{free_port()}")
+    assert notifiers.announce_quarantine(cfg, RUN, "cifar10_benchmark", "gpu-c", logged.append) == {}
+    assert "the quarantine of gpu-c could not be announced now" in logged[-1]
+    assert len(webhook.posts) == 2 and "quarantined:gpu-c" in store.alerts_already_sent(RUN, "webhook")
+    assert "quarantined:gpu-c" not in store.alerts_already_sent(RUN, "email")  # the run's alert task sends it
+
+
 def test_the_dags_alert_task_builds_its_channels_from_airflow_connections(cfg, mailbox, webhook, monkeypatch):
     findings(cfg)
     set_connections(monkeypatch, mailbox, webhook.url)

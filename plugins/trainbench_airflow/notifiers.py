@@ -110,6 +110,21 @@ def send_run_alerts(config: Config, run_id: str, dag_id: str, log: Log) -> dict[
     return _deliver(config, run_id, alerts.for_run(config, run_id, links(config, dag_id, run_id)), log)
 
 
+def announce_quarantine(config: Config, run_id: str, dag_id: str, host: str, log: Log) -> dict[str, int]:
+    """A host quarantined mid-run is announced when it happens, not hours later at the run's end: the run's findings
+    so far go out.  A failed delivery is logged, never raised: the host's task must not fail for it, and the
+    run's alert task sends what did not arrive."""
+    from trainbench.store.results import open_store
+
+    if open_store(config.database_url).quarantined(run_id, host) is None:
+        return {}
+    try:
+        return send_run_alerts(config, run_id, dag_id, log)
+    except Exception as exc:
+        log(f"alerts: the quarantine of {host} could not be announced now ({exc}); the run's alert task retries")
+        return {}
+
+
 class RunFailed(BaseNotifier):
     """The DAG's on_failure_callback: a failed-run alert naming the reason and the last failed task."""
 
