@@ -181,6 +181,7 @@ def test_a_framework_blind_to_the_gpus_warns_and_no_usable_framework_fails(tmp_p
     assert problem in checks["framework pytorch"].detail
     assert "install the CUDA build of pytorch" in checks["framework pytorch"].fix
     assert checks["frameworks"].status == doctor.FAIL
+    assert f"(framework pytorch: {checks['framework pytorch'].detail})" in checks["frameworks"].detail
 
 
 def test_a_missing_interpreter_warns_and_the_others_still_measure(tmp_path):

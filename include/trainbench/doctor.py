@@ -260,7 +260,11 @@ def _frameworks(config: Config, settings: Settings, inventory: Inventory, cases:
     usable = [name for c, base in zip(found, bases) if c.status == PASS for name in bases[base]]
     if usable:
         return [*found, Check("frameworks", PASS, f"usable: {', '.join(usable)}")]
-    return [*found, Check("frameworks", FAIL, "no framework of the run can measure here", "see the lines above")]
+    why = "; ".join(f"{c.name}: {c.detail}" for c in found)  # the quarantine's reason: say it in the run's rows
+    return [
+        *found,
+        Check("frameworks", FAIL, f"no framework of the run can measure here ({why})", "see the lines above"),
+    ]
 
 
 def _framework(config: Config, base: str, names: list[str], gpus: tuple, multi_gpu: bool) -> Check:
