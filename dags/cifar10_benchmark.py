@@ -121,10 +121,11 @@ def cifar10_benchmark():
         return checked
 
     @task
-    def discover_devices() -> dict:
+    def discover_devices(checked: dict) -> dict:
+        """A quarantined host's NVML may be what failed: its cases are then planned without its GPUs."""
         from trainbench import pipeline
 
-        return pipeline.discover_devices()
+        return pipeline.discover_devices(quarantined=not checked["can_measure"])
 
     @task
     @fail_without_retry
@@ -138,12 +139,15 @@ def cifar10_benchmark():
 
     @task
     @fail_without_retry
-    def plan_matrix(inventory: dict, dataset: dict, settings: dict, host: str, dag_run=None) -> list[dict]:
+    def plan_matrix(
+        inventory: dict, dataset: dict, settings: dict, host: str, checked: dict, dag_run=None
+    ) -> list[dict]:
         from trainbench import pipeline
 
         chosen = config.Settings(**settings)
         pipeline.start_run(CONFIG, dag_run.run_id, chosen, logical_date(dag_run))
-        return [spec.to_dict() for spec in pipeline.plan_matrix(chosen, inventory, dataset, host)]
+        planned = pipeline.plan_matrix(chosen, inventory, dataset, host, quarantined=not checked["can_measure"])
+        return [spec.to_dict() for spec in planned]
 
     @task(trigger_rule="all_done")
     def collect(run_id: str | None = None) -> dict:
@@ -209,9 +213,9 @@ def cifar10_benchmark():
     for host in CONFIG.hosts:  # everything that touches a host runs on its queue, one task at a time
         with TaskGroup(group_id=host):
             checked = preflight.override(queue=host)(settings, host)
-            devices = discover_devices.override(queue=host)()
+            devices = discover_devices.override(queue=host)(checked)
             dataset = prepare_dataset.override(queue=host)(devices, settings, checked)
-            specs = plan_matrix.override(queue=host)(devices, dataset, settings, host)
+            specs = plan_matrix.override(queue=host)(devices, dataset, settings, host, checked)
             trained = TrainCaseOperator.partial(
                 task_id="train",
                 queue=host,
@@ -221,7 +225,6 @@ def cifar10_benchmark():
                 retries=3,
                 retry_delay=dt.timedelta(seconds=CONFIG.retry_delay_s),
             ).expand(spec=specs)
-        checked >> devices
         trained >> collected
         specs_per_host.append(specs)
     validated = validate(specs_per_host)

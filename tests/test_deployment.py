@@ -198,6 +198,8 @@ def test_a_host_that_fails_its_preflight_stops_only_its_own_cases_and_is_announc
             assert "host host_b quarantined in this run: doctor:" in r["error"] and "pytorch" in r["error"], r["error"]
     tis = {t["task_id"]: t for t in d.task_instances(run_id) if t["map_index"] in (-1, None)}
     assert tis["host_b.preflight"]["state"] == tis["host_a.preflight"]["state"] == "success"
+    report = (run_folder_of(d, run_id) / "report.md").read_text()
+    assert "## Quarantined hosts\n\n- `host_b` stopped measuring in this run: doctor: frameworks:" in report
     (mail,) = d.wait_for("the quarantine email", lambda: mails(mailbox, run_id), timeout_s=120)
     assert "host quarantined · host_b" in mail and "doctor:" in mail and "host_a" not in mail.split("\n")[0]
     assert d.wait_for("the quarantine webhook", lambda: [p for p in webhook.posts if run_id in json.dumps(p)])

@@ -37,3 +37,27 @@ def test_a_cpu_host_still_falls_back_to_synthetic_data(tmp_path):
     cfg = config.load(write_config(tmp_path))
     cpu_only = devices.Inventory(gpus=(), cpu_model="t", cpu_count=2).to_dict()
     assert pipeline.prepare_dataset(cfg, cfg.settings.overridden(dataset="auto"), cpu_only)["kind"] == "synthetic"
+
+
+class _FailingNvml:
+    """NVML that loads but fails (a GPU fallen off the bus, a driver mid-upgrade)."""
+
+    def nvmlDeviceGetCount(self):
+        raise RuntimeError("NVMLError_Unknown: Unknown Error")
+
+
+def test_a_quarantined_host_whose_gpus_are_gone_plans_nothing_instead_of_failing_the_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(devices, "load_nvml", lambda: (_FailingNvml(), None))
+    with pytest.raises(RuntimeError, match="NVMLError_Unknown"):
+        pipeline.discover_devices()
+    inventory = pipeline.discover_devices(quarantined=True)
+    assert (
+        not inventory["gpus"]
+        and "the host is quarantined: RuntimeError: NVMLError_Unknown" in inventory["nvml_error"]
+    )
+    cfg = config.load(write_config(tmp_path))
+    settings = cfg.settings.overridden(device_sets=["0", "cpu"])
+    dataset = {"kind": "none", "data_dir": ""}
+    with pytest.raises(ConfigError):
+        pipeline.plan_matrix(settings, inventory, dataset)
+    assert pipeline.plan_matrix(settings, inventory, dataset, quarantined=True) == []

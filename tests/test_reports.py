@@ -302,3 +302,16 @@ def test_no_scaling_figure_or_variant_direction_is_claimed_from_noisy_repeats():
     (line,) = [l for l in variants.splitlines() if l.startswith("| (no host)") or "| pytorch-graph | cpu |" in l]
     assert NOISY in line and "faster" not in line
     assert NOISY in page
+
+
+def test_a_host_quarantined_in_the_run_is_named_with_its_reason_in_both_reports(stored_history):
+    """A quarantined host may have planned nothing (its GPUs gone): the report still says it stopped, and why."""
+    cfg, store, run = stored_history
+    out = pipeline.publish(cfg, run)
+    assert "Quarantined hosts" not in Path(out["markdown"]).read_text()
+    store.quarantine(run, "h100-b", "doctor: nvml: NVML failed: NVMLError_Unknown")
+    out = pipeline.publish(cfg, run)
+    text = Path(out["markdown"]).read_text()
+    assert "## Quarantined hosts\n\n- `h100-b` stopped measuring in this run: doctor: nvml: NVML failed" in text
+    page = Path(out["html"]).read_text()
+    assert "Host <b>h100-b</b> stopped measuring in this run: doctor: nvml: NVML failed: NVMLError_Unknown" in page

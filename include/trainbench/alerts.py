@@ -323,15 +323,29 @@ class Smtp:
         message["Date"] = email.utils.formatdate(usegmt=True)  # mail without them reads as spam to many filters
         message["Message-ID"] = email.utils.make_msgid(domain=self.sender.rpartition("@")[2] or None)
         message.set_content(email_text(alerts))
+        implicit_tls = self.port == SMTPS_PORT
+        if self.login and not (implicit_tls or self.starttls):
+            raise DeliveryFailed(
+                f"email via {self.host}:{self.port}: refusing to send the SMTP password unencrypted; set "
+                f'{{"starttls": true}} in the connection\'s extra, or use port {SMTPS_PORT} (implicit TLS)'
+            )
         try:
-            with smtplib.SMTP(self.host, self.port, timeout=self.timeout_s) as smtp:
-                if self.starttls:
-                    smtp.starttls(context=ssl.create_default_context())
+            tls = ssl.create_default_context()  # verifies the server (smtplib's own default does not)
+            with (
+                smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout_s, context=tls)
+                if implicit_tls
+                else smtplib.SMTP(self.host, self.port, timeout=self.timeout_s)
+            ) as smtp:
+                if self.starttls and not implicit_tls:
+                    smtp.starttls(context=tls)
                 if self.login:
                     smtp.login(self.login, self.password)
                 smtp.send_message(message)
         except (OSError, smtplib.SMTPException) as exc:
             raise DeliveryFailed(f"email to {', '.join(self.to)} via {self.host}:{self.port}: {exc}") from None
+
+
+SMTPS_PORT = 465  # SMTP over implicit TLS (RFC 8314)
 
 
 @dataclass(frozen=True)

@@ -111,15 +111,19 @@ def send_run_alerts(config: Config, run_id: str, dag_id: str, log: Log) -> dict[
 
 
 def announce_quarantine(config: Config, run_id: str, dag_id: str, host: str, log: Log) -> dict[str, int]:
-    """A host quarantined mid-run is announced when it happens, not hours later at the run's end: the run's findings
-    so far go out.  A failed delivery is logged, never raised: the host's task must not fail for it, and the
-    run's alert task sends what did not arrive."""
+    """A host quarantined mid-run is announced when it happens, not hours later at the run's end (its quarantine
+    alert only; each channel sends it once).  Nothing here ever fails the host's task (an unreachable database or
+    channel is logged): the run's alert task sends what did not arrive."""
+    from trainbench import alerts
     from trainbench.store.results import open_store
 
-    if open_store(config.database_url).quarantined(run_id, host) is None:
-        return {}
     try:
-        return send_run_alerts(config, run_id, dag_id, log)
+        found = [
+            alerts.quarantined(run_id, q, links(config, dag_id, run_id))
+            for q in open_store(config.database_url).quarantines(run_id)
+            if q["host"] == host
+        ]
+        return _deliver(config, run_id, found, log) if found else {}
     except Exception as exc:
         log(f"alerts: the quarantine of {host} could not be announced now ({exc}); the run's alert task retries")
         return {}

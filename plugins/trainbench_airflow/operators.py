@@ -55,10 +55,9 @@ class TrainCaseOperator(BaseOperator):
             )
         finally:
             done.set()
-        if result.status in ("unavailable", "tainted"):
-            from trainbench_airflow.notifiers import announce_quarantine
+        from trainbench_airflow.notifiers import announce_quarantine
 
-            announce_quarantine(cfg, context["run_id"], context["ti"].dag_id, spec.case.host, self.log.info)
+        announce_quarantine(cfg, context["run_id"], context["ti"].dag_id, spec.case.host, self.log.info)
         if self._stopped.is_set():
             published = pipeline.publish(cfg, context["run_id"])
             self.log.info("stopped by Airflow: the run's reports hold what it measured, %s", published["markdown"])

@@ -27,9 +27,10 @@ def write_all(
     fingerprints: Mapping[str, dict] | None = None,
     comparisons: Sequence[CaseComparison] = (),
     imported: Sequence[Result] = (),
+    quarantines: Sequence[Mapping] = (),
 ) -> dict[str, Path]:
     """Write every report of the run's cases into its folder, each file replaced whole (a reader never sees half
-    of one)."""
+    of one).  `quarantines`: the hosts that stopped measuring in the run, and why."""
     folder.mkdir(parents=True, exist_ok=True)
     files = {
         "markdown": folder / "report.md",
@@ -41,10 +42,11 @@ def write_all(
     }
     rows = [r.to_dict() for s in summaries for r in s.results]
     stats = [{"run_id": run_id, **s.stats_row()} for s in summaries if s.counted]
-    page = html_page.render(run_id, summaries, history, verdicts, comparisons, imported, run_order, fingerprints or {})
-    replace_file(
-        files["markdown"], markdown.render(summaries, run_id, verdicts, comparisons, imported).encode(), REPORT
+    page = html_page.render(
+        run_id, summaries, history, verdicts, comparisons, imported, run_order, fingerprints or {}, quarantines
     )
+    text = markdown.render(summaries, run_id, verdicts, comparisons, imported, quarantines)
+    replace_file(files["markdown"], text.encode(), REPORT)
     replace_file(files["html"], page.encode(), REPORT)
     replace_file(files["csv"], tables.csv_text(rows).encode(), REPORT)
     replace_file(files["cases_csv"], tables.stats_csv_text(stats).encode(), REPORT)

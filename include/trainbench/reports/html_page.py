@@ -54,6 +54,7 @@ def render(
     imported: Sequence[Result],
     run_order: Sequence[str],
     fingerprints: Mapping[str, dict] | None = None,
+    quarantines: Sequence[Mapping] = (),
 ) -> str:
     """`fingerprints` (environment key -> fingerprint) labels the history's environments."""
     data = charts.report(summaries, history, verdicts, run_order, fingerprints or {})
@@ -71,6 +72,7 @@ def render(
             scaling=charts.scaling(summaries),
             pairs=variant_pairs(summaries),
             verdicts=mine,
+            quarantines=quarantines,
             comparisons=comparisons,
             imported=sorted(imported, key=cases.order),
             chart_data=Markup(charts.embed(data)),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from trainbench import cases, frameworks
 from trainbench.cases import CaseSummary
@@ -33,8 +33,14 @@ def render(
     verdicts: Sequence[dict] = (),
     comparisons: Sequence[CaseComparison] = (),
     imported: Sequence[Result] = (),
+    quarantines: Sequence[Mapping] = (),
 ) -> str:
-    out = [f"# trainbench run `{run_id}`", "", "## Devices"]
+    out = [f"# trainbench run `{run_id}`", ""]
+    if quarantines:
+        out += ["## Quarantined hosts", ""]
+        out += [f"- `{cell(q['host'])}` stopped measuring in this run: {cell(q['reason'])}" for q in quarantines]
+        out.append("")
+    out.append("## Devices")
     for host in hosts(summaries):
         out += _devices(host, [r for s in summaries if s.key.host == host for r in s.results])
     out.append("")

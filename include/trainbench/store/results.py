@@ -207,6 +207,15 @@ def migrate(engine: sa.Engine, revision: str = "head") -> None:
         command.upgrade(cfg, revision)
 
 
+def _insert_new(engine: sa.Engine, table: sa.Table):
+    """INSERT that skips rows whose key is taken (ON CONFLICT DO NOTHING, on SQLite and PostgreSQL alike)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    if engine.dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    return sqlite.insert(table).on_conflict_do_nothing()
+
+
 @functools.cache
 def open_store(url: str) -> ResultStore:
     """The process's store for `url`: one engine, migrated once."""
@@ -552,15 +561,19 @@ class ResultStore:
             return set(conn.execute(query).scalars())
 
     def mark_alerts_sent(self, run_id: str, channel: str, keys: Iterable[str]) -> None:
-        """Record delivered alerts (after delivery: a failed send is retried, a delivered one never repeated)."""
+        """Record delivered alerts (after delivery: a failed send is retried, a delivered one never repeated).  Two
+        hosts' tasks announcing at once may both deliver; the second record is dropped, never an error."""
         rows = [
             {"run_id": run_id, "alert_key": k, "channel": channel, "sent_at": dt.datetime.now(dt.UTC)} for k in keys
         ]
-        sent = self.alerts_already_sent(run_id, channel)
-        rows = [r for r in rows if r["alert_key"] not in sent]
         if rows:
             with self.engine.begin() as conn:
-                conn.execute(alerts_sent.insert(), rows)
+                conn.execute(_insert_new(self.engine, alerts_sent), rows)
+
+    def lift_quarantine(self, run_id: str, host: str) -> None:
+        """A host that passed its pre-flight again (its tasks cleared after a repair) measures again in the run."""
+        with self.engine.begin() as conn:
+            conn.execute(quarantines.delete().where(quarantines.c.run_id == run_id, quarantines.c.host == host))
 
 
 def fingerprints_query(env_keys: Iterable[str]) -> sa.Select:
