@@ -334,6 +334,7 @@ def test_a_failed_run_alert_is_sent_by_the_dags_failure_callback(cfg, mailbox, w
         "run_id": RUN,
         "reason": "task_failure",
         "ti": types.SimpleNamespace(task_id="gpu.train", map_index=3),
+        "dag_run": types.SimpleNamespace(clear_number=0),
     }
     failed = notifiers.RunFailed(cfg)
     for _ in range(2):  # as the Dag processor calls it; a second call repeats nothing
@@ -344,6 +345,8 @@ def test_a_failed_run_alert_is_sent_by_the_dags_failure_callback(cfg, mailbox, w
     assert "the run failed (task_failure); last failed task: gpu.train[3]" in body
     assert f"DAG run: {BASE}/dags/cifar10_benchmark/runs/{QUOTED}" in body
     assert len(webhook.posts) == 1
+    failed({**context, "dag_run": types.SimpleNamespace(clear_number=1)})  # cleared, and failed again
+    assert len(mailbox.messages) == 2 and len(webhook.posts) == 2
 
 
 def run_deadline_callback(cfg: config.Config, state: str, run_type: str = "scheduled") -> list:

@@ -184,7 +184,8 @@ def quarantined(run_id: str, quarantine: Mapping, links: Links) -> Alert:
     )
 
 
-def failed_run(run_id: str, reason: str, links: Links, failed_task: str = "") -> Alert:
+def failed_run(run_id: str, reason: str, links: Links, failed_task: str = "", clear_number: int = 0) -> Alert:
+    """`clear_number`: how often the run was cleared; a run that fails again after a clear is announced again."""
     return Alert(
         FAILED_RUN,
         run_id,
@@ -195,7 +196,7 @@ def failed_run(run_id: str, reason: str, links: Links, failed_task: str = "") ->
         "",
         "",
         links,
-        FAILED_RUN,
+        f"{FAILED_RUN}:{clear_number}",
     )
 
 

@@ -142,7 +142,9 @@ class RunFailed(BaseNotifier):
         dag_id, run_id = context["dag"].dag_id, context["run_id"]
         ti = context.get("ti")
         task = "" if ti is None else f"{ti.task_id}" + (f"[{ti.map_index}]" if ti.map_index >= 0 else "")
-        found = [alerts.failed_run(run_id, context.get("reason") or "failed", links(self.config, dag_id, run_id), task)]
+        cleared = getattr(context.get("dag_run"), "clear_number", 0) or 0
+        reason = context.get("reason") or "failed"
+        found = [alerts.failed_run(run_id, reason, links(self.config, dag_id, run_id), task, cleared)]
         _deliver(self.config, run_id, found, self.log.info)
 
 
