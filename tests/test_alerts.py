@@ -420,3 +420,13 @@ def test_an_smtp_password_is_never_sent_unencrypted(mailbox):
     with pytest.raises(DeliveryFailed, match='refusing to send the SMTP password unencrypted; set {"starttls": true}'):
         plain.send(found)
     assert mailbox.messages == []
+
+
+def test_a_failed_run_is_announced_even_when_the_results_database_is_down(cfg, mailbox, webhook, monkeypatch):
+    """A database outage is a likely reason for the failure: the alert goes out without the record of what was sent."""
+    set_connections(monkeypatch, mailbox, webhook.url)
+    down = dataclasses.replace(cfg, database_url="postgresql+psycopg://nobody@127.0.0.1:1/none")
+    context = {"dag": DAG("cifar10_benchmark", schedule=None), "run_id": RUN, "reason": "task_failure"}
+    notifiers.RunFailed(down)(context)
+    (mail,) = mailbox.messages
+    assert "the run failed (task_failure)" in mail.get_body(("plain",)).get_content() and len(webhook.posts) == 1

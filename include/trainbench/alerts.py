@@ -13,6 +13,7 @@ task retries) and is sent by the next try.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import email.utils
@@ -26,6 +27,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Protocol
+
+import sqlalchemy.exc
 
 from trainbench import cases
 from trainbench.cases import Spread
@@ -376,22 +379,38 @@ class Webhook:
             raise DeliveryFailed(f"webhook at {where} unreachable: {getattr(exc, 'reason', exc)}") from None
 
 
-def deliver(store: ResultStore, run_id: str, alerts: Sequence[Alert], channels: Iterable[Channel]) -> dict[str, int]:
+def deliver(
+    store: ResultStore | None, run_id: str, alerts: Sequence[Alert], channels: Iterable[Channel]
+) -> dict[str, int]:
     """Send each channel the run's alerts it has not delivered yet, in one message, and record them once it took
-    them.  Every channel is tried; then DeliveryFailed names those that failed.  Returns alerts sent per channel."""
+    them.  Every channel is tried; then DeliveryFailed names those that failed.  Returns alerts sent per channel.
+    Without the record (`store` None, or the database unreachable: often why a run failed or is late) every alert
+    is sent: better twice than never."""
     sent: dict[str, int] = {}
     failed: list[str] = []
     for channel in channels:
-        done = store.alerts_already_sent(run_id, channel.name)
-        new = [a for a in alerts if a.key not in done]
+        new = [a for a in alerts if a.key not in _already_sent(store, run_id, channel.name)]
         if new:
             try:
                 channel.send(new)
             except DeliveryFailed as exc:
                 failed.append(str(exc))
                 continue
-            store.mark_alerts_sent(run_id, channel.name, [a.key for a in new])
+            _record_sent(store, run_id, channel.name, [a.key for a in new])
         sent[channel.name] = len(new)
     if failed:
         raise DeliveryFailed("; ".join(failed))
     return sent
+
+
+def _already_sent(store: ResultStore | None, run_id: str, channel: str) -> set[str]:
+    try:
+        return store.alerts_already_sent(run_id, channel) if store is not None else set()
+    except sqlalchemy.exc.SQLAlchemyError:
+        return set()
+
+
+def _record_sent(store: ResultStore | None, run_id: str, channel: str, keys: list[str]) -> None:
+    if store is not None:
+        with contextlib.suppress(sqlalchemy.exc.SQLAlchemyError):
+            store.mark_alerts_sent(run_id, channel, keys)

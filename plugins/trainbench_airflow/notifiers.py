@@ -98,7 +98,12 @@ def _deliver(config: Config, run_id: str, found: list[Alert], log: Log) -> dict[
     from trainbench import alerts
     from trainbench.store.results import open_store
 
-    sent = alerts.deliver(open_store(config.database_url), run_id, found, channels(config, log))
+    try:
+        store = open_store(config.database_url)
+    except Exception as exc:  # the database down or refusing: often why a run failed or is late
+        log(f"alerts: results database unreachable ({exc}); sending without the record of what was sent")
+        store = None
+    sent = alerts.deliver(store, run_id, found, channels(config, log))
     log(f"alerts: {len(found)} for run {run_id}; sent now per channel: {sent}")
     return sent
 
