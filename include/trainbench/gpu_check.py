@@ -165,6 +165,8 @@ def figures(r: Result) -> dict:
         "wall_s": r.wall_s,
         "images_per_s": r.images_per_s,
         "steady_epoch_s": statistics.median(seconds) if seconds else None,
+        # launch until the first step starts: interpreter, framework import, device and data on the device; the
+        # first step's own compilation (jit, CUDA graph capture) is the "first epoch" phase's
         "launch_to_first_step_s": phases["startup"] + phases["data"] if "data" in phases else None,
         "sampled_mib": sampled,
         "accounting_mib": accounted,
