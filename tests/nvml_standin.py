@@ -1,10 +1,11 @@
 """A stand-in for the NVML library on hosts without GPUs (the hardware is what is absent).
 
 It answers the calls trainbench makes with the shapes `nvidia-ml-py` returns, from a
-scripted device state: memory used and throttle reasons can follow a function of time, so a
-sampler's peak detection is tested against a known spike.  Each health fault (ECC errors,
-retired pages, remapped rows, a narrow PCIe link, XID events) is a field of `Device` whose
-default is a healthy GPU; a call named in `Device.unsupported` answers NOT_SUPPORTED.
+scripted device state: memory used, throttle reasons and idle stretches can follow a function of
+time, so a sampler's peak detection and throttle shares are tested against known figures.  Each
+health fault (ECC errors, retired pages, remapped rows, a narrow PCIe link, XID events) is a field
+of `Device` whose default is a healthy GPU; a call named in `Device.unsupported` answers
+NOT_SUPPORTED.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from types import SimpleNamespace
 MIB = 2**20
 NVML_CLOCK_SM = 1
 NVML_TEMPERATURE_GPU = 0
+GPU_IDLE = 0x1
 
 
 class NotSupported(Exception):
@@ -36,8 +38,10 @@ class Device:
     accounted: dict = field(default_factory=dict)  # pid -> max MiB
     energy_mj_per_s: float = 300_000.0
     reasons: int | Callable[[float], int] = 0  # clock-event reason bits, or seconds since `start` -> bits
-    ecc_corrected: int = 0  # volatile and aggregate alike: no reboot in a test's life
+    idle: Callable[[float], bool] | None = None  # seconds since `start` -> idle: only the gpu_idle bit is reported
+    ecc_corrected: int = 0  # volatile (since the driver loaded) and aggregate alike
     ecc_uncorrected: int = 0
+    ecc_uncorrected_earlier: int = 0  # in the aggregate count only: before the last driver load or reset
     retired_pages: tuple[int, int] = (0, 0)  # pages retired for multiple single-bit, for double-bit errors
     retirement_pending: bool = False
     remapped_rows: tuple[int, int, bool, bool] = (0, 0, False, False)  # corrected, uncorrected, pending, failure
@@ -147,6 +151,8 @@ class StandInNvml:
         return 350_000
 
     def nvmlDeviceGetCurrentClocksEventReasons(self, h):
+        if h.idle and h.idle(self._now()):
+            return GPU_IDLE
         return h.reasons(self._now()) if callable(h.reasons) else h.reasons
 
     def _supported(self, h: Device, call: str) -> Device:
@@ -156,7 +162,9 @@ class StandInNvml:
 
     def nvmlDeviceGetTotalEccErrors(self, h, kind, counter):
         h = self._supported(h, "nvmlDeviceGetTotalEccErrors")
-        return h.ecc_uncorrected if kind == self.NVML_MEMORY_ERROR_TYPE_UNCORRECTED else h.ecc_corrected
+        if kind == self.NVML_MEMORY_ERROR_TYPE_CORRECTED:
+            return h.ecc_corrected
+        return h.ecc_uncorrected + (h.ecc_uncorrected_earlier if counter == self.NVML_AGGREGATE_ECC else 0)
 
     def nvmlDeviceGetRetiredPages(self, h, cause):
         count = self._supported(h, "nvmlDeviceGetRetiredPages").retired_pages[cause]

@@ -12,7 +12,7 @@ import sys
 import pytest
 import sqlalchemy as sa
 
-from trainbench import config, doctor
+from trainbench import config, doctor, gpu_check
 from trainbench.config import Measurement
 from trainbench.store.results import VERSION_TABLE, open_store
 from trainbench.trainers import cifar10
@@ -117,7 +117,7 @@ def test_gpu_host_nvml_and_device_sets(tmp_path):
 @pytest.mark.parametrize(
     ("fault", "problem"),
     [
-        ({"pcie": (5, 5, 8, 16)}, "GPU-0aaa-0000: PCIe link x8 of x16"),
+        ({"ecc_uncorrected": 1}, "GPU-0aaa-0000: 1 uncorrectable ECC error(s) since the driver loaded"),
         ({"remapped_rows": (0, 0, False, True)}, "GPU-0aaa-0000: row remapping failed"),
         ({"retirement_pending": True}, "GPU-0aaa-0000: page retirement pending"),
     ],
@@ -127,10 +127,65 @@ def test_each_gpu_s_health(tmp_path, fault, problem):
     healthy = checks_of(cfg, gpus(1))
     assert healthy["gpu 0 health"].line() == "PASS  gpu 0 health: GPU-0aaa-0000: no problem NVML reports"
     assert doctor.can_measure(list(healthy.values()))
-    sick = checks_of(cfg, gpus(1, **fault))
+    sick = checks_of(cfg, gpus(1, **fault), device_sets=("0",))
     assert sick["gpu 0 health"].status == doctor.FAIL and problem in sick["gpu 0 health"].detail
     assert "`nvidia-smi -q -i 0`" in sick["gpu 0 health"].fix
     assert not doctor.can_measure(list(sick.values()))
+
+
+def test_a_sick_gpu_the_run_does_not_use_warns_and_the_host_measures(tmp_path):
+    cfg = configured(tmp_path, CUDA_TORCH, dataset="synthetic")
+    nvml = gpus(2)
+    nvml.devices[1].retirement_pending = True
+    found = checks_of(cfg, nvml, device_sets=("0",))
+    assert found["gpu 0 health"].status == doctor.PASS
+    sick = found["gpu 1 health"]
+    assert sick.status == doctor.WARN and sick.detail.startswith("GPU-1aaa-0000: page retirement pending")
+    assert sick.detail.endswith("; no device set of this run uses it") and doctor.can_measure(list(found.values()))
+    assert checks_of(cfg, nvml, device_sets=("1",))["gpu 1 health"].status == doctor.FAIL
+
+
+def test_a_link_below_its_width_warns_without_stopping_the_host(tmp_path):
+    """Some platforms (VMs, bifurcated slots) train every link below NVML's maximum: quarantining them would stop
+    the host every week."""
+    cfg = configured(tmp_path, CUDA_TORCH, dataset="synthetic")
+    found = checks_of(cfg, gpus(1, pcie=(5, 5, 8, 16)), device_sets=("0",))
+    narrow = found["gpu 0 health"]
+    assert narrow.status == doctor.WARN and narrow.detail.startswith("GPU-0aaa-0000: PCIe link x8 of x16")
+    assert doctor.can_measure(list(found.values()))
+
+
+NO_PYNVML = "ModuleNotFoundError: No module named 'pynvml'"
+
+
+@pytest.mark.parametrize(
+    ("error", "fix"),
+    [
+        (NO_PYNVML, "-m pip install nvidia-ml-py=="),
+        ("NVMLError_LibraryNotFound: NVML Shared Library Not Found", "check `nvidia-smi`"),
+    ],
+)
+def test_a_gpu_host_without_nvml_fails_instead_of_passing_as_a_cpu_host(tmp_path, monkeypatch, error, fix):
+    cfg = configured(tmp_path)
+    monkeypatch.setattr(doctor, "load_nvml", lambda: (None, error))
+    assert checks_of(cfg)["nvml"].status == doctor.PASS
+    (tmp_path / "nvidia0").write_text("")
+    monkeypatch.setattr(doctor, "NVIDIA_DEVICE_PATHS", (str(tmp_path / "nvidia0"), str(tmp_path / "absent")))
+    found = checks_of(cfg)["nvml"]
+    assert (
+        found.status == doctor.FAIL and found.detail == f"NVIDIA devices ({tmp_path / 'nvidia0'}) but no NVML: {error}"
+    )
+    assert fix in found.fix
+
+
+def test_gpu_check_on_a_gpu_host_without_nvml_fails_instead_of_saying_no_gpu(tmp_path, monkeypatch):
+    cfg = configured(tmp_path)
+    monkeypatch.setattr(doctor, "load_nvml", lambda: (None, NO_PYNVML))
+    monkeypatch.setattr(gpu_check, "load_nvml", lambda: (None, NO_PYNVML))
+    monkeypatch.setattr(doctor, "NVIDIA_DEVICE_PATHS", (str(tmp_path),))
+    said: list[str] = []
+    assert gpu_check.main(cfg, "gpu", out=said.append) == 1
+    assert said[-1] == "gpu-check: the doctor failed (nvml): GPU acceptance not measured"
 
 
 def test_persistence_mode_off_warns(tmp_path):
@@ -277,7 +332,10 @@ def test_preflight_quarantines_a_host_that_cannot_measure(tmp_path):
     assert reason is not None and reason.startswith("doctor: nvml: no GPU visible")
     assert blind["quarantined"] == reason
     sick = doctor.preflight(
-        configured(tmp_path, CUDA_TORCH, dataset="synthetic"), "run2", "gpu", nvml=gpus(1, pcie=(5, 5, 8, 16))
+        configured(tmp_path, CUDA_TORCH, dataset="synthetic", device_sets=["0"]),
+        "run2",
+        "gpu",
+        nvml=gpus(1, ecc_uncorrected=1),
     )
     assert sick["failed"] == ["gpu 0 health"]
     assert store.quarantined("run2", "gpu") == f"doctor: gpu 0 health: {sick['checks'][3]['detail']}"

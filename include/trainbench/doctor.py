@@ -13,9 +13,11 @@ import dataclasses
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from trainbench import frameworks
 from trainbench.config import Config, Settings, shown_url
@@ -33,6 +35,10 @@ STATUSES = (PASS, WARN, FAIL)
 PROBE_TIMEOUT_S = 40.0  # importing torch on a cold GPU host takes 4-6 s; the doctor's whole budget is 60 s
 SHOWN_SETS = 6  # "all" on an 8-GPU host is 255 sets: the line names the first few
 NO_NVML = ("ImportError", "ModuleNotFoundError", "NVMLError_LibraryNotFound")  # no NVIDIA stack: a CPU host
+NO_BINDINGS = ("ImportError", "ModuleNotFoundError")
+# Where the kernel driver shows NVIDIA devices: with any of them, missing NVML is a broken GPU host, not a CPU host.
+NVIDIA_DEVICE_PATHS = ("/dev/nvidia0", "/proc/driver/nvidia")
+LOCK_FILE = Path(__file__).resolve().parents[2] / "requirements.lock"
 # One interpreter start per framework: its version, whether it is a CUDA build, how many GPUs it sees (the
 # launch's CUDA_VISIBLE_DEVICES applies) and, where multi-GPU sets need it, its NCCL.
 PROBE = """
@@ -101,7 +107,8 @@ def run(config: Config, host: str | None = None, nvml=None, settings: Settings |
     planned, cases = _device_sets(settings, inventory, host)
     checks = [_fleet_host(config, host), nvml_check, planned]
     if inventory.gpus:
-        checks += [_health(nvml, i) for i in range(len(inventory.gpus))]
+        used = {u for c in cases for u in c.device_set.gpu_uuids}
+        checks += [_health(nvml, i, used) for i in range(len(inventory.gpus))]
         checks += [_persistence(inventory), _accounting(inventory)]
         if config.measurement.lock_clocks:
             checks.append(_clock_locking())
@@ -174,6 +181,14 @@ def _nvml(nvml, settings: Settings) -> tuple[Check, object | None, Inventory]:
         return Check(name, PASS, detail), nvml, inventory
     if error and not error.startswith(NO_NVML):
         return Check(name, FAIL, f"NVML present but failing: {error}", _DRIVER_FIX), None, inventory
+    shown = [p for p in NVIDIA_DEVICE_PATHS if os.path.exists(p)]
+    if error and shown:
+        detail = f"NVIDIA devices ({', '.join(shown)}) but no NVML: {error}"
+        return (
+            Check(name, FAIL, detail, _bindings_fix() if error.startswith(NO_BINDINGS) else _DRIVER_FIX),
+            None,
+            inventory,
+        )
     if named:
         detail = f"no GPU visible ({error or 'NVML shows none'}), but device sets {named} name GPUs"
         return Check(name, FAIL, detail, f"{_DRIVER_FIX}; or measure this host with cpu device sets"), None, inventory
@@ -181,6 +196,16 @@ def _nvml(nvml, settings: Settings) -> tuple[Check, object | None, Inventory]:
 
 
 _DRIVER_FIX = "check `nvidia-smi`; after a driver upgrade, reboot (or reload the nvidia modules)"
+
+
+def _bindings_fix() -> str:
+    """The pin this checkout was tested with, where its lock file is at hand (a GPU host may run from a copy)."""
+    try:
+        lines = LOCK_FILE.read_text().splitlines()
+    except OSError:
+        lines = []
+    pin = next((line.strip() for line in lines if line.startswith("nvidia-ml-py==")), "nvidia-ml-py")
+    return f"`{sys.executable} -m pip install {pin}` (NVML's Python bindings, as requirements.lock pins them)"
 
 
 def _device_sets(settings: Settings, inventory: Inventory, host: str) -> tuple[Check, list[Case]]:
@@ -195,17 +220,21 @@ def _device_sets(settings: Settings, inventory: Inventory, host: str) -> tuple[C
     return Check("device sets", PASS, f"{shown} ({len(cases)} cases per repeat)"), cases
 
 
-def _health(nvml, index: int) -> Check:
+def _health(nvml, index: int, used: set[str]) -> Check:
+    """Fails only for a GPU the run's cases use: a sick GPU no device set touches cannot poison a row, so the
+    host's other GPUs go on measuring while it waits for repair."""
+    name = f"gpu {index} health"
     snap = health.snapshot(nvml, nvml.nvmlDeviceGetHandleByIndex(index))
-    problems = health.problems(snap)
+    problems, warnings = health.problems(snap), health.warnings(snap)
+    found, shows = "; ".join(problems + warnings), f"`nvidia-smi -q -i {index}` shows the GPU"
+    if problems and snap["uuid"] in used:
+        return Check(name, FAIL, found, f"drain this host and do what each problem says ({shows})")
     if problems:
-        return Check(
-            f"gpu {index} health",
-            FAIL,
-            "; ".join(problems),
-            f"drain this host and do what each problem says (`nvidia-smi -q -i {index}` shows the GPU)",
-        )
-    return Check(f"gpu {index} health", PASS, f"{snap['uuid']}: no problem NVML reports")
+        detail = f"{found}; no device set of this run uses it"
+        return Check(name, WARN, detail, f"do what each problem says before a run uses it ({shows})")
+    if warnings:
+        return Check(name, WARN, found, f"do what each warning says ({shows})")
+    return Check(name, PASS, f"{snap['uuid']}: no problem NVML reports")
 
 
 def _persistence(inventory: Inventory) -> Check:

@@ -217,7 +217,9 @@ def _monitors(m: _Measuring, final_attempt: bool) -> list:
             m.inventory.gpu(uuid)
     except LookupError as exc:
         raise _NotRun("unavailable", f"planned on another host: {exc}") from None
-    problems = health.gpu_problems(m.nvml, ds.gpu_uuids)
+    problems, warnings = health.gpu_health(m.nvml, ds.gpu_uuids)
+    for warning in warnings:
+        m.log(f"{m.spec.case.label}: GPU health warning (measured anyway): {warning}")
     if problems:
         raise _NotRun("unavailable", "GPU health: " + _quarantine(m, problems))
     cfg = m.config.measurement
@@ -289,7 +291,7 @@ def _launch(
         + (f", peak memory {r.peak_mem_mib:.0f} MiB ({r.peak_mem_method})" if r.peak_mem_mib is not None else "")
         + (f"\n{r.error}" if r.error else "")
     )
-    return _quarantine_on_faults(m, _save(m.config, r, m.log))
+    return _quarantine_on_faults(m, _save(m.config, r, m.log), faults)
 
 
 def _record(
@@ -339,10 +341,12 @@ def _quarantined(m: _Measuring) -> str | None:
         return None
 
 
-def _quarantine_on_faults(m: _Measuring, result: Result) -> Result:
+def _quarantine_on_faults(m: _Measuring, result: Result, faults: list[str] | None = None) -> Result:
     """After the result is stored (its raw JSON first, so a database outage loses neither: the retry stores the
-    raw result and quarantines then)."""
-    faults, _ = health.judge((result.telemetry or {}).get("gpus", []), m.config.health)
+    raw result and quarantines then).  `faults` as `_launch` judged them; None: judged from a replayed result's
+    telemetry."""
+    if faults is None:
+        faults, _ = health.judge((result.telemetry or {}).get("gpus", []), m.config.health)
     if faults:
         _quarantine(m, faults)
     return result

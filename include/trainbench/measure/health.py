@@ -1,12 +1,15 @@
 """Whether a GPU is fit to measure, and what turned bad while it did, from NVML.
 
-A GPU with pending page retirement or row remapping, a failed row remap, or a PCIe link
-trained below its width measures numbers that belong to a broken machine, not to the
-software under test; `problems()` names those before a repeat, `new_faults()` what
-appeared during one.  Every item is None where NVML does not support it (consumer boards
-have no ECC, older ones no row remapping): unknown is never a fault.
+A GPU with uncorrectable ECC errors since the driver loaded, pending page retirement or row
+remapping, or a failed row remap measures numbers that belong to a broken machine, not to the
+software under test; `problems()` names those before a repeat, `new_faults()` what appeared
+during one.  Every item is None where NVML does not support it (consumer boards have no ECC,
+older ones no row remapping): unknown is never a fault.
 
-PCIe generation drops at idle to save power, so it is judged only under load: the
+A PCIe link below its maximum width before a repeat is only a warning (`warnings()`): some
+platforms (VMs, bifurcated slots) train every link below what NVML reports as the maximum, and
+quarantining them would stop the host every week.  A width that dropped during a repeat is a
+fault.  PCIe generation drops at idle to save power, so it is judged only under load: the
 highest generation the GPU monitor saw while the GPU was not idle.
 """
 
@@ -68,31 +71,42 @@ def _below(have, most) -> bool:
     return have is not None and most is not None and have < most
 
 
-def _width_problem(gpu: str, snap: dict) -> list[str]:
-    if not _below(snap.get("pcie_width"), snap.get("pcie_max_width")):
-        return []
-    return [
-        f"{gpu}: PCIe link x{snap['pcie_width']} of x{snap['pcie_max_width']}: "
-        "reseat the card or its riser and reboot; a narrow link slows every host-device copy"
-    ]
-
-
 def problems(snap: dict) -> list[str]:
-    """Why this GPU must not measure now, each with what to do; [] when nothing known is wrong."""
+    """Why this GPU must not measure now, each with what to do; [] when nothing known is wrong.
+
+    Volatile uncorrectable ECC errors (since the last driver load or reset) mean the GPU is sick now; the
+    aggregate (lifetime) count is history a reset already dealt with."""
     gpu = snap.get("uuid") or "GPU"
     found = []
+    if ecc := snap.get("ecc_volatile_uncorrected"):
+        found.append(
+            f"{gpu}: {ecc} uncorrectable ECC error(s) since the driver loaded: reset the GPU (nvidia-smi -r) or "
+            "reboot; if it recurs, drain the host"
+        )
     if snap.get("retired_pages_pending"):
         found.append(f"{gpu}: page retirement pending: reset the GPU (nvidia-smi -r) or reboot the host to retire them")
     if snap.get("remap_pending"):
         found.append(f"{gpu}: row remapping pending: reset the GPU (nvidia-smi -r) or reboot the host to remap them")
     if snap.get("remap_failure"):
         found.append(f"{gpu}: row remapping failed (no spare rows left): take the GPU out of service and RMA it")
-    return found + _width_problem(gpu, snap)
+    return found
 
 
-def gpu_problems(nvml, uuids: Sequence[str]) -> list[str]:
-    """Every problem of these GPUs now."""
-    return [p for uuid in uuids for p in problems(snapshot(nvml, nvml.nvmlDeviceGetHandleByUUID(uuid)))]
+def warnings(snap: dict) -> list[str]:
+    """What is worth an operator's look but measures consistently on this platform, so it quarantines nothing."""
+    width, most = snap.get("pcie_width"), snap.get("pcie_max_width")
+    if not _below(width, most):
+        return []
+    return [
+        f"{snap.get('uuid') or 'GPU'}: PCIe link x{width} of x{most}: if this platform's slots are wider, "
+        "reseat the card or its riser and reboot; a narrow link slows every host-device copy"
+    ]
+
+
+def gpu_health(nvml, uuids: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Every problem and every warning of these GPUs now."""
+    snaps = [snapshot(nvml, nvml.nvmlDeviceGetHandleByUUID(uuid)) for uuid in uuids]
+    return [p for s in snaps for p in problems(s)], [w for s in snaps for w in warnings(s)]
 
 
 def _rose(name: str, before: dict, after: dict) -> int:
@@ -124,7 +138,9 @@ def new_faults(before: dict, after: dict) -> list[str]:
     xids = [x for x in after.get("xid_events") or () if x not in APPLICATION_XIDS]
     if xids:
         found.append(f"{gpu}: XID {', '.join(map(str, xids))} (see NVIDIA's XID catalogue)")
-    found += _width_problem(gpu, after)
+    width, was = after.get("pcie_width"), before.get("pcie_width")
+    if _below(width, was):
+        found.append(f"{gpu}: PCIe link x{width} of x{after.get('pcie_max_width')}, down from x{was}")
     if _below(after.get("pcie_gen_under_load"), after.get("pcie_max_gen")):
         found.append(f"{gpu}: PCIe gen {after['pcie_gen_under_load']} of {after['pcie_max_gen']} under load")
     return found

@@ -105,7 +105,10 @@ THROTTLE_REASONS = {
     0x100: "display_clock_setting",
 }
 GPU_IDLE = 0x1
-THROTTLE_METHOD = "share of telemetry samples with the reason's bit set"
+THROTTLE_METHOD = (
+    "share of the telemetry samples without the gpu_idle bit (the GPU busy) with the reason's bit set; "
+    "no share without such samples"
+)
 
 
 class GpuMonitor(_Sampler):
@@ -120,7 +123,8 @@ class GpuMonitor(_Sampler):
     Health (trainbench.measure.health) is read per device before launch and after exit;
     between them each telemetry sample drains XID events, notes the PCIe generation while
     the GPU is not idle, and counts the throttle reason bits set: a reason's share is the
-    share of telemetry samples with its bit set.
+    share of busy telemetry samples (no gpu_idle bit) with its bit set, since idle stretches
+    (start-up, data loading) would otherwise dilute heavy slowdown while the GPU worked.
     """
 
     def __init__(
@@ -160,6 +164,7 @@ class GpuMonitor(_Sampler):
         self.reasons = [0] * n
         self.reason_counts = [dict.fromkeys(THROTTLE_REASONS, 0) for _ in range(n)]
         self.reason_samples = [0] * n
+        self.idle_samples = [0] * n
         self.pcie_gen_under_load: list[int | None] = [None] * n
         self.health_before = [health.snapshot(self.nvml, h) for h in self.handles]
         self.xids = [health.XidWatcher(self.nvml, h) for h in self.handles]
@@ -193,14 +198,16 @@ class GpuMonitor(_Sampler):
 
     def _count_reasons(self, i: int, h, reasons: int) -> None:
         self.reasons[i] |= reasons
+        if reasons & GPU_IDLE:
+            self.idle_samples[i] += 1
+            return
         self.reason_samples[i] += 1
         for bit in THROTTLE_REASONS:
             if reasons & bit:
                 self.reason_counts[i][bit] += 1
-        if not reasons & GPU_IDLE:
-            gen = optional(self.nvml.nvmlDeviceGetCurrPcieLinkGeneration, h)
-            if gen is not None:
-                self.pcie_gen_under_load[i] = max(gen, self.pcie_gen_under_load[i] or gen)
+        gen = optional(self.nvml.nvmlDeviceGetCurrPcieLinkGeneration, h)
+        if gen is not None:
+            self.pcie_gen_under_load[i] = max(gen, self.pcie_gen_under_load[i] or gen)
 
     def _health(self, i: int, h) -> dict:
         """Before and after snapshots, what happened between them, and the faults that makes."""
@@ -222,6 +229,7 @@ class GpuMonitor(_Sampler):
             },
             "throttle_method": THROTTLE_METHOD,
             "throttle_samples": samples,
+            "throttle_idle_samples": self.idle_samples[i],
         }
 
     def _accounted_peak(self, h) -> float | None:
