@@ -331,6 +331,8 @@ def test_preflight_quarantines_a_host_that_cannot_measure(tmp_path):
     reason = store.quarantined("run1", "gpu")
     assert reason is not None and reason.startswith("doctor: nvml: no GPU visible")
     assert blind["quarantined"] == reason
+    assert doctor.preflight(cfg, "run1", "gpu")["can_measure"]  # repaired, the host's tasks cleared: measures again
+    assert store.quarantined("run1", "gpu") is None
     sick = doctor.preflight(
         configured(tmp_path, CUDA_TORCH, dataset="synthetic", device_sets=["0"]),
         "run2",

@@ -198,7 +198,7 @@ def test_on_kill_stops_the_whole_trainer_tree_and_the_row_says_so(tmp_path, synt
     (spec,) = pipeline.plan_matrix(cfg.settings, inv, {"kind": "synthetic", "data_dir": synthetic_data})
     pipeline.start_run(cfg, "kill-run", cfg.settings)
     op = TrainCaseOperator(task_id="train", spec=spec.to_dict())
-    context = {"run_id": "kill-run", "ti": SimpleNamespace(try_number=1)}
+    context = {"run_id": "kill-run", "ti": SimpleNamespace(try_number=1, dag_id="cifar10_benchmark")}
     monkeypatch.setenv("TRAINBENCH_CONFIG", str(cfg_path))
     worker = threading.Thread(target=op.execute, args=(context,))
     worker.start()

@@ -118,7 +118,8 @@ def run(config: Config, host: str | None = None, nvml=None, settings: Settings |
 
 def preflight(config: Config, run_id: str, host: str, settings: Settings | None = None, nvml=None) -> dict:
     """The checks as a host's first task: a host that cannot measure is quarantined for the run (its cases then
-    become `unavailable` naming the check), and nothing is raised, so the other hosts' tasks go on."""
+    become `unavailable` naming the check), and nothing is raised, so the other hosts' tasks go on.  A host that
+    passes is released from an earlier quarantine of the run: its tasks were cleared after a repair."""
     import sqlalchemy.exc
 
     from trainbench.store.results import open_store
@@ -132,6 +133,8 @@ def preflight(config: Config, run_id: str, host: str, settings: Settings | None 
             quarantined = open_store(config.database_url).quarantine(run_id, host, reason)
         except sqlalchemy.exc.SQLAlchemyError:  # the database check failed: the cases cannot store rows either
             pass
+    else:
+        open_store(config.database_url).lift_quarantine(run_id, host)
     return {
         "host": host,
         "can_measure": not failed,

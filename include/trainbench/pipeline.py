@@ -58,8 +58,14 @@ def store(config: Config) -> ResultStore:
     return open_store(config.database_url)
 
 
-def discover_devices() -> dict:
-    return discover().to_dict()
+def discover_devices(quarantined: bool = False) -> dict:
+    """This host's devices; a quarantined host whose NVML fails is taken to have none (it measures nothing)."""
+    try:
+        return discover().to_dict()
+    except Exception as exc:
+        if not quarantined:
+            raise
+        return discover(None, f"not read, the host is quarantined: {type(exc).__name__}: {exc}").to_dict()
 
 
 def prepare_dataset(config: Config, settings: Settings, inventory: dict) -> dict:
@@ -84,8 +90,11 @@ def prepare_dataset(config: Config, settings: Settings, inventory: dict) -> dict
     return {"kind": "synthetic", "data_dir": cifar10.batches_dir(synthetic)}
 
 
-def plan_matrix(settings: Settings, inventory: dict, dataset: dict, host: str = DEFAULT_HOST) -> list[CaseSpec]:
-    """One spec per case x repeat of one host: everything a training task needs, nothing it must look up."""
+def plan_matrix(
+    settings: Settings, inventory: dict, dataset: dict, host: str = DEFAULT_HOST, quarantined: bool = False
+) -> list[CaseSpec]:
+    """One spec per case x repeat of one host: everything a training task needs, nothing it must look up.  A
+    quarantined host whose GPUs the plan cannot find plans nothing: its quarantine (the report, the alert) says why."""
     job = TrainingJob(
         data_dir=dataset["data_dir"],
         epochs=settings.epochs,
@@ -93,14 +102,19 @@ def plan_matrix(settings: Settings, inventory: dict, dataset: dict, host: str = 
         seed=settings.seed,
         train_images=settings.train_images,
     )
-    cases = plan(
-        settings.frameworks,
-        settings.device_sets,
-        settings.repeats,
-        Inventory.from_dict(inventory),
-        host,
-        settings.warmup,
-    )
+    try:
+        cases = plan(
+            settings.frameworks,
+            settings.device_sets,
+            settings.repeats,
+            Inventory.from_dict(inventory),
+            host,
+            settings.warmup,
+        )
+    except ConfigError:
+        if quarantined:
+            return []
+        raise
     return [CaseSpec(case=c, job=job, data_kind=dataset["kind"], timeout_s=settings.timeout_s) for c in cases]
 
 
@@ -559,6 +573,7 @@ def publish(config: Config, run_id: str, verdicts: list[dict] | None = None) -> 
         fingerprints=fingerprints,
         comparisons=upgraded,
         imported=db.results(source=IMPORTED_LOG),
+        quarantines=db.quarantines(run_id),
     )
     if triggers := before_after.judge_remeasured(config, run_id, upgraded):
         found = before_after.write_report(config, run_id, triggers)
