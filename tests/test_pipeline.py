@@ -52,8 +52,7 @@ def test_a_quarantined_host_whose_gpus_are_gone_plans_nothing_instead_of_failing
         pipeline.discover_devices()
     inventory = pipeline.discover_devices(quarantined=True)
     assert (
-        not inventory["gpus"]
-        and "the host is quarantined: RuntimeError: NVMLError_Unknown" in inventory["nvml_error"]
+        not inventory["gpus"] and "the host is quarantined: RuntimeError: NVMLError_Unknown" in inventory["nvml_error"]
     )
     cfg = config.load(write_config(tmp_path))
     settings = cfg.settings.overridden(device_sets=["0", "cpu"])
