@@ -14,7 +14,7 @@ from airflow.serialization.enums import DagAttributeTypes as DAT
 from airflow.serialization.enums import Encoding
 from airflow.triggers.callback import CallbackTrigger
 
-from trainbench import alerts, config
+from trainbench import alerts, config, devices, pipeline
 from trainbench.alerts import DeliveryFailed, Links
 from trainbench.result import Result
 from trainbench.store.results import open_store
@@ -430,3 +430,21 @@ def test_a_failed_run_is_announced_even_when_the_results_database_is_down(cfg, m
     notifiers.RunFailed(down)(context)
     (mail,) = mailbox.messages
     assert "the run failed (task_failure)" in mail.get_body(("plain",)).get_content() and len(webhook.posts) == 1
+
+
+def test_a_case_task_on_a_quarantined_host_announces_the_quarantine_at_once(tmp_path, mailbox, webhook, monkeypatch):
+    from trainbench_airflow.operators import TrainCaseOperator
+
+    path = write_config(tmp_path, alerts={"email_to": ["gpu-team@example.com"], "base_url": BASE})
+    cfg = config.load(path)
+    dataset = {"kind": "synthetic", "data_dir": str(tmp_path / "data")}
+    (spec,) = pipeline.plan_matrix(cfg.settings, devices.discover().to_dict(), dataset)
+    pipeline.start_run(cfg, RUN, cfg.settings)
+    open_store(cfg.database_url).quarantine(RUN, spec.case.host, "GPU-0: XID 79 (see NVIDIA's XID catalogue)")
+    monkeypatch.setenv("TRAINBENCH_CONFIG", str(path))
+    set_connections(monkeypatch, mailbox, webhook.url)
+    context = {"run_id": RUN, "ti": types.SimpleNamespace(try_number=1, dag_id="cifar10_benchmark")}
+    assert TrainCaseOperator(task_id="train", spec=spec.to_dict()).execute(context)["status"] == "unavailable"
+    (mail,) = mailbox.messages
+    body = mail.get_body(("plain",)).get_content()
+    assert "host quarantined · gpu" in body and "GPU-0: XID 79" in body and len(webhook.posts) == 1
