@@ -55,12 +55,13 @@ class TrainCaseOperator(BaseOperator):
             )
         finally:
             done.set()
-        from trainbench_airflow.notifiers import announce_quarantine
-
-        announce_quarantine(cfg, context["run_id"], context["ti"].dag_id, spec.case.host, self.log.info)
-        if self._stopped.is_set():
+        if self._stopped.is_set():  # first: the supervisor SIGKILLs this process 5 s after its SIGTERM
             published = pipeline.publish(cfg, context["run_id"])
             self.log.info("stopped by Airflow: the run's reports hold what it measured, %s", published["markdown"])
+        else:
+            from trainbench_airflow.notifiers import announce_quarantine
+
+            announce_quarantine(cfg, context["run_id"], context["ti"].dag_id, spec.case.host, self.log.info)
         return {
             "case_key": result.case_key,
             "env_key": result.env_key,
