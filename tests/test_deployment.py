@@ -34,6 +34,7 @@ CONF = {
 }
 
 
+LATE_AFTER_HOURS = 0.01  # 36 s: the week's slot the scheduler runs on unpausing is long past
 SLOW_START_S = 5  # host_b's pytorch interpreter waits this long before it trains: a slower host
 
 
@@ -68,7 +69,7 @@ def deployment(tmp_path_factory, mailbox, webhook):
         HOSTS,
         neon_script=ROOT / "tests/fixtures/crashing_trainer.py",
         host_frameworks={"host_b": {"pytorch": {"python": str(slow)}}},
-        alerts={"email_to": ["gpu-team@example.com"]},
+        alerts={"email_to": ["gpu-team@example.com"], "late_after_hours": LATE_AFTER_HOURS},
         connections={"trainbench_smtp": f"smtp://127.0.0.1:{mailbox.port}", "trainbench_webhook": webhook.url},
     )
     try:
@@ -96,6 +97,20 @@ def spans(tis: list[dict], prefix: str) -> list[tuple[dt.datetime, dt.datetime]]
         for t in tis
         if t["task_id"].startswith(prefix) and t["start_date"] and t["end_date"]
     )
+
+
+def test_a_weekly_run_not_finished_after_its_slot_is_announced_late(deployment, mailbox):
+    """Unpausing the DAG makes the scheduler run the latest weekly slot (it skips itself, being days late); its
+    deadline passed long ago, so the scheduler hands the deadline's callback to the triggerer, which sends it."""
+    d = deployment
+    (scheduled,) = d.wait_for("the slot's run", lambda: [r for r in d.runs() if r["run_type"] == "scheduled"])
+    run_id = scheduled["dag_run_id"]
+    (mail,) = d.wait_for("the late-run email", lambda: mails(mailbox, run_id), timeout_s=180)
+    slot = dt.datetime.fromisoformat(scheduled["logical_date"])
+    assert (
+        "1 run late" in mail and f"not finished {LATE_AFTER_HOURS:g} h after its slot {slot:%Y-%m-%d %H:%M} UTC" in mail
+    )
+    assert d.finished(run_id) == "success"  # on_time skipped it: a late week is announced, never measured by surprise
 
 
 def test_rest_trigger_runs_each_case_on_its_host_one_at_a_time(deployment):
