@@ -66,6 +66,7 @@ lint: $(BIN)/.installed
 	$(BIN)/mypy
 
 test: lint setup
+	sync  # setup's gigabytes of venvs written out first: timed tests must not measure the flush
 	$(BIN)/python -m pytest -q
 
 doctor: $(BIN)/.installed
