@@ -36,6 +36,7 @@ from trainbench.checks import environment_change
 from trainbench.checks.regression import METRIC_NAMES
 from trainbench.config import Config
 from trainbench.reports.markdown import changed_text
+from trainbench.result import Result
 from trainbench.store.results import ResultStore, open_store
 
 REGRESSED, ENVIRONMENT_CHANGE, TAINTED, QUARANTINED = "regressed", "environment_change", "tainted", "quarantined"
@@ -147,27 +148,26 @@ def environment_changed(run_id: str, verdict: Mapping, links: Links) -> Alert:
     )
 
 
-def tainted(run_id: str, row: Mapping, same_case: Sequence[Mapping], links: Links) -> Alert:
-    """A tainted repeat: why (its error), and its wall time against the case's counted repeats of the run."""
-    counted = Spread.of(r["wall_s"] for r in same_case if r["status"] == cases.OK and not r.get("warmup"))
-    wall = row.get("wall_s")
-    change = f"this repeat {_figure('wall_s', wall)}"
-    if wall is not None and counted.median:
+def tainted(run_id: str, result: Result, counted_wall: Spread, links: Links) -> Alert:
+    """A tainted repeat: why (its error), and its wall time against its case's counted repeats of the run."""
+    case = f"{result.framework} | {result.device_set}"
+    change = f"this repeat {_figure('wall_s', result.wall_s)}"
+    if result.wall_s is not None and counted_wall.median:
         change += (
-            f", {100 * (wall / counted.median - 1):+.1f} % against the median {_figure('wall_s', counted.median)} "
-            f"of the case's {counted.n} counted repeat(s)"
+            f", {100 * (result.wall_s / counted_wall.median - 1):+.1f} % against the median "
+            f"{_figure('wall_s', counted_wall.median)} of the case's {counted_wall.n} counted repeat(s)"
         )
     return Alert(
         TAINTED,
         run_id,
-        row.get("host") or "",
-        _case(row),
-        f"repeat {row['repeat']} measured on an unhealthy or throttled GPU: kept out of statistics and verdicts",
+        result.host or "",
+        case,
+        f"repeat {result.repeat} measured on an unhealthy or throttled GPU: kept out of statistics and verdicts",
         change,
         "",
-        row.get("error") or "no reason recorded",
+        result.error or "no reason recorded",
         links,
-        f"{TAINTED}:{row.get('host') or ''}:{_case(row)}:{row['repeat']}:{int(bool(row.get('warmup')))}",
+        f"{TAINTED}:{result.host or ''}:{case}:{result.repeat}:{int(result.warmup)}",
     )
 
 
@@ -233,17 +233,17 @@ def for_run(config: Config, run_id: str, links: Links) -> list[Alert]:
         for v in cases.listed(store.environment_verdicts(run_id))
         if v["verdict"] != environment_change.NO_CHANGE
     ]
-    rows = store.current_rows(run_id)
-    found += [tainted(run_id, r, [o for o in rows if _same_case(o, r)], links) for r in rows if r["status"] == TAINTED]
+    found += [
+        tainted(run_id, r, summary.wall, links)
+        for summary in cases.summarize(store.current_results(run_id), config.measurement.max_cv)
+        for r in summary.results
+        if r.status == TAINTED
+    ]
     return found + [quarantined(run_id, q, links) for q in store.quarantines(run_id)]
 
 
 def _is(verdict: Mapping, run_id: str, word: str) -> bool:
     return verdict["run_id"] == run_id and verdict["verdict"] == word
-
-
-def _same_case(a: Mapping, b: Mapping) -> bool:
-    return all(a.get(k) == b.get(k) for k in ("host", "framework", "device_set", "env_key"))
 
 
 def subject(alerts: Sequence[Alert]) -> str:

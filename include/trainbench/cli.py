@@ -101,9 +101,10 @@ def cmd_doctor(cfg, args) -> int:
     for check in checks:
         print(check.line())
     fails, warns = (sum(c.status == s for c in checks) for s in (doctor.FAIL, doctor.WARN))
-    verdict = "can measure" if doctor.can_measure(checks) else "cannot measure"
+    ready = doctor.can_measure(checks)
+    verdict = "can measure" if ready else "cannot measure"
     print(f"{this_host()}: {verdict} ({fails} failed, {warns} warnings, {time.perf_counter() - started:.1f} s)")
-    return 0 if doctor.can_measure(checks) else 1
+    return 0 if ready else 1
 
 
 def cmd_gpu_check(cfg, args) -> int:

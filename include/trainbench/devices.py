@@ -66,7 +66,8 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _text(value) -> str:
+def nvml_text(value) -> str:
+    """NVML strings: bytes from older bindings, str from newer ones."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -108,21 +109,21 @@ def discover(nvml=None, nvml_error: str | None = None) -> Inventory:
         gpus.append(
             Gpu(
                 index=i,
-                uuid=_text(nvml.nvmlDeviceGetUUID(h)),
-                pci_bus_id=_text(nvml.nvmlDeviceGetPciInfo(h).busId),
-                name=_text(nvml.nvmlDeviceGetName(h)),
+                uuid=nvml_text(nvml.nvmlDeviceGetUUID(h)),
+                pci_bus_id=nvml_text(nvml.nvmlDeviceGetPciInfo(h).busId),
+                name=nvml_text(nvml.nvmlDeviceGetName(h)),
                 memory_total_mib=nvml.nvmlDeviceGetMemoryInfo(h).total / 2**20,
                 mig_mode=_flag(mig[0] if mig else None),
                 persistence_mode=_flag(optional(nvml.nvmlDeviceGetPersistenceMode, h)),
                 accounting_mode=_flag(optional(nvml.nvmlDeviceGetAccountingMode, h)),
                 power_limit_w=limit / 1000 if limit is not None else None,
-                vbios_version=_text(vbios) if (vbios := optional(nvml.nvmlDeviceGetVbiosVersion, h)) else None,
+                vbios_version=nvml_text(vbios) if (vbios := optional(nvml.nvmlDeviceGetVbiosVersion, h)) else None,
             )
         )
     cuda = optional(nvml.nvmlSystemGetCudaDriverVersion_v2) or optional(nvml.nvmlSystemGetCudaDriverVersion)
     return Inventory(
         gpus=tuple(gpus),
-        driver_version=_text(nvml.nvmlSystemGetDriverVersion()),
+        driver_version=nvml_text(nvml.nvmlSystemGetDriverVersion()),
         cuda_driver_version=f"{cuda // 1000}.{cuda % 1000 // 10}" if cuda else None,
         **cpu,
     )

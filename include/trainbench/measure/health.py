@@ -18,15 +18,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from trainbench.config import Health
-from trainbench.devices import optional
+from trainbench.devices import nvml_text, optional
 
 # XIDs a trainer causes itself (illegal address, MMU fault, stopped by the application,
 # preemptive cleanup when a process is killed): recorded, but no sign of a sick GPU.
 APPLICATION_XIDS = frozenset({13, 31, 43, 45})
-
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _flag(value) -> bool | None:
@@ -36,7 +32,7 @@ def _flag(value) -> bool | None:
 def snapshot(nvml, handle) -> dict:
     """One GPU's health counters and link state now; None for what NVML does not support here."""
     uuid = optional(nvml.nvmlDeviceGetUUID, handle)
-    snap: dict = {"uuid": None if uuid is None else _text(uuid)}
+    snap: dict = {"uuid": None if uuid is None else nvml_text(uuid)}
     for kind, kind_name in (
         (nvml.NVML_MEMORY_ERROR_TYPE_CORRECTED, "corrected"),
         (nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, "uncorrected"),
