@@ -227,7 +227,7 @@ def for_run(config: Config, run_id: str, links: Links) -> list[Alert]:
     """What the run found: regressed verdicts, environment verdicts other than "no change", tainted repeats and
     quarantined hosts, in that order."""
     store = open_store(config.database_url)
-    found = [regressed(run_id, v, links) for v in cases.listed(store.verdicts()) if _is(v, run_id, REGRESSED)]
+    found = [regressed(run_id, v, links) for v in cases.listed(store.verdicts(run_id)) if v["verdict"] == REGRESSED]
     found += [
         environment_changed(run_id, v, links)
         for v in cases.listed(store.environment_verdicts(run_id))
@@ -240,10 +240,6 @@ def for_run(config: Config, run_id: str, links: Links) -> list[Alert]:
         if r.status == TAINTED
     ]
     return found + [quarantined(run_id, q, links) for q in store.quarantines(run_id)]
-
-
-def _is(verdict: Mapping, run_id: str, word: str) -> bool:
-    return verdict["run_id"] == run_id and verdict["verdict"] == word
 
 
 def subject(alerts: Sequence[Alert]) -> str:

@@ -519,9 +519,13 @@ class ResultStore:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 
-    def verdicts(self) -> list[dict]:
+    def verdicts(self, run_id: str | None = None) -> list[dict]:
+        """Every run's regression verdicts, or one run's."""
+        query = sa.select(verdicts)
+        if run_id is not None:
+            query = query.where(verdicts.c.run_id == run_id)
         with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(sa.select(verdicts))]
+            return [dict(r._mapping) for r in conn.execute(query)]
 
     def quarantine(self, run_id: str, host: str, reason: str) -> str:
         """Stop `host` measuring for the rest of the run; the first reason stays (a retry never rewrites it).
