@@ -95,7 +95,8 @@ def environment_change():
 
         if host not in changes:
             return []
-        return before_after.plan(CONFIG, host, before_after.Trigger.from_event(changes[host]).cutoff, inventory)
+        found = before_after.Trigger.from_event(changes[host])
+        return before_after.plan(CONFIG, host, found.cutoff, inventory, changed=found.changed)
 
     @task(map_index_template="{{ case_label }}")
     def measure(case: dict, changes: dict, dag_run=None) -> dict:

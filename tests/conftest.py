@@ -120,3 +120,14 @@ def postgres_url():
     yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def slow_python(path: Path, sleep_s: float = 0) -> Path:
+    """Another interpreter for pytorch: the same python behind a shell that first sleeps `sleep_s` (a slower host or
+    upgrade; with 0 a change of interpreter that slows nothing)."""
+    path.write_text(
+        f'#!/bin/sh\ncase "$*" in *pytorch_train.py*) sleep {sleep_s};; esac\n'
+        f'exec {ENVS / "pytorch" / "bin" / "python"} "$@"\n'
+    )
+    path.chmod(0o755)
+    return path

@@ -165,3 +165,41 @@ def test_the_power_benchmark_meets_its_targets_at_cv_2_percent():
     assert found, out
     false_alarms, detected, repeats = map(float, found.groups())
     assert false_alarms <= 1.0 and detected >= 90.0 and repeats <= 20, out
+
+
+def drifting_host(rng, calls: list[str]):
+    """A host 30 % slower than in history and still slowing 1 % per run: (the old environment, the new one at
+    `ratio`), each run logged in `calls`."""
+
+    def run(side: str, ratio: float):
+        def one(*_):
+            calls.append(side)
+            slow = 0.7 * 0.99 ** len(calls)
+            return {"images_per_s": IPS * ratio * slow * noise(rng, 0.01, 1)[0], "wall_s": WALL / ratio / slow}
+
+        return one
+
+    return run
+
+
+def test_with_the_old_environment_measured_again_a_host_drifting_away_from_history_is_no_change():
+    rng = np.random.default_rng(3)
+    history = before(rng, 0.01)
+    alone = decide(history, drifting_host(rng, [])("new", 1.0))
+    assert alone.verdicts["images_per_s"].verdict == SLOWER  # what history alone must conclude from such a host
+
+    calls: list[str] = []
+    run = drifting_host(rng, calls)
+    decision = decide(history, run("new", 1.0), control=run("old", 1.0))
+    assert {v.verdict for v in decision.verdicts.values()} <= {NO_CHANGE, INCONCLUSIVE}
+    assert calls[:6] == ["old", "new", "new", "old", "old", "new"]
+    assert calls.count("old") == calls.count("new") == decision.verdicts["wall_s"].before.n
+
+
+def test_with_the_old_environment_measured_again_a_real_slowdown_on_a_drifting_host_is_found_with_its_ratio():
+    rng = np.random.default_rng(4)
+    run = drifting_host(rng, [])
+    decision = decide(before(rng, 0.01), run("new", 0.8), control=run("old", 1.0))
+    ips = decision.verdicts["images_per_s"]
+    assert ips.verdict == SLOWER and "confirmed by a second measurement" in ips.detail
+    assert ips.low <= 0.8 - 1 <= ips.high

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import html
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -62,9 +63,31 @@ def baseline(config: Config, host: str, cutoff: dt.datetime) -> tuple[str, dict,
     return run, db.settings_of(run) or {}, found
 
 
-def plan(config: Config, host: str, cutoff: dt.datetime, inventory: dict, log: Log = print) -> list[dict]:
+def reverted(changed: Mapping[str, Sequence]) -> dict[str, str] | None:
+    """The old interpreters per framework, when the old environment can run again: the change was only the host
+    pointing frameworks at other interpreters (with the Python and packages those hold), and each old one is still
+    there.  None when anything else changed (a driver, a GPU, a trainer, a package upgraded in place): its old state
+    is gone, and history is the only before."""
+    old: dict[str, str] = {}
+    touched = set()
+    for path, (was, _) in changed.items():
+        parts = path.split(".")
+        if parts[0] != "frameworks" or len(parts) < 3 or parts[2] not in ("interpreter", "python", "packages"):
+            return None
+        touched.add(parts[1])
+        if parts[2] == "interpreter":
+            if not was or shutil.which(was) is None:
+                return None
+            old[parts[1]] = was
+    return old if old and touched <= old.keys() else None
+
+
+def plan(
+    config: Config, host: str, cutoff: dt.datetime, inventory: dict, log: Log = print, changed: Mapping | None = None
+) -> list[dict]:
     """What to measure on `host`: per case of its baseline run (`baseline`), the specs of enough repeats for two
-    sequential measurements (and the run's warm-ups), with the before figures."""
+    sequential measurements (and the run's warm-ups), the before figures, and the old interpreters to measure
+    again alongside where the change (`changed`, the watch's) left them runnable (`reverted`)."""
     found = baseline(config, host, cutoff)
     if found is None:
         log(f"{host}: no published run measured here before {cutoff:%Y-%m-%d %H:%M} UTC: nothing to compare")
@@ -73,32 +96,55 @@ def plan(config: Config, host: str, cutoff: dt.datetime, inventory: dict, log: L
     settings = config.settings.overridden(**{k: v for k, v in stored.items() if k in config.settings.as_dict()})
     dataset = pipeline.prepare_dataset(config, settings, inventory)
     cap = config.environment_change.cap
+    old = reverted(changed or {})
     out = []
     for case in chosen:
         one = settings.overridden(frameworks=[case["framework"]], device_sets=[case["device_set"]], repeats=2 * cap)
         specs = pipeline.plan_matrix(one, inventory, dataset, host)
-        out.append({**case, "host": host, "baseline_run": run, "specs": [s.to_dict() for s in specs]})
-        repeats = len(case["before"]["wall_s"])
-        log(f"{host}: {case['framework']} | {case['device_set']} against {repeats} earlier repeats (last run {run})")
+        out.append({**case, "host": host, "baseline_run": run, "specs": [s.to_dict() for s in specs], "control": old})
+        against = (
+            f"the old interpreters ({', '.join(f'{k} {v}' for k, v in old.items())}) measured again alongside"
+            if old
+            else f"{len(case['before']['wall_s'])} earlier repeats (last run {run})"
+        )
+        log(f"{host}: {case['framework']} | {case['device_set']} against {against}")
     return out
 
 
 def measure(config: Config, run_id: str, case: dict, changed: dict, changed_at: dt.datetime, log: Log = print) -> dict:
-    """Measure one case until its change is decided; store and return its verdicts."""
+    """Measure one case until its change is decided; store and return its verdicts.  Where `plan` named old
+    interpreters and they still give the case's old environment key, each repeat is a pair with one of the old
+    environment, stored under repeat numbers after the new ones' (`environment_change.measure_sequentially`)."""
     specs = [CaseSpec.from_dict(s) for s in case["specs"]]
+    runs = [s for s in specs if not s.case.warmup]
+    old = old_environment(config, case, runs[0], log)
     for spec in specs:
         if spec.case.warmup:
             pipeline.run_case(config, run_id, spec, log=log)
-    queue = iter(s for s in specs if not s.case.warmup)
+            if old is not None:
+                pipeline.run_case(old, run_id, _renumbered(spec, len(specs) - len(runs)), log=log)
+    queue = iter(runs)
+    controls = iter(_renumbered(s, len(runs)) for s in runs)
 
-    def one(measurement: int) -> dict[str, float | None]:
-        r: Result = pipeline.run_case(config, run_id, next(queue), log=log)
+    def figures(r: Result) -> dict[str, float | None]:
         ok = r.status == cases.OK
         return {"images_per_s": r.images_per_s if ok else None, "wall_s": r.wall_s if ok else None}
 
+    def one(measurement: int) -> dict[str, float | None]:
+        return figures(pipeline.run_case(config, run_id, next(queue), log=log))
+
+    def again(measurement: int) -> dict[str, float | None]:
+        assert old is not None
+        return figures(pipeline.run_case(old, run_id, next(controls), log=log))
+
     policy = config.environment_change
     design = environment_change.Design(policy.threshold, policy.alpha, policy.min_repeats, policy.cap)
-    decision = environment_change.decide(case["before"], one, design)
+    decision = environment_change.decide(case["before"], one, design, again if old is not None else None)
+    source = (
+        "before: the old interpreters measured again in this session, alternating with the new"
+        if old is not None
+        else f"before: the case's repeats in its old environment (last run {case['baseline_run']})"
+    )
     rows = [
         {
             "metric": metric,
@@ -112,7 +158,7 @@ def measure(config: Config, run_id: str, case: dict, changed: dict, changed_at: 
             "repeats": decision.repeats,
             "changed": changed,
             "changed_at": changed_at,
-            "detail": v.detail,
+            "detail": f"{v.detail}; {source}",
         }
         for metric, v in decision.verdicts.items()
     ]
@@ -120,6 +166,23 @@ def measure(config: Config, run_id: str, case: dict, changed: dict, changed_at: 
     for row in rows:
         log(f"{case['framework']} | {case['device_set']} | {row['metric']}: {row['verdict']} ({row['detail']})")
     return {"framework": case["framework"], "device_set": case["device_set"], "verdicts": rows}
+
+
+def old_environment(config: Config, case: dict, spec: CaseSpec, log: Log) -> Config | None:
+    """`config` with the case's old interpreters (`plan`), when they give the old environment key here."""
+    if not case.get("control"):
+        return None
+    interpreters = {n: dataclasses.replace(config.interpreter(n), python=p) for n, p in case["control"].items()}
+    old = dataclasses.replace(config, interpreters={**config.interpreters, **interpreters})
+    if pipeline.env_key(old, spec) == case["env_key"]:
+        return old
+    log(f"{case['framework']} | {case['device_set']}: the old interpreters no longer give its old environment")
+    return None
+
+
+def _renumbered(spec: CaseSpec, offset: int) -> CaseSpec:
+    """A control repeat's spec: the same case under a repeat number past the new environment's."""
+    return dataclasses.replace(spec, case=dataclasses.replace(spec.case, repeat=spec.case.repeat + offset))
 
 
 def judge_remeasured(config: Config, run_id: str, comparisons: Sequence[CaseComparison]) -> list[Trigger]:

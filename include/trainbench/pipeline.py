@@ -178,6 +178,11 @@ def run_case(
     return _launch(m, launch_spec, monitors, on_launch)
 
 
+def env_key(config: Config, spec: CaseSpec, nvml=None) -> str:
+    """The environment key `spec` would be measured under with `config` here, found without training."""
+    return _begin(config, "", spec, lambda m: None, nvml).result.env_key
+
+
 def _begin(config: Config, run_id: str, spec: CaseSpec, log: Log, nvml) -> _Measuring:
     """The case's fingerprint on this host (not the planning host): it decides which results compare."""
     case = spec.case

@@ -39,11 +39,18 @@ draws, so a streak of unlucky repeats must recur to fool both.  It follows the f
 state) is seen by both alike, and the confirmation does not guard against it.  Both compare against the same
 before repeats, so an unlucky history is shared; the simulated false-alarm rate includes that.
 
-What the interval assumes: repeats scatter independently around their session's level, and sessions (the before
-runs, the after measurement) share one level.  A session effect beyond the repeats' noise is not in the interval:
-three before runs cannot estimate it (two degrees of freedom would leave no look able to decide).  Simulated with a
-session-to-session CV of 1 % on top of repeat noise of 2 % (20,000 cases each), confirmed false alarms rise from
-0.15 % to 1.7 % and detections of a 5 % slowdown fall from 96 % to 85 % (`benchmarks/ab_power.py --session-cv 0.01`).
+Interleaving (`control`): where the old environment can run again (a host pointed at another interpreter while the
+old one is still there), "before" is not history but the old environment measured again in the same session, a
+pair of repeats at a time in alternating order (old-new, new-old): a drift of the host over the session weighs on
+both sides and drops out of the change, and history's sessions are not compared with this one.  A driver, a GPU or a
+package upgraded in place leaves nothing old to run; then history is the before, with the assumption below.
+
+What the interval assumes with history as the before: repeats scatter independently around their session's level, and
+sessions (the before runs, the after measurement) share one level. A session effect beyond the repeats' noise is not
+in the interval: three before runs cannot estimate it (two degrees of freedom would leave no look able to decide).
+Simulated with a session-to-session CV of 1 % on top of repeat noise of 2 % (20,000 cases each), confirmed false
+alarms rise from 0.15 % to 1.7 % and detections of a 5 % slowdown fall from 96 % to 85 % (`benchmarks/ab_power.py
+--session-cv 0.01`).
 """
 
 from __future__ import annotations
@@ -183,22 +190,34 @@ def measure_sequentially(
     before: Mapping[str, Sequence[float]],
     measure: Callable[[], Mapping[str, float | None]],
     design: Design = Design(),
+    control: Callable[[], Mapping[str, float | None]] | None = None,
 ) -> Measurement:
     """Repeats `measure` (one after repeat: its figure per metric, None where the repeat failed, which still uses
-    a repeat of the cap) until every metric of `before` is decided or the cap is reached."""
+    a repeat of the cap) until every metric of `before` is decided or the cap is reached.
+
+    With `control` (one repeat of the old environment, run again now) a repeat is a pair: the before figures are
+    the control's, not `before`'s, old first in odd pairs and new first in even ones, so a drift of the host during
+    the measurement weighs on both sides alike and history's sessions are not compared with this one."""
     after: dict[str, list[float]] = {m: [] for m in before}
-    final = {m: judge(m, v, []) for m, v in before.items() if len(v) < 2}
+    old: dict[str, list[float]] = {m: [] if control else list(v) for m, v in before.items()}
+    final = {} if control else {m: judge(m, v, []) for m, v in before.items() if len(v) < 2}
     last: dict[str, ChangeVerdict] = {}
     repeats = 0
     while len(final) < len(after) and repeats < design.cap:
-        figures = measure()
+        was: Mapping[str, float | None]
+        if control is None:
+            figures, was = measure(), {}
+        elif repeats % 2 == 0:
+            was, figures = control(), measure()
+        else:
+            figures, was = measure(), control()
         repeats += 1
         for m in after.keys() - final.keys():
-            value = figures.get(m)
-            if value is not None:
-                after[m].append(value)
+            for side, value in ((after[m], figures.get(m)), (old[m], was.get(m))):
+                if value is not None:
+                    side.append(value)
             if repeats >= design.min_repeats:
-                last[m] = judge(m, before[m], after[m], design.threshold, design.alpha, design.looks)
+                last[m] = judge(m, old[m], after[m], design.threshold, design.alpha, design.looks)
                 if last[m].verdict != INCONCLUSIVE:
                     final[m] = last[m]
     for m in after.keys() - final.keys():
@@ -221,13 +240,19 @@ def decide(
     before: Mapping[str, Sequence[float]],
     measure: Callable[[int], Mapping[str, float | None]],
     design: Design = Design(),
+    control: Callable[[int], Mapping[str, float | None]] | None = None,
 ) -> Decision:
     """The whole design: a sequential measurement, and a second one of the metrics where it found a direction.
-    `measure(n)` measures one repeat of measurement n (1, or 2 to confirm), so the caller can keep them apart."""
-    first = measure_sequentially(before, lambda: measure(1), design)
+    `measure(n)` measures one repeat of measurement n (1, or 2 to confirm), so the caller can keep them apart;
+    `control(n)`, where the old environment can run again, one repeat of it (`measure_sequentially`)."""
+
+    def sequential(metrics: Mapping[str, Sequence[float]], n: int) -> Measurement:
+        return measure_sequentially(metrics, lambda: measure(n), design, (lambda: control(n)) if control else None)
+
+    first = sequential(before, 1)
     found = [m for m, v in first.verdicts.items() if v.verdict in DIRECTIONS]
     if not found:
         return Decision(first.verdicts, [first])
-    second = measure_sequentially({m: before[m] for m in found}, lambda: measure(2), design)
+    second = sequential({m: before[m] for m in found}, 2)
     verdicts = {m: confirm(v, second.verdicts.get(m)) for m, v in first.verdicts.items()}
     return Decision(verdicts, [first, second])
