@@ -70,6 +70,7 @@ class StandInNvml:
         self.devices, self.driver, self.cuda = devices, driver, cuda
         self.start = time.monotonic()
         self.memory_calls = 0
+        self.event_sets: list[list] = []  # created and not yet freed
 
     def _now(self) -> float:
         return time.monotonic() - self.start
@@ -190,7 +191,9 @@ class StandInNvml:
         return self._supported(h, "nvmlDeviceGetMaxPcieLinkWidth").pcie[3]
 
     def nvmlEventSetCreate(self):
-        return []  # the registered devices
+        event_set: list = []  # the registered devices
+        self.event_sets.append(event_set)
+        return event_set
 
     def nvmlDeviceRegisterEvents(self, h, types, event_set):
         self._supported(h, "nvmlDeviceRegisterEvents")
@@ -204,6 +207,7 @@ class StandInNvml:
 
     def nvmlEventSetFree(self, event_set):
         event_set.clear()
+        self.event_sets.remove(event_set)
 
     def nvmlDeviceGetAccountingPids(self, h):
         return list(h.accounted)

@@ -14,7 +14,7 @@ import pytest
 
 from trainbench import config, devices, fingerprint, pipeline
 from trainbench.frameworks import interpreters
-from trainbench.measure import environ, idle, memory, sampling
+from trainbench.measure import environ, idle, memory, runner, sampling
 from trainbench.planning import plan
 from trainbench.store.results import ResultStore
 
@@ -120,6 +120,17 @@ def test_gpu_monitor_catches_a_short_spike_and_reports_peak_minus_idle():
         assert g["accounting"] == "enabled" and g["accounting_restored"] and nvml.devices[0].accounting == 0
     else:
         assert g["accounting_max_mib"] is None
+    assert nvml.event_sets == []  # the XID event set is freed once read
+
+
+def test_a_trainer_that_cannot_start_leaves_no_event_set_or_accounting_mode_behind(tmp_path, monkeypatch):
+    """The monitors are prepared before the child is started; when it cannot be, what they set up is undone."""
+    monkeypatch.setattr(sampling.os, "geteuid", lambda: 0)  # as root, where the monitor turns accounting mode on
+    nvml = StandInNvml([Device("GPU-h100", "NVIDIA H100 80GB HBM3", "00000000:19:00.0", accounting=0)])
+    launch = runner.Launch([str(tmp_path / "no-such-python")], monitors=[sampling.GpuMonitor(nvml, ["GPU-h100"])])
+    with pytest.raises(OSError):
+        launch.start()
+    assert nvml.event_sets == [] and nvml.devices[0].accounting == 0
 
 
 def test_memory_figures_carry_their_method():

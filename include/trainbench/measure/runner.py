@@ -110,6 +110,7 @@ class Monitor(Protocol):
     """Samples something about the child while it runs (device memory, host RSS, ...)."""
 
     def prepare(self) -> None: ...
+    def abandon(self) -> None: ...  # undo `prepare` when the child could not be started
     def start(self, pid: int) -> None: ...
     def stop(self) -> dict: ...
 
@@ -198,6 +199,8 @@ class Launch:
         try:
             self.proc = self._popen(env)
         except BaseException:
+            for m in self.monitors:
+                m.abandon()
             shutil.rmtree(self.scratch, ignore_errors=True)
             raise
         self.pgid = self.proc.pid

@@ -27,6 +27,9 @@ class _Sampler:
     def prepare(self) -> None:
         """Read baselines just before the child is launched."""
 
+    def abandon(self) -> None:
+        """Undo what `prepare` set up, for a child that never started."""
+
     def start(self, pid: int) -> None:
         self.pid = pid
         self.samples = 0
@@ -168,6 +171,14 @@ class GpuMonitor(_Sampler):
         self.pcie_gen_under_load: list[int | None] = [None] * n
         self.health_before = [health.snapshot(self.nvml, h) for h in self.handles]
         self.xids = [health.XidWatcher(self.nvml, h) for h in self.handles]
+
+    def abandon(self) -> None:
+        """Free the XID event sets and turn accounting mode off where `prepare` turned it on."""
+        for watcher in self.xids:
+            watcher.close()
+        for h, accounting in zip(self.handles, self.accounting):
+            if accounting == "enabled":
+                optional(self.nvml.nvmlDeviceSetAccountingMode, h, 0)
 
     def sample(self) -> None:
         for i, h in enumerate(self.handles):
