@@ -6,7 +6,10 @@ up to `--cap` repeats and, where it finds a direction, a second one that must co
 `--history-runs` runs of `--history-repeats` repeats (3 x 3); every repeat's images/s and wall time carry
 independent lognormal noise of the given coefficient of variation (CV 2 %, 5 %, 10 %), and with `--session-cv`
 every run and every after measurement also shifts all its repeats by a common lognormal factor (a session effect,
-which one session's repeats cannot show; 0 by default).  On an unchanged case a false alarm is any metric announced
+which one session's repeats cannot show; 0 by default).  With `--interleaved` the before is not history but the old
+environment measured again in each measurement's session, alternating with the new (`decide`'s `control`, what the
+before/after DAG does when the old interpreter is still there): compare the two at a `--session-cv` to see what
+interleaving buys.  On an unchanged case a false alarm is any metric announced
 `slower` or `faster`; on a slowed case (images/s x 0.95, wall time x 1.05) a detection is images/s announced
 `slower`; "(first alone)" is what the first measurement would announce without confirmation.  Repeats are the
 after repeats of both measurements, per scenario and (mean repeats) over both.  Targets at CV 2 % with a cap of
@@ -49,7 +52,11 @@ def simulate(args, rng, cv: float, ratio: float) -> tuple[dict[str, bool], int]:
         ips, wall = lognormal(rng, cv, 2)
         return {"images_per_s": IPS * ratio * sessions[n - 1] * ips, "wall_s": WALL / ratio * sessions[n - 1] * wall}
 
-    decision = decide(before, measure, Design(cap=args.cap))
+    def control(n: int) -> dict[str, float | None]:
+        ips, wall = lognormal(rng, cv, 2)
+        return {"images_per_s": IPS * sessions[n - 1] * ips, "wall_s": WALL * sessions[n - 1] * wall}
+
+    decision = decide(before, measure, Design(cap=args.cap), control if args.interleaved else None)
     verdicts = {m: v.verdict for m, v in decision.verdicts.items()}
     first = decision.measurements[0]
     return {
@@ -68,13 +75,19 @@ def main() -> None:
     p.add_argument("--history-runs", type=int, default=3)
     p.add_argument("--history-repeats", type=int, default=3)
     p.add_argument("--session-cv", type=float, default=0.0)
+    p.add_argument("--interleaved", action="store_true", help="the old environment measured again as the before")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     started = time.perf_counter()
     se = {rate: math.sqrt(rate * (1 - rate) / args.cases) for rate in (0.01, 0.9)}
     print(
-        f"{args.cases} cases per noise level and scenario; before {args.history_runs} runs x {args.history_repeats}"
-        f" repeats, cap {args.cap}, session CV {args.session_cv:.0%}; standard error of a rate: "
+        f"{args.cases} cases per noise level and scenario; before "
+        + (
+            "the old environment, alternating"
+            if args.interleaved
+            else f"{args.history_runs} runs x {args.history_repeats} repeats"
+        )
+        + f", cap {args.cap}, session CV {args.session_cv:.0%}; standard error of a rate: "
         f"{se[0.01]:.2%} at 1 %, {se[0.9]:.2%} at 90 %"
     )
     print(

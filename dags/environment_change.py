@@ -2,13 +2,14 @@
 ### Before and after an environment change
 
 Runs when the environment watch announces that a host's environment changed (an event on
-`trainbench_environment_<host>`), or when triggered by hand with `{"host": "<host>"}` after an upgrade the
-watch has not seen yet.  On that host only, on its queue, the cases of the last published run measured there
-before the change are measured again with that run's stored settings, one case at a time, each until its
-change is decided (`trainbench.checks.environment_change`: repeats are added up to `[environment_change] cap`;
-a direction found is measured a second time and announced only if confirmed).  "Before" is each case's history
-in the environment it had.  Per case and metric (steady images/s, wall time): the change with its 95 % interval
-and a verdict, `slower`, `faster`, `no change` or `inconclusive`.
+`trainbench_environment_<host>`), or when triggered by hand with `{"host": "<host>"}` after an upgrade the watch
+has not seen yet.  On that host only, on its queue, the cases of the last published run measured there before the
+change are measured again with that run's stored settings, one case at a time, each until its change is decided
+(`trainbench.checks.environment_change`: repeats are added up to `[environment_change] cap`; a direction found
+is measured a second time and announced only if confirmed).  "Before" is the old interpreter measured again
+alongside, alternating with the new, where the change only pointed the host at another interpreter that is still
+there; otherwise each case's history in the environment it had.  Per case and metric (steady images/s, wall
+time): the change with its 95 % interval and a verdict, `slower`, `faster`, `no change` or `inconclusive`.
 
 Publishes `environment_change.md` and `.html` in the run's folder and updates `trainbench_environment_verdicts`
 for downstream DAGs; a verdict other than `no change`, a tainted repeat or a quarantined host is sent as an alert
@@ -22,6 +23,7 @@ import datetime as dt
 from airflow.sdk import AssetAny, Param, TaskGroup, dag, task
 
 from trainbench import config
+from trainbench.store.results import ENVIRONMENT_CHANGE
 from trainbench_airflow import assets
 from trainbench_airflow.errors import fail_without_retry
 from trainbench_airflow.notifiers import RunFailed
@@ -30,7 +32,7 @@ CONFIG = config.load()
 
 
 @dag(
-    dag_id="environment_change",
+    dag_id=ENVIRONMENT_CHANGE,  # named after its runs' source: alerts link their page by it
     schedule=AssetAny(*(assets.environment(host) for host in CONFIG.hosts)),
     start_date=dt.datetime(2026, 1, 5, tzinfo=dt.UTC),
     catchup=False,

@@ -4,6 +4,7 @@ baseline, each of its cases is measured again until decided, and the verdict hol
 import datetime as dt
 import os
 import statistics
+import urllib.parse
 from pathlib import Path
 
 from trainbench import before_after, config, devices, pipeline
@@ -120,13 +121,17 @@ def test_the_before_after_dag_measures_the_named_host_only_and_announces_its_ver
     page = (cfg.output_dir / "runs" / run / "environment_change.html").read_text()
     assert '<section class="host" data-host="gpu">\n<h2>gpu, ' in page and page.count("<circle") >= 2 * (3 + 3)
     assert events(env, "trainbench_environment_verdicts")
-    page_of_changes = changes_page(cfg)
+    page_of_changes = served(cfg, "/changes")
     assert f'<section class="change" data-run="{run}" data-host="gpu">' in page_of_changes
     assert page_of_changes.count('<tr class="case"') == 2 and "<circle" in page_of_changes
+    link = f"/trainbench/runs/{urllib.parse.quote(run, safe='')}/environment_change.html"
+    assert f'href="{link}"' in page_of_changes  # what an alert about the run links to, too
+    assert served(cfg, link.removeprefix("/trainbench")) == page
 
 
-def changes_page(cfg: config.Config) -> str:
-    """The Benchmarks page's Environment changes tab, as the api-server's app serves it (login stood in for)."""
+def served(cfg: config.Config, path: str) -> str:
+    """A Benchmarks page (`/changes`: the Environment changes tab) as the api-server's app serves it (login stood
+    in for)."""
     from fastapi.testclient import TestClient
 
     from trainbench_ui.access import require_user
@@ -136,7 +141,7 @@ def changes_page(cfg: config.Config) -> str:
     app.dependency_overrides[require_user] = lambda: "test"
     os.environ["TRAINBENCH_CONFIG"], old = str(cfg.path), os.environ.get("TRAINBENCH_CONFIG", "")
     try:
-        response = TestClient(app, root_path="/trainbench").get("/changes")
+        response = TestClient(app, root_path="/trainbench").get(path)
     finally:
         os.environ["TRAINBENCH_CONFIG"] = old
     assert response.status_code == 200, response.text[:500]

@@ -69,7 +69,11 @@ def deployment(tmp_path_factory, mailbox, webhook):
 
 def mails(box: Mailbox, run_id: str) -> list[str]:
     """The alert emails about `run_id` that arrived: subject and plain-text body."""
-    return [f"{m['Subject']}\n{m.get_body(('plain',)).get_content()}" for m in box.messages if run_id in m["Subject"]]
+    return [
+        f"{m['Subject']}\n{m.get_body(('plain',)).get_content()}".replace("\r\n", "\n")
+        for m in box.messages
+        if run_id in m["Subject"]
+    ]
 
 
 def rows(d: Deployment, run_id: str) -> list[dict]:
@@ -382,4 +386,8 @@ def test_an_upgrade_seen_by_the_watch_is_measured_before_and_after_on_its_host(d
     alerted = d.wait_for("the before/after alert", lambda: [m for run in runs for m in mails(mailbox, run)], 120)
     (slower,) = [m for m in alerted if "environment change · host_b · pytorch | cpu" in m]
     assert "wall time +" in slower and "95 % interval" in slower and "frameworks.pytorch.interpreter" in slower
-    assert not [m for m in alerted if "environment change · host_a" in m]  # no change is never alerted
+    (link,) = re.findall(r"^report: (\S+)$", slower, re.MULTILINE)
+    assert link.endswith("/environment_change.html"), link  # the page a before/after run writes, served
+    assert "1 of 1 case slower (pytorch | cpu: wall time +" in d.page(urllib.parse.urlsplit(link).path)
+    about_a = [b for m in alerted for b in m.split("\n\n") if "environment change · host_a" in b]
+    assert not [b for b in about_a if "slower after" in b or "faster after" in b], about_a  # at most inconclusive

@@ -574,3 +574,25 @@ def test_the_environments_of_each_case_side_by_side_in_a_browser(server, browser
         with store.engine.begin() as conn:
             conn.execute(results.delete().where(results.c.run_id == upgraded))
             conn.execute(runs.delete().where(runs.c.run_id == upgraded))
+
+
+def test_a_run_folder_serves_its_pages_and_nothing_else(tmp_path):
+    """report.html and a before/after run's environment_change.html are served; the folder's other files (raw JSON,
+    CSV, settings) are not, with the pages that are named."""
+    from fastapi import HTTPException
+
+    from trainbench_ui.app import report_path
+
+    folder = tmp_path / "runs" / "r1"
+    folder.mkdir(parents=True)
+    for name in ("report.html", "environment_change.html", "results.csv"):
+        (folder / name).write_text(name)
+    assert report_path(tmp_path, "r1").read_text() == "report.html"
+    assert report_path(tmp_path, "r1", "environment_change.html").read_text() == "environment_change.html"
+    with pytest.raises(HTTPException) as refused:
+        report_path(tmp_path, "r1", "results.csv")
+    assert refused.value.status_code == 404
+    assert (
+        refused.value.detail
+        == "no page 'results.csv' in a run's folder; accepted: report.html, environment_change.html"
+    )

@@ -37,6 +37,7 @@ from trainbench.checks.regression import METRIC_NAMES
 from trainbench.config import Config
 from trainbench.reports.markdown import changed_text
 from trainbench.result import Result
+from trainbench.store import run_folder
 from trainbench.store.results import ResultStore, open_store
 
 REGRESSED, ENVIRONMENT_CHANGE, TAINTED, QUARANTINED = "regressed", "environment_change", "tainted", "quarantined"
@@ -67,11 +68,10 @@ class Links:
     dag_run: str
 
     @classmethod
-    def of(cls, base_url: str, dag_id: str, run_id: str) -> Links:
+    def of(cls, base_url: str, dag_id: str, run_id: str, page: str = run_folder.REPORT_PAGE) -> Links:
+        """`page`: the run folder's page the report link opens (`run_folder.PAGES`)."""
         base, run = base_url.rstrip("/"), urllib.parse.quote(run_id, safe="")
-        return cls(
-            f"{base}/trainbench/runs/{run}/report.html", f"{base}/trainbench/", f"{base}/dags/{dag_id}/runs/{run}"
-        )
+        return cls(f"{base}/trainbench/runs/{run}/{page}", f"{base}/trainbench/", f"{base}/dags/{dag_id}/runs/{run}")
 
 
 @dataclass(frozen=True)

@@ -315,7 +315,7 @@ def write_report(config: Config, run_id: str, triggers: list[Trigger]) -> dict:
     )
     folder = run_folder.run_dir(config.output_dir, run_id)
     folder.mkdir(parents=True, exist_ok=True)
-    files = {"markdown": folder / "environment_change.md", "html": folder / "environment_change.html"}
+    files = {"markdown": folder / "environment_change.md", "html": folder / run_folder.ENVIRONMENT_CHANGE_PAGE}
     run_folder.replace_file(files["markdown"], ("\n".join(lines).rstrip() + "\n").encode(), REPORT)
     run_folder.replace_file(files["html"], page.encode(), REPORT)
     return {k: str(v) for k, v in files.items()} | {"headlines": {h["host"]: h["headline"] for h in hosts}}

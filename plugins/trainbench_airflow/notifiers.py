@@ -86,12 +86,16 @@ def channels(config: Config, log: Log) -> list[Channel]:
 
 
 def links(config: Config, dag_id: str, run_id: str) -> Links:
-    """Links from `[alerts] base_url`, else Airflow's `[api] base_url`."""
+    """Links from `[alerts] base_url`, else Airflow's `[api] base_url`; a before/after run's report is its
+    environment change page (the DAG is named after the source of its runs)."""
     from airflow.sdk.configuration import conf
 
     from trainbench.alerts import Links
+    from trainbench.store import run_folder
+    from trainbench.store.results import ENVIRONMENT_CHANGE
 
-    return Links.of(config.alerts.base_url or conf.get("api", "base_url", fallback=""), dag_id, run_id)
+    page = run_folder.ENVIRONMENT_CHANGE_PAGE if dag_id == ENVIRONMENT_CHANGE else run_folder.REPORT_PAGE
+    return Links.of(config.alerts.base_url or conf.get("api", "base_url", fallback=""), dag_id, run_id, page)
 
 
 def _deliver(config: Config, run_id: str, found: list[Alert], log: Log) -> dict[str, int]:

@@ -3,7 +3,8 @@
     /trainbench/                        latest run per host (framework x device set)
     /trainbench/history                 median wall time per run and case, one line per environment
     /trainbench/compare                 per case, the environments it was measured in side by side
-    /trainbench/runs/<run>/report.html  a run's HTML report from output/runs/
+    /trainbench/runs/<run>/report.html  a run's HTML report from output/runs/ (environment_change.html: its
+                                        before/after page)
     /trainbench/changes                 environment changes: each host's before/after verdicts per case
     /trainbench/api/{latest,history,compare,changes}   the same data as JSON
 
@@ -73,9 +74,9 @@ def create_app() -> FastAPI:
             raise HTTPException(404, str(exc)) from None
         return JSONResponse(jsonable_encoder(data, custom_encoder={set: sorted}))
 
-    @app.get("/runs/{run_id}/report.html")
-    def report(run_id: str, user: UserDep):
-        return FileResponse(report_path(_config().output_dir, run_id), media_type="text/html")
+    @app.get("/runs/{run_id}/{page}")
+    def report(run_id: str, page: str, user: UserDep):
+        return FileResponse(report_path(_config().output_dir, run_id, page), media_type="text/html")
 
     return app
 
@@ -99,14 +100,17 @@ LOADERS: dict[str, Loader] = {
 }
 
 
-def report_path(output_dir: Path, run_id: str) -> Path:
-    """output/runs/<run_id>/report.html, refusing any run id that would lead out of output/runs/."""
+def report_path(output_dir: Path, run_id: str, page: str = run_folder.REPORT_PAGE) -> Path:
+    """output/runs/<run_id>/<page>, one of `run_folder.PAGES`, refusing any run id that would lead out of
+    output/runs/."""
     runs = (Path(output_dir) / "runs").resolve()
     try:
         run_folder.check_run_id(run_id)
     except ConfigError:
         raise HTTPException(404, f"no such run: {run_folder.RUN_ID_HELP}") from None
-    path = (runs / run_id / "report.html").resolve()
+    if page not in run_folder.PAGES:
+        raise HTTPException(404, f"no page {page!r} in a run's folder; accepted: {', '.join(run_folder.PAGES)}")
+    path = (runs / run_id / page).resolve()
     if not path.is_relative_to(runs) or path.parent.parent != runs or not path.is_file():
         raise HTTPException(404, f"no report for run {run_id!r}")
     return path
@@ -130,7 +134,9 @@ def _page(request: Request, tab: str, load: Loader) -> HTMLResponse:
     cfg = _config()
     root = request.scope.get("root_path", "").rstrip("/")
     airflow_root = root[: -len(PREFIX)] if root.endswith(PREFIX) else ""
-    links = pages.Links(root, airflow_root, lambda run_id: (cfg.output_dir / "runs" / run_id / "report.html").is_file())
+    links = pages.Links(
+        root, airflow_root, lambda run_id: (cfg.output_dir / "runs" / run_id / run_folder.REPORT_PAGE).is_file()
+    )
     filters = _filters(request)
     try:
         with queries.engine(cfg.database_url).connect() as conn:

@@ -15,6 +15,7 @@ from markupsafe import Markup
 from trainbench.checks import regression
 from trainbench.reports import charts, templating
 from trainbench.reports.templating import formatted
+from trainbench.store import run_folder
 from trainbench_ui.queries import Filters
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -59,8 +60,11 @@ class Links:
     def chart(self, name: str) -> str:
         return f"{self.plugin_root}/charts/{name}"
 
-    def report(self, run_id: str) -> str:
-        return f"{self.plugin_root}/runs/{quote(run_id, safe='')}/report.html"
+    def report(self, run_id: str, page: str = run_folder.REPORT_PAGE) -> str:
+        return f"{self.plugin_root}/runs/{quote(run_id, safe='')}/{page}"
+
+    def environment_change(self, run_id: str) -> str:
+        return self.report(run_id, run_folder.ENVIRONMENT_CHANGE_PAGE)
 
     def dag_run(self, run_id: str) -> str | None:
         """The run's page in the Airflow UI (None for the CLI's runs, which have no DAG run)."""

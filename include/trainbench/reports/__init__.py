@@ -11,7 +11,7 @@ from trainbench.cases import CaseSummary
 from trainbench.comparison import CaseComparison
 from trainbench.reports import html_page, markdown, tables
 from trainbench.result import Result
-from trainbench.store.run_folder import replace_file
+from trainbench.store.run_folder import REPORT_PAGE, replace_file
 
 REPORT = "the run's reports"
 
@@ -34,7 +34,7 @@ def write_all(
     folder.mkdir(parents=True, exist_ok=True)
     files = {
         "markdown": folder / "report.md",
-        "html": folder / "report.html",
+        "html": folder / REPORT_PAGE,
         "csv": folder / "results.csv",
         "parquet": folder / "results.parquet",
         "cases_csv": folder / "cases.csv",

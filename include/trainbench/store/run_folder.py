@@ -20,6 +20,9 @@ from pathlib import Path
 from trainbench.errors import ConfigError
 from trainbench.result import Result
 
+REPORT_PAGE = "report.html"  # every published benchmark run's
+ENVIRONMENT_CHANGE_PAGE = "environment_change.html"  # a before/after run's, or a run that measured a new environment
+PAGES = (REPORT_PAGE, ENVIRONMENT_CHANGE_PAGE)  # the pages of a run folder a person opens in a browser
 MAX_KEY_IN_NAME = 120  # with "__<env key>.json" well under the 255 bytes of a file name
 RUN_ID = re.compile(r"[A-Za-z0-9_.:+-]{1,200}")
 RUN_ID_HELP = (
