@@ -4,14 +4,19 @@ in for a Slack-compatible webhook.  Tests read what arrived."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import email
 import email.policy
 import http.server
+import ipaddress
 import json
 import socket
+import ssl
 import threading
+from pathlib import Path
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 
 
 def free_port() -> int:
@@ -31,6 +36,62 @@ class Mailbox:
     async def handle_DATA(self, server, session, envelope):
         self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
         return "250 OK"
+
+
+class TlsMailbox(Mailbox):
+    """An SMTP server that logs in only after STARTTLS, with a self-signed certificate for 127.0.0.1 written to
+    `cert` (trusted by a client only when pointed at it); `logins` holds (login, password, over TLS) each."""
+
+    def __init__(self, folder: Path):
+        self.messages = []
+        self.logins: list[tuple[str, str, bool]] = []
+        self.port = free_port()
+        self.cert, key = self_signed(folder)
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(self.cert, key)
+        self.controller = Controller(
+            self,
+            hostname="127.0.0.1",
+            port=self.port,
+            tls_context=tls,
+            require_starttls=True,
+            auth_require_tls=True,
+            authenticator=self.authenticate,
+        )
+
+    def authenticate(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
+        self.logins.append((auth_data.login.decode(), auth_data.password.decode(), session.ssl is not None))
+        return AuthResult(success=True)
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate and key for 127.0.0.1, valid for a day."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    paths = folder / "smtp.crt", folder / "smtp.key"
+    paths[0].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return paths
 
 
 def receiver(status: int, answer: bytes, posts: list) -> http.server.ThreadingHTTPServer:
@@ -60,8 +121,9 @@ class Webhook:
 
 
 @contextlib.contextmanager
-def running_mailbox():
-    box = Mailbox()
+def running_mailbox(tls_folder: Path | None = None):
+    """A Mailbox, or with `tls_folder` a TlsMailbox keeping its certificate there."""
+    box = Mailbox() if tls_folder is None else TlsMailbox(tls_folder)
     box.controller.start()
     try:
         yield box

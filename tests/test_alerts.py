@@ -422,6 +422,22 @@ def test_an_smtp_password_is_never_sent_unencrypted(mailbox):
     assert mailbox.messages == []
 
 
+def test_the_smtp_password_goes_only_over_starttls_to_a_server_whose_certificate_is_trusted(tmp_path, monkeypatch):
+    """A server whose certificate the host does not trust gets nothing, not even the login; once the host trusts it
+    (here through SSL_CERT_FILE, as OpenSSL reads it), the login and the message go over TLS."""
+    found = [alerts.failed_run(RUN, "task_failure", LINKS, "gpu.train")]
+    with running_mailbox(tls_folder=tmp_path) as box:
+        smtp = alerts.Smtp("127.0.0.1", box.port, "alice", "s3cret", True, "a@b.c", ("d@e.f",))
+        with pytest.raises(DeliveryFailed, match="CERTIFICATE_VERIFY_FAILED"):
+            smtp.send(found)
+        assert box.logins == [] and box.messages == []
+        monkeypatch.setenv("SSL_CERT_FILE", str(box.cert))
+        smtp.send(found)
+    assert box.logins == [("alice", "s3cret", True)]
+    (mail,) = box.messages
+    assert "the run failed (task_failure)" in mail.get_body(("plain",)).get_content()
+
+
 def test_a_failed_run_is_announced_even_when_the_results_database_is_down(cfg, mailbox, webhook, monkeypatch):
     """A database outage is a likely reason for the failure: the alert goes out without the record of what was sent."""
     set_connections(monkeypatch, mailbox, webhook.url)
