@@ -62,7 +62,7 @@ def test_a_slowed_interpreter_is_found_slower_and_an_unchanged_one_never_is(tmp_
     assert wall["verdict"] == "slower", wall["detail"]
     assert 1 + wall["low"] <= injected <= 1 + wall["high"], (injected, wall["detail"])
     assert "confirmed by a second measurement" in wall["detail"] and wall["repeats"] >= 6
-    assert "the old interpreters measured again in this session, alternating with the new" in wall["detail"]
+    assert "the old interpreter measured again in this session, alternating with the new" in wall["detail"]
     measured = pipeline.store(cfg).results("slowed")
     by_python = {p: sorted(r.repeat for r in measured if r.command.startswith(f"{p} ")) for p in (OLD, slow)}
     assert len(by_python[OLD]) == len(by_python[slow]) == wall["repeats"]  # pairs, over both measurements
@@ -90,19 +90,27 @@ def test_old_interpreters_are_measured_again_only_when_the_change_left_them_as_t
     assert before_after.reverted({**moved, "frameworks.jax.packages.jax": ["0.4", "0.5"]}) is None
     gone = {"frameworks.pytorch.interpreter": [str(tmp_path / "gone" / "python"), str(OLD)]}
     assert before_after.reverted(gone) is None and before_after.reverted({}) is None
+    jax = {"frameworks.jax.interpreter": [str(ENVS / "jax" / "bin" / "python"), "/opt/jax/bin/python"]}
+    assert before_after.touches(moved, "pytorch") and before_after.touches(moved, "pytorch-graph")
+    assert not before_after.touches(jax, "pytorch") and before_after.touches(jax, "jax")
+    assert before_after.touches({"driver_version": ["550.54", "560.28"]}, "pytorch") and before_after.touches({}, "jax")
 
     cfg, _ = baseline_week(tmp_path)
     (week1,) = {r.env_key for r in pipeline.store(cfg).results("week1")}
     inventory = devices.discover().to_dict()
-    (case,) = before_after.plan(cfg, "gpu", dt.datetime.now(dt.UTC), inventory, log=lambda m: None, changed=moved)
+    now = dt.datetime.now(dt.UTC)
+    said: list[str] = []
+    assert before_after.plan(cfg, "gpu", now, inventory, log=said.append, changed=jax) == []
+    assert said == ["gpu: pytorch | cpu: not measured, nothing it depends on changed"]
+    (case,) = before_after.plan(cfg, "gpu", now, inventory, log=lambda m: None, changed={**moved, **jax})
     assert case["control"] == {"pytorch": str(OLD)} and case["env_key"] == week1
     spec = CaseSpec.from_dict(case["specs"][0])
     old = before_after.old_environment(cfg, case, spec, log=lambda m: None)
     assert old is not None and old.interpreter("pytorch").python == str(OLD)
     upgraded = {**case, "control": {"pytorch": str(ENVS / "jax" / "bin" / "python")}}
-    said: list[str] = []
+    said.clear()
     assert before_after.old_environment(cfg, upgraded, spec, log=said.append) is None
-    assert said == ["pytorch | cpu: the old interpreters no longer give its old environment"]
+    assert said == ["pytorch | cpu: the old interpreter no longer gives its old environment"]
 
 
 def test_the_before_after_dag_measures_the_named_host_only_and_announces_its_verdicts(airflow_db, tmp_path):

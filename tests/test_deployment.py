@@ -341,9 +341,10 @@ def test_faults_lose_nothing_and_duplicate_nothing(deployment):
 
 def test_an_upgrade_seen_by_the_watch_is_measured_before_and_after_on_its_host(deployment, mailbox):
     """The watch reads both hosts; then host_b's pytorch interpreter is replaced by one whose trainers start 5 s
-    later still (an upgrade that slows it) and host_a's jax interpreter by another (a change that slows nothing
-    measured): the watch announces both, the asset-triggered before/after DAG measures each host's cases on that
-    host, and host_b's wall time is found slower with an interval holding the injected ratio, host_a's never."""
+    later still (an upgrade that slows it) and host_a's jax interpreter by another (a change no case measured there
+    depends on): the watch announces both, the asset-triggered before/after DAG measures host_b's case on host_b,
+    its old interpreter alongside, and finds its wall time slower with an interval holding the injected ratio;
+    host_a measures nothing and is never alerted."""
     d = deployment
     baseline = d.trigger({**CONF, "repeats": 3})
     assert d.finished(baseline) == "success", d.logs()
@@ -365,29 +366,29 @@ def test_an_upgrade_seen_by_the_watch_is_measured_before_and_after_on_its_host(d
         def before_after() -> list[dict]:  # the earlier tests' runs in new environments hold verdicts of their own
             return [v for run in store.run_ids(ENVIRONMENT_CHANGE) for v in store.environment_verdicts(run)]
 
-        verdicts = d.wait_for("both hosts' before/after verdicts", lambda: len(v := before_after()) == 4 and v, 900)
+        d.wait_for("host_b's before/after verdicts", lambda: len(before_after()) == 2, 900)
         runs = store.run_ids(ENVIRONMENT_CHANGE)
+        reports = [run_folder_of(d, run) / "environment_change.md" for run in runs]
+        d.wait_for("the before/after reports", lambda: all(p.is_file() for p in reports), timeout_s=300)
+        verdicts = before_after()
         measured = [r for run in runs for r in store.results(run)]
     finally:
         store.engine.dispose()
-    assert all(r.environment["worker_host"] == r.host for r in measured) and {r.host for r in measured} == set(HOSTS)
+    assert all(r.environment["worker_host"] == r.host for r in measured) and {r.host for r in measured} == {"host_b"}
     found = {(v["host"], v["metric"]): v for v in verdicts}
+    assert set(found) == {("host_b", "wall_s"), ("host_b", "images_per_s")}
     wall = found[("host_b", "wall_s")]
     injected = 1 + SLOW_START_S / statistics.median(wall["before"])  # the old interpreter, measured alongside
     assert wall["verdict"] == "slower", wall["detail"]
     assert 1 + wall["low"] <= injected <= 1 + wall["high"], (injected, wall["detail"])
     assert "frameworks.pytorch.interpreter" in wall["changed"] and "alternating with the new" in wall["detail"]
-    assert {found[("host_a", m)]["verdict"] for m in ("wall_s", "images_per_s")} <= {"no change", "inconclusive"}
-    assert "frameworks.jax.interpreter" in found[("host_a", "wall_s")]["changed"]
-    reports = [run_folder_of(d, run) / "environment_change.md" for run in runs]
-    d.wait_for("the before/after reports", lambda: all(p.is_file() for p in reports), timeout_s=300)
     text = "".join(p.read_text() for p in reports)
     assert "1 of 1 case slower (pytorch | cpu: wall time +" in text, text
+    assert re.search(r"## host_a, [^\n]*frameworks\.jax\.interpreter [^\n]*\n\nno case measured\n", text), text
     alerted = d.wait_for("the before/after alert", lambda: [m for run in runs for m in mails(mailbox, run)], 120)
     (slower,) = [m for m in alerted if "environment change · host_b · pytorch | cpu" in m]
     assert "wall time +" in slower and "95 % interval" in slower and "frameworks.pytorch.interpreter" in slower
     (link,) = re.findall(r"^report: (\S+)$", slower, re.MULTILINE)
     assert link.endswith("/environment_change.html"), link  # the page a before/after run writes, served
     assert "1 of 1 case slower (pytorch | cpu: wall time +" in d.page(urllib.parse.urlsplit(link).path)
-    about_a = [b for m in alerted for b in m.split("\n\n") if "environment change · host_a" in b]
-    assert not [b for b in about_a if "slower after" in b or "faster after" in b], about_a  # at most inconclusive
+    assert not [m for m in alerted if "environment change · host_a" in m]

@@ -217,3 +217,19 @@ def test_with_the_old_environment_measured_again_a_real_slowdown_on_a_drifting_h
     ips = decision.verdicts["images_per_s"]
     assert ips.verdict == SLOWER and "confirmed by a second measurement" in ips.detail
     assert ips.low <= 0.8 - 1 <= ips.high
+
+
+def test_a_failed_repeat_of_either_environment_leaves_out_only_its_own_figure():
+    """A pair whose old repeat failed adds the new figure alone; a metric decided early stops taking figures from
+    both sides while the other is still measured."""
+    rng = np.random.default_rng(8)
+    new, failed = repeats(rng, 0.01, 1.0), iter([True] + [False] * 20)
+
+    def old(*_):
+        figures = repeats(rng, 0.01, 1.0)()
+        return {**figures, "images_per_s": None} if next(failed) else figures
+
+    m = measure_sequentially(before(rng, 0.01), new, Design(cap=6), control=old)
+    ips, wall = m.verdicts["images_per_s"], m.verdicts["wall_s"]
+    assert (ips.before.n, ips.after.n) == (m.repeats - 1, m.repeats) and ips.after.n > wall.after.n
+    assert wall.before.n == wall.after.n == 3 and wall.verdict == NO_CHANGE

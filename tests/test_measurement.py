@@ -127,10 +127,25 @@ def test_a_trainer_that_cannot_start_leaves_no_event_set_or_accounting_mode_behi
     """The monitors are prepared before the child is started; when it cannot be, what they set up is undone."""
     monkeypatch.setattr(sampling.os, "geteuid", lambda: 0)  # as root, where the monitor turns accounting mode on
     nvml = StandInNvml([Device("GPU-h100", "NVIDIA H100 80GB HBM3", "00000000:19:00.0", accounting=0)])
-    launch = runner.Launch([str(tmp_path / "no-such-python")], monitors=[sampling.GpuMonitor(nvml, ["GPU-h100"])])
-    with pytest.raises(OSError):
-        launch.start()
-    assert nvml.event_sets == [] and nvml.devices[0].accounting == 0
+    prepared = []
+
+    class Seen(sampling.GpuMonitor):
+        def prepare(self) -> None:
+            super().prepare()
+            prepared.append((len(nvml.event_sets), nvml.devices[0].accounting))
+
+    class Broken(sampling.HostRssMonitor):
+        def prepare(self) -> None:
+            raise RuntimeError("a monitor that cannot read its baseline")
+
+    for monitors, refused in (
+        ([Seen(nvml, ["GPU-h100"])], OSError),
+        ([Seen(nvml, ["GPU-h100"]), Broken()], RuntimeError),
+    ):
+        with pytest.raises(refused):
+            runner.Launch([str(tmp_path / "no-such-python")], monitors=monitors).start()
+        assert prepared.pop() == (1, 1)  # what there was to undo: an event set, accounting mode turned on
+        assert nvml.event_sets == [] and nvml.devices[0].accounting == 0
 
 
 def test_memory_figures_carry_their_method():

@@ -1,8 +1,12 @@
 """Before and after an environment change on one host: the cases to measure again, measuring each until its change
 is decided, the verdicts and the report a person reads.
 
-"Before" is a case's history in the environment it had: every counted repeat of the case (host x framework x
-device set) in the environment key it was measured in by the last run on that host before the change.  "After"
+Only the cases the change can move are measured: all of them after a driver, GPU or CPU change (or one triggered
+by hand, naming nothing), a framework's own after a change of its interpreter, packages or trainer.  "Before" is
+the old interpreter measured again alongside, alternating with the new, where the change only pointed the host at
+another interpreter that is still there (`reverted`); otherwise the case's history in the environment it had:
+every counted repeat of the case (host x framework x device set) in the environment key it was measured in by the
+last run on that host before the change.  "After"
 is a new, sequential measurement of the case on that host, with that run's stored settings
 (`checks.environment_change.decide`: repeats are added until each metric is decided or the cap is reached, and a
 direction found is measured a second time to be confirmed).  The new rows form a run of their own
@@ -18,7 +22,7 @@ import shutil
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from trainbench import cases, pipeline
+from trainbench import cases, frameworks, pipeline
 from trainbench.checks import environment_change, regression
 from trainbench.comparison import CaseComparison
 from trainbench.config import Config
@@ -82,12 +86,20 @@ def reverted(changed: Mapping[str, Sequence]) -> dict[str, str] | None:
     return old if old and touched <= old.keys() else None
 
 
+def touches(changed: Mapping[str, Sequence], framework: str) -> bool:
+    """Whether the change can move `framework`'s cases: anything outside the frameworks (a driver, a GPU, the CPU)
+    or in its own interpreter, packages or trainer does; a change naming nothing (triggered by hand) may."""
+    own = f"frameworks.{frameworks.REGISTRY[framework].base}"
+    return not changed or any(not p.startswith("frameworks.") or p == own or p.startswith(f"{own}.") for p in changed)
+
+
 def plan(
     config: Config, host: str, cutoff: dt.datetime, inventory: dict, log: Log = print, changed: Mapping | None = None
 ) -> list[dict]:
-    """What to measure on `host`: per case of its baseline run (`baseline`), the specs of enough repeats for two
-    sequential measurements (and the run's warm-ups), the before figures, and the old interpreters to measure
-    again alongside where the change (`changed`, the watch's) left them runnable (`reverted`)."""
+    """What to measure on `host`: per case of its baseline run (`baseline`) that the change (`changed`, the
+    watch's) `touches`, the specs of enough repeats for two sequential measurements (and the run's warm-ups), the
+    before figures, and its old interpreter to measure again alongside where the change left it runnable
+    (`reverted`)."""
     found = baseline(config, host, cutoff)
     if found is None:
         log(f"{host}: no published run measured here before {cutoff:%Y-%m-%d %H:%M} UTC: nothing to compare")
@@ -96,28 +108,37 @@ def plan(
     settings = config.settings.overridden(**{k: v for k, v in stored.items() if k in config.settings.as_dict()})
     dataset = pipeline.prepare_dataset(config, settings, inventory)
     cap = config.environment_change.cap
-    old = reverted(changed or {})
+    changed = changed or {}
+    old = reverted(changed) or {}
     out = []
     for case in chosen:
+        label = f"{host}: {case['framework']} | {case['device_set']}"
+        if not touches(changed, case["framework"]):
+            log(f"{label}: not measured, nothing it depends on changed")
+            continue
         one = settings.overridden(frameworks=[case["framework"]], device_sets=[case["device_set"]], repeats=2 * cap)
         specs = pipeline.plan_matrix(one, inventory, dataset, host)
-        out.append({**case, "host": host, "baseline_run": run, "specs": [s.to_dict() for s in specs], "control": old})
+        base = frameworks.REGISTRY[case["framework"]].base
+        control = {base: old[base]} if base in old else None
+        out.append(
+            {**case, "host": host, "baseline_run": run, "specs": [s.to_dict() for s in specs], "control": control}
+        )
         against = (
-            f"the old interpreters ({', '.join(f'{k} {v}' for k, v in old.items())}) measured again alongside"
-            if old
+            f"its old interpreter {old[base]} measured again alongside"
+            if control
             else f"{len(case['before']['wall_s'])} earlier repeats (last run {run})"
         )
-        log(f"{host}: {case['framework']} | {case['device_set']} against {against}")
+        log(f"{label} against {against}")
     return out
 
 
 def measure(config: Config, run_id: str, case: dict, changed: dict, changed_at: dt.datetime, log: Log = print) -> dict:
-    """Measure one case until its change is decided; store and return its verdicts.  Where `plan` named old
-    interpreters and they still give the case's old environment key, each repeat is a pair with one of the old
+    """Measure one case until its change is decided; store and return its verdicts.  Where `plan` named the old
+    interpreter and it still gives the case's old environment key, each repeat is a pair with one of the old
     environment, stored under repeat numbers after the new ones' (`environment_change.measure_sequentially`)."""
     specs = [CaseSpec.from_dict(s) for s in case["specs"]]
     runs = [s for s in specs if not s.case.warmup]
-    old = old_environment(config, case, runs[0], log)
+    old = old_environment(config, case, runs[0], log) if case.get("control") else None
     for spec in specs:
         if spec.case.warmup:
             pipeline.run_case(config, run_id, spec, log=log)
@@ -141,7 +162,7 @@ def measure(config: Config, run_id: str, case: dict, changed: dict, changed_at: 
     design = environment_change.Design(policy.threshold, policy.alpha, policy.min_repeats, policy.cap)
     decision = environment_change.decide(case["before"], one, design, again if old is not None else None)
     source = (
-        "before: the old interpreters measured again in this session, alternating with the new"
+        "before: the old interpreter measured again in this session, alternating with the new"
         if old is not None
         else f"before: the case's repeats in its old environment (last run {case['baseline_run']})"
     )
@@ -169,14 +190,12 @@ def measure(config: Config, run_id: str, case: dict, changed: dict, changed_at: 
 
 
 def old_environment(config: Config, case: dict, spec: CaseSpec, log: Log) -> Config | None:
-    """`config` with the case's old interpreters (`plan`), when they give the old environment key here."""
-    if not case.get("control"):
-        return None
+    """`config` with the case's old interpreter (`plan`), when it gives the old environment key here."""
     interpreters = {n: dataclasses.replace(config.interpreter(n), python=p) for n, p in case["control"].items()}
     old = dataclasses.replace(config, interpreters={**config.interpreters, **interpreters})
     if pipeline.env_key(old, spec) == case["env_key"]:
         return old
-    log(f"{case['framework']} | {case['device_set']}: the old interpreters no longer give its old environment")
+    log(f"{case['framework']} | {case['device_set']}: the old interpreter no longer gives its old environment")
     return None
 
 

@@ -188,20 +188,24 @@ class Launch:
         _prctl(PR_SET_CHILD_SUBREAPER, 1)
         self._me = psutil.Process()
         self._before = {p.pid for p in self._me.children()}
-        for m in self.monitors:
-            m.prepare()
-        self._oom_before = oom_kill_count()
-        self.scratch = scratch_folder()
-        env = dict(os.environ if self.env is None else self.env)
-        env.update(dict.fromkeys(("TMPDIR", "TMP", "TEMP"), self.scratch))
-        self._launched_at = time.time()
-        self._t0 = time.perf_counter()
+        prepared: list[Monitor] = []
+        scratch = None
         try:
+            for m in self.monitors:
+                m.prepare()
+                prepared.append(m)
+            self._oom_before = oom_kill_count()
+            self.scratch = scratch = scratch_folder()
+            env = dict(os.environ if self.env is None else self.env)
+            env.update(dict.fromkeys(("TMPDIR", "TMP", "TEMP"), scratch))
+            self._launched_at = time.time()
+            self._t0 = time.perf_counter()
             self.proc = self._popen(env)
         except BaseException:
-            for m in self.monitors:
+            for m in prepared:
                 m.abandon()
-            shutil.rmtree(self.scratch, ignore_errors=True)
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
             raise
         self.pgid = self.proc.pid
         for m in self.monitors:
