@@ -4,12 +4,13 @@
 Runs when the environment watch announces that a host's environment changed (an event on
 `trainbench_environment_<host>`), or when triggered by hand with `{"host": "<host>"}` after an upgrade the watch
 has not seen yet.  On that host only, on its queue, the cases of the last published run measured there before the
-change are measured again with that run's stored settings, one case at a time, each until its change is decided
-(`trainbench.checks.environment_change`: repeats are added up to `[environment_change] cap`; a direction found
-is measured a second time and announced only if confirmed).  "Before" is the old interpreter measured again
-alongside, alternating with the new, where the change only pointed the host at another interpreter that is still
-there; otherwise each case's history in the environment it had.  Per case and metric (steady images/s, wall
-time): the change with its 95 % interval and a verdict, `slower`, `faster`, `no change` or `inconclusive`.
+change, those it can move (`before_after.touches`), are measured again with that run's stored settings, one case
+at a time, each until its change is decided (`trainbench.checks.environment_change`: repeats are added up to
+`[environment_change] cap`; a direction found is measured a second time and announced only if confirmed).  "Before"
+is the old interpreter measured again alongside, alternating with the new, where the change only pointed the host
+at another interpreter that is still there; otherwise each case's history in the environment it had.  Per case and
+metric (steady images/s, wall time): the change with its 95 % interval and a verdict, `slower`, `faster`, `no
+change` or `inconclusive`.
 
 Publishes `environment_change.md` and `.html` in the run's folder and updates `trainbench_environment_verdicts`
 for downstream DAGs; a verdict other than `no change`, a tainted repeat or a quarantined host is sent as an alert
