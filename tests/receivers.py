@@ -28,10 +28,10 @@ def free_port() -> int:
 class Mailbox:
     """An SMTP server keeping every message it accepts, parsed."""
 
-    def __init__(self):
+    def __init__(self, **smtp_parameters):
         self.messages: list[email.message.EmailMessage] = []
         self.port = free_port()
-        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port, **smtp_parameters)
 
     async def handle_DATA(self, server, session, envelope):
         self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
@@ -43,21 +43,11 @@ class TlsMailbox(Mailbox):
     `cert` (trusted by a client only when pointed at it); `logins` holds (login, password, over TLS) each."""
 
     def __init__(self, folder: Path):
-        self.messages = []
         self.logins: list[tuple[str, str, bool]] = []
-        self.port = free_port()
         self.cert, key = self_signed(folder)
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(self.cert, key)
-        self.controller = Controller(
-            self,
-            hostname="127.0.0.1",
-            port=self.port,
-            tls_context=tls,
-            require_starttls=True,
-            auth_require_tls=True,
-            authenticator=self.authenticate,
-        )
+        super().__init__(tls_context=tls, require_starttls=True, auth_require_tls=True, authenticator=self.authenticate)
 
     def authenticate(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
         self.logins.append((auth_data.login.decode(), auth_data.password.decode(), session.ssl is not None))

@@ -176,9 +176,13 @@ class GpuMonitor(_Sampler):
         """Free the XID event sets and turn accounting mode off where `prepare` turned it on."""
         for watcher in self.xids:
             watcher.close()
-        for h, accounting in zip(self.handles, self.accounting):
-            if accounting == "enabled":
-                optional(self.nvml.nvmlDeviceSetAccountingMode, h, 0)
+        for i, h in enumerate(self.handles):
+            self._accounting_off(i, h)
+
+    def _accounting_off(self, i: int, h) -> None:
+        """Accounting mode back off where `prepare` turned it on."""
+        if self.accounting[i] == "enabled":
+            optional(self.nvml.nvmlDeviceSetAccountingMode, h, 0)
 
     def sample(self) -> None:
         for i, h in enumerate(self.handles):
@@ -257,8 +261,7 @@ class GpuMonitor(_Sampler):
         for i, (uuid, h) in enumerate(zip(self.uuids, self.handles)):
             e1 = optional(self.nvml.nvmlDeviceGetTotalEnergyConsumption, h)
             accounted = self._accounted_peak(h) if self.accounting[i] else None
-            if self.accounting[i] == "enabled":
-                optional(self.nvml.nvmlDeviceSetAccountingMode, h, 0)
+            self._accounting_off(i, h)
             devices.append(
                 {
                     "uuid": uuid,
