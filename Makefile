@@ -17,6 +17,8 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__UNIT_TEST_MODE := False
 export TRAINBENCH_CONFIG ?= $(CURDIR)/trainbench.toml
 export PATH := $(CURDIR)/$(BIN):$(PATH)
+# neon's source for `make envs` (README: neon): the shared copy beside the checkout where there is one, else GitHub
+export NEON_SOURCE ?= $(or $(wildcard $(abspath $(CURDIR)/../shared/vendor)),git+https://github.com/NervanaSystems/neon@v2.6.0)
 
 DEMO_CONF := {"epochs": 2, "train_images": 2000, "device_sets": ["cpu", "cpu:2"], "repeats": 2, "warmup": 0}
 REFERENCE_LOG := include/reference/000_8ad6f2660727c232.txt

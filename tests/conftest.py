@@ -45,7 +45,7 @@ def write_config(
     **benchmark,
 ) -> Path:
     """A trainbench.toml (or `name`) whose output goes to `folder`, with [benchmark] overrides; frameworks from
-    .envs/ unless `interpreters` sets a framework's entries."""
+    .envs/ unless `neon` or `interpreters` sets a framework's entries."""
     settings = {
         "frameworks": ["pytorch"],
         "device_sets": ["cpu"],
@@ -57,7 +57,6 @@ def write_config(
         "timeout_s": 600,
         **benchmark,
     }
-    neon = neon or {"python": "", "script": ""}
     lines = ["[benchmark]"]
     for key, value in settings.items():
         lines.append(f"{key} = {value!r}".replace("'", '"').replace("None", '""'))
@@ -66,8 +65,8 @@ def write_config(
     lines.append(f"retry_delay_s = {retry_delay_s}")
     lines += ["[environment_change]", *(f"{k} = {v!r}" for k, v in (environment_change or {}).items())]
     lines += ["[alerts]", *(f"{k} = {json.dumps(v)}" for k, v in (alerts or {}).items())]
-    entries = {fw: {"python": str(ENVS / fw / "bin" / "python")} for fw in ("pytorch", "mxnet", "jax")}
-    for fw, values in {**entries, "neon": neon, **(interpreters or {})}.items():
+    entries = {fw: {"python": str(ENVS / fw / "bin" / "python")} for fw in ("pytorch", "mxnet", "jax", "neon")}
+    for fw, values in {**entries, **({"neon": neon} if neon else {}), **(interpreters or {})}.items():
         lines += [f"[frameworks.{fw}]", *(f'{k} = "{v}"' for k, v in values.items())]
     path = folder / name
     path.write_text("\n".join(lines) + "\n")

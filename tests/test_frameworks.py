@@ -1,11 +1,14 @@
-"""Framework launches: the neon adapter (original command lines, its output, `unavailable`), configured env."""
+"""Framework launches: the neon adapter (original command lines, `unavailable`, `unsupported`), configured env."""
 
+import re
 import sys
 
 import pytest
 
 from trainbench import config, frameworks, pipeline
-from trainbench.frameworks import Interpreter, neon
+from trainbench.frameworks import Interpreter
+from trainbench.measure import outcome, runner
+from trainbench.measure.protocol import TrainerReport
 from trainbench.planning import Case, TrainingJob, resolve_device_set
 from trainbench.store.results import ResultStore
 
@@ -20,34 +23,44 @@ def neon_env(script=FIXTURES / "cifar10_conv.py"):
     return Interpreter("neon", sys.executable, options={"script": str(script)})
 
 
-@pytest.mark.parametrize(
-    "device_set, flags",
-    [
-        ("0", ["-b", "gpu", "-i", "0"]),
-        ("0,1,2", ["-b", "mgpu", "-m", "3"]),
-        ("cpu", ["-b", "cpu"]),
-    ],
-)
+@pytest.mark.parametrize("device_set, flags", [("0", ["-b", "gpu", "-i", "0"]), ("cpu", ["-b", "cpu"])])
 def test_original_command_lines(device_set, flags):
     spec = frameworks.launch_spec(neon_env(), Case("neon", resolve_device_set(device_set, THREE_GPUS), 1), JOB)
     assert spec.argv[2 : 2 + len(flags)] == flags
-    assert spec.argv[-8:] == ["-e", "10", "-z", "128", "-r", "0", "-w", "/data"]
+    assert spec.argv[-9:] == ["-e", "10", "-z", "128", "-r", "0", "-w", "/data", "-v"]
 
 
-def test_neon_output_becomes_epochs_and_accuracy():
-    report = neon.parse_output((FIXTURES / "neon_output.txt").read_text().splitlines())
-    assert [(e["epoch"], e["loss"], e["seconds"]) for e in report.epochs] == [
-        (1, 1.62, 2.03),
-        (2, 1.21, 1.91),
-        (3, 1.05, 1.90),
-    ]
-    assert report.summary["test_accuracy"] == pytest.approx(0.688)
+@pytest.mark.parametrize(
+    "device_set, reason",
+    [
+        ("0,1,2", "the original log's `-b mgpu -m 3` needs neon's multi-GPU backend, a closed add-on"),
+        ("cpu:2", "neon's CPU backend has no data-parallel mode"),
+    ],
+)
+def test_device_sets_neon_has_no_mode_for_are_unsupported(device_set, reason):
+    with pytest.raises(frameworks.Unsupported, match=re.escape(reason)):
+        frameworks.launch_spec(neon_env(), Case("neon", resolve_device_set(device_set, THREE_GPUS), 1), JOB)
+
+
+def test_neon_trains_only_multiples_of_five_images():
+    """neon's loader stacks the label lists of five training batches: they must be equally long."""
+    job = TrainingJob(data_dir="/data", epochs=1, batch_size=128, seed=0, train_images=1024)
+    with pytest.raises(frameworks.Unsupported, match="train_images 1024: .* a multiple of 5 images"):
+        frameworks.launch_spec(neon_env(), Case("neon", resolve_device_set("cpu", THREE_GPUS), 1), job)
+
+
+def test_a_gpu_without_pycuda_is_unsupported_for_neon():
+    """neon's GPU backend imports pycuda first; no interpreter of ours has it, so a GPU row says why."""
+    proc = runner.ProcessResult(
+        ["python"], 1, 1.0, 0.5, 0.1, stderr_tail=["ModuleNotFoundError: No module named 'pycuda'"]
+    )
+    assert outcome.classify(proc, TrainerReport(), ("neon",))[0] == "unsupported"
 
 
 @pytest.fixture
 def run_neon(tmp_path):
     def run(neon: dict):
-        cfg = config.load(write_config(tmp_path, neon=neon, frameworks=["neon"]))
+        cfg = config.load(write_config(tmp_path, neon=neon, frameworks=["neon"], train_images=1280))
         settings = cfg.settings
         dataset = pipeline.prepare_dataset(cfg, settings.overridden(dataset="synthetic"), pipeline.discover_devices())
         pipeline.start_run(cfg, "neon-test", settings)
@@ -67,6 +80,7 @@ def test_neon_failing_to_import_is_an_unavailable_row(run_neon):
     (row,) = run_neon({"python": sys.executable, "script": str(FIXTURES / "cifar10_conv.py")})
     assert row["status"] == "unavailable" and "No module named 'neon'" in row["error"]
     assert "cifar10_conv.py -b cpu -e 2 -z 128" in row["command"]
+    assert row["error"].startswith("preparing the launch failed: RuntimeError: neon's ZCA preparation failed")
 
 
 def test_missing_neon_script_is_an_unavailable_row(run_neon, tmp_path):

@@ -130,7 +130,7 @@ def test_the_gpu_state_must_be_left_as_found():
 
 def test_the_whole_check_with_a_gpu_its_trainers_cannot_see_reports_instead_of_crashing(tmp_path):
     cfg = config.load(write_config(tmp_path))
-    cifar10.write_synthetic(str(tmp_path / "output" / "gpu_check" / "data" / "synthetic-seed0"), 0, 256, 64)
+    cifar10.write_synthetic(str(tmp_path / "output" / "gpu_check" / "data" / cifar10.synthetic_name(0)), 0, 256, 64)
     nvml = StandInNvml([Device("GPU-0aaa-0000", H200, "00000000:01:00.0")])
     lines: list[str] = []
     assert gpu_check.main(cfg, "gpu", nvml, repeats=1, warmup=0, out=lines.append) == 1
@@ -188,7 +188,7 @@ def test_a_gpu_host_whose_trainers_run_gets_its_goals_judged(tmp_path):
     fake.write_text(FAKE_TRAINER.format(python=sys.executable))
     fake.chmod(0o755)
     cfg = config.load(write_config(tmp_path, interpreters={"pytorch": {"python": fake}, "jax": {"python": fake}}))
-    cifar10.write_synthetic(str(tmp_path / "output" / "gpu_check" / "data" / "synthetic-seed0"), 0, 256, 64)
+    cifar10.write_synthetic(str(tmp_path / "output" / "gpu_check" / "data" / cifar10.synthetic_name(0)), 0, 256, 64)
     lines: list[str] = []
     nvml = StandInNvml([Device("GPU-0aaa-0000", H200, "00000000:01:00.0")])
     assert gpu_check.main(cfg, "gpu", nvml, repeats=2, warmup=1, out=lines.append) == 1

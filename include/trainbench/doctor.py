@@ -41,12 +41,14 @@ NVIDIA_DEVICE_PATHS = ("/dev/nvidia0", "/proc/driver/nvidia")
 LOCK_FILE = Path(__file__).resolve().parents[2] / "requirements.lock"
 # One interpreter start per framework: its version, whether it is a CUDA build, how many GPUs it sees (the
 # launch's CUDA_VISIBLE_DEVICES applies) and, where multi-GPU sets need it, its NCCL.
-PROBE = """
-import importlib.metadata as m, json, sys
+PROBE = (
+    interpreters.VERSION_OF
+    + """
+import json, sys
 def dist(*names):
     for n in names:
-        try: return f"{n} {m.version(n)}"
-        except m.PackageNotFoundError: pass
+        try: return f"{n} {version(n)}"
+        except Exception: pass
 base = sys.argv[1]
 if base == "pytorch":
     import torch
@@ -71,6 +73,7 @@ else:
     found = {"version": dist(*sys.argv[2:]), "cuda": None, "gpus": 0}
 print(json.dumps(found))
 """
+)
 
 
 @dataclass(frozen=True)
@@ -305,7 +308,7 @@ def _framework(config: Config, base: str, names: list[str], gpus: tuple, multi_g
     check = f"framework {base}"
     unavailable = f"{', '.join(names)} rows will be unavailable"
     where = f"[frameworks.{base}] python in {config.path}"
-    create = f"create it with `make envs`, or set {where}" if fw.installable else f"set {where}"
+    create = f"create it with `make envs`, or set {where}"
     if not interpreter.python:
         return Check(check, WARN, f"no interpreter configured; {unavailable}", create)
     if shutil.which(interpreter.python) is None:
@@ -360,7 +363,7 @@ def _dataset(config: Config, settings: Settings, gpu_host: bool) -> Check:
     real_present = cifar10.is_present(real) and not cifar10.is_synthetic(real)
     if settings.dataset == "synthetic" or (settings.dataset == "auto" and not real_present and not gpu_host):
         kind = "synthetic"
-        folder = cifar10.batches_dir(str(config.output_dir / "data" / f"synthetic-seed{settings.seed}"))
+        folder = cifar10.batches_dir(str(config.output_dir / "data" / cifar10.synthetic_name(settings.seed)))
         if not cifar10.is_present(folder):
             return Check("data set", PASS, f"synthetic, written to {folder} by the run's first step")
         fix = f"delete {folder}: the run writes it again"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shlex
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,7 +85,7 @@ def prepare_dataset(config: Config, settings: Settings, inventory: dict) -> dict
             f'dataset is "{settings.dataset}" but CIFAR-10 is not in {cifar10.batches_dir(real)} '
             f"(expected data_batch_1..5 and test_batch){'; ' + why if why else ''}: {REAL_DATA_HELP}"
         )
-    synthetic = str(config.output_dir / "data" / f"synthetic-seed{settings.seed}")
+    synthetic = str(config.output_dir / "data" / cifar10.synthetic_name(settings.seed))
     if not cifar10.is_present(synthetic):
         cifar10.write_synthetic(synthetic, seed=settings.seed)
     return {"kind": "synthetic", "data_dir": cifar10.batches_dir(synthetic)}
@@ -170,6 +171,8 @@ def run_case(
         launch_spec = frameworks.launch_spec(config.interpreter(spec.case.framework), spec.case, spec.job)
     except frameworks.Unavailable as exc:
         return _finish(m, "unavailable", str(exc))
+    except frameworks.Unsupported as exc:
+        return _finish(m, "unsupported", str(exc))
     m.result.command = shlex.join(launch_spec.argv)
     try:
         monitors = _monitors(m, final_attempt)
@@ -262,10 +265,11 @@ def _launch(
     m: _Measuring, launch_spec: frameworks.LaunchSpec, monitors: list, on_launch: Callable[[runner.Launch], None] | None
 ) -> Result:
     label = m.spec.case.label
+    reader = launch_spec.reader()
 
     def on_line(stream: str, line: str) -> None:
-        event = protocol.parse_line(line)
-        if event and event["event"] == "epoch":
+        event = reader.feed(stream, line, time.time())
+        if event is not None:
             m.log(
                 f"{label}: epoch {event['epoch']} {event['seconds']:.2f} s, "
                 f"{event['images_per_s']:.0f} images/s, loss {event['loss']:.4f}"
@@ -278,6 +282,13 @@ def _launch(
         on_line=on_line,
         monitors=monitors,
     )
+    if launch_spec.prepare is not None:
+        try:
+            launch_spec.prepare(m.log)
+        except Exception as exc:
+            why = f"preparing the launch failed: {type(exc).__name__}: {exc}"
+            modules = frameworks.REGISTRY[m.spec.case.framework].modules
+            return _finish(m, "unavailable" if outcome.missing_module(modules).search(why) else "crashed", why)
     m.log(f"{label}: {m.result.command}")
     ds = m.spec.case.device_set
     if m.config.measurement.lock_clocks and ds.kind == "gpu" and m.nvml is not None:
@@ -301,7 +312,7 @@ def _launch(
     finally:
         if m.clock_lock is not None:
             m.clock_lock = clocks.restore(m.nvml, m.clock_lock)
-    _record(m.result, proc, launch_spec.parse(proc.stdout_lines), m.spec, m.clock_lock)
+    _record(m.result, proc, reader.report(proc.stdout_lines), m.spec, m.clock_lock)
     r = m.result
     faults, throttled = health.judge(proc.monitors.get("gpus", []), m.config.health)
     r.status, r.error = outcome.taint(r.status, r.error, faults + throttled)

@@ -104,8 +104,13 @@ class TrainingJob:
             device,
         ]
         if self.train_images:
-            args += ["--train-images", str(self.train_images), "--test-images", str(min(self.train_images, 10_000))]
+            args += ["--train-images", str(self.train_images), "--test-images", str(self.test_images)]
         return args
+
+    @property
+    def test_images(self) -> int | None:
+        """A run of the first N training images tests on the first N test images (all 10,000 at most)."""
+        return min(self.train_images, 10_000) if self.train_images else None
 
 
 @dataclass(frozen=True)

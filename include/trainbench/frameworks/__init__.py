@@ -8,8 +8,10 @@ differs per framework (see each module).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from trainbench.frameworks import jax, mxnet, neon, pytorch
-from trainbench.frameworks.base import Framework, Interpreter, LaunchSpec, Unavailable
+from trainbench.frameworks.base import Framework, Interpreter, LaunchSpec, Unavailable, Unsupported
 from trainbench.planning import Case, TrainingJob
 
 # The original log's order first (neon, MXNet), then the frameworks trainbench added, then the execution
@@ -28,6 +30,7 @@ __all__ = [
     "Interpreter",
     "LaunchSpec",
     "Unavailable",
+    "Unsupported",
     "execution",
     "launch_spec",
     "title",
@@ -47,4 +50,4 @@ def title(name: str) -> str:
 def launch_spec(interpreter: Interpreter, case: Case, job: TrainingJob) -> LaunchSpec:
     """The framework's launch, with the configuration's extra environment (`[frameworks.X] env`) on top."""
     spec = REGISTRY[case.framework].launch(interpreter, case, job)
-    return LaunchSpec(spec.argv, {**spec.environ, **interpreter.environ}, spec.parse)
+    return replace(spec, environ={**spec.environ, **interpreter.environ})

@@ -13,8 +13,9 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
-from trainbench.measure.protocol import TrainerReport, parse
+from trainbench.measure.protocol import TrainerReport, parse, parse_line
 from trainbench.planning import Case, TrainingJob
 
 TRAINERS_DIR = Path(__file__).resolve().parents[1] / "trainers"
@@ -22,6 +23,10 @@ TRAINERS_DIR = Path(__file__).resolve().parents[1] / "trainers"
 
 class Unavailable(Exception):
     """The framework cannot run here (no interpreter or script configured); the case is recorded as such."""
+
+
+class Unsupported(Exception):
+    """The framework cannot run this case at all (a device set it has no mode for); the row says why."""
 
 
 @dataclass(frozen=True)
@@ -42,13 +47,36 @@ class Interpreter:
         return {k: str(v) for k, v in self.options.get("env", {}).items()}
 
 
+class OutputReader(Protocol):
+    """Reads what a trainer prints while it runs (both streams, each line with the wall clock it arrived at)."""
+
+    def feed(self, stream: str, line: str, t: float) -> dict | None:
+        """An epoch event the line completes (for the task log), or None."""
+        ...
+
+    def report(self, stdout_lines: list[str]) -> TrainerReport: ...
+
+
+class JsonLines:
+    """The project's trainers: one JSON event per stdout line (`measure.protocol`), read whole at the end."""
+
+    def feed(self, stream: str, line: str, t: float) -> dict | None:
+        event = parse_line(line) if stream == "stdout" else None
+        return event if event is not None and event["event"] == "epoch" else None
+
+    def report(self, stdout_lines: list[str]) -> TrainerReport:
+        return parse(stdout_lines)
+
+
 @dataclass(frozen=True)
 class LaunchSpec:
-    """The trainer's command line, the variables added to its environment, and how to read what it prints."""
+    """The trainer's command line, the variables added to its environment, a fresh reader of what it prints per
+    launch, and what must exist before it starts (`prepare`, given the task's log; never timed)."""
 
     argv: list[str]
     environ: dict[str, str]
-    parse: Callable[[list[str]], TrainerReport] = parse
+    reader: Callable[[], OutputReader] = JsonLines
+    prepare: Callable[[Callable[[str], None]], None] | None = None
 
 
 Launcher = Callable[[Interpreter, Case, TrainingJob], LaunchSpec]
@@ -62,7 +90,7 @@ class Framework:
     modules: tuple[str, ...]
     launch: Launcher
     trainer: str | None = None
-    installable: bool = True  # False: no pinned interpreter can be built; the user points at one (neon)
+    create: Callable[[Interpreter, Callable[[str], None]], None] | None = None  # builds its interpreter (neon)
     interpreter_of: str | None = None  # a variant: the framework whose interpreter (and section) it shares
 
     @property
@@ -86,11 +114,11 @@ class Framework:
         return self.interpreter_of or self.name
 
     def default_interpreter(self) -> str:
-        """`make envs` creates it here; empty when the framework cannot be installed."""
-        return f".envs/{self.base}/bin/python" if self.installable else ""
+        """`make envs` creates it here."""
+        return f".envs/{self.base}/bin/python"
 
-    def default_requirements(self) -> str | None:
-        return f"envs/{self.base}.txt" if self.installable else None
+    def default_requirements(self) -> str:
+        return f"envs/{self.base}.txt"
 
 
 def variant(base: Framework, flag: str, title: str) -> Framework:
@@ -100,7 +128,7 @@ def variant(base: Framework, flag: str, title: str) -> Framework:
 
     def launch(interpreter: Interpreter, case: Case, job: TrainingJob) -> LaunchSpec:
         spec = base.launch(interpreter, case, job)
-        return LaunchSpec([*spec.argv, "--variant", flag], spec.environ, spec.parse)
+        return replace(spec, argv=[*spec.argv, "--variant", flag])
 
     return replace(base, name=f"{base.name}-{flag}", title=title, launch=launch, interpreter_of=base.name)
 

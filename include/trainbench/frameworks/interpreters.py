@@ -13,13 +13,23 @@ import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from trainbench.frameworks import REGISTRY
 from trainbench.frameworks.base import Interpreter
 
-PROBE = (
-    "import importlib.metadata as m, json, platform, sys\n"
+# Python 3.6 and 3.7 (neon's legacy interpreters) have no importlib.metadata: pkg_resources answers there.
+VERSION_OF = (
+    "try:\n"
+    "    import importlib.metadata as m\n"
+    "    def version(d): return m.version(d)\n"
+    "except ImportError:\n"
+    "    import pkg_resources\n"
+    "    def version(d): return pkg_resources.get_distribution(d).version\n"
+)
+PROBE = VERSION_OF + (
+    "import json, platform, sys\n"
     "def v(d):\n"
-    "    try: return m.version(d)\n"
-    "    except m.PackageNotFoundError: return None\n"
+    "    try: return version(d)\n"
+    "    except Exception: return None\n"
     "print(json.dumps({'python': platform.python_version(), 'packages': {d: v(d) for d in sys.argv[1:]}}))"
 )
 
@@ -31,7 +41,8 @@ def venv_root(python: str) -> Path | None:
 
 
 def ensure(interpreters: Iterable[Interpreter], log: Callable[[str], None] = print) -> dict[str, str]:
-    """Create the missing interpreters; return what each one is."""
+    """Create the missing interpreters (a framework's own `create`, else a venv from its requirements); return
+    what each one is."""
     done: dict[str, str] = {}
     for it in interpreters:
         if it.name in done:  # a framework and its variants share one interpreter
@@ -43,6 +54,9 @@ def ensure(interpreters: Iterable[Interpreter], log: Callable[[str], None] = pri
             done[it.name] = f"{it.python} (exists)"
         elif root is None or not it.requirements or not Path(it.requirements).is_file():
             done[it.name] = f"{it.python} missing; no requirements file to create it from"
+        elif (create := REGISTRY[it.name].create) is not None:
+            create(it, log)
+            done[it.name] = f"{it.python} ({'created' if Path(it.python).exists() else 'not created'})"
         else:
             log(f"{it.name}: creating {root} from {it.requirements}")
             subprocess.run([it.options.get("base_python", sys.executable), "-m", "venv", str(root)], check=True)

@@ -26,7 +26,8 @@ OOM_TEXT = re.compile(
 UNSUPPORTED_TEXT = re.compile(
     r"no kernel image is available|CUDA_ERROR_NO_BINARY_FOR_GPU|not compiled with CUDA|"
     r"Torch not compiled with CUDA|CUDA driver version is insufficient|"
-    r"must split evenly over \d+ devices|variant \S+ does not support",
+    r"must split evenly over \d+ devices|variant \S+ does not support|"
+    r"No module named '?pycuda\b",  # neon's GPU backend (its kernels need pycuda and a Maxwell or Pascal GPU)
     re.I,
 )
 # torchrun reports a worker killed by SIGKILL as "exitcode  : -9" and exits 1 itself.

@@ -217,6 +217,14 @@ def _cache_key(folder: str, path: str) -> str | None:
     return f"{os.path.basename(path)}-{digest}"
 
 
+def digest(path: str) -> str:
+    """A SHA-256 of a batch file's bytes (its first 32 hex digits), remembered in the cache while the file's
+    identity holds: a key for what was derived from exactly these bytes."""
+    folder = _cache_dir(path)
+    key = _cache_key(folder, path) if folder else None
+    return key.rsplit("-", 1)[1] if key else _digest(path)
+
+
 def _cache_paths(folder: str, key: str) -> tuple[str, str, str]:
     base = os.path.join(folder, key)
     return base + ".x.npy", base + ".y.npy", base + ".sum"
@@ -331,6 +339,12 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
+def synthetic_name(seed: int) -> str:
+    """The folder of the synthetic set of `seed`; "v2" since it is written in the real files' Python 2 layout (the
+    first sets had bytes keys and numpy 2 pickles, which neon's loader and numpy 1.x cannot read)."""
+    return f"synthetic-v2-seed{seed}"
+
+
 def write_synthetic(root: str, seed: int = 0, train_images: int = 50_000, test_images: int = 10_000) -> str:
     """Write a deterministic, learnable stand-in for CIFAR-10 in the real format.
 
@@ -348,22 +362,23 @@ def write_synthetic(root: str, seed: int = 0, train_images: int = 50_000, test_i
     rng = np.random.default_rng(seed)
     templates = rng.integers(96, 161, size=(10, 3072)).astype(np.int16)
 
-    def make(n: int) -> dict:
+    def make(n: int, label: str) -> dict:
         labels = rng.integers(0, 10, size=n)
         noise = rng.integers(-96, 97, size=(n, 3072), dtype=np.int16)
         data = np.clip(templates[labels] + noise, 0, 255).astype(np.uint8)
-        return {b"data": data, b"labels": labels.tolist()}
+        names = [f"{LABEL_NAMES[c]}_s_{i:06d}.png" for i, c in enumerate(labels)]
+        return {"batch_label": label, "labels": labels.tolist(), "data": data, "filenames": names}
 
     per_file = -(-train_images // len(TRAIN_FILES))
     remaining = train_images
-    for name in TRAIN_FILES:
+    for i, name in enumerate(TRAIN_FILES, 1):
         n = min(per_file, remaining)
         remaining -= n
-        _dump(os.path.join(d, name), {**make(n), b"batch_label": f"synthetic {name}".encode()})
-    _dump(os.path.join(d, TEST_FILE), {**make(test_images), b"batch_label": b"synthetic test"})
-    _dump(
+        dump_batch(os.path.join(d, name), make(n, f"synthetic training batch {i} of 5"))
+    dump_batch(os.path.join(d, TEST_FILE), make(test_images, "synthetic testing batch 1 of 1"))
+    dump_batch(
         os.path.join(d, META_FILE),
-        {b"label_names": [n.encode() for n in LABEL_NAMES], b"num_cases_per_batch": IMAGES_PER_BATCH, b"num_vis": 3072},
+        {"num_cases_per_batch": IMAGES_PER_BATCH, "label_names": list(LABEL_NAMES), "num_vis": 3072},
     )
     with open(os.path.join(d, SYNTHETIC_MARKER), "w") as f:
         f.write(f"seed={seed} train={train_images} test={test_images}\n")
@@ -374,10 +389,46 @@ def write_synthetic(root: str, seed: int = 0, train_images: int = 50_000, test_i
     return final
 
 
-def _dump(path: str, obj: dict) -> None:
+class _NumpyGlobal:
+    """A name the unpickler imports, spelled as numpy 1.x spelled it (numpy 2 says `numpy._core`, which 1.x lacks)."""
+
+    def __init__(self, module: str, name: str):
+        self.module, self.name = module, name
+
+    def __call__(self, *args):
+        raise TypeError("a name to pickle, not to call")
+
+
+class _Python2Pickler(pickle._Pickler):  # type: ignore[name-defined]  # the pure-Python pickler takes a dispatch table
+    """Protocol 2 as Python 2 with numpy 1.x wrote CIFAR-10: str and bytes as Python 2 strings (`encoding="latin1"`
+    reads str keys, `encoding="bytes"` bytes keys), arrays rebuilt by `numpy.core.multiarray._reconstruct`."""
+
+    dispatch = dict(pickle._Pickler.dispatch)  # type: ignore[attr-defined]
+
+    def _python2_string(self, obj: str | bytes) -> None:
+        raw = obj.encode("latin1") if isinstance(obj, str) else obj
+        size = len(raw)
+        head = pickle.SHORT_BINSTRING + bytes([size]) if size < 256 else pickle.BINSTRING + size.to_bytes(4, "little")
+        self.write(head + raw)
+
+    def _numpy_global(self, obj: _NumpyGlobal) -> None:
+        self.write(pickle.GLOBAL + f"{obj.module}\n{obj.name}\n".encode())
+
+    def _array(self, obj: np.ndarray) -> None:
+        reconstruct = _NumpyGlobal("numpy.core.multiarray", "_reconstruct")
+        state = np.ascontiguousarray(np.asarray(obj)).__reduce__()[2]
+        self.save_reduce(reconstruct, (np.ndarray, (0,), b"b"), state, obj=obj)
+
+    dispatch[str] = dispatch[bytes] = _python2_string
+    dispatch[_NumpyGlobal] = _numpy_global
+    dispatch[np.ndarray] = dispatch[np.memmap] = _array  # the decoded cache's arrays are memory-mapped
+
+
+def dump_batch(path: str, batch: dict) -> None:
+    """Write one batch file as the real distribution's are (see `_Python2Pickler`), atomically."""
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
-        pickle.dump(obj, f, protocol=2)
+        _Python2Pickler(f, protocol=2).dump(batch)
     os.replace(tmp, path)
 
 
