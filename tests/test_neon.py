@@ -4,6 +4,7 @@ import os
 import pickletools
 import re
 import subprocess
+import sys
 import time
 
 import pytest
@@ -15,7 +16,7 @@ from trainbench.measure import environ, runner
 from trainbench.planning import Case, TrainingJob, resolve_device_set
 from trainbench.trainers import cifar10
 
-from conftest import BIN, ENVS, write_config
+from conftest import BIN, ENVS, ROOT, write_config
 
 PYTHON = ENVS / "neon" / "bin" / "python"
 EXAMPLE = ENVS / "neon" / "src" / "examples" / "cifar10_conv.py"
@@ -44,8 +45,8 @@ def data(tmp_path_factory) -> str:
     return cifar10.write_synthetic(str(tmp_path_factory.mktemp("neon")), seed=0, train_images=1000, test_images=500)
 
 
-def launch(job: TrainingJob, device_set: str = "cpu") -> frameworks.LaunchSpec:
-    interpreter = frameworks.Interpreter("neon", str(PYTHON))
+def launch(job: TrainingJob, device_set: str = "cpu", interpreter=None) -> frameworks.LaunchSpec:
+    interpreter = interpreter or frameworks.Interpreter("neon", str(PYTHON))
     return frameworks.launch_spec(interpreter, Case("neon", resolve_device_set(device_set, CPU), 1), job)
 
 
@@ -169,3 +170,43 @@ def test_neon_beside_mxnet_through_the_cli(tmp_path):
     assert "neon | cpu | r1: epoch 2 " in out.stdout + out.stderr
     report = (config.load(cfg_file).output_dir / "latest" / "report.md").read_text()
     assert "$ time python cifar10_conv.py -b cpu -e 2 -z 128 -r 0 -w " in report
+
+
+def neon_source() -> str:
+    """What `make test` exports (.ci/run: the shared vendor folder); the same default when pytest runs alone."""
+    return os.environ.get("NEON_SOURCE") or str(ROOT.parent / "shared" / "vendor")
+
+
+def test_envs_builds_neon_from_the_source_it_is_given(tmp_path, monkeypatch):
+    monkeypatch.setenv("NEON_SOURCE", neon_source())
+    python = tmp_path / "neon" / "bin" / "python"
+    it = frameworks.Interpreter("neon", str(python), requirements=str(ROOT / "envs" / "neon.txt"))
+    assert interpreters.ensure([it], log=lambda line: None) == {"neon": f"{python} (created)"}
+    found = interpreters.probe(str(python), ("nervananeon",), environ.trainer_environ({}))
+    assert found["packages"] == {"nervananeon": "2.6.0"}
+    version = subprocess.run(
+        [str(python), "-c", "import neon; print(neon.__version__)"], capture_output=True, text=True
+    )
+    assert version.stdout.strip() == "2.6.0"  # never suffixed with the commit of the checkout around .envs/
+
+
+@pytest.mark.parametrize(
+    "variable, value, why",
+    [
+        ("NEON_PYTHON", "{python}", "NEON_PYTHON={python} is Python 3.11; neon needs 3.8, 3.7 or 3.6"),
+        ("NEON_SOURCE", "{tmp}/nowhere", "NEON_SOURCE={tmp}/nowhere is neither a git URL (git+https://...@tag), a"),
+    ],
+)
+def test_without_a_legacy_python_or_neon_source_neon_rows_say_what_to_install(
+    tmp_path, monkeypatch, variable, value, why
+):
+    monkeypatch.setenv("NEON_SOURCE", neon_source())
+    monkeypatch.setenv(variable, value.format(python=sys.executable, tmp=tmp_path))
+    python = tmp_path / "neon" / "bin" / "python"
+    it = frameworks.Interpreter("neon", str(python), requirements=str(ROOT / "envs" / "neon.txt"))
+    assert interpreters.ensure([it], log=lambda line: None) == {"neon": f"{python} (not created)"}
+    assert not (tmp_path / "neon").exists()
+    with pytest.raises(frameworks.Unavailable) as caught:
+        launch(TrainingJob(data_dir="/data", epochs=1, batch_size=128, seed=0), interpreter=it)
+    expected = why.format(python=sys.executable, tmp=tmp_path)
+    assert str(caught.value).startswith(f"{python} missing: `make envs` could not create it: {expected}")

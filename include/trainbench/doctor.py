@@ -25,6 +25,7 @@ from trainbench.devices import Inventory, discover, load_nvml
 from trainbench.errors import ConfigError
 from trainbench.fingerprint import HOST_VAR
 from trainbench.frameworks import interpreters
+from trainbench.frameworks.base import device_environ
 from trainbench.measure import environ, health
 from trainbench.pipeline import REAL_DATA_HELP
 from trainbench.planning import DEFAULT_HOST, Case, DeviceSet, TrainingJob, plan
@@ -68,6 +69,9 @@ elif base == "mxnet":
     cuda = mx.runtime.Features().is_enabled("CUDA")
     found = {"version": mx.__version__, "gpus": mx.context.num_gpus() if cuda else 0,
              "cuda": cuda and (dist("mxnet-cu117", "mxnet-cu116", "mxnet-cu112", "mxnet-cu110") or "CUDA")}
+elif base == "neon":
+    import neon
+    found = {"version": neon.__version__, "cuda": None, "gpus": 0}  # its GPU backend is pycuda's, tried per case
 else:
     for module in sys.argv[2:]: __import__(module)
     found = {"version": dist(*sys.argv[2:]), "cuda": None, "gpus": 0}
@@ -317,12 +321,15 @@ def _framework(config: Config, base: str, names: list[str], gpus: tuple, multi_g
         ds = DeviceSet("all", "gpu", len(gpus), *zip(*((g.uuid, g.name, g.index) for g in gpus)))
     else:
         ds = DeviceSet("cpu", "cpu", 1)
+    case = Case(base, ds, 1)
     try:
-        spec = frameworks.launch_spec(interpreter, Case(base, ds, 1), TrainingJob("", 1, 1, 0))
+        launch_env = frameworks.launch_spec(interpreter, case, TrainingJob("", 1, 1, 0)).environ
     except frameworks.Unavailable as exc:
-        return Check(check, WARN, f"{exc}; {unavailable}", f"set {where}")
+        return Check(check, WARN, f"{exc}; {unavailable}", create)
+    except frameworks.Unsupported:  # not on every GPU at once (neon's closed multi-GPU backend): the probe still runs
+        launch_env = {**device_environ(case), **interpreter.environ}
     argv = [interpreter.python, "-c", PROBE, base, *fw.modules]
-    env = environ.trainer_environ(spec.environ)
+    env = environ.trainer_environ(launch_env)
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, env=env)
     except subprocess.TimeoutExpired:

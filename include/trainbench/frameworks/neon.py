@@ -144,7 +144,9 @@ def create(interpreter: Interpreter, log: Callable[[str], None]) -> None:
         run = partial(subprocess.run, check=True, timeout=SETUP_TIMEOUT_S)
         run([*pip, "-r", str(BOOTSTRAP)])  # the venv's own pip would build Pillow from source
         run([*pip, "-r", str(interpreter.requirements)])
-        run([*pip, "--no-deps", "--no-build-isolation", str(root / "src")])
+        # neon's setup.py appends `git rev-parse HEAD` to its version: its own clone's, never an enclosing checkout's
+        git_env = {**os.environ, "GIT_CEILING_DIRECTORIES": str(root)}
+        run([*pip, "--no-deps", "--no-build-isolation", "."], cwd=root / "src", env=git_env)
         log(f"neon: installed from {source}; its example is {root / 'src' / EXAMPLE}")
     except (SetupError, subprocess.SubprocessError, OSError) as exc:
         shutil.rmtree(root, ignore_errors=True)
