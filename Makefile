@@ -1,6 +1,7 @@
 # trainbench: two commands set everything up on a fresh machine (Python 3.11 + package registries).
 #   make demo   run the cifar10_benchmark DAG once through Airflow (SQLite, CPU, synthetic data)
 #   make test   lint (ruff, mypy) and the whole test suite (what CI runs)
+#   make test-fast  the suite without its end-to-end (integration) tests, for the inner loop
 #   make lint   ruff check, ruff format --check, mypy on the core, plugins/ and dags/
 #   make doctor     is this host ready to measure? one line per check; exit status 1 when it cannot
 #   make gpu-check  GPU acceptance: doctor, then pytorch, pytorch-graph and jax on one GPU against issue 19's goals
@@ -23,18 +24,25 @@ export NEON_SOURCE ?= $(or $(wildcard $(abspath $(CURDIR)/../shared/vendor)),git
 DEMO_CONF := {"epochs": 2, "train_images": 2000, "device_sets": ["cpu", "cpu:2"], "repeats": 2, "warmup": 0}
 REFERENCE_LOG := include/reference/000_8ad6f2660727c232.txt
 
-.PHONY: demo test lint setup envs airflow-init clean doctor gpu-check
+.PHONY: demo test test-fast test-tools lint setup envs airflow-init clean doctor gpu-check
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip==25.3
 	$(BIN)/pip install --quiet -r requirements.txt -r requirements-dev.txt -c requirements.lock
 	$(BIN)/pip install --quiet --no-deps -e .
-	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
-	  || echo "warning: no chromium; tests/test_ui.py needs it: apt-get install -y chromium (as root)"
-	command -v docker-compose >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose) \
-	  || echo "warning: no docker-compose; tests/test_compose.py needs it: apt-get install -y docker-compose (as root)"
 	touch $@
+
+# System tools only the tests need, installed by the test set-up alone (make demo installs nothing outside this
+# folder): Debian's Chromium (tests/test_ui.py drives the pages in it) and Debian's docker-compose, which reads the
+# compose files (tests/test_compose.py); without its recommended Docker engine: nothing is started, no daemon.
+TEST_TOOLS := chromium docker-compose
+test-tools:
+	@missing=$$(for t in $(TEST_TOOLS); do command -v $$t >/dev/null || echo $$t; done); \
+	if [ -n "$$missing" ]; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing) \
+	    || echo "warning: tests need $$missing: apt-get install -y --no-install-recommends $$missing (as root)"; \
+	fi
 
 setup: $(BIN)/.installed envs airflow-init
 
@@ -67,9 +75,13 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint setup
+test: lint setup test-tools
 	sync  # setup's gigabytes of venvs written out first: timed tests must not measure the flush
 	$(BIN)/python -m pytest -q
+
+# The inner loop: everything but the end-to-end runs (Airflow, Celery, real trainers through the DAG)
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not integration"
 
 doctor: $(BIN)/.installed
 	$(BIN)/python -m trainbench doctor

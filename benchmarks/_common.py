@@ -7,8 +7,8 @@ import os
 import statistics
 
 from trainbench import config, devices, frameworks
-from trainbench.pipeline import discover_devices, prepare_dataset
 from trainbench.planning import Case, TrainingJob, resolve_device_set
+from trainbench.workflows.pipeline import discover_devices, prepare_dataset
 
 
 def parser(doc: str) -> argparse.ArgumentParser:

@@ -13,8 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from trainbench import config, pipeline
+from trainbench import config
 from trainbench.store.results import ResultStore, device_memory, results, runs
+from trainbench.workflows import pipeline
 
 FRAMEWORKS = ("neon", "mxnet", "pytorch", "jax")
 DEVICE_SETS = ("0,1,2", "0,1", "0,2", "1,2", "0", "1", "2")

@@ -62,7 +62,7 @@ def run_settings(params: dict, dag_run) -> config.Settings:
     """
     chosen = {k: params[k] for k in config.settings_schema()}
     if str(getattr(dag_run.run_type, "value", dag_run.run_type)) == "backfill" and not dag_run.conf:
-        from trainbench import pipeline
+        from trainbench.workflows import pipeline
 
         stored = pipeline.original_settings(CONFIG, logical_date(dag_run)) or {}
         chosen |= {k: v for k, v in stored.items() if k in chosen}
@@ -110,7 +110,7 @@ def cifar10_benchmark():
     @task
     def preflight(settings: dict, host: str, dag_run=None) -> dict:
         """The host doctor on the host itself; it never fails the task, a host that cannot measure is quarantined."""
-        from trainbench import doctor
+        from trainbench.workflows import doctor
         from trainbench_airflow.notifiers import announce_quarantine
 
         cfg = config.load()
@@ -123,7 +123,7 @@ def cifar10_benchmark():
     @task
     def discover_devices(checked: dict) -> dict:
         """A quarantined host's NVML may be what failed: its cases are then planned without its GPUs."""
-        from trainbench import pipeline
+        from trainbench.workflows import pipeline
 
         return pipeline.discover_devices(quarantined=not checked["can_measure"])
 
@@ -131,7 +131,7 @@ def cifar10_benchmark():
     @fail_without_retry
     def prepare_dataset(inventory: dict, settings: dict, checked: dict) -> dict:
         """Not on a quarantined host (its data may be what failed): its cases are `unavailable` without it."""
-        from trainbench import pipeline
+        from trainbench.workflows import pipeline
 
         if not checked["can_measure"]:
             return {"kind": "none", "data_dir": ""}
@@ -142,7 +142,7 @@ def cifar10_benchmark():
     def plan_matrix(
         inventory: dict, dataset: dict, settings: dict, host: str, checked: dict, dag_run=None
     ) -> list[dict]:
-        from trainbench import pipeline
+        from trainbench.workflows import pipeline
 
         chosen = config.Settings(**settings)
         pipeline.start_run(CONFIG, dag_run.run_id, chosen, logical_date(dag_run))
@@ -151,35 +151,35 @@ def cifar10_benchmark():
 
     @task(trigger_rule="all_done")
     def collect(run_id: str | None = None) -> dict:
-        from trainbench import pipeline
+        from trainbench.workflows import pipeline
 
         return pipeline.collect(CONFIG, run_id)
 
     @task
     @fail_without_retry
     def validate(specs_per_host: list[list[dict]], run_id: str | None = None) -> dict:
-        from trainbench import pipeline
         from trainbench.planning import CaseSpec
+        from trainbench.workflows import pipeline
 
         planned = [CaseSpec.from_dict(s) for specs in specs_per_host for s in specs]
         return pipeline.validate_results(CONFIG, run_id, planned)
 
     @task
     def detect_regressions(run_id: str | None = None) -> list[dict]:
-        from trainbench import pipeline
+        from trainbench.workflows import pipeline
 
         return pipeline.detect_regressions(CONFIG, run_id, log=print)
 
     @task(outlets=[RESULTS])
     def publish(verdicts: list[dict], run_id: str | None = None) -> dict:
-        from trainbench import pipeline
+        from trainbench.workflows import pipeline
 
         return pipeline.publish(CONFIG, run_id, verdicts)
 
     @task
     @fail_without_retry
     def regression_gate(verdicts: list[dict], params: dict | None = None) -> list[str]:
-        from trainbench import pipeline
+        from trainbench.workflows import pipeline
 
         return pipeline.regression_gate(verdicts, params["fail_on_regression"])
 
@@ -194,7 +194,7 @@ def cifar10_benchmark():
     @fail_without_retry
     def check_complete(ti=None, run_id: str | None = None) -> dict:
         """Last: the run fails when a case's task failed or was stopped, after all it measured is published."""
-        from trainbench import pipeline
+        from trainbench.workflows import pipeline
 
         failed = ti.get_ti_count(
             dag_id=ti.dag_id,

@@ -40,7 +40,7 @@ CONFIG = config.load()
     max_active_runs=1,
     doc_md=__doc__,
     tags=["benchmark", "environment"],
-    default_args={"retries": 0},
+    default_args={"retries": 2, "retry_delay": dt.timedelta(minutes=2)},
     on_failure_callback=RunFailed(CONFIG),
     params={
         "host": Param(
@@ -56,7 +56,7 @@ def environment_change():
     @fail_without_retry
     def what_changed(params: dict, triggering_asset_events=None) -> dict:
         """Per host that changed, when and what: the events' (each host's newest), or the form's host, now."""
-        from trainbench import before_after
+        from trainbench.workflows import before_after
 
         found = [
             (asset.name.removeprefix("trainbench_environment_"), dict(e.extra or {}), e.timestamp)
@@ -72,7 +72,7 @@ def environment_change():
 
     @task
     def start(dag_run=None) -> None:
-        from trainbench import before_after
+        from trainbench.workflows import before_after
 
         before_after.start(CONFIG, dag_run.run_id)
 
@@ -87,36 +87,40 @@ def environment_change():
 
     @task
     def discover_devices() -> dict:
-        from trainbench import pipeline
+        from trainbench.workflows import pipeline
 
         return pipeline.discover_devices()
 
     @task
     @fail_without_retry
     def plan(changes: dict, inventory: dict, host: str) -> list[dict]:
-        from trainbench import before_after
+        from trainbench.checks.environment_change import Trigger
+        from trainbench.workflows import before_after
 
         if host not in changes:
             return []
-        found = before_after.Trigger.from_event(changes[host])
+        found = Trigger.from_event(changes[host])
         return before_after.plan(CONFIG, host, found.cutoff, inventory, changed=found.changed)
 
-    @task(map_index_template="{{ case_label }}")
+    @task(map_index_template="{{ case_label }}", retries=0)
     def measure(case: dict, changes: dict, dag_run=None) -> dict:
+        """Never retried: a retry would start the case's sequential measurement again, looking at its data anew
+        with the alpha already spent."""
         from airflow.sdk import get_current_context
 
-        from trainbench import before_after
+        from trainbench.checks.environment_change import Trigger
+        from trainbench.workflows import before_after
 
         get_current_context()["case_label"] = f"{case['framework']} | {case['device_set']}"  # type: ignore[typeddict-unknown-key]
-        found = before_after.Trigger.from_event(changes[case["host"]])
+        found = Trigger.from_event(changes[case["host"]])
         return before_after.measure(CONFIG, dag_run.run_id, case, found.changed, found.changed_at)
 
     @task(trigger_rule="all_done", outlets=[assets.ENVIRONMENT_VERDICTS])
     def publish(changes: dict, dag_run=None, outlet_events=None) -> dict:
-        from trainbench import before_after
+        from trainbench.checks.environment_change import Trigger
+        from trainbench.reports.environment_change import write_report
 
-        triggers = [before_after.Trigger.from_event(extra) for extra in changes.values()]
-        found = before_after.write_report(CONFIG, dag_run.run_id, triggers)
+        found = write_report(CONFIG, dag_run.run_id, [Trigger.from_event(extra) for extra in changes.values()])
         outlet_events[assets.ENVIRONMENT_VERDICTS].extra = {"run_id": dag_run.run_id, **found}
         return found
 

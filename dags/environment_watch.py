@@ -4,7 +4,7 @@
 Every six hours, one light task per fleet host, on that host's queue (so it never runs beside a measurement
 there: each host's worker has one slot), reads what the host's measurements depend on without training
 anything (driver and CUDA versions, GPU models and VBIOS, each framework interpreter's packages and CUDA
-libraries, the trainers' revisions; see `trainbench.watch`) and stores it with its time.
+libraries, the trainers' revisions; see `trainbench.workflows.watch`) and stores it with its time.
 
 When the reading differs from the host's previous one, the task emits an event on that host's asset
 (`trainbench_environment_<host>`) whose extra names the host and every changed value (old and new); when
@@ -35,14 +35,14 @@ ENVIRONMENTS = {host: assets.environment(host) for host in CONFIG.hosts}
     max_active_runs=1,
     doc_md=__doc__,
     tags=["benchmark", "environment"],
-    default_args={"retries": 1, "retry_delay": dt.timedelta(minutes=5)},
+    default_args={"retries": 2, "retry_delay": dt.timedelta(minutes=5)},
 )
 def environment_watch():
     for host, asset in ENVIRONMENTS.items():
 
         @task(task_id=f"watch_{host}", queue=host, outlets=[asset])
         def watch(host: str = host, asset: Asset = asset, outlet_events=None, dag_run=None) -> dict:
-            from trainbench import pipeline
+            from trainbench.workflows import pipeline
 
             found = pipeline.watch_environment(CONFIG, host, run_id=dag_run.run_id)
             if not found["changed"]:

@@ -14,10 +14,11 @@ from airflow.serialization.enums import DagAttributeTypes as DAT
 from airflow.serialization.enums import Encoding
 from airflow.triggers.callback import CallbackTrigger
 
-from trainbench import alerts, config, devices, pipeline
-from trainbench.alerts import DeliveryFailed, Links
+from trainbench import config, devices
 from trainbench.result import Result
 from trainbench.store.results import open_store
+from trainbench.workflows import alerts, pipeline
+from trainbench.workflows.alerts import DeliveryFailed, Links
 from trainbench_airflow import notifiers
 
 from conftest import write_config

@@ -7,10 +7,13 @@ import statistics
 import urllib.parse
 from pathlib import Path
 
-from trainbench import before_after, config, devices, pipeline
+from trainbench import config, devices
+from trainbench.checks.environment_change import Trigger
 from trainbench.planning import CaseSpec
+from trainbench.reports import environment_change as environment_change_report
 from trainbench.reports import markdown
 from trainbench.store.results import ENVIRONMENT_CHANGE
+from trainbench.workflows import before_after, harness, pipeline
 
 from conftest import ENVS, dags_test, slow_python, write_config
 from test_results import result
@@ -29,7 +32,7 @@ def baseline_week(tmp_path: Path, hosts: list[str] | None = None) -> tuple[confi
     specs = pipeline.plan_matrix(cfg.settings, inventory, dataset)
     pipeline.start_run(cfg, "week1", cfg.settings)
     for spec in specs:
-        pipeline.run_case(cfg, "week1", spec, log=lambda m: None)
+        harness.run_case(cfg, "week1", spec, log=lambda m: None)
     pipeline.collect(cfg, "week1")
     pipeline.validate_results(cfg, "week1", specs)
     pipeline.publish(cfg, "week1")
@@ -45,7 +48,7 @@ def after(tmp_path: Path, run_id: str, changed: dict, **interpreters) -> list[di
     assert [(c["framework"], c["device_set"], c["baseline_run"]) for c in planned] == [("pytorch", "cpu", "week1")]
     (case,) = planned
     before_after.measure(now, run_id, case, changed, changed_at, log=lambda m: None)
-    out = before_after.write_report(now, run_id, [before_after.Trigger("gpu", changed_at, changed)])
+    out = environment_change_report.write_report(now, run_id, [Trigger("gpu", changed_at, changed)])
     assert markdown.changed_text(changed) in Path(out["markdown"]).read_text()
     return pipeline.store(now).environment_verdicts(run_id)
 
@@ -183,10 +186,10 @@ def test_events_arriving_together_merge_per_host_from_the_first_old_value_to_the
             ("hosta", {}, t[2]),  # an event made by hand: its asset names the host, its time the change
         ]
     )
-    hostb = before_after.Trigger.from_event(found["hostb"])
+    hostb = Trigger.from_event(found["hostb"])
     assert hostb.changed == {"driver_version": ["550", "565"], "cpu_model": ["a", "b"]}
     assert (hostb.since, hostb.changed_at, hostb.cutoff) == (t[0], t[2], t[0])
-    hosta = before_after.Trigger.from_event(found["hosta"])
+    hosta = Trigger.from_event(found["hosta"])
     assert (hosta.changed, hosta.cutoff) == ({}, t[2])
 
 
@@ -200,7 +203,7 @@ def test_before_is_what_ran_before_the_watch_s_last_old_reading(tmp_path):
         for rep in (1, 2, 3):
             r = result(run_id=run, case_key=f"gpu__pytorch__0__r{rep}", wall=wall + 0.1 * rep)
             r.host, r.repeat, r.started_at = "gpu", rep, dt.datetime(2026, 11, day, tzinfo=dt.UTC)
-            pipeline._save(cfg, r, log=lambda m: None)
+            harness._save(cfg, r, log=lambda m: None)
         store.set_state(run, "published")
     cutoff = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)  # the watch's last reading of the old environment
     run, _, (case,) = before_after.baseline(cfg, "gpu", cutoff)

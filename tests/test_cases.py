@@ -5,10 +5,11 @@ import datetime as dt
 
 import pytest
 
-from trainbench import cases, config, devices, pipeline
+from trainbench import cases, config, devices
 from trainbench.cases import CaseKey, Spread
 from trainbench.result import Result
 from trainbench.store import run_folder
+from trainbench.workflows import harness, pipeline
 
 from conftest import write_config
 
@@ -118,7 +119,7 @@ def test_a_run_with_a_warm_up_stores_it_and_leaves_it_out_of_the_statistics(tmp_
     assert [s.case.warmup for s in specs] == [True, False, False]
     pipeline.start_run(cfg, "warm", settings)
     for spec in specs:
-        pipeline.run_case(cfg, "warm", spec, log=lambda m: None)
+        harness.run_case(cfg, "warm", spec, log=lambda m: None)
     pipeline.collect(cfg, "warm")
     pipeline.validate_results(cfg, "warm", specs)
     pipeline.detect_regressions(cfg, "warm", log=lambda m: None)

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from trainbench import cli, config, fingerprint, pipeline
+from trainbench import cli, config, fingerprint
 from trainbench.store import run_folder
 from trainbench.store.results import INVALID, PUBLISHED, ResultStore
+from trainbench.workflows import harness, pipeline
 
 from conftest import write_config
 from test_results import result
@@ -43,7 +44,7 @@ def test_a_run_still_running_or_invalid_never_becomes_latest(tmp_path, capsys):
     cfg = config.load(cfg_path)
     for run_id in ("cli__running", "cli__invalid"):
         pipeline.start_run(cfg, run_id, cfg.settings)
-        pipeline._save(cfg, result(run_id=run_id), log=lambda m: None)
+        harness._save(cfg, result(run_id=run_id), log=lambda m: None)
     pipeline.store(cfg).set_state("cli__invalid", INVALID)
     published = pipeline.publish(cfg, "cli__running")
     assert published["state"] == "running" and not published["latest"]

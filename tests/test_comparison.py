@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from trainbench import config, pipeline
+from trainbench import config
 from trainbench.cases import NOISY, UNKNOWN_SPREAD, WITHIN
 from trainbench.comparison import changes, compare
 from trainbench.result import Result
 from trainbench.store.results import PUBLISHED
+from trainbench.workflows import harness, pipeline
 
 from conftest import write_config
 
@@ -92,9 +93,9 @@ def test_the_report_sets_a_driver_upgrade_side_by_side_per_host(tmp_path):
         day = dt.datetime(2026, 11, 2 + 7 * i, 3, tzinfo=dt.UTC)
         pipeline.start_run(cfg, run, cfg.settings, logical_date=day)
         for r in measured(run, key, [wall, wall * 1.01, wall * 0.99], environment=env, started=day):
-            pipeline._save(cfg, r, log=lambda m: None)
+            harness._save(cfg, r, log=lambda m: None)
         for r in measured(run, "b", [20.0, 20.2, 19.8], host="hostb", environment=OLD, started=day):
-            pipeline._save(cfg, r, log=lambda m: None)
+            harness._save(cfg, r, log=lambda m: None)
         store.set_state(run, PUBLISHED)
     out = pipeline.publish(cfg, "w2")
     md = Path(out["markdown"]).read_text()
@@ -118,7 +119,7 @@ def test_a_run_in_a_new_environment_is_judged_and_confirmed_by_the_next_one(tmp_
         day = dt.datetime(2026, 11, 2 + 7 * i, 3, tzinfo=dt.UTC)
         pipeline.start_run(cfg, run, cfg.settings, logical_date=day)
         for r in measured(run, key, [wall, wall * 1.01, wall * 0.99], environment=env, started=day):
-            pipeline._save(cfg, r, log=lambda m: None)
+            harness._save(cfg, r, log=lambda m: None)
         store.set_state(run, PUBLISHED)
         out = pipeline.publish(cfg, run)
         if run == "w1":

@@ -26,7 +26,10 @@ REMOTE = {
 @pytest.fixture(autouse=True)
 def docker_compose():
     if shutil.which("docker-compose") is None:
-        pytest.fail("needs Debian's docker-compose, which make setup installs: apt-get install -y docker-compose")
+        pytest.fail(
+            "needs Debian's docker-compose, which make test installs: "
+            "apt-get install -y --no-install-recommends docker-compose"
+        )
 
 
 def recipes() -> dict[str, str]:

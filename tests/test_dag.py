@@ -26,6 +26,16 @@ def dag(bag):
     return bag.dags["cifar10_benchmark"]
 
 
+@pytest.mark.parametrize("dag_id", ["cifar10_benchmark", "environment_change", "environment_watch"])
+def test_dag_integrity_conventions(bag, dag_id):
+    """Astronomer's template's checks: tags, a doc, and at least 2 retries by default; a task that must not retry
+    says so itself."""
+    found = bag.dags[dag_id]
+    assert found.tags and found.doc_md and found.default_args.get("retries", 0) >= 2
+    single = {t.task_id.rsplit(".", 1)[-1] for t in found.tasks if t.retries < 2}
+    assert single <= {"measure"}, single  # a before/after measurement: see its docstring
+
+
 def test_the_before_after_dag_runs_on_every_host_s_environment_and_measures_on_that_host_s_queue(bag):
     change = bag.dags["environment_change"]
     assert [a.name for a in change.timetable.asset_condition.objects] == ["trainbench_environment_gpu"]
@@ -115,14 +125,15 @@ def test_every_task_reads_every_argument_it_takes(dag):
 
 
 def test_publish_reports_the_verdicts_it_is_handed(tmp_path):
-    from trainbench import config, pipeline
+    from trainbench import config
+    from trainbench.workflows import harness, pipeline
 
     from conftest import write_config
     from test_results import result
 
     cfg = config.load(write_config(tmp_path))
     pipeline.start_run(cfg, "cli__handed", cfg.settings)
-    stored = pipeline._save(cfg, result(run_id="cli__handed"), log=lambda m: None)
+    stored = harness._save(cfg, result(run_id="cli__handed"), log=lambda m: None)
     verdict = {
         "host": stored.host,
         "framework": stored.framework,

@@ -12,10 +12,11 @@ import sys
 import pytest
 import sqlalchemy as sa
 
-from trainbench import config, doctor, gpu_check
+from trainbench import config
 from trainbench.config import Measurement
 from trainbench.store.results import VERSION_TABLE, open_store
 from trainbench.trainers import cifar10
+from trainbench.workflows import doctor, gpu_check
 
 from conftest import ROOT, write_config
 from nvml_standin import Device, StandInNvml

@@ -5,12 +5,13 @@ import sys
 
 import pytest
 
-from trainbench import config, frameworks, pipeline
+from trainbench import config, frameworks
 from trainbench.frameworks import Interpreter
 from trainbench.measure import outcome, runner
 from trainbench.measure.protocol import TrainerReport
 from trainbench.planning import Case, TrainingJob, resolve_device_set
 from trainbench.store.results import ResultStore
+from trainbench.workflows import harness, pipeline
 
 from conftest import ROOT, write_config
 from test_planning import THREE_GPUS
@@ -65,7 +66,7 @@ def run_neon(tmp_path):
         dataset = pipeline.prepare_dataset(cfg, settings.overridden(dataset="synthetic"), pipeline.discover_devices())
         pipeline.start_run(cfg, "neon-test", settings)
         for spec in pipeline.plan_matrix(settings, pipeline.discover_devices(), dataset):
-            pipeline.run_case(cfg, "neon-test", spec, log=lambda line: None)
+            harness.run_case(cfg, "neon-test", spec, log=lambda line: None)
         return ResultStore(cfg.database_url).rows("neon-test")
 
     return run

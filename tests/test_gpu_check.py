@@ -12,11 +12,12 @@ import time
 
 import pytest
 
-from trainbench import config, gpu_check
+from trainbench import config
 from trainbench.measure.memory import NVML_ACCOUNTING, NVML_SAMPLED
 from trainbench.result import Result
 from trainbench.store.results import open_store
 from trainbench.trainers import cifar10
+from trainbench.workflows import gpu_check
 
 from conftest import ROOT, write_config
 from nvml_standin import Device, StandInNvml

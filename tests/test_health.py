@@ -10,11 +10,12 @@ from types import SimpleNamespace
 import pytest
 
 from test_regression import history, results, rows
-from trainbench import cases, config, devices, pipeline
+from trainbench import cases, config, devices
 from trainbench.checks import validation
 from trainbench.frameworks import Interpreter
 from trainbench.measure import health
 from trainbench.store.results import VALIDATED, ResultStore
+from trainbench.workflows import harness, pipeline
 from trainbench_ui import pages, queries
 
 from conftest import write_config
@@ -195,7 +196,7 @@ def host(tmp_path):
 
 
 RUN = "health-run"
-WAIT = pipeline.runner.Launch.wait
+WAIT = harness.runner.Launch.wait
 
 
 def during(monkeypatch, change):
@@ -205,11 +206,11 @@ def during(monkeypatch, change):
         change()
         return WAIT(self)
 
-    monkeypatch.setattr(pipeline.runner.Launch, "wait", wait)
+    monkeypatch.setattr(harness.runner.Launch, "wait", wait)
 
 
 def measure(h, spec, cfg=None):
-    return pipeline.run_case(cfg or h.cfg, RUN, spec, log=lambda m: None, nvml=h.nvml)
+    return harness.run_case(cfg or h.cfg, RUN, spec, log=lambda m: None, nvml=h.nvml)
 
 
 def test_a_healthy_repeat_is_ok_with_its_health_in_the_row(host):
@@ -269,7 +270,7 @@ def test_a_gpu_unhealthy_before_the_repeat_is_not_measured_and_its_host_quaranti
 def test_a_link_that_stays_below_its_width_is_measured_with_a_warning_and_quarantines_nothing(host):
     host.gpu.pcie = (5, 5, 8, 16)
     logged: list[str] = []
-    r = pipeline.run_case(host.cfg, RUN, host.specs[0], log=logged.append, nvml=host.nvml)
+    r = harness.run_case(host.cfg, RUN, host.specs[0], log=logged.append, nvml=host.nvml)
     assert r.status == "ok" and r.telemetry["gpus"][0]["health"]["faults"] == []
     assert host.db.quarantines(RUN) == []
     assert any("GPU health warning (measured anyway): GPU-cccc-2222: PCIe link x8 of x16" in line for line in logged)
@@ -362,7 +363,7 @@ def test_a_quarantined_host_measures_nothing_more_in_the_run_the_other_hosts_go_
     other_cpu = host.other[1]
     assert measure(host, other_cpu).status == "ok" and launched == [True]
     pipeline.start_run(host.cfg, "next-week", host.cfg.settings)
-    assert pipeline.run_case(host.cfg, "next-week", gpu_spec, log=lambda m: None, nvml=host.nvml).status == "ok"
+    assert harness.run_case(host.cfg, "next-week", gpu_spec, log=lambda m: None, nvml=host.nvml).status == "ok"
 
 
 def test_tainted_repeats_are_shown_with_their_reason_and_never_counted(tmp_path):

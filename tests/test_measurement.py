@@ -12,11 +12,12 @@ from types import SimpleNamespace
 import psutil
 import pytest
 
-from trainbench import config, devices, fingerprint, pipeline
+from trainbench import config, devices, fingerprint
 from trainbench.frameworks import interpreters
 from trainbench.measure import environ, idle, memory, runner, sampling
 from trainbench.planning import plan
 from trainbench.store.results import ResultStore
+from trainbench.workflows import harness, pipeline
 
 from conftest import write_config
 from nvml_standin import Device, StandInNvml, log_host
@@ -208,9 +209,9 @@ def test_busy_device_is_never_measured_it_retries_then_records_busy(gpu_case):
     cfg, nvml, spec = gpu_case
     nvml.devices[2].processes = [(31337, 2048)]
     with pytest.raises(idle.DeviceBusy, match="GPU-cccc-2222: foreign compute process"):
-        pipeline.run_case(cfg, "busy-run", spec, log=lambda m: None, final_attempt=False, nvml=nvml)
+        harness.run_case(cfg, "busy-run", spec, log=lambda m: None, final_attempt=False, nvml=nvml)
     assert ResultStore(cfg.database_url).rows("busy-run") == []
-    pipeline.run_case(cfg, "busy-run", spec, log=lambda m: None, final_attempt=True, nvml=nvml)
+    harness.run_case(cfg, "busy-run", spec, log=lambda m: None, final_attempt=True, nvml=nvml)
     (row,) = ResultStore(cfg.database_url).rows("busy-run")
     assert row["status"] == "busy" and "pid 31337" in row["error"] and row["wall_s"] is None
 
@@ -251,18 +252,18 @@ def test_clock_locking_is_opt_in_recorded_and_restored(gpu_case, synthetic_data,
     cfg, nvml, spec = gpu_case
     cfg = config.Config(**{**cfg.__dict__, "measurement": config.Measurement(idle_wait_s=0, lock_clocks=True)})
     seen = []
-    monkeypatch.setattr(pipeline.runner.Launch, "wait", _recording_wait(seen, nvml.devices[2]))
-    result = pipeline.run_case(cfg, "busy-run", spec, log=lambda m: None, nvml=nvml)
+    monkeypatch.setattr(harness.runner.Launch, "wait", _recording_wait(seen, nvml.devices[2]))
+    result = harness.run_case(cfg, "busy-run", spec, log=lambda m: None, nvml=nvml)
     assert seen == [(1755, 1755)] and nvml.devices[2].locked_clocks is None
     lock = result.telemetry["clock_lock"]
     assert lock["locked_mhz"] == {"GPU-cccc-2222": 1755} and lock["restored"] == ["GPU-cccc-2222"]
     nvml.devices[2].may_lock_clocks = False
-    refused = pipeline.run_case(cfg, "busy-run", spec, log=lambda m: None, nvml=nvml).telemetry["clock_lock"]
+    refused = harness.run_case(cfg, "busy-run", spec, log=lambda m: None, nvml=nvml).telemetry["clock_lock"]
     assert refused["locked_mhz"] == {} and "NO_PERMISSION" in refused["refused"]["GPU-cccc-2222"]
 
 
 def _recording_wait(seen, device):
-    original = pipeline.runner.Launch.wait
+    original = harness.runner.Launch.wait
 
     def wait(self):
         seen.append(device.locked_clocks)

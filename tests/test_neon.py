@@ -9,12 +9,13 @@ import time
 
 import pytest
 
-from trainbench import config, frameworks, pipeline
+from trainbench import config, frameworks
 from trainbench.devices import Inventory
-from trainbench.frameworks import interpreters, neon
+from trainbench.frameworks import interpreters, neon, neon_data
 from trainbench.measure import environ, runner
 from trainbench.planning import Case, TrainingJob, resolve_device_set
 from trainbench.trainers import cifar10
+from trainbench.workflows import pipeline
 
 from conftest import BIN, ENVS, ROOT, write_config
 
@@ -100,16 +101,16 @@ def test_neon_works_on_a_folder_private_to_its_data(data, tmp_path):
     """Each data set (and each number of images) gets its own folder, so neon's ZCA cache never outlives its data;
     a subset holds the first N images in five equal batches."""
     job = TrainingJob(data_dir=data, epochs=1, batch_size=128, seed=0, train_images=500)
-    folder = neon.workdir(job)
-    assert neon.workdir(job) == folder != neon.workdir(TrainingJob(data, 1, 128, 0, train_images=1000))
+    folder = neon_data.workdir(job)
+    assert neon_data.workdir(job) == folder != neon_data.workdir(TrainingJob(data, 1, 128, 0, train_images=1000))
     other = cifar10.write_synthetic(str(tmp_path), seed=1, train_images=1000, test_images=500)
-    assert neon.workdir(TrainingJob(other, 1, 128, 0, train_images=500)).name != folder.name
-    neon.prepare(str(PYTHON), str(EXAMPLE), folder, job, log=lambda line: None)
+    assert neon_data.workdir(TrainingJob(other, 1, 128, 0, train_images=500)).name != folder.name
+    neon_data.prepare(str(PYTHON), str(EXAMPLE), folder, job, log=lambda line: None)
     train, test = cifar10.load(str(folder / cifar10.DIRNAME), cache=False)
     first, first_test = cifar10.load(data, 500, 500, cache=False)
     assert (train.images == first.images).all() and (train.labels == first.labels).all()
     assert len(test.labels) == 500 and (test.images == first_test.images).all()
-    assert (folder / neon.ZCA_CACHE).stat().st_size > 3072 * 3072 * 4
+    assert (folder / neon_data.ZCA_CACHE).stat().st_size > 3072 * 3072 * 4
 
 
 def capture(spec: frameworks.LaunchSpec, lines: list) -> runner.ProcessResult:

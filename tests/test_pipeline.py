@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from trainbench import config, devices, pipeline
+from trainbench import config, devices
 from trainbench.config import ConfigError
+from trainbench.workflows import pipeline
 
 import cifar10
 from conftest import write_config

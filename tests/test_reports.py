@@ -9,11 +9,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from trainbench import cases, config, pipeline
+from trainbench import cases, config
 from trainbench.reports import charts, html_page, markdown
 from trainbench.result import Result
 from trainbench.store import imported_logs, run_folder
 from trainbench.store.results import BENCHMARK, PUBLISHED, ResultStore
+from trainbench.workflows import harness, pipeline
 
 from conftest import write_config
 from test_imported_logs import REFERENCE
@@ -89,7 +90,7 @@ def stored_history(tmp_path):
                 r.device_set, r.device_names, r.repeat = ds, names, rep
                 r.images_per_s = 50_000 * speed / wall
                 r.started_at = dt.datetime(2026, 11, 2 + 7 * week, tzinfo=dt.UTC)
-                pipeline._save(cfg, r, log=lambda m: None)
+                harness._save(cfg, r, log=lambda m: None)
         store.set_state(run, PUBLISHED)  # each week was validated and published in its day
     imported_logs.import_log(store, REFERENCE)
     return cfg, store, run
@@ -169,7 +170,7 @@ def test_latest_is_the_newest_week_with_results(stored_history):
     cfg, store, newest = stored_history
     old = "backfill__2026-10-26T03:00:00+00:00"
     pipeline.start_run(cfg, old, cfg.settings, logical_date=dt.datetime(2026, 10, 26, 3, tzinfo=dt.UTC))
-    pipeline._save(cfg, result(run_id=old, case_key="gpu__pytorch__0__r1"), log=lambda m: None)
+    harness._save(cfg, result(run_id=old, case_key="gpu__pytorch__0__r1"), log=lambda m: None)
     pipeline.start_run(
         cfg, "failed-before-measuring", cfg.settings, logical_date=dt.datetime(2026, 12, 7, 3, tzinfo=dt.UTC)
     )
@@ -219,7 +220,7 @@ def test_a_backfill_of_an_earlier_week_is_judged_only_against_weeks_before_it(st
         r = result(run_id=run, case_key=f"pytorch__0__r{rep}", wall=11.0 + 0.01 * rep)  # 10 % slower than later weeks
         r.device_set, r.device_names, r.repeat, r.images_per_s = "0", "NVIDIA H100", rep, 50_000 / 11.0
         r.started_at = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)  # measured after every other week
-        pipeline._save(cfg, r, log=lambda m: None)
+        harness._save(cfg, r, log=lambda m: None)
     assert store.run_ids(source=BENCHMARK)[0] == run
     verdicts = pipeline.detect_regressions(cfg, run, log=lambda m: None)
     assert {v["verdict"] for v in verdicts} == {"insufficient history"}, verdicts

@@ -6,11 +6,12 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from trainbench import config, devices, pipeline
+from trainbench import config, devices
 from trainbench.config import ConfigError
 from trainbench.result import Result
 from trainbench.store import run_folder
 from trainbench.store.results import IMPORTED_LOG, INVALID, PUBLISHED, RUNNING, ResultStore, metadata
+from trainbench.workflows import harness, pipeline
 
 from conftest import write_config
 
@@ -161,12 +162,12 @@ def test_database_outage_loses_nothing(tmp_path, synthetic_data):
     with pytest.raises(sa.exc.OperationalError):
         pipeline.start_run(down, "outage", cfg.settings)
     with pytest.raises(sa.exc.OperationalError):
-        pipeline.run_case(down, "outage", spec, log=lambda m: None)
+        harness.run_case(down, "outage", spec, log=lambda m: None)
     (raw,) = (run_folder.run_dir(cfg.output_dir, "outage") / "raw").glob("*.json")
     measured = json.loads(raw.read_text())
     assert measured["status"] == "ok"
     said = []
-    pipeline.run_case(cfg, "outage", spec, log=said.append)  # the task's retry, database back
+    harness.run_case(cfg, "outage", spec, log=said.append)  # the task's retry, database back
     assert "storing the result an earlier try measured" in said[0]
     assert [r["wall_s"] for r in ResultStore(cfg.database_url).rows("outage")] == [measured["wall_s"]]
     assert pipeline.collect(cfg, "outage") == {"rows": 1, "loaded_from_raw": 0, "statuses": {"ok": 1}}

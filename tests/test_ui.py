@@ -359,7 +359,9 @@ def test_a_client_with_a_bearer_token(server):
 @pytest.fixture
 def browser(server, tmp_path):
     if CHROMIUM is None:
-        pytest.fail("chromium is not installed; install it with: apt-get install -y chromium")
+        pytest.fail(
+            "chromium is not installed; make test installs it: apt-get install -y --no-install-recommends chromium"
+        )
     b = Browser(tmp_path)
     try:
         # What a login in the Airflow UI leaves in the browser: the JWT in the `_token` cookie.

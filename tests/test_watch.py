@@ -4,7 +4,8 @@ the host's previous reading; through Airflow, an asset event per host that chang
 import json
 import sqlite3
 
-from trainbench import config, pipeline, watch
+from trainbench import config
+from trainbench.workflows import pipeline, watch
 
 from conftest import ENVS, dags_test, write_config
 from nvml_standin import StandInNvml, log_host

@@ -303,7 +303,12 @@ def newest(results: Iterable[Result]) -> list[Result]:
 
 
 def _when(r: Result) -> tuple:
-    return (utc(r.started_at or dt.datetime.min), r.id or 0)
+    return (started(r), r.id or 0)
+
+
+def started(r: Result) -> dt.datetime:
+    """When a result started, in UTC (results without a start sort first)."""
+    return utc(r.started_at or dt.datetime.min)
 
 
 def utc(when: dt.datetime) -> dt.datetime:

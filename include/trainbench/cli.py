@@ -19,12 +19,13 @@ import time
 from pathlib import Path
 
 from trainbench import config as config_mod
-from trainbench import fingerprint, pipeline
+from trainbench import fingerprint
 from trainbench.errors import ConfigError
 from trainbench.planning import DEFAULT_HOST
 from trainbench.reports import tables
 from trainbench.store import run_folder
 from trainbench.store.results import ResultStore, open_existing
+from trainbench.workflows import harness, pipeline
 
 
 def _settings_flags(p: argparse.ArgumentParser, defaults: config_mod.Settings) -> None:
@@ -79,7 +80,7 @@ def cmd_run(cfg, args) -> int:
         with tqdm(specs, unit="case", file=sys.stderr) as bar:
             for spec in bar:
                 bar.set_description(spec.case.label)
-                pipeline.run_case(cfg, run_id, spec, log=bar.write)
+                harness.run_case(cfg, run_id, spec, log=bar.write)
     try:
         pipeline.collect(cfg, run_id)
         pipeline.validate_results(cfg, run_id, specs)
@@ -94,7 +95,7 @@ def cmd_run(cfg, args) -> int:
 
 
 def cmd_doctor(cfg, args) -> int:
-    from trainbench import doctor
+    from trainbench.workflows import doctor
 
     started = time.perf_counter()
     checks = doctor.run(cfg, this_host(), settings=settings_of(cfg, args))
@@ -108,7 +109,7 @@ def cmd_doctor(cfg, args) -> int:
 
 
 def cmd_gpu_check(cfg, args) -> int:
-    from trainbench import gpu_check
+    from trainbench.workflows import gpu_check
 
     return gpu_check.main(cfg, this_host())
 

@@ -312,7 +312,7 @@ class Health:
 
 @dataclass(frozen=True)
 class Alerts:
-    """Who hears about a run's findings; see trainbench.alerts.  Secrets live in Airflow connections, never here."""
+    """Who hears about a run's findings; see trainbench.workflows.alerts.  Secrets live in Airflow connections only."""
 
     email_to: tuple[str, ...] = ()  # recipients; empty: no email
     email_from: str = "trainbench@localhost"

@@ -1,4 +1,5 @@
-"""Airflow's side of trainbench.alerts: channels from Airflow connections, and the three ways alerts leave a DAG.
+"""Airflow's side of trainbench.workflows.alerts: channels from Airflow connections, and the three ways alerts leave
+a DAG.
 
 - `send_run_alerts`, called by the DAG's alert task: the run's findings (a failed delivery fails the task, whose
   retry sends only what was not delivered).
@@ -29,7 +30,7 @@ from airflow.sdk.exceptions import AirflowNotFoundException
 from trainbench.config import Config
 
 if TYPE_CHECKING:  # the DAG files import this module: the core's heavier modules load when an alert is sent
-    from trainbench.alerts import Alert, Channel, Links
+    from trainbench.workflows.alerts import Alert, Channel, Links
 
 log = logging.getLogger(__name__)
 Log = Callable[[str], object]
@@ -62,7 +63,7 @@ def webhook_url(conn: Connection) -> str:
 def channels(config: Config, log: Log) -> list[Channel]:
     """The channels configured: email when `[alerts] email_to` names someone and its connection exists, the
     webhook when its connection exists."""
-    from trainbench import alerts
+    from trainbench.workflows import alerts
 
     settings = config.alerts
     found: list[Channel] = []
@@ -90,17 +91,17 @@ def links(config: Config, dag_id: str, run_id: str) -> Links:
     environment change page (the DAG is named after the source of its runs)."""
     from airflow.sdk.configuration import conf
 
-    from trainbench.alerts import Links
     from trainbench.store import run_folder
     from trainbench.store.results import ENVIRONMENT_CHANGE
+    from trainbench.workflows.alerts import Links
 
     page = run_folder.ENVIRONMENT_CHANGE_PAGE if dag_id == ENVIRONMENT_CHANGE else run_folder.REPORT_PAGE
     return Links.of(config.alerts.base_url or conf.get("api", "base_url", fallback=""), dag_id, run_id, page)
 
 
 def _deliver(config: Config, run_id: str, found: list[Alert], log: Log) -> dict[str, int]:
-    from trainbench import alerts
     from trainbench.store.results import open_store
+    from trainbench.workflows import alerts
 
     try:
         store = open_store(config.database_url)
@@ -114,7 +115,7 @@ def _deliver(config: Config, run_id: str, found: list[Alert], log: Log) -> dict[
 
 def send_run_alerts(config: Config, run_id: str, dag_id: str, log: Log) -> dict[str, int]:
     """The run's findings to every channel (what each already delivered is skipped); raises DeliveryFailed."""
-    from trainbench import alerts
+    from trainbench.workflows import alerts
 
     return _deliver(config, run_id, alerts.for_run(config, run_id, links(config, dag_id, run_id)), log)
 
@@ -123,8 +124,8 @@ def announce_quarantine(config: Config, run_id: str, dag_id: str, host: str, log
     """A host quarantined mid-run is announced when it happens, not hours later at the run's end (its quarantine
     alert only; each channel sends it once).  Nothing here ever fails the host's task (an unreachable database or
     channel is logged): the run's alert task sends what did not arrive."""
-    from trainbench import alerts
     from trainbench.store.results import open_store
+    from trainbench.workflows import alerts
 
     try:
         found = [
@@ -146,7 +147,7 @@ class RunFailed(BaseNotifier):
         self.config = config
 
     def notify(self, context) -> None:
-        from trainbench import alerts
+        from trainbench.workflows import alerts
 
         dag_id, run_id = context["dag"].dag_id, context["run_id"]
         ti = context.get("ti")
@@ -165,9 +166,9 @@ async def late_run_alert(late_after_hours: float, context: dict) -> None:
 
 
 def _late_run(late_after_hours: float, run: dict) -> None:
-    from trainbench import alerts
     from trainbench import config as configuration
     from trainbench.store.results import open_store
+    from trainbench.workflows import alerts
 
     cfg = configuration.load()
     run_id, dag_id = run["dag_run_id"], run["dag_id"]

@@ -34,8 +34,9 @@ class TrainCaseOperator(BaseOperator):
         self._stopped = threading.Event()
 
     def execute(self, context):
-        from trainbench import config, pipeline
+        from trainbench import config
         from trainbench.planning import CaseSpec
+        from trainbench.workflows import harness, pipeline
 
         spec = CaseSpec.from_dict(self.spec)
         context["case_label"] = spec.case.label
@@ -50,7 +51,7 @@ class TrainCaseOperator(BaseOperator):
         threading.Thread(target=self._watch_supervisor, args=(os.getppid(), done), daemon=True).start()
         cfg = config.load()
         try:
-            result = pipeline.run_case(
+            result = harness.run_case(
                 cfg, context["run_id"], spec, log=self.log.info, on_launch=remember, final_attempt=final_attempt
             )
         finally:

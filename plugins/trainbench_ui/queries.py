@@ -18,11 +18,12 @@ from urllib.parse import urlencode
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from trainbench import before_after, cases, frameworks
+from trainbench import cases, frameworks
 from trainbench.cases import Spread
 from trainbench.comparison import compare, environment_label
 from trainbench.config import Measurement
 from trainbench.reports import charts
+from trainbench.reports.environment_change import headline
 from trainbench.result import Result
 from trainbench.store.results import (
     BENCHMARK,
@@ -416,7 +417,8 @@ def _figures(spread: Spread) -> dict:
 
 def environment_changes(conn: sa.Connection, filters: Filters) -> list[dict]:
     """The before/after runs, newest first: per host that changed, what changed, the headline and every case's
-    verdicts (`trainbench.before_after`), filtered by host, framework, device set and date."""
+    verdicts (`trainbench.workflows.before_after`; the headline as `trainbench.reports.environment_change` words
+    it), filtered by host, framework, device set and date."""
     query = (
         sa.select(environment_verdicts, runs.c.created_at)
         .select_from(environment_verdicts.join(runs, runs.c.run_id == environment_verdicts.c.run_id))
@@ -442,7 +444,7 @@ def environment_changes(conn: sa.Connection, filters: Filters) -> list[dict]:
         run["hosts"] = [run["hosts"][h] for h in sorted(run["hosts"])]
         for host in run["hosts"]:
             host["verdicts"] = cases.listed(host["verdicts"])
-            host["headline"] = before_after.headline(host["verdicts"])
+            host["headline"] = headline(host["verdicts"])
     return out
 
 

@@ -58,14 +58,17 @@ alarms rise from 0.15 % to 1.7 % and detections of a 5 % slowdown fall from 96 %
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from scipy import special
 
+from trainbench import cases
 from trainbench.cases import Spread
 from trainbench.checks.regression import METRICS
+from trainbench.comparison import CaseComparison
 
 SLOWER, FASTER, NO_CHANGE, INCONCLUSIVE = "slower", "faster", "no change", "inconclusive"
 VERDICTS = (SLOWER, FASTER, NO_CHANGE, INCONCLUSIVE)
@@ -259,3 +262,81 @@ def decide(
     second = sequential({m: before[m] for m in found}, 2)
     verdicts = {m: confirm(v, second.verdicts.get(m)) for m, v in first.verdicts.items()}
     return Decision(verdicts, [first, second])
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """What started a before/after run on a host: when the watch saw the new environment, its reading before that
+    (the change happened in between: results before it are "before"), and what changed."""
+
+    host: str
+    changed_at: dt.datetime
+    changed: dict
+    since: dt.datetime | None = None
+
+    @property
+    def cutoff(self) -> dt.datetime:
+        return self.since or self.changed_at
+
+    @classmethod
+    def from_event(cls, extra: dict) -> Trigger:
+        """From the extra `events` makes: {"host", "observed_at", "previous_at", "changed"}."""
+        since = extra.get("previous_at")
+        return cls(
+            extra["host"],
+            dt.datetime.fromisoformat(extra["observed_at"]),
+            extra.get("changed") or {},
+            dt.datetime.fromisoformat(since) if since else None,
+        )
+
+
+def judge_remeasured(
+    threshold: float, alpha: float, run_id: str, comparisons: Sequence[CaseComparison]
+) -> tuple[list[tuple[CaseComparison, list[dict]]], list[Trigger]]:
+    """A run that measured cases in a new environment (a backfill after an upgrade, or the first weekly run after
+    it) is judged as a before/after run is: per such case and metric, its repeats against the case's repeats in
+    the environment before (`environment_change.judge`, one look); a direction stands only when the case's other
+    runs in the new environment (a second, later or earlier, measurement) find the same.  Returns each such case's
+    verdict rows (to be stored under the run) and one trigger per host (for the report)."""
+    verdicts: list[tuple[CaseComparison, list[dict]]] = []
+    triggers: dict[str, Trigger] = {}
+    for c in comparisons:
+        now = next((i for i, e in enumerate(c.environments) if run_id in e.runs), 0)
+        if now == 0:
+            continue
+        old, new = c.environments[now - 1], c.environments[now]
+        mine = [r for r in new.summary.counted if r.run_id == run_id]
+        others = [r for r in new.summary.counted if r.run_id != run_id]
+        if not mine or not old.summary.counted:
+            continue
+        rows = []
+        for metric in METRICS:
+            before = [v for r in old.summary.counted if (v := getattr(r, metric))]
+            after = [v for r in mine if (v := getattr(r, metric))]
+            again = [v for r in others if (v := getattr(r, metric))]
+            first = judge(metric, before, after, threshold, alpha)
+            second = judge(metric, before, again, threshold, alpha) if again else None
+            v = confirm(first, second)
+            rows.append(
+                {
+                    "metric": metric,
+                    "verdict": v.verdict,
+                    "change": v.change,
+                    "low": v.low,
+                    "high": v.high,
+                    "before": before,
+                    "after": after,
+                    "baseline_run": old.runs[-1],
+                    "repeats": len(mine),
+                    "changed": new.changed,
+                    "changed_at": min(cases.started(r) for r in mine),
+                    "detail": v.detail,
+                }
+            )
+        verdicts.append((c, rows))
+        since = max(cases.started(r) for r in old.summary.counted)
+        at = min(cases.started(r) for r in mine)
+        known = triggers.get(c.host)
+        merged = {**(known.changed if known else {}), **new.changed}
+        triggers[c.host] = Trigger(c.host, min(at, known.changed_at) if known else at, merged, since)
+    return verdicts, list(triggers.values())

@@ -5,17 +5,16 @@ unchanged, `-b cpu|gpu|mgpu -e N -z 128`, in a legacy CPython of its own. The ha
   pyenv's versions) with `envs/neon.txt`, and installs neon from `NEON_SOURCE` (a git URL, a tarball, a source
   folder or a folder holding one tarball), keeping the source for its example; what it could not do is written
   beside the venv, and the rows say it;
-- its data: `-w` names a folder made for the exact bytes of the data set (`workdir`): links to the batches, or
-  the first `train_images` in five equal batches (neon stacks their label lists), and neon's ZCA cache, which
-  neon never invalidates, computed there once by the example itself (`-e 0`) before anything is measured;
+- its data: `-w` names a folder made for the exact bytes of the data set (`neon_data.workdir`): links to the
+  batches, or the first `train_images` in five equal batches (neon stacks their label lists), and neon's ZCA
+  cache, which neon never invalidates, computed there once by the example itself (`-e 0`) before anything is
+  measured;
 - its output: `NeonOutput` reads both streams as they arrive, every completed epoch bar whatever the redraws,
   and cuts the phases at neon's own log lines (`-v`: the backend is ready) and epoch times.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 import shutil
@@ -28,15 +27,13 @@ from functools import partial
 from pathlib import Path
 
 from trainbench.frameworks.base import Framework, Interpreter, LaunchSpec, Unavailable, Unsupported, device_environ
-from trainbench.measure import environ, protocol
+from trainbench.measure import protocol
 from trainbench.measure.protocol import TrainerReport
 from trainbench.planning import Case, TrainingJob
-from trainbench.trainers import cifar10
 
 LEGACY_PYTHONS = ("3.8", "3.7", "3.6")
 SOURCE_URL = "git+https://github.com/NervanaSystems/neon@v2.6.0"
 EXAMPLE = Path("examples") / "cifar10_conv.py"
-ZCA_CACHE = "cifar-10-zca-cache.pkl"
 BOOTSTRAP = Path(__file__).resolve().parents[3] / "envs" / "neon-bootstrap.txt"
 SETUP_TIMEOUT_S = 900
 
@@ -156,70 +153,6 @@ def create(interpreter: Interpreter, log: Callable[[str], None]) -> None:
         log(f"neon: not created, its rows will be unavailable: {why}")
 
 
-def workdir(job: TrainingJob) -> Path:
-    """neon's `-w` folder for exactly this data: its name hashes the batch files' bytes and the images asked for,
-    so the ZCA cache neon keeps there belongs to that data alone. Beside the data set (`.decoded/neon/`), or in
-    the temporary folder when the data set is read-only."""
-    source = cifar10.batches_dir(job.data_dir)
-    digests = [cifar10.digest(os.path.join(source, f)) for f in (*cifar10.TRAIN_FILES, cifar10.TEST_FILE)]
-    key = hashlib.sha256(json.dumps([digests, job.train_images, job.test_images]).encode()).hexdigest()[:16]
-    parent = Path(source) / cifar10.CACHE_DIRNAME / "neon"
-    if not os.access(source, os.W_OK):
-        parent = Path(tempfile.gettempdir()) / f"trainbench-neon-{os.getuid()}"
-    return parent / key
-
-
-def prepare(python: str, script: str, folder: Path, job: TrainingJob, log: Callable[[str], None]) -> None:
-    """Make `folder` once (atomically: a private folder renamed into place), then have the example compute its
-    ZCA cache there (`-e 0`): every measured run then does the same work, as a neon user's second run does."""
-    if not (folder / cifar10.DIRNAME / cifar10.TEST_FILE).is_file():
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-        try:
-            _write_data(cifar10.batches_dir(job.data_dir), staging / cifar10.DIRNAME, job)
-            staging.rename(folder)
-        except OSError:
-            if not (folder / cifar10.DIRNAME / cifar10.TEST_FILE).is_file():
-                raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    if (folder / ZCA_CACHE).is_file():
-        return
-    log(f"neon: computing the ZCA whitening of this data once, before anything is measured ({folder})")
-    argv = [python, script, "-b", "cpu", "-e", "0", "-z", str(job.batch_size), "-w", str(folder)]
-    out = subprocess.run(argv, capture_output=True, text=True, env=environ.trainer_environ({}), timeout=job_limit(job))
-    if out.returncode != 0 or not (folder / ZCA_CACHE).is_file():
-        raise RuntimeError(f"neon's ZCA preparation failed (exit status {out.returncode}): {out.stderr[-1500:]}")
-
-
-def job_limit(job: TrainingJob) -> float:
-    """ZCA on 50,000 images takes minutes on a small host; a run of fewer images, seconds."""
-    return 3600.0 if not job.train_images else 600.0
-
-
-def _write_data(source: str, dest: Path, job: TrainingJob) -> None:
-    dest.mkdir()
-    if not job.train_images:
-        for name in (*cifar10.TRAIN_FILES, cifar10.TEST_FILE, cifar10.META_FILE):
-            if os.path.isfile(os.path.join(source, name)):
-                os.symlink(os.path.realpath(os.path.join(source, name)), dest / name)
-        return
-    train, test = cifar10.load(source, job.train_images, job.test_images)
-    per = job.train_images // len(cifar10.TRAIN_FILES)
-    images = train.images.reshape(len(train.labels), -1)
-    for i, name in enumerate(cifar10.TRAIN_FILES):
-        part = slice(i * per, (i + 1) * per)
-        batch = f"training batch {i + 1} of 5 (the first {job.train_images} images)"
-        cifar10.dump_batch(str(dest / name), _batch(batch, images[part], train.labels[part], i * per))
-    test_images = test.images.reshape(len(test.labels), -1)
-    cifar10.dump_batch(str(dest / cifar10.TEST_FILE), _batch("testing batch 1 of 1", test_images, test.labels, 0))
-
-
-def _batch(label: str, data, labels, first: int) -> dict:
-    names = [f"image_{first + i:06d}.png" for i in range(len(labels))]
-    return {"batch_label": label, "labels": [int(v) for v in labels], "data": data, "filenames": names}
-
-
 class NeonOutput:
     """What neon prints, from both streams as it arrives (the progress bar and the test error may go to either).
 
@@ -283,6 +216,9 @@ def launch(interpreter: Interpreter, case: Case, job: TrainingJob) -> LaunchSpec
             f"neon's example script not found at {script!r}: run `make envs`, or set [frameworks.neon] script "
             "to neon's examples/cifar10_conv.py"
         )
+    from trainbench.frameworks import neon_data  # numpy: never imported where a DAG file is parsed
+    from trainbench.trainers import cifar10
+
     ds = case.device_set
     if ds.kind == "cpu" and ds.workers > 1:
         raise Unsupported(f"{ds.text}: neon's CPU backend has no data-parallel mode (it trains in one process)")
@@ -291,21 +227,21 @@ def launch(interpreter: Interpreter, case: Case, job: TrainingJob) -> LaunchSpec
             f"{ds.text}: the original log's `-b mgpu -m {ds.workers}` needs neon's multi-GPU backend, a closed "
             "add-on that was never part of neon's open source"
         )
-    if job.train_images and job.train_images % len(cifar10.TRAIN_FILES):
+    if job.train_images and job.train_images % neon_data.TRAIN_BATCHES:
         raise Unsupported(
             f"train_images {job.train_images}: neon's CIFAR-10 loader stacks five equally long training "
             "batches, so it trains a multiple of 5 images"
         )
     backend = ["-b", "cpu"] if ds.kind == "cpu" else ["-b", "gpu", "-i", "0"]
     data = cifar10.batches_dir(job.data_dir)
-    folder = workdir(job) if cifar10.is_present(data) else None
+    folder = neon_data.workdir(job) if cifar10.is_present(data) else None
     argv = [python, script, *backend, "-e", str(job.epochs), "-z", str(job.batch_size), "-r", str(job.seed)]
     argv += ["-w", str(folder or Path(data).parent), "-v"]
     return LaunchSpec(
         argv,
         device_environ(case),
         reader=partial(NeonOutput, job.batch_size),
-        prepare=None if folder is None else partial(prepare, python, script, folder, job),
+        prepare=None if folder is None else partial(neon_data.prepare, python, script, folder, job),
     )
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from trainbench.config import Health
 from trainbench.devices import nvml_text, optional
 
 # XIDs a trainer causes itself (illegal address, MMU fault, stopped by the application,
@@ -186,9 +185,9 @@ def throttling(gpu: dict, max_share: float, reasons: tuple[str, ...]) -> list[st
     ]
 
 
-def judge(gpus: list[dict], limits: Health) -> tuple[list[str], list[str]]:
+def judge(gpus: list[dict], max_throttle_share: float, taint_reasons: tuple[str, ...]) -> tuple[list[str], list[str]]:
     """A repeat's GPUs (its telemetry's "gpus"): the faults that quarantine their host, and the throttling
-    that, like a fault, keeps the repeat out of statistics."""
+    that, like a fault, keeps the repeat out of statistics (`[health]`: `config.Health`)."""
     faults = [f for gpu in gpus for f in (gpu.get("health") or {}).get("faults", [])]
-    throttled = [t for gpu in gpus for t in throttling(gpu, limits.max_throttle_share, limits.taint_reasons)]
+    throttled = [t for gpu in gpus for t in throttling(gpu, max_throttle_share, taint_reasons)]
     return faults, throttled

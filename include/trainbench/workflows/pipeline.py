@@ -10,31 +10,26 @@ nothing: `collect` loads whatever the database is missing.
 from __future__ import annotations
 
 import datetime as dt
-import shlex
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from trainbench import cases, fingerprint, frameworks
+from trainbench import cases
 from trainbench.config import Config, ConfigError, Settings, shown_url
-from trainbench.devices import Inventory, discover, load_nvml
+from trainbench.devices import Inventory, discover
 from trainbench.errors import NoRetry
-from trainbench.frameworks import interpreters
-from trainbench.measure import clocks, environ, health, idle, memory, outcome, phases, protocol, runner, sampling
+from trainbench.measure import outcome
 from trainbench.planning import DEFAULT_HOST, CaseSpec, TrainingJob, plan
 from trainbench.result import Result
 from trainbench.store import run_folder
 from trainbench.store.results import (
-    BENCHMARK,
     IMPORTED_LOG,
     INVALID,
     PUBLISHED,
     VALIDATED,
     ResultStore,
-    open_store,
 )
 from trainbench.trainers import cifar10
+from trainbench.workflows.harness import store
 
 Log = Callable[[str], None]
 REAL_DATA_HELP = (
@@ -53,10 +48,6 @@ class RegressionFound(NoRetry):
 
 class RunIncomplete(NoRetry):
     """Cases' tasks failed or were stopped: the run published what it has, but must not look done."""
-
-
-def store(config: Config) -> ResultStore:
-    return open_store(config.database_url)
 
 
 def discover_devices(quarantined: bool = False) -> dict:
@@ -128,284 +119,6 @@ def start_run(config: Config, run_id: str, settings: Settings, logical_date: dt.
 def original_settings(config: Config, logical_date: dt.datetime) -> dict | None:
     """What the first run of this logical date measured with: a backfill of that week re-uses it."""
     return store(config).settings_at(logical_date)
-
-
-@dataclass
-class _Measuring:
-    """One case on its way through `run_case`: what each step needs from the ones before."""
-
-    config: Config
-    spec: CaseSpec
-    result: Result
-    inventory: Inventory
-    nvml: object | None
-    nvml_error: str | None
-    log: Log
-    clock_lock: dict | None = None
-
-
-def run_case(
-    config: Config,
-    run_id: str,
-    spec: CaseSpec,
-    log: Log = print,
-    on_launch: Callable[[runner.Launch], None] | None = None,
-    final_attempt: bool = True,
-    nvml=None,
-) -> Result:
-    """Train one case in its framework's interpreter, measure it, and store the result.
-
-    A busy GPU raises `DeviceBusy` so the caller can retry later; on the final attempt the
-    case is stored as `busy` instead.  A host quarantined in this run (by the doctor, or by a
-    GPU that turned unhealthy) measures nothing more: each of its cases is `unavailable`.
-    `nvml` replaces the NVML library (tests without GPUs).
-    """
-    m = _begin(config, run_id, spec, log, nvml)
-    replayed = _replay_raw(m)
-    if replayed is not None:
-        return replayed
-    reason = _quarantined(m)
-    if reason is not None:
-        return _finish(m, "unavailable", f"host {spec.case.host} quarantined in this run: {reason}")
-    try:
-        launch_spec = frameworks.launch_spec(config.interpreter(spec.case.framework), spec.case, spec.job)
-    except frameworks.Unavailable as exc:
-        return _finish(m, "unavailable", str(exc))
-    except frameworks.Unsupported as exc:
-        return _finish(m, "unsupported", str(exc))
-    m.result.command = shlex.join(launch_spec.argv)
-    try:
-        monitors = _monitors(m, final_attempt)
-    except _NotRun as exc:
-        return _finish(m, exc.status, exc.error)
-    return _launch(m, launch_spec, monitors, on_launch)
-
-
-def env_key(config: Config, spec: CaseSpec, nvml=None) -> str:
-    """The environment key `spec` would be measured under with `config` here, found without training."""
-    return _begin(config, "", spec, lambda m: None, nvml).result.env_key
-
-
-def _begin(config: Config, run_id: str, spec: CaseSpec, log: Log, nvml) -> _Measuring:
-    """The case's fingerprint on this host (not the planning host): it decides which results compare."""
-    case = spec.case
-    nvml_error = None if case.device_set.kind == "gpu" else "not queried for a CPU case"
-    if case.device_set.kind == "gpu" and nvml is None:
-        nvml, nvml_error = load_nvml()
-    inventory = discover(nvml, nvml_error)
-    fw = frameworks.REGISTRY[case.framework]
-    interpreter = config.interpreter(case.framework)
-    probe = interpreters.probe(interpreter.python, fw.distributions, environ.trainer_environ(interpreter.environ))
-    fp = fingerprint.fingerprint(inventory, case, probe, spec.workload)
-    result = Result.for_case(run_id, case, fingerprint.env_key(fp), fp)
-    return _Measuring(config, spec, result, inventory, nvml, nvml_error, log)
-
-
-def _replay_raw(m: _Measuring) -> Result | None:
-    """A retry after a database outage stores what the earlier try measured instead of training again."""
-    r = m.result
-    raw = run_folder.raw_path(m.config.output_dir, r.run_id, r.case_key, r.env_key)
-    if not raw.is_file() or store(m.config).has(r.run_id, r.case_key, r.env_key):
-        return None
-    m.log(f"{m.spec.case.label}: storing the result an earlier try measured (the database was unreachable then)")
-    return _quarantine_on_faults(m, _save(m.config, Result.from_json(raw.read_text()), m.log))
-
-
-class _NotRun(Exception):
-    """The case must not run here; its row says why."""
-
-    def __init__(self, status: str, error: str):
-        super().__init__(error)
-        self.status, self.error = status, error
-
-
-def _monitors(m: _Measuring, final_attempt: bool) -> list:
-    """The samplers for the case, after the GPU pre-checks (raising `_NotRun` when it must not run)."""
-    monitors: list = [sampling.HostRssMonitor()]
-    ds = m.spec.case.device_set
-    worker = m.result.environment["worker_host"]
-    if worker is not None and worker != m.spec.case.host:
-        raise _NotRun(
-            "unavailable",
-            f"planned on host {m.spec.case.host!r}, ran on {worker!r}: check the worker's "
-            f"queue (`airflow celery worker -q {m.spec.case.host}`) and its ${fingerprint.HOST_VAR}",
-        )
-    if ds.kind != "gpu":
-        return monitors
-    if m.nvml is None:
-        raise _NotRun("unavailable", f"NVML is needed to measure GPUs: {m.nvml_error}")
-    try:
-        for uuid in ds.gpu_uuids:
-            m.inventory.gpu(uuid)
-    except LookupError as exc:
-        raise _NotRun("unavailable", f"planned on another host: {exc}") from None
-    problems, warnings = health.gpu_health(m.nvml, ds.gpu_uuids)
-    for warning in warnings:
-        m.log(f"{m.spec.case.label}: GPU health warning (measured anyway): {warning}")
-    if problems:
-        raise _NotRun("unavailable", "GPU health: " + _quarantine(m, problems))
-    cfg = m.config.measurement
-    reasons = idle.wait_until_idle(
-        m.nvml,
-        ds.gpu_uuids,
-        m.config.output_dir / "idle_levels.json",
-        cfg.idle_threshold_mib,
-        cfg.idle_wait_s,
-        driver=m.inventory.driver_version,
-        log=m.log,
-    )
-    if reasons and not final_attempt:
-        raise idle.DeviceBusy(f"{m.spec.case.label}: not measured, devices busy: " + "; ".join(reasons))
-    if reasons:
-        raise _NotRun("busy", "; ".join(reasons))
-    return [*monitors, sampling.GpuMonitor(m.nvml, ds.gpu_uuids, interval_s=cfg.memory_sample_ms / 1000)]
-
-
-def _launch(
-    m: _Measuring, launch_spec: frameworks.LaunchSpec, monitors: list, on_launch: Callable[[runner.Launch], None] | None
-) -> Result:
-    label = m.spec.case.label
-    reader = launch_spec.reader()
-
-    def on_line(stream: str, line: str) -> None:
-        event = reader.feed(stream, line, time.time())
-        if event is not None:
-            m.log(
-                f"{label}: epoch {event['epoch']} {event['seconds']:.2f} s, "
-                f"{event['images_per_s']:.0f} images/s, loss {event['loss']:.4f}"
-            )
-
-    launch = runner.Launch(
-        launch_spec.argv,
-        env=environ.trainer_environ(launch_spec.environ),
-        timeout_s=m.spec.timeout_s,
-        on_line=on_line,
-        monitors=monitors,
-    )
-    if launch_spec.prepare is not None:
-        try:
-            launch_spec.prepare(m.log)
-        except Exception as exc:
-            why = f"preparing the launch failed: {type(exc).__name__}: {exc}"
-            modules = frameworks.REGISTRY[m.spec.case.framework].modules
-            return _finish(m, "unavailable" if outcome.missing_module(modules).search(why) else "crashed", why)
-    m.log(f"{label}: {m.result.command}")
-    ds = m.spec.case.device_set
-    if m.config.measurement.lock_clocks and ds.kind == "gpu" and m.nvml is not None:
-        m.clock_lock = clocks.lock(m.nvml, ds.gpu_uuids)
-        m.log(f"{label}: clocks {m.clock_lock}")
-    try:
-        try:
-            launch.start()
-        except OSError as exc:
-            fw = m.spec.case.framework
-            return _finish(
-                m,
-                "unavailable",
-                f"cannot start {m.config.interpreter(fw).python!r} for {fw}: {exc}; "
-                f"create it with `make envs` or set [frameworks.{frameworks.REGISTRY[fw].base}] python in "
-                f"{m.config.path}",
-            )
-        if on_launch:
-            on_launch(launch)
-        proc = launch.wait()
-    finally:
-        if m.clock_lock is not None:
-            m.clock_lock = clocks.restore(m.nvml, m.clock_lock)
-    _record(m.result, proc, reader.report(proc.stdout_lines), m.spec, m.clock_lock)
-    r = m.result
-    faults, throttled = health.judge(proc.monitors.get("gpus", []), m.config.health)
-    r.status, r.error = outcome.taint(r.status, r.error, faults + throttled)
-    m.log(
-        f"{label}: {r.status} in {proc.wall_s:.2f} s (user {proc.user_s:.2f} s, sys {proc.sys_s:.2f} s)"
-        + (f", peak memory {r.peak_mem_mib:.0f} MiB ({r.peak_mem_method})" if r.peak_mem_mib is not None else "")
-        + (f"\n{r.error}" if r.error else "")
-    )
-    return _quarantine_on_faults(m, _save(m.config, r, m.log), faults)
-
-
-def _record(
-    r: Result, proc: runner.ProcessResult, report: protocol.TrainerReport, spec: CaseSpec, clock_lock: dict | None
-) -> None:
-    """Fill the result from how the trainer ended, what it printed and what the monitors saw."""
-    protocol.check_epochs(report, spec.job.epochs)
-    if proc.stdout_dropped:
-        report.errors.append(
-            f"{proc.stdout_dropped} event lines beyond the first {runner.MAX_EVENT_LINES} were dropped unread"
-        )
-    r.status, r.error = outcome.classify(proc, report, frameworks.REGISTRY[spec.case.framework].modules)
-    summary = report.summary or {}
-    r.environment["framework_reported"] = {
-        k: summary.get(k)
-        for k in ("framework_version", "cuda_version", "cudnn_version", "nccl_version")
-        if summary.get(k) is not None
-    }
-    r.wall_s, r.user_s, r.sys_s = proc.wall_s, proc.user_s, proc.sys_s
-    r.images_per_s, r.epochs, r.summary = report.steady_images_per_s, report.epochs, summary
-    r.parameters, r.test_accuracy = summary.get("parameters"), summary.get("test_accuracy")
-    r.final_loss = report.losses[-1] if report.losses else None
-    r.phases = phases.timeline(report, proc.launched_at, proc.exited_at)
-    r.telemetry = proc.monitors | {
-        "clock_lock": clock_lock,
-        "returncode": proc.returncode,
-        "orphans_reaped": proc.orphans_reaped,
-        "allocator_peak_mib": summary.get("allocator_peak_mib"),
-    }
-    figures = memory.figures(spec.case.device_set, proc.monitors)
-    r.peak_mem_mib, r.peak_mem_method, r.devices = (
-        figures["peak_mem_mib"],
-        figures["peak_mem_method"],
-        figures["devices"],
-    )
-
-
-def _quarantined(m: _Measuring) -> str | None:
-    """Why the case's host stopped measuring in this run; unknown while the database is down, when the case
-    is measured and its raw result kept like any other."""
-    import sqlalchemy.exc
-
-    try:
-        return store(m.config).quarantined(m.result.run_id, m.spec.case.host)
-    except sqlalchemy.exc.SQLAlchemyError as exc:
-        m.log(f"{m.spec.case.label}: quarantine unknown, the database is unreachable: {exc}")
-        return None
-
-
-def _quarantine_on_faults(m: _Measuring, result: Result, faults: list[str] | None = None) -> Result:
-    """After the result is stored (its raw JSON first, so a database outage loses neither: the retry stores the
-    raw result and quarantines then).  `faults` as `_launch` judged them; None: judged from a replayed result's
-    telemetry."""
-    if faults is None:
-        faults, _ = health.judge((result.telemetry or {}).get("gpus", []), m.config.health)
-    if faults:
-        _quarantine(m, faults)
-    return result
-
-
-def _quarantine(m: _Measuring, reasons: list[str]) -> str:
-    """Stop the case's host measuring for the rest of the run; returns the reasons."""
-    text = "; ".join(reasons)
-    host = m.spec.case.host
-    kept = store(m.config).quarantine(m.result.run_id, host, text)
-    m.log(f"{m.spec.case.label}: host {host} quarantined for this run: {kept}")
-    return text
-
-
-def _finish(m: _Measuring, status: str, error: str) -> Result:
-    """A case that never launched still becomes a row: why it could not run is the result."""
-    m.result.status, m.result.error = status, error
-    return _save(m.config, m.result, m.log)
-
-
-def _save(config: Config, result: Result, log: Log) -> Result:
-    """Write the raw JSON first (it survives a database outage), then the row."""
-    raw = run_folder.write_raw(config.output_dir, result)
-    db = store(config)
-    source = db.source_of(result.run_id) or BENCHMARK  # a before/after run's rows stay in its run
-    db.save_run(result.run_id, run_folder.read_settings(config.output_dir, result.run_id), source=source)
-    db.save(result)
-    log(f"{result.case_key}: stored ({raw})")
-    return result
 
 
 def collect(config: Config, run_id: str) -> dict:
@@ -504,7 +217,7 @@ def watch_environment(config: Config, host: str, nvml=None, run_id: str | None =
     first reading: there is nothing to compare it with).  A reading with a failed interpreter probe, or without
     the GPUs NVML showed before (right after a driver upgrade, before a reboot, NVML often fails), raises
     `ReadingFailed` and is not stored: it would announce packages or a driver going to none."""
-    from trainbench import watch
+    from trainbench.workflows import watch
 
     found = watch.read(config, host, nvml)
     db = store(config)
@@ -563,7 +276,9 @@ def publish(config: Config, run_id: str, verdicts: list[dict] | None = None) -> 
     newest logical date with results, so publishing a backfill of old weeks leaves output/latest on the
     current week. `verdicts`: the run's, as `detect_regressions` returned them (else read back from the database).
     """
-    from trainbench import before_after, comparison, reports
+    from trainbench import comparison, reports
+    from trainbench.checks import environment_change
+    from trainbench.reports import environment_change as environment_change_report
 
     db = store(config)
     if db.run_state(run_id) == VALIDATED:
@@ -591,8 +306,12 @@ def publish(config: Config, run_id: str, verdicts: list[dict] | None = None) -> 
         imported=db.results(source=IMPORTED_LOG),
         quarantines=db.quarantines(run_id),
     )
-    if triggers := before_after.judge_remeasured(config, run_id, upgraded):
-        found = before_after.write_report(config, run_id, triggers)
+    policy = config.environment_change
+    remeasured, triggers = environment_change.judge_remeasured(policy.threshold, policy.alpha, run_id, upgraded)
+    for c, rows in remeasured:
+        db.save_environment_verdicts(run_id, c.host, c.framework, c.device_set, rows)
+    if triggers:
+        found = environment_change_report.write_report(config, run_id, triggers)
         paths |= {
             "environment_change_markdown": Path(found["markdown"]),
             "environment_change_html": Path(found["html"]),

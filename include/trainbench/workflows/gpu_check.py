@@ -20,12 +20,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from trainbench import cases, doctor, frameworks, pipeline
+from trainbench import cases, frameworks
 from trainbench.config import Config, Settings
 from trainbench.devices import discover, load_nvml, optional
 from trainbench.measure.memory import NVML_ACCOUNTING, NVML_SAMPLED
 from trainbench.result import Result
 from trainbench.store import run_folder
+from trainbench.workflows import doctor, harness, pipeline
 
 FRAMEWORKS = ("pytorch", "pytorch-graph", "jax")
 REPEATS, WARMUP = 4, 1
@@ -114,7 +115,7 @@ def acceptance(
     with run_folder.measuring(cfg.output_dir, run_id), open(folder / "gpu_check.log", "a") as log:
         pipeline.start_run(cfg, run_id, settings)
         for spec in specs:
-            r = pipeline.run_case(cfg, run_id, spec, log=lambda m: print(m, file=log, flush=True), nvml=nvml)
+            r = harness.run_case(cfg, run_id, spec, log=lambda m: print(m, file=log, flush=True), nvml=nvml)
             rows.append(r)
             out(f"[{time.perf_counter() - started:5.0f} s] {progress(r)}")
     found = [*goals(rows), state_goal(before, gpu_state(nvml, uuids), rows)]

@@ -17,28 +17,18 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import html
 import shutil
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
-from trainbench import cases, frameworks, pipeline
-from trainbench.checks import environment_change, regression
-from trainbench.comparison import CaseComparison
+from trainbench import cases, frameworks
+from trainbench.checks import environment_change
 from trainbench.config import Config
 from trainbench.planning import CaseSpec
-from trainbench.reports import charts, html_page, markdown
 from trainbench.result import Result
-from trainbench.store import run_folder
 from trainbench.store.results import BENCHMARK, ENVIRONMENT_CHANGE, PUBLISHED
+from trainbench.workflows import harness, pipeline
 
 Log = Callable[[str], None]
-REPORT = "the environment change report"
-
-
-def _started(r: Result) -> dt.datetime:
-    """When a result started (results without a start sort first)."""
-    return cases.utc(r.started_at or dt.datetime.min)
 
 
 def baseline(config: Config, host: str, cutoff: dt.datetime) -> tuple[str, dict, list[dict]] | None:
@@ -48,10 +38,12 @@ def baseline(config: Config, host: str, cutoff: dt.datetime) -> tuple[str, dict,
     (None when the host has no such run)."""
     db = pipeline.store(config)
     published = {run for run in db.run_ids(BENCHMARK) if db.run_state(run) == PUBLISHED}
-    earlier = [r for r in db.history(epochs=False) if r.host == host and r.run_id in published and _started(r) < cutoff]
+    earlier = [
+        r for r in db.history(epochs=False) if r.host == host and r.run_id in published and cases.started(r) < cutoff
+    ]
     if not earlier:
         return None
-    run = max(earlier, key=_started).run_id
+    run = max(earlier, key=cases.started).run_id
     measured = cases.summarize([r for r in earlier if r.run_id == run], config.measurement.max_cv)
     keys = {s.key for s in measured if s.counted}
     before = {s.key: s for s in cases.summarize([r for r in earlier if cases.CaseKey.of(r) in keys], 1.0)}
@@ -141,9 +133,9 @@ def measure(config: Config, run_id: str, case: dict, changed: dict, changed_at: 
     old = old_environment(config, case, runs[0], log) if case.get("control") else None
     for spec in specs:
         if spec.case.warmup:
-            pipeline.run_case(config, run_id, spec, log=log)
+            harness.run_case(config, run_id, spec, log=log)
             if old is not None:
-                pipeline.run_case(old, run_id, _renumbered(spec, len(specs) - len(runs)), log=log)
+                harness.run_case(old, run_id, _renumbered(spec, len(specs) - len(runs)), log=log)
     queue = iter(runs)
     controls = iter(_renumbered(s, len(runs)) for s in runs)
 
@@ -152,11 +144,11 @@ def measure(config: Config, run_id: str, case: dict, changed: dict, changed_at: 
         return {"images_per_s": r.images_per_s if ok else None, "wall_s": r.wall_s if ok else None}
 
     def one(measurement: int) -> dict[str, float | None]:
-        return figures(pipeline.run_case(config, run_id, next(queue), log=log))
+        return figures(harness.run_case(config, run_id, next(queue), log=log))
 
     def again(measurement: int) -> dict[str, float | None]:
         assert old is not None
-        return figures(pipeline.run_case(old, run_id, next(controls), log=log))
+        return figures(harness.run_case(old, run_id, next(controls), log=log))
 
     policy = config.environment_change
     design = environment_change.Design(policy.threshold, policy.alpha, policy.min_repeats, policy.cap)
@@ -193,7 +185,7 @@ def old_environment(config: Config, case: dict, spec: CaseSpec, log: Log) -> Con
     """`config` with the case's old interpreter (`plan`), when it gives the old environment key here."""
     interpreters = {n: dataclasses.replace(config.interpreter(n), python=p) for n, p in case["control"].items()}
     old = dataclasses.replace(config, interpreters={**config.interpreters, **interpreters})
-    if pipeline.env_key(old, spec) == case["env_key"]:
+    if harness.env_key(old, spec) == case["env_key"]:
         return old
     log(f"{case['framework']} | {case['device_set']}: the old interpreter no longer gives its old environment")
     return None
@@ -204,172 +196,9 @@ def _renumbered(spec: CaseSpec, offset: int) -> CaseSpec:
     return dataclasses.replace(spec, case=dataclasses.replace(spec.case, repeat=spec.case.repeat + offset))
 
 
-def judge_remeasured(config: Config, run_id: str, comparisons: Sequence[CaseComparison]) -> list[Trigger]:
-    """A run that measured cases in a new environment (a backfill after an upgrade, or the first weekly run after
-    it) is judged as a before/after run is: per such case and metric, its repeats against the case's repeats in
-    the environment before (`environment_change.judge`, one look); a direction stands only when the case's other
-    runs in the new environment (a second, later or earlier, measurement) find the same.  Stored under the run
-    and returned as one trigger per host, for `write_report`."""
-    policy = config.environment_change
-    db = pipeline.store(config)
-    triggers: dict[str, Trigger] = {}
-    for c in comparisons:
-        now = next((i for i, e in enumerate(c.environments) if run_id in e.runs), 0)
-        if now == 0:
-            continue
-        old, new = c.environments[now - 1], c.environments[now]
-        mine = [r for r in new.summary.counted if r.run_id == run_id]
-        others = [r for r in new.summary.counted if r.run_id != run_id]
-        if not mine or not old.summary.counted:
-            continue
-        rows = []
-        for metric in regression.METRICS:
-            before = [v for r in old.summary.counted if (v := getattr(r, metric))]
-            after = [v for r in mine if (v := getattr(r, metric))]
-            again = [v for r in others if (v := getattr(r, metric))]
-            first = environment_change.judge(metric, before, after, policy.threshold, policy.alpha)
-            second = environment_change.judge(metric, before, again, policy.threshold, policy.alpha) if again else None
-            v = environment_change.confirm(first, second)
-            rows.append(
-                {
-                    "metric": metric,
-                    "verdict": v.verdict,
-                    "change": v.change,
-                    "low": v.low,
-                    "high": v.high,
-                    "before": before,
-                    "after": after,
-                    "baseline_run": old.runs[-1],
-                    "repeats": len(mine),
-                    "changed": new.changed,
-                    "changed_at": min(_started(r) for r in mine),
-                    "detail": v.detail,
-                }
-            )
-        db.save_environment_verdicts(run_id, c.host, c.framework, c.device_set, rows)
-        since = max(_started(r) for r in old.summary.counted)
-        at = min(_started(r) for r in mine)
-        known = triggers.get(c.host)
-        merged = {**(known.changed if known else {}), **new.changed}
-        triggers[c.host] = Trigger(c.host, min(at, known.changed_at) if known else at, merged, since)
-    return list(triggers.values())
-
-
 def start(config: Config, run_id: str) -> None:
     """Record the before/after run: published at once (its verdicts are its result), never latest or history."""
     pipeline.store(config).save_run(run_id, {}, source=ENVIRONMENT_CHANGE)
-
-
-def headline(verdicts: Sequence[Mapping]) -> str:
-    """ "2 of 12 cases slower (pytorch | 0,1: images/s -7.2 % [-9.4, -5.1]); 10 no change"."""
-    by_case: dict[tuple, list[Mapping]] = {}
-    for v in verdicts:
-        by_case.setdefault((v["framework"], v["device_set"]), []).append(v)
-    total = len(by_case)
-    parts = []
-    for word in environment_change.VERDICTS:
-        hit = [(case, [v for v in vs if v["verdict"] == word]) for case, vs in by_case.items()]
-        hit = [(case, vs) for case, vs in hit if vs]
-        if not hit:
-            continue
-        shown = ""
-        if word in environment_change.DIRECTIONS:
-            shown = " (" + "; ".join(f"{fw} | {ds}: " + ", ".join(_figure(v) for v in vs) for (fw, ds), vs in hit) + ")"
-        parts.append(f"{len(hit)} of {total} case{'s' if total != 1 else ''} {word}{shown}")
-    return "; ".join(parts) or "no case measured"
-
-
-def _figure(v: Mapping) -> str:
-    return f"{regression.METRIC_NAMES[v['metric']]} {_change(v)}".rstrip()
-
-
-def _change(v: Mapping) -> str:
-    return environment_change.change_text(v["change"], v["low"], v["high"])
-
-
-def write_report(config: Config, run_id: str, triggers: list[Trigger]) -> dict:
-    """environment_change.md and .html in the run's folder: per host that changed, what changed, the headline and
-    every case and metric."""
-    verdicts = pipeline.store(config).environment_verdicts(run_id)
-    hosts: list[dict[str, Any]] = []
-    for t in sorted(triggers, key=lambda t: t.host):
-        found = cases.listed(v for v in verdicts if v["host"] == t.host)
-        title = f"{t.host}, {t.changed_at:%Y-%m-%d %H:%M} UTC: {markdown.changed_text(t.changed) or 'nothing named'}"
-        hosts.append({"host": t.host, "title": title, "headline": headline(found), "verdicts": found})
-    lines = [f"# Environment change (`{markdown.cell(run_id)}`)"]
-    for h in hosts:
-        lines += ["", f"## {markdown.cell(h['title'])}", "", html.escape(h["headline"], quote=False)]
-        lines += markdown.table(
-            f"{h['host']}: per case and metric (after / before - 1, 95 % interval)",
-            (
-                "host",
-                "framework",
-                "device set",
-                "metric",
-                "verdict",
-                "change [95 % interval]",
-                "before",
-                "after",
-                "detail",
-            ),
-            [
-                (
-                    h["host"],
-                    v["framework"],
-                    v["device_set"],
-                    regression.METRIC_NAMES[v["metric"]],
-                    v["verdict"],
-                    _change(v),
-                    _sample(v["before"]),
-                    _sample(v["after"]),
-                    v["detail"],
-                )
-                for v in h["verdicts"]
-            ],
-        )
-    page = (
-        html_page.environment()
-        .get_template("environment_change.html.j2")
-        .render(run_id=run_id, hosts=hosts, names=regression.METRIC_NAMES, strip=charts.strip)
-    )
-    folder = run_folder.run_dir(config.output_dir, run_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    files = {"markdown": folder / "environment_change.md", "html": folder / run_folder.ENVIRONMENT_CHANGE_PAGE}
-    run_folder.replace_file(files["markdown"], ("\n".join(lines).rstrip() + "\n").encode(), REPORT)
-    run_folder.replace_file(files["html"], page.encode(), REPORT)
-    return {k: str(v) for k, v in files.items()} | {"headlines": {h["host"]: h["headline"] for h in hosts}}
-
-
-def _sample(values: list[float]) -> str:
-    spread = cases.Spread.of(values)
-    cv = "" if spread.cv is None else f", CV {100 * spread.cv:.1f} %"
-    return f"{spread.n} repeats, median {spread.median or 0:,.2f}{cv}"
-
-
-@dataclasses.dataclass(frozen=True)
-class Trigger:
-    """What started a before/after run on a host: when the watch saw the new environment, its reading before that
-    (the change happened in between: results before it are "before"), and what changed."""
-
-    host: str
-    changed_at: dt.datetime
-    changed: dict
-    since: dt.datetime | None = None
-
-    @property
-    def cutoff(self) -> dt.datetime:
-        return self.since or self.changed_at
-
-    @classmethod
-    def from_event(cls, extra: dict) -> Trigger:
-        """From the extra `events` makes: {"host", "observed_at", "previous_at", "changed"}."""
-        since = extra.get("previous_at")
-        return cls(
-            extra["host"],
-            dt.datetime.fromisoformat(extra["observed_at"]),
-            extra.get("changed") or {},
-            dt.datetime.fromisoformat(since) if since else None,
-        )
 
 
 def events(found: list[tuple[str, dict, dt.datetime]]) -> dict[str, dict]:

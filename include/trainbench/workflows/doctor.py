@@ -27,9 +27,9 @@ from trainbench.fingerprint import HOST_VAR
 from trainbench.frameworks import interpreters
 from trainbench.frameworks.base import device_environ
 from trainbench.measure import environ, health
-from trainbench.pipeline import REAL_DATA_HELP
 from trainbench.planning import DEFAULT_HOST, Case, DeviceSet, TrainingJob, plan
 from trainbench.trainers import cifar10
+from trainbench.workflows.pipeline import REAL_DATA_HELP
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 STATUSES = (PASS, WARN, FAIL)
