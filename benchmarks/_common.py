@@ -1,14 +1,35 @@
-"""Shared set-up of the benchmarks: a trainer command on synthetic data, from the project's config."""
+"""Shared set-up of the benchmarks: a trainer command on synthetic data, from the project's config, launched and
+read as the harness does; `--quick` for every script (tests/test_benchmarks.py runs each so none rots unseen)."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
+import time
 
 from trainbench import config, devices, frameworks
+from trainbench.measure import environ, runner
+from trainbench.measure.protocol import TrainerReport
 from trainbench.planning import Case, TrainingJob, resolve_device_set
 from trainbench.workflows.pipeline import discover_devices, prepare_dataset
+
+TRAINER_QUICK = {"epochs": 2, "train_images": 256, "pairs": 2}  # two epochs: the first is never steady
+
+
+def with_quick(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument(
+        "--quick", action="store_true", help="tiny sizes through the same code path, in well under a minute"
+    )
+    return p
+
+
+def parse(p: argparse.ArgumentParser, **quick) -> argparse.Namespace:
+    """The command line; with --quick, `quick`'s values replace the defaults it leaves unset."""
+    args = p.parse_args()
+    if args.quick:
+        p.set_defaults(**quick)
+        args = p.parse_args()
+    return args
 
 
 def parser(doc: str) -> argparse.ArgumentParser:
@@ -18,7 +39,7 @@ def parser(doc: str) -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--train-images", type=int, default=4096, help="0 for the whole set")
     p.add_argument("--pairs", type=int, default=5)
-    return p
+    return with_quick(p)
 
 
 def trainer_launch(args) -> tuple[frameworks.LaunchSpec, Case, devices.Inventory]:
@@ -30,11 +51,24 @@ def trainer_launch(args) -> tuple[frameworks.LaunchSpec, Case, devices.Inventory
     job = TrainingJob(
         data_dir=dataset["data_dir"], epochs=args.epochs, batch_size=128, seed=0, train_images=args.train_images or None
     )
-    return frameworks.launch_spec(cfg.interpreter(args.framework), case, job), case, inv
+    spec = frameworks.launch_spec(cfg.interpreter(args.framework), case, job)
+    if spec.prepare is not None:  # what must exist before the trainer starts (neon's data); never timed
+        spec.prepare(print)
+    return spec, case, inv
 
 
 def child_env(spec: frameworks.LaunchSpec) -> dict[str, str]:
-    return {**os.environ, **spec.environ}
+    """The trainer's environment as the harness gives it: the allowed part of ours plus the framework's."""
+    return environ.trainer_environ(spec.environ)
+
+
+def launched(spec: frameworks.LaunchSpec, **kwargs) -> tuple[runner.ProcessResult, TrainerReport]:
+    """One trainer run through the runner, its output read as the harness reads it (each line as it arrives)."""
+    reader = spec.reader()
+    result = runner.run(
+        spec.argv, env=child_env(spec), on_line=lambda stream, line: reader.feed(stream, line, time.time()), **kwargs
+    )
+    return result, reader.report(result.stdout_lines)
 
 
 def describe(label: str, pairs: list[tuple[float, float]]) -> str:

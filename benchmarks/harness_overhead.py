@@ -1,6 +1,7 @@
 """What does measuring cost? The same trainer run bare (plain subprocess) and through the
-runner with every sampler on, alternated over several pairs; prints the median wall ratio
-(target <= 1.01) and the trainer's steady-state images/s ratio (target >= 0.995).
+runner with every sampler on and its output read line by line (as the harness runs it), alternated over
+several pairs; prints the median wall ratio (target <= 1.01) and, last, the trainer's steady-state images/s
+ratio (target >= 0.995).
 
     .venv/bin/python benchmarks/harness_overhead.py --pairs 5
 """
@@ -11,9 +12,9 @@ import subprocess
 import time
 
 from trainbench import devices
-from trainbench.measure import runner, sampling
+from trainbench.measure import sampling
 
-from _common import child_env, describe, parser, trainer_launch
+from _common import TRAINER_QUICK, child_env, describe, launched, parse, parser, trainer_launch
 
 
 def monitors(case) -> list:
@@ -28,22 +29,22 @@ def bare_run(spec, env) -> tuple[float, float]:
     """The trainer under a plain subprocess: no subreaper, no samplers, no line callbacks."""
     started = time.perf_counter()
     bare = subprocess.run(spec.argv, env=env, capture_output=True, text=True, check=True)
-    return time.perf_counter() - started, spec.parse(bare.stdout.splitlines()).steady_images_per_s
+    return time.perf_counter() - started, spec.reader().report(bare.stdout.splitlines()).steady_images_per_s
 
 
 def main() -> None:
-    args = parser(__doc__.splitlines()[0]).parse_args()
+    args = parse(parser(__doc__.splitlines()[0]), **TRAINER_QUICK)
     spec, case, _ = trainer_launch(args)
     env = child_env(spec)
     walls, rates, samples = [], [], []
     for i in range(args.pairs):
         if i % 2:  # alternate which side goes first, so drift does not favour one
-            measured = runner.run(spec.argv, env=env, monitors=monitors(case))
+            measured, report = launched(spec, monitors=monitors(case))
             bare_wall, bare_rate = bare_run(spec, env)
         else:
             bare_wall, bare_rate = bare_run(spec, env)
-            measured = runner.run(spec.argv, env=env, monitors=monitors(case))
-        rate = spec.parse(measured.stdout_lines).steady_images_per_s
+            measured, report = launched(spec, monitors=monitors(case))
+        rate = report.steady_images_per_s
         walls.append((measured.wall_s, bare_wall))
         rates.append((rate, bare_rate))
         samples.append(measured.monitors.get("gpu_samples", measured.monitors["host_rss_samples"]))

@@ -19,6 +19,7 @@ import numpy as np
 
 from trainbench.checks.regression import judge
 from trainbench.config import RegressionPolicy
+from trainbench.result import Result
 
 NOISE = {
     "before warm-up (H200)": {"wall_s": 0.10, "images_per_s": 0.06},
@@ -26,25 +27,25 @@ NOISE = {
 }
 
 
-def run(rng, run_id: str, repeats: int, epochs: int, cv: dict, slowdown: float) -> list[dict]:
+def run(rng, run_id: str, repeats: int, epochs: int, cv: dict, slowdown: float) -> list[Result]:
     rows = []
     for repeat in range(1, repeats + 1):
         wall = 20.0 * slowdown * (1 + rng.normal(0, cv["wall_s"]))
         ips = 50_000 / slowdown * (1 + rng.normal(0, cv["images_per_s"]))
         steady = list(ips * (1 + rng.normal(0, 0.01, epochs - 1)))
         rows.append(
-            {
-                "run_id": run_id,
-                "framework": "pytorch",
-                "device_set": "0",
-                "env_key": "k",
-                "status": "ok",
-                "repeat": repeat,
-                "wall_s": wall,
-                "images_per_s": float(np.median(steady)),
-                "epochs": [{"images_per_s": ips * 0.5}] + [{"images_per_s": v} for v in steady],
-                "environment": {},
-            }
+            Result(
+                run_id=run_id,
+                case_key=f"pytorch__0__r{repeat}",
+                env_key="k",
+                framework="pytorch",
+                device_set="0",
+                repeat=repeat,
+                status="ok",
+                wall_s=wall,
+                images_per_s=float(np.median(steady)),
+                epochs=[{"images_per_s": ips * 0.5}] + [{"images_per_s": v} for v in steady],
+            )
         )
     return rows
 

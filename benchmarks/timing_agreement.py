@@ -1,5 +1,5 @@
 """Does the runner report what `time` reports? The same trainer command, alternately
-under /usr/bin/time -v and under the runner; prints runner/time ratios of wall and user+sys.
+under /usr/bin/time -v and under the runner; prints runner/time ratios of wall and, last, of user+sys.
 
 Targets: wall within 1 %, user+sys within 2 %.
 
@@ -13,7 +13,7 @@ import subprocess
 
 from trainbench.measure import runner
 
-from _common import child_env, describe, parser, trainer_launch
+from _common import TRAINER_QUICK, child_env, describe, parse, parser, trainer_launch
 
 
 def gnu_time(argv: list[str], env: dict) -> tuple[float, float]:
@@ -28,7 +28,7 @@ def gnu_time(argv: list[str], env: dict) -> tuple[float, float]:
 
 
 def main() -> None:
-    args = parser(__doc__.splitlines()[0]).parse_args()
+    args = parse(parser(__doc__.splitlines()[0]), **TRAINER_QUICK)
     spec, case, _ = trainer_launch(args)
     env = child_env(spec)
     walls, cpus = [], []

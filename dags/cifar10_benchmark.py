@@ -1,7 +1,7 @@
 """
 ### CIFAR-10 training benchmark
 
-Trains the same CIFAR-10 convnet (420,096 parameters, see `shared/notes/model-spec.md`)
+Trains the same CIFAR-10 convnet (420,096 parameters, see `docs/model-spec.md`)
 with every configured framework on every device set, times each run as `time` does
 (real/user/sys) and records peak memory per device, then collects and publishes the
 results: one row per framework x device set x repeat in the results database, and a
@@ -33,16 +33,16 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import Asset, Param, TaskGroup, dag, task
+from airflow.sdk import Param, TaskGroup, dag, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from trainbench import config
+from trainbench_airflow import assets
 from trainbench_airflow.errors import fail_without_retry
 from trainbench_airflow.notifiers import RunFailed, deadline
 from trainbench_airflow.operators import TrainCaseOperator
 
 CONFIG = config.load()
-RESULTS = Asset(name="trainbench_results", uri="trainbench://results")
 LATE_AFTER = dt.timedelta(hours=6)
 PARAMS = {
     **{name: Param(CONFIG.settings.as_dict()[name], **schema) for name, schema in config.settings_schema().items()},
@@ -170,7 +170,7 @@ def cifar10_benchmark():
 
         return pipeline.detect_regressions(CONFIG, run_id, log=print)
 
-    @task(outlets=[RESULTS])
+    @task(outlets=[assets.RESULTS])
     def publish(verdicts: list[dict], run_id: str | None = None) -> dict:
         from trainbench.workflows import pipeline
 

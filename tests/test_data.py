@@ -152,7 +152,7 @@ def test_a_batch_replaced_with_the_same_size_and_mtime_is_decoded_afresh(data_co
     st = os.stat(path)
     batch = cifar10._unpickle(path)
     batch[b"data"], batch[b"labels"] = batch[b"data"][::-1].copy(), batch[b"labels"][::-1]  # same bytes, reordered
-    cifar10._dump(path, batch)
+    cifar10.dump_batch(path, batch)
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert os.stat(path).st_size == st.st_size
     train, _ = cifar10.load(data_copy, train_images=100)

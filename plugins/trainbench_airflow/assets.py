@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from airflow.sdk import Asset
 
+RESULTS = Asset(name="trainbench_results", uri="trainbench://results")  # a weekly run's published results
 ENVIRONMENT_VERDICTS = Asset(name="trainbench_environment_verdicts", uri="trainbench://environment/verdicts")
 
 

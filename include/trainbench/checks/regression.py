@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from trainbench import cases
 from trainbench.cases import CaseSummary, Spread
 from trainbench.config import RegressionPolicy as Policy
+from trainbench.measure import protocol
 from trainbench.result import Result
 
 VERDICTS = ("regressed", "improved", "stable", "inconclusive", "insufficient history", "new environment")
@@ -67,8 +68,8 @@ def _samples(results: list[Result], metric: str) -> list[float]:
         value = getattr(r, metric)
         if value is None:
             continue
-        steady = [e["images_per_s"] for e in (r.epochs or [])[1:] if e.get("images_per_s")]
-        out += steady if metric == "images_per_s" and steady else [value]
+        rates = [e["images_per_s"] for e in protocol.steady(r.epochs) if e.get("images_per_s")]
+        out += rates if metric == "images_per_s" and rates else [value]
     return out
 
 

@@ -30,15 +30,18 @@ class TrainerReport:
 
     @property
     def steady_images_per_s(self) -> float | None:
-        """Median images/s over the epochs after the first (which pays for warm-up)."""
-        rates = [e["images_per_s"] for e in self.epochs if e.get("images_per_s")]
-        if not rates:
-            return None
-        return statistics.median(rates[1:] if len(rates) > 1 else rates)
+        """Median images/s over the steady epochs; a one-epoch run's only epoch when there are none."""
+        rates = [e["images_per_s"] for e in steady(self.epochs) or self.epochs if e.get("images_per_s")]
+        return statistics.median(rates) if rates else None
 
     @property
     def losses(self) -> list[float]:
         return [e["loss"] for e in self.epochs]
+
+
+def steady(epochs: list[dict] | None) -> list[dict]:
+    """The steady epochs of a run: all after the first, which pays for warm-up (compilation, caches, clocks)."""
+    return (epochs or [])[1:]
 
 
 NUMBER = (int, float)

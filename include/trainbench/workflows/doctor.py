@@ -29,6 +29,7 @@ from trainbench.frameworks.base import device_environ
 from trainbench.measure import environ, health
 from trainbench.planning import DEFAULT_HOST, Case, DeviceSet, TrainingJob, plan
 from trainbench.trainers import cifar10
+from trainbench.workflows import pipeline
 from trainbench.workflows.pipeline import REAL_DATA_HELP
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
@@ -39,7 +40,7 @@ NO_NVML = ("ImportError", "ModuleNotFoundError", "NVMLError_LibraryNotFound")  #
 NO_BINDINGS = ("ImportError", "ModuleNotFoundError")
 # Where the kernel driver shows NVIDIA devices: with any of them, missing NVML is a broken GPU host, not a CPU host.
 NVIDIA_DEVICE_PATHS = ("/dev/nvidia0", "/proc/driver/nvidia")
-LOCK_FILE = Path(__file__).resolve().parents[2] / "requirements.lock"
+LOCK_FILE = Path(__file__).resolve().parents[3] / "requirements.lock"
 # One interpreter start per framework: its version, whether it is a CUDA build, how many GPUs it sees (the
 # launch's CUDA_VISIBLE_DEVICES applies) and, where multi-GPU sets need it, its NCCL.
 PROBE = (
@@ -366,20 +367,18 @@ def _framework(config: Config, base: str, names: list[str], gpus: tuple, multi_g
 
 def _dataset(config: Config, settings: Settings, gpu_host: bool) -> Check:
     """The data set `pipeline.prepare_dataset` will choose, by its rules, read and checked as a trainer reads it."""
-    real = cifar10.batches_dir(str(config.data_dir))
-    real_present = cifar10.is_present(real) and not cifar10.is_synthetic(real)
-    if settings.dataset == "synthetic" or (settings.dataset == "auto" and not real_present and not gpu_host):
-        kind = "synthetic"
-        folder = cifar10.batches_dir(str(config.output_dir / "data" / cifar10.synthetic_name(settings.seed)))
-        if not cifar10.is_present(folder):
-            return Check("data set", PASS, f"synthetic, written to {folder} by the run's first step")
-        fix = f"delete {folder}: the run writes it again"
-    elif real_present:
-        kind, folder, fix = "real", real, "replace the damaged file: " + REAL_DATA_HELP
-    else:
-        why = "; this host has GPUs, so auto means real" if settings.dataset == "auto" else ""
-        detail = f'dataset is "{settings.dataset}" but CIFAR-10 is not in {real}{why}'
-        return Check("data set", FAIL, detail, REAL_DATA_HELP)
+    try:
+        chosen = pipeline.choose_dataset(config, settings, gpu_host)
+    except pipeline.NoRealData as exc:
+        return Check("data set", FAIL, exc.what, REAL_DATA_HELP)
+    kind, folder = chosen["kind"], chosen["data_dir"]
+    if kind == "synthetic" and not cifar10.is_present(folder):
+        return Check("data set", PASS, f"synthetic, written to {folder} by the run's first step")
+    fix = (
+        f"delete {folder}: the run writes it again"
+        if kind == "synthetic"
+        else "replace the damaged file: " + REAL_DATA_HELP
+    )
     try:
         train, test = cifar10.load(folder, settings.train_images)
     except (cifar10.DataError, OSError) as exc:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from trainbench import cases, frameworks
 from trainbench.config import Config, Settings
 from trainbench.devices import discover, load_nvml, optional
+from trainbench.measure import protocol
 from trainbench.measure.memory import NVML_ACCOUNTING, NVML_SAMPLED
 from trainbench.result import Result
 from trainbench.store import run_folder
@@ -151,7 +152,7 @@ def progress(r: Result) -> str:
 
 def figures(r: Result) -> dict:
     """A repeat's figures the goals are judged on."""
-    seconds = [e["seconds"] for e in (r.epochs or [])[1:] if e.get("seconds") is not None]
+    seconds = [e["seconds"] for e in protocol.steady(r.epochs) if e.get("seconds") is not None]
     phases = r.phases or {}
     sampled, accounted = (
         sum(d["used_mib"] for d in r.devices if d["method"] == m and d["used_mib"] is not None) or None
@@ -209,11 +210,11 @@ def _median_goal(
 ) -> Goal:
     goal = f"<= {limit:g} {unit}" + ("" if key != "steady_epoch_s" else " on H100/H200")
     counted, why = _counted(rows, fw)
-    values = [f[key] for f in counted if f[key] is not None]
-    if not values:
+    spread = cases.Spread.of(f[key] for f in counted)
+    if spread.median is None:
         return Goal(figure, goal, why or f"no {key} in the rows", NOT_MEASURED)
-    value = statistics.median(values)
-    measured = f"{value:.3g} {unit} (median of {len(values)}, {min(values):.3g}-{max(values):.3g})"
+    value = spread.median
+    measured = f"{value:.3g} {unit} (median of {spread.n}, {spread.min:.3g}-{spread.max:.3g})"
     if not judged:
         return Goal(figure, goal, f"{measured} on {gpu}", NOT_APPLICABLE, value)
     return _judged(figure, goal, value, limit, measured)

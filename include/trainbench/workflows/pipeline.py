@@ -60,8 +60,16 @@ def discover_devices(quarantined: bool = False) -> dict:
         return discover(None, f"not read, the host is quarantined: {type(exc).__name__}: {exc}").to_dict()
 
 
-def prepare_dataset(config: Config, settings: Settings, inventory: dict) -> dict:
-    """Where the data is, and whether it is real CIFAR-10 or the synthetic stand-in.
+class NoRealData(ConfigError):
+    """The run must measure real CIFAR-10 and it is not there; `what` says so without the help."""
+
+    def __init__(self, what: str):
+        super().__init__(f"{what}: {REAL_DATA_HELP}")
+        self.what = what
+
+
+def choose_dataset(config: Config, settings: Settings, gpu_host: bool) -> dict:
+    """Which data set the run measures, real CIFAR-10 or the synthetic stand-in, and where; nothing written.
 
     On a host with GPUs, "auto" never falls back to synthetic data: a GPU host whose data volume
     started empty would otherwise publish a week of synthetic figures beside real ones.
@@ -69,17 +77,22 @@ def prepare_dataset(config: Config, settings: Settings, inventory: dict) -> dict
     real = str(config.data_dir)
     if settings.dataset in ("auto", "real") and cifar10.is_present(real) and not cifar10.is_synthetic(real):
         return {"kind": "real", "data_dir": cifar10.batches_dir(real)}
-    gpu_host = bool(Inventory.from_dict(inventory).gpus)
     if settings.dataset == "real" or (settings.dataset == "auto" and gpu_host):
         why = "this host has GPUs, so it measures real data unless told otherwise" if gpu_host else ""
-        raise ConfigError(
+        raise NoRealData(
             f'dataset is "{settings.dataset}" but CIFAR-10 is not in {cifar10.batches_dir(real)} '
-            f"(expected data_batch_1..5 and test_batch){'; ' + why if why else ''}: {REAL_DATA_HELP}"
+            f"(expected data_batch_1..5 and test_batch){'; ' + why if why else ''}"
         )
     synthetic = str(config.output_dir / "data" / cifar10.synthetic_name(settings.seed))
-    if not cifar10.is_present(synthetic):
-        cifar10.write_synthetic(synthetic, seed=settings.seed)
     return {"kind": "synthetic", "data_dir": cifar10.batches_dir(synthetic)}
+
+
+def prepare_dataset(config: Config, settings: Settings, inventory: dict) -> dict:
+    """The data set the run measures (`choose_dataset`), the synthetic one written if it is not there yet."""
+    chosen = choose_dataset(config, settings, bool(Inventory.from_dict(inventory).gpus))
+    if chosen["kind"] == "synthetic" and not cifar10.is_present(chosen["data_dir"]):
+        cifar10.write_synthetic(chosen["data_dir"], seed=settings.seed)
+    return chosen
 
 
 def plan_matrix(
