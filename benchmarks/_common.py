@@ -17,9 +17,7 @@ TRAINER_QUICK = {"epochs": 2, "train_images": 256, "pairs": 2}  # two epochs: th
 
 
 def with_quick(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument(
-        "--quick", action="store_true", help="tiny sizes through the same code path, in well under a minute"
-    )
+    p.add_argument("--quick", action="store_true", help="tiny sizes through the same code path, in well under a minute")
     return p
 
 

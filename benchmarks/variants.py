@@ -11,17 +11,16 @@ import argparse
 import statistics
 
 from trainbench import frameworks
-from trainbench.measure import outcome, phases, runner
+from trainbench.measure import outcome, phases
 
-from _common import child_env, parser, trainer_launch
+from _common import TRAINER_QUICK, launched, parse, parser, trainer_launch
 
 DEFAULT = ("pytorch", "pytorch-graph", "mxnet", "mxnet-hybrid", "jax")
 
 
 def measure(args: argparse.Namespace, name: str) -> dict:
     spec, case, _ = trainer_launch(argparse.Namespace(**{**vars(args), "framework": name}))
-    result = runner.run(spec.argv, env=child_env(spec), timeout_s=3600)
-    report = spec.parse(result.stdout_lines)
+    result, report = launched(spec, timeout_s=3600)
     status, error = outcome.classify(result, report, frameworks.REGISTRY[name].modules)
     timeline = phases.timeline(report, result.launched_at, result.exited_at) or {}
     steady = [e["seconds"] for e in report.epochs[1:]]
@@ -47,7 +46,7 @@ def cell(value: float | None, fmt: str = ".3f") -> str:
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--frameworks", nargs="+", default=list(DEFAULT), choices=list(frameworks.NAMES))
-    args = p.parse_args()
+    args = parse(p, **TRAINER_QUICK)
     rows = []
     for name in args.frameworks:
         rows.append(measure(args, name))

@@ -260,8 +260,9 @@ class RegressionPolicy:
 
 @dataclass(frozen=True)
 class EnvironmentChangePolicy:
-    """How a host's environment change is judged and how long it is measured; see
-    trainbench.checks.environment_change (its Design) and benchmarks/ab_power.py."""
+    """How a host's environment change is judged and how long it is measured: what counts as a change (threshold),
+    the false-alarm rate over all looks (alpha) and the repeats allowed; see trainbench.checks.environment_change
+    (which calls it its Design) and benchmarks/ab_power.py."""
 
     threshold: float = 0.05  # a change inside +-threshold is "no change"
     alpha: float = 0.05  # the chance that any look's interval misses the change, over all looks
@@ -279,6 +280,11 @@ class EnvironmentChangePolicy:
                 raise ConfigError(f"[environment_change] {name} must be an integer >= 2, got {value!r}")
         if self.min_repeats > self.cap:
             raise ConfigError(f"[environment_change] min_repeats {self.min_repeats} exceeds cap {self.cap}")
+
+    @property
+    def looks(self) -> int:
+        """How many times a sequential measurement may look at its data (alpha is spent over them)."""
+        return self.cap - self.min_repeats + 1
 
 
 THROTTLE_REASONS = (  # NVML's clock-event reasons that slow a GPU below what it was asked for

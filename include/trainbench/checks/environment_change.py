@@ -69,30 +69,12 @@ from trainbench import cases
 from trainbench.cases import Spread
 from trainbench.checks.regression import METRICS
 from trainbench.comparison import CaseComparison
+from trainbench.config import EnvironmentChangePolicy as Design
 
 SLOWER, FASTER, NO_CHANGE, INCONCLUSIVE = "slower", "faster", "no change", "inconclusive"
 VERDICTS = (SLOWER, FASTER, NO_CHANGE, INCONCLUSIVE)
 DIRECTIONS = (SLOWER, FASTER)
-
-
-@dataclass(frozen=True)
-class Design:
-    """What counts as a change (threshold), the false-alarm rate over all looks (alpha) and the repeats allowed."""
-
-    threshold: float = 0.05
-    alpha: float = 0.05
-    min_repeats: int = 3
-    cap: int = 10
-
-    def __post_init__(self):
-        if not (0 < self.threshold < 1 and 0 < self.alpha < 1):
-            raise ValueError(f"threshold and alpha must lie in (0, 1), got {self.threshold}, {self.alpha}")
-        if not 2 <= self.min_repeats <= self.cap:
-            raise ValueError(f"need 2 <= min_repeats <= cap, got {self.min_repeats}, {self.cap}")
-
-    @property
-    def looks(self) -> int:
-        return self.cap - self.min_repeats + 1
+DEFAULT_DESIGN = Design()  # [environment_change]'s defaults
 
 
 @dataclass(frozen=True)
@@ -195,7 +177,7 @@ def _log_moments(values: Sequence[float]) -> tuple[float, float]:
 def measure_sequentially(
     before: Mapping[str, Sequence[float]],
     measure: Callable[[], Mapping[str, float | None]],
-    design: Design = Design(),
+    design: Design = DEFAULT_DESIGN,
     control: Callable[[], Mapping[str, float | None]] | None = None,
 ) -> Measurement:
     """Repeats `measure` (one after repeat: its figure per metric, None where the repeat failed, which still uses
@@ -245,7 +227,7 @@ def confirm(first: ChangeVerdict, second: ChangeVerdict | None) -> ChangeVerdict
 def decide(
     before: Mapping[str, Sequence[float]],
     measure: Callable[[int], Mapping[str, float | None]],
-    design: Design = Design(),
+    design: Design = DEFAULT_DESIGN,
     control: Callable[[int], Mapping[str, float | None]] | None = None,
 ) -> Decision:
     """The whole design: a sequential measurement, and a second one of the metrics where it found a direction.

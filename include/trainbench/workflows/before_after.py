@@ -150,9 +150,9 @@ def measure(config: Config, run_id: str, case: dict, changed: dict, changed_at: 
         assert old is not None
         return figures(harness.run_case(old, run_id, next(controls), log=log))
 
-    policy = config.environment_change
-    design = environment_change.Design(policy.threshold, policy.alpha, policy.min_repeats, policy.cap)
-    decision = environment_change.decide(case["before"], one, design, again if old is not None else None)
+    decision = environment_change.decide(
+        case["before"], one, config.environment_change, again if old is not None else None
+    )
     source = (
         "before: the old interpreter measured again in this session, alternating with the new"
         if old is not None
