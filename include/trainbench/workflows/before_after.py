@@ -140,8 +140,9 @@ def measure(config: Config, run_id: str, case: dict, changed: dict, changed_at: 
     controls = iter(_renumbered(s, len(runs)) for s in runs)
 
     def figures(r: Result) -> dict[str, float | None]:
-        ok = r.status == cases.OK
-        return {"images_per_s": r.images_per_s if ok else None, "wall_s": r.wall_s if ok else None}
+        """A repeat's figures if it counts (`cases.counted`), else none: a failed repeat adds nothing to a verdict."""
+        counts = bool(cases.counted([r]))
+        return {"images_per_s": r.images_per_s if counts else None, "wall_s": r.wall_s if counts else None}
 
     def one(measurement: int) -> dict[str, float | None]:
         return figures(harness.run_case(config, run_id, next(queue), log=log))
