@@ -310,7 +310,7 @@ def trainer_of(d: Deployment, worker: str) -> psutil.Process | None:
 def test_faults_lose_nothing_and_duplicate_nothing(deployment):
     """A host's worker killed mid-case, the results database down mid-case, a trainer that crashes."""
     d = deployment
-    run_id = d.trigger({**CONF, "frameworks": ["pytorch", "neon"], "epochs": 3, "train_images": 2048})
+    run_id = d.trigger({**CONF, "frameworks": ["pytorch", "neon"], "epochs": 3, "train_images": 2560})
     victim = d.wait_for("a trainer on host_a", lambda: trainer_of(d, "worker-host_a"), timeout_s=300)
     d.kill("worker-host_a")
     victim.wait(timeout=10)  # the trainer dies with its task: no orphan

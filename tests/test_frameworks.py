@@ -81,7 +81,6 @@ def test_neon_failing_to_import_is_an_unavailable_row(run_neon):
     (row,) = run_neon({"python": sys.executable, "script": str(FIXTURES / "cifar10_conv.py")})
     assert row["status"] == "unavailable" and "No module named 'neon'" in row["error"]
     assert "cifar10_conv.py -b cpu -e 2 -z 128" in row["command"]
-    assert row["error"].startswith("preparing the launch failed: RuntimeError: neon's ZCA preparation failed")
 
 
 def test_missing_neon_script_is_an_unavailable_row(run_neon, tmp_path):

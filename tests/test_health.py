@@ -177,7 +177,12 @@ def trainer(folder: Path, exit_status: int = 0) -> Path:
 def host(tmp_path):
     """A GPU host (the original log's, GPU 2 measured) running a stand-in trainer that ends ok."""
     cfg = config.load(
-        write_config(tmp_path, neon={"python": sys.executable, "script": str(trainer(tmp_path))}, frameworks=["neon"])
+        write_config(
+            tmp_path,
+            neon={"python": sys.executable, "script": str(trainer(tmp_path))},
+            frameworks=["neon"],
+            train_images=1280,  # neon trains multiples of 5
+        )
     )
     cfg = dataclasses.replace(cfg, measurement=config.Measurement(idle_wait_s=0))
     nvml = log_host()
@@ -422,6 +427,7 @@ def test_a_fault_reaches_the_team_with_its_evidence(host, monkeypatch):
             host.cfg.path.parent,
             neon={"python": sys.executable, "script": host.cfg.interpreter("neon").options["script"]},
             frameworks=["neon"],
+            train_images=1280,
             alerts={"email_to": ["gpu-team@example.com"], "base_url": "http://airflow.example"},
             name="alerting.toml",
         )
