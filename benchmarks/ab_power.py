@@ -28,6 +28,8 @@ import numpy as np
 
 from trainbench.checks.environment_change import DIRECTIONS, SLOWER, Design, decide
 
+from _common import parse, with_quick
+
 NOISE = (0.02, 0.05, 0.10)
 IPS, WALL = 50_000.0, 20.0
 
@@ -69,7 +71,7 @@ def simulate(args, rng, cv: float, ratio: float) -> tuple[dict[str, bool], int]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = with_quick(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     p.add_argument("--cases", type=int, default=20_000, help="simulated cases per noise level and scenario")
     p.add_argument("--cap", type=int, default=10)
     p.add_argument("--history-runs", type=int, default=3)
@@ -77,7 +79,7 @@ def main() -> None:
     p.add_argument("--session-cv", type=float, default=0.0)
     p.add_argument("--interleaved", action="store_true", help="the old environment measured again as the before")
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args()
+    args = parse(p, cases=500)
     started = time.perf_counter()
     se = {rate: math.sqrt(rate * (1 - rate) / args.cases) for rate in (0.01, 0.9)}
     print(

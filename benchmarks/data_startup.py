@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "include" / "trainbench" / "trainers"))
 import cifar10
+from _common import parse, with_quick
 
 TARGET_S = 0.3
 
@@ -30,10 +31,10 @@ def timed(root: str, cache: bool = True) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = with_quick(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--dir", help="where to write the synthetic set (default: a temporary folder, removed after)")
-    args = p.parse_args()
+    args = parse(p, repeats=2)
     folder = args.dir or tempfile.mkdtemp(prefix="data-startup-")
     try:
         root = cifar10.write_synthetic(folder, seed=0)

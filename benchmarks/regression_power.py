@@ -6,7 +6,8 @@ repeat also has `--epochs` steady epochs with 1 % epoch-to-epoch noise), then as
 `trainbench.checks.regression.judge` for its verdict.  Prints, side by side for the noise measured on
 the H200 before warm-up (wall CV 10 %, images/s CV 6 %) and for the post-warm-up goal (3 %, 2 %):
 the false-alarm rate on an unchanged case (target <= 2 %), the detection rate of a 15 % slowdown
-(target >= 90 %), and the share of verdicts that were `inconclusive` (noisy repeats).
+(target >= 90 %), and the share of verdicts that were `inconclusive` (noisy repeats); last, both rates for the
+post-warm-up goal on one line.
 
     .venv/bin/python benchmarks/regression_power.py --trials 1000
 """
@@ -20,6 +21,8 @@ import numpy as np
 from trainbench.checks.regression import judge
 from trainbench.config import RegressionPolicy
 from trainbench.result import Result
+
+from _common import parse, with_quick
 
 NOISE = {
     "before warm-up (H200)": {"wall_s": 0.10, "images_per_s": 0.06},
@@ -70,19 +73,20 @@ def rates(args, cv: dict, metric: str) -> tuple[float, float, float]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = with_quick(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     p.add_argument("--trials", type=int, default=1000)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--history", type=int, default=8, help="earlier runs in the lookback window")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--max-cv", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args()
+    args = parse(p, trials=50)
     print(
         f"{args.trials} trials per cell, {args.repeats} repeats, {args.history} runs of history, "
         f"max_cv {args.max_cv:.0%}; targets: false alarms <= 2 %, detection of a 15 % slowdown >= 90 %"
     )
     print(f"{'noise':<24} {'metric':<13} {'false alarms':>12} {'detected':>9} {'inconclusive':>13}")
+    goal = []
     for label, cv in NOISE.items():
         for metric in ("wall_s", "images_per_s"):
             false_alarms, detected, inconclusive = rates(args, cv, metric)
@@ -90,6 +94,9 @@ def main() -> None:
                 f"{label + ' ' + format(cv[metric], '.0%'):<24} {metric:<13} {false_alarms:>12.1%} "
                 f"{detected:>9.1%} {inconclusive:>13.1%}"
             )
+            if label == "goal after warm-up":
+                goal.append(f"{metric} false_alarms {100 * false_alarms:.1f}% detect_15pct {100 * detected:.1f}%")
+    print("regression power after warm-up: " + "; ".join(goal))
 
 
 if __name__ == "__main__":

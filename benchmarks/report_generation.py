@@ -1,13 +1,14 @@
 """How long publishing takes as history grows: regression verdicts plus every report
 (Markdown, HTML with charts, CSV, Parquet) for the newest run, with 100 and with 10,000
-stored rows side by side; prints both times and their ratio, and last `report 10000 rows: X s` (goal: X <= 1.0 on
-a developer's machine).
+stored rows (`--rows`) side by side; prints both times and their ratio, and last `report 10000 rows: X s` (goal:
+X <= 1.0 on a developer's machine).
 
     .venv/bin/python benchmarks/report_generation.py
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import tempfile
 import time
@@ -16,6 +17,8 @@ from pathlib import Path
 from trainbench import config
 from trainbench.store.results import ResultStore, device_memory, results, runs
 from trainbench.workflows import pipeline
+
+from _common import parse, with_quick
 
 FRAMEWORKS = ("neon", "mxnet", "pytorch", "jax")
 DEVICE_SETS = ("0,1,2", "0,1", "0,2", "1,2", "0", "1", "2")
@@ -97,14 +100,17 @@ def time_publish(total_rows: int) -> float:
 
 
 def main() -> None:
+    p = with_quick(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+    p.add_argument("--rows", type=int, default=10_000, help="stored rows of the large side")
+    args = parse(p, rows=1_000)
     import scipy.stats  # noqa: F401 - the verdicts import it only once a case has history: warm it with the rest
 
     time_publish(100)  # warm imports (pandas, jinja2, ...) so neither side pays for them
-    small, large = time_publish(100), time_publish(10_000)
-    print(f"verdicts + reports, 100 stored rows:    {small:.2f} s")
-    print(f"verdicts + reports, 10,000 stored rows: {large:.2f} s")
-    print(f"ratio 10,000 / 100: {large / small:.2f}")
-    print(f"report 10000 rows: {large:.2f} s")
+    small, large = time_publish(100), time_publish(args.rows)
+    print(f"verdicts + reports, 100 stored rows: {small:.2f} s")
+    print(f"verdicts + reports, {args.rows:,} stored rows: {large:.2f} s")
+    print(f"ratio {args.rows:,} / 100: {large / small:.2f}")
+    print(f"report {args.rows} rows: {large:.2f} s")
 
 
 if __name__ == "__main__":

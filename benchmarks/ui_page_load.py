@@ -1,16 +1,18 @@
-"""How fast the Benchmarks pages in the Airflow UI render from a results database holding 10,000 rows.
+"""How fast the Benchmarks pages in the Airflow UI render from a results database holding 10,000 rows (`--rows`).
 
 Fills a SQLite results database through the store (its schema, its tables, runs and verdicts saved
 with its API): two hosts, weekly runs of 4 frameworks x 7 device sets x 3 repeats, a driver upgrade
 halfway (a second environment, so the comparison has two groups), a few crashed cases and regressions.
 Then times each page of the plugin's app with FastAPI's TestClient: the first view (a fresh app: engine
-and connection included) and the median of 10 more; Airflow's login is stubbed (it is one JWT check).
+and connection included) and the median of 10 more (`--views`), last the slowest page's median; Airflow's login is
+stubbed (it is one JWT check).
 
     .venv/bin/python benchmarks/ui_page_load.py
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import os
 import statistics
@@ -20,6 +22,8 @@ import time
 from pathlib import Path
 
 from trainbench.store.results import ResultStore, device_memory, results
+
+from _common import parse, with_quick
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAMEWORKS = ("neon", "mxnet", "pytorch", "jax")
@@ -113,6 +117,10 @@ def fill(store: ResultStore, total_rows: int) -> int:
 
 
 def main() -> None:
+    p = with_quick(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+    p.add_argument("--rows", type=int, default=10_000)
+    p.add_argument("--views", type=int, default=10, help="views of each page after the first")
+    args = parse(p, rows=1_000, views=3)
     sys.path.insert(0, str(ROOT / "plugins"))
     from fastapi.testclient import TestClient
 
@@ -125,9 +133,11 @@ def main() -> None:
         os.environ["TRAINBENCH_CONFIG"] = str(config)
         store = ResultStore(f"sqlite:///{tmp}/output/results.db")
         started = time.perf_counter()
-        weeks = fill(store, 10_000)
-        print(f"filled 10,000 rows ({weeks} weekly runs x {len(HOSTS)} hosts) in {time.perf_counter() - started:.1f} s")
+        weeks = fill(store, args.rows)
+        took = time.perf_counter() - started
+        print(f"filled {args.rows:,} rows ({weeks} weekly runs x {len(HOSTS)} hosts) in {took:.1f} s")
         store.engine.dispose()
+        medians = {}
         for path in ("/", "/history", "/compare", "/?host=h100-a&framework=pytorch&date_from=2025-01-01"):
             app = create_app()
             app.dependency_overrides[require_user] = lambda: "benchmark"
@@ -137,15 +147,17 @@ def main() -> None:
             first = time.perf_counter() - started
             assert response.status_code == 200 and "Benchmarks" in response.text, response.text[:500]
             times = []
-            for _ in range(10):
+            for _ in range(args.views):
                 started = time.perf_counter()
                 client.get(path)
                 times.append(time.perf_counter() - started)
-            then = statistics.median(times)
+            then = medians[path] = statistics.median(times)
             size = len(response.content) / 1024
             print(
                 f"GET /trainbench{path}: first view {first * 1000:.0f} ms, then {then * 1000:.0f} ms ({size:.0f} KiB)"
             )
+    slowest = max(medians, key=medians.__getitem__)
+    print(f"ui page load, {args.rows} rows: slowest page {medians[slowest] * 1000:.0f} ms (GET /trainbench{slowest})")
 
 
 if __name__ == "__main__":
