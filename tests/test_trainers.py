@@ -21,7 +21,7 @@ def train(cfg, framework, device_set, data, epochs=2, images=1024, batch=128):
     job = TrainingJob(data_dir=data, epochs=epochs, batch_size=batch, seed=0, train_images=images)
     spec = frameworks.launch_spec(cfg.interpreter(framework), case, job)
     r = runner.run(spec.argv, env={**os.environ, **spec.environ}, timeout_s=300)
-    return r, spec.parse(r.stdout_lines)
+    return r, spec.reader().report(r.stdout_lines)
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,7 @@ def train(cfg, framework, device_set, data, epochs=2, images=1024):
     job = TrainingJob(data_dir=data, epochs=epochs, batch_size=128, seed=0, train_images=images)
     spec = frameworks.launch_spec(cfg.interpreter(framework), case, job)
     r = runner.run(spec.argv, env={**os.environ, **spec.environ}, timeout_s=600)
-    report = spec.parse(r.stdout_lines)
+    report = spec.reader().report(r.stdout_lines)
     assert outcome.classify(r, report, frameworks.REGISTRY[framework].modules) == ("ok", None), r.stderr_tail
     return report
 

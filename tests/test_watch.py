@@ -16,7 +16,7 @@ def test_a_reading_names_driver_gpus_and_every_interpreter_s_packages(tmp_path):
     found = watch.read(cfg, "gpu", nvml=StandInNvml(log_host().devices, driver="580.65.06"))
     assert (found["host"], found["driver_version"], found["cuda_driver_version"]) == ("gpu", "580.65.06", "13.0")
     assert {g["vbios"] for g in found["gpus"].values()} == {"96.00.89.00.01"} and len(found["gpus"]) == 3
-    assert set(found["frameworks"]) == {"pytorch", "mxnet", "jax"}  # neon has no interpreter; variants share theirs
+    assert set(found["frameworks"]) == {"neon", "pytorch", "mxnet", "jax"}  # variants share their base's interpreter
     torch = found["frameworks"]["pytorch"]
     assert torch["packages"]["torch"] and torch["python"] and torch["trainer_revision"]
 
