@@ -7,6 +7,8 @@ import statistics
 import urllib.parse
 from pathlib import Path
 
+import pytest
+
 from trainbench import config, devices
 from trainbench.checks.environment_change import Trigger
 from trainbench.planning import CaseSpec
@@ -53,6 +55,7 @@ def after(tmp_path: Path, run_id: str, changed: dict, **interpreters) -> list[di
     return pipeline.store(now).environment_verdicts(run_id)
 
 
+@pytest.mark.integration
 def test_a_slowed_interpreter_is_found_slower_and_an_unchanged_one_never_is(tmp_path):
     """Each interpreter is measured alternately with the old one, still there, so the host's drift since the
     baseline week (python's start-up here has run 50 % slower a minute later) weighs on both sides."""
@@ -79,6 +82,7 @@ def test_a_slowed_interpreter_is_found_slower_and_an_unchanged_one_never_is(tmp_
     assert {v["verdict"] for v in unchanged} <= {"no change", "inconclusive"}, [v["detail"] for v in unchanged]
 
 
+@pytest.mark.integration
 def test_old_interpreters_are_measured_again_only_when_the_change_left_them_as_they_were(tmp_path):
     """Only a host pointed at other interpreters keeps its old environment runnable; and an old interpreter that no
     longer gives the old environment key (upgraded in place since) is not the old environment: history is."""
@@ -116,6 +120,7 @@ def test_old_interpreters_are_measured_again_only_when_the_change_left_them_as_t
     assert said == ["pytorch | cpu: the old interpreter no longer gives its old environment"]
 
 
+@pytest.mark.integration
 def test_the_before_after_dag_measures_the_named_host_only_and_announces_its_verdicts(airflow_db, tmp_path):
     cfg, _ = baseline_week(tmp_path, hosts=["gpu", "other"])
     env = {**airflow_db, "TRAINBENCH_CONFIG": str(cfg.path)}

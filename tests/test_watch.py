@@ -4,6 +4,8 @@ the host's previous reading; through Airflow, an asset event per host that chang
 import json
 import sqlite3
 
+import pytest
+
 from trainbench import config
 from trainbench.workflows import pipeline, watch
 
@@ -39,6 +41,7 @@ def test_a_change_is_named_by_its_path_with_old_and_new(tmp_path):
     assert pipeline.store(cfg).environments("other") == []
 
 
+@pytest.mark.integration
 def test_the_watch_dag_announces_a_changed_interpreter_and_stays_quiet_otherwise(airflow_db, tmp_path):
     """Three runs of the watch through Airflow: the first reading, an unchanged one (both skipped, no event), then
     the jax interpreter replaced by one without jax (its packages change): one event on the host's asset."""
