@@ -294,16 +294,23 @@ def test_a_stopped_case_fails_its_run_after_the_rest_is_published(deployment):
     assert "(killed)" in (run_folder_of(d, run_id) / "report.md").read_text()
 
 
+PYTORCH_TRAINER = str(ROOT / "include" / "trainbench" / "trainers" / "pytorch_train.py")
+
+
+def ours(script: str) -> list[psutil.Process]:
+    """The processes running this checkout's `script` (its absolute path is in their command line)."""
+    return [p for p in psutil.process_iter(["cmdline"]) if script in (p.info["cmdline"] or [])]
+
+
 def trainer_of(d: Deployment, worker: str) -> psutil.Process | None:
     """The trainer process a worker's task started (it runs in a session of its own, under the task)."""
     root = d.procs[worker].pid
-    for p in psutil.process_iter(["cmdline"]):
-        if any("pytorch_train.py" in part for part in p.info["cmdline"] or []):
-            try:
-                if root in {a.pid for a in p.parents()}:
-                    return p
-            except psutil.NoSuchProcess:
-                continue
+    for p in ours(PYTORCH_TRAINER):
+        try:
+            if root in {a.pid for a in p.parents()}:
+                return p
+        except psutil.NoSuchProcess:
+            continue
     return None
 
 
@@ -334,9 +341,7 @@ def test_faults_lose_nothing_and_duplicate_nothing(deployment):
     tries = {(t["task_id"], t["map_index"]): t["try_number"] for t in d.task_instances(run_id)}
     assert max(n for (task, _), n in tries.items() if task == "host_a.train") >= 2, tries
     assert max(n for (task, _), n in tries.items() if task == "host_b.train") >= 2, tries
-    assert not [
-        p for p in psutil.process_iter(["cmdline"]) if any("pytorch_train.py" in c for c in p.info["cmdline"] or [])
-    ]
+    assert not ours(PYTORCH_TRAINER)  # no orphan of this checkout's (another checkout may be training beside it)
 
 
 def test_an_upgrade_seen_by_the_watch_is_measured_before_and_after_on_its_host(deployment, mailbox):
