@@ -1,5 +1,7 @@
 """neon for real: its own example, unchanged, in the legacy interpreter `make envs` built, through the harness."""
 
+import csv
+import io
 import os
 import pickletools
 import re
@@ -169,6 +171,13 @@ def test_neon_beside_mxnet_through_the_cli(tmp_path):
     assert ok["phases"]["data"] > 0 and ok["phases"]["steady_training"] > 0
     assert "no data-parallel mode" in rows[("neon", "cpu:2")]["error"]
     assert "neon | cpu | r1: epoch 2 " in out.stdout + out.stderr
+    table = subprocess.run(
+        [str(BIN / "python"), "-m", "trainbench", "results", "--format", "csv"], env=env, capture_output=True, text=True
+    ).stdout
+    (neon_cpu,) = [
+        r for r in csv.DictReader(io.StringIO(table)) if r["framework"] == "neon" and r["device_set"] == "cpu"
+    ]
+    assert float(neon_cpu["test_accuracy"]) == pytest.approx(ok["test_accuracy"])
     report = (config.load(cfg_file).output_dir / "latest" / "report.md").read_text()
     assert "$ time python cifar10_conv.py -b cpu -e 2 -z 128 -r 0 -w " in report
 

@@ -20,6 +20,7 @@ CSV_COLUMNS = (
     "sys_s",
     "peak_mem_mib",
     "images_per_s",
+    "test_accuracy",
     "error",
 )
 
