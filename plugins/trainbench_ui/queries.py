@@ -32,7 +32,9 @@ from trainbench.store.results import (
     device_memory,
     environment_verdicts,
     fingerprints_query,
+    not_created_yet,
     results,
+    run_date,
     runs,
     verdicts,
 )
@@ -62,11 +64,6 @@ LATEST_COLUMNS = (
     results.c.peak_mem_method,
     results.c.error,
 )
-
-
-def run_date() -> sa.ColumnElement:
-    """When a run happened: its logical date (Airflow's), else when it was recorded (the CLI's runs)."""
-    return sa.type_coerce(sa.func.coalesce(runs.c.logical_date, runs.c.created_at), sa.DateTime(timezone=True))
 
 
 class NoDatabase(Exception):
@@ -149,9 +146,8 @@ def _engine(url: str) -> sa.Engine:
 
 def engine(url: str) -> sa.Engine:
     """A read-only engine for the results database at `url`; NoDatabase where no SQLite file exists yet."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and not os.path.isfile(os.path.abspath(parsed.database or "")):
-        raise NoDatabase(f"no results database at {parsed.database} yet; run a benchmark first")
+    if why := not_created_yet(url):
+        raise NoDatabase(why)
     return _engine(url)
 
 

@@ -222,12 +222,26 @@ def open_store(url: str) -> ResultStore:
     return ResultStore(url)
 
 
+def not_created_yet(url: str) -> str | None:
+    """Why a reader finds no results database at `url` (a SQLite file not written yet), or None: readers never
+    create one."""
+    parsed = sa.engine.make_url(url)
+    path = os.path.abspath(parsed.database or "")
+    if parsed.get_backend_name() == "sqlite" and not os.path.isfile(path):
+        return f"no results database at {path} yet; run a benchmark first"
+    return None
+
+
+def run_date() -> sa.ColumnElement:
+    """When a run happened, the order of runs: its logical date (Airflow's; a backfill takes its week's place),
+    else when it was recorded (the CLI's runs)."""
+    return sa.type_coerce(sa.func.coalesce(runs.c.logical_date, runs.c.created_at), sa.DateTime(timezone=True))
+
+
 def open_existing(url: str) -> ResultStore:
     """The store for read-only commands (`results`, `report`): where no database exists yet, nothing is created."""
-    if url.startswith("sqlite:///"):
-        path = os.path.abspath(url[len("sqlite:///") :].split("?")[0])
-        if not os.path.isfile(path):
-            raise ConfigError(f"no results database at {path} yet; run a benchmark first")
+    if why := not_created_yet(url):
+        raise ConfigError(why)
     return open_store(url)
 
 
@@ -391,8 +405,7 @@ class ResultStore:
     def run_ids(self, source: str | None = None) -> list[str]:
         """Run ids, oldest first by the week they measure (logical date, else when recorded), so a backfill
         takes its week's place, not the newest (of one source if given: BENCHMARK or IMPORTED_LOG)."""
-        when = sa.func.coalesce(runs.c.logical_date, runs.c.created_at)
-        query = sa.select(runs.c.run_id).order_by(when, runs.c.created_at, runs.c.run_id)
+        query = sa.select(runs.c.run_id).order_by(run_date(), runs.c.created_at, runs.c.run_id)
         if source:
             query = query.where(runs.c.source == source)
         with self.engine.connect() as conn:
@@ -418,7 +431,6 @@ class ResultStore:
         A backfill of old weeks, a run that failed before measuring anything, failed validation or is still
         running never takes it.
         """
-        when = sa.func.coalesce(runs.c.logical_date, runs.c.created_at)
         query = (
             sa.select(runs.c.run_id)
             .where(
@@ -426,7 +438,7 @@ class ResultStore:
                 runs.c.state == PUBLISHED,
                 runs.c.run_id.in_(sa.select(results.c.run_id)),
             )
-            .order_by(when.desc(), runs.c.created_at.desc())
+            .order_by(run_date().desc(), runs.c.created_at.desc())
             .limit(1)
         )
         with self.engine.connect() as conn:
