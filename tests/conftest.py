@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,16 @@ def postgres_url():
     yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def eventually(what: str, holds, timeout_s: float = 30.0, every_s: float = 0.05):
+    """Wait until `holds()` is true (returning it), or fail naming `what`: a test waits for a state, never for a
+    guess at how long it takes on a loaded machine."""
+    deadline = time.monotonic() + timeout_s
+    while not (found := holds()):
+        assert time.monotonic() < deadline, f"not within {timeout_s:g} s: {what}"
+        time.sleep(every_s)
+    return found
 
 
 def slow_python(path: Path, sleep_s: float = 0) -> Path:

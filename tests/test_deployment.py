@@ -259,7 +259,7 @@ def test_cancelling_a_run_records_its_running_repeats_and_publishes_what_it_has(
     d = deployment
     run_id = d.trigger({**CONF, "epochs": 5, "train_images": 2048, "repeats": 1})
     trainers = [d.wait_for(f"a trainer on {h}", lambda h=h: trainer_of(d, f"worker-{h}"), timeout_s=300) for h in HOSTS]
-    time.sleep(2)
+    d.wait_for("2 s of training on each host", lambda: all(time.time() - t.create_time() > 2 for t in trainers))
     d.api("PATCH", f"/api/v2/dags/cifar10_benchmark/dagRuns/{urllib.parse.quote(run_id)}", {"state": "failed"})
     for trainer in trainers:
         trainer.wait(timeout=30)
@@ -278,8 +278,8 @@ def test_cancelling_a_run_records_its_running_repeats_and_publishes_what_it_has(
 def test_a_stopped_case_fails_its_run_after_the_rest_is_published(deployment):
     d = deployment
     run_id = d.trigger({**CONF, "epochs": 4, "train_images": 2048})
-    d.wait_for("a trainer on host_a", lambda: trainer_of(d, "worker-host_a"), timeout_s=300)
-    time.sleep(2)
+    trainer = d.wait_for("a trainer on host_a", lambda: trainer_of(d, "worker-host_a"), timeout_s=300)
+    d.wait_for("2 s of training", lambda: time.time() - trainer.create_time() > 2)
     running = d.wait_for(
         "the running case",
         lambda: [t for t in d.task_instances(run_id) if t["task_id"] == "host_a.train" and t["state"] == "running"],
@@ -325,7 +325,7 @@ def test_faults_lose_nothing_and_duplicate_nothing(deployment):
     measuring = d.wait_for("a trainer on host_b", lambda: trainer_of(d, "worker-host_b"), timeout_s=300)
     d.results.stop()
     measuring.wait(timeout=120)  # the case ends while the database is down: its row waits in its raw JSON
-    time.sleep(2)
+    time.sleep(2)  # not a wait for anything: the outage lasts on after the case ended
     d.results.start()
     assert d.finished(run_id, timeout_s=900) == "success", d.logs()
     found = rows(d, run_id)
