@@ -98,8 +98,8 @@ def test_trainer_environment_is_minimal():
     }
 
 
-def test_pipeline_launches_trainers_with_the_minimal_environment():
-    source = (ROOT / "include" / "trainbench" / "pipeline.py").read_text()
+def test_the_harness_launches_trainers_with_the_minimal_environment():
+    source = (ROOT / "include" / "trainbench" / "workflows" / "harness.py").read_text()
     assert "env=environ.trainer_environ(launch_spec.environ)" in source
     assert "**os.environ, **launch_spec.environ" not in source
 
