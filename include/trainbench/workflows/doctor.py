@@ -30,7 +30,6 @@ from trainbench.measure import environ, health
 from trainbench.planning import DEFAULT_HOST, Case, DeviceSet, TrainingJob, plan
 from trainbench.trainers import cifar10
 from trainbench.workflows import pipeline
-from trainbench.workflows.pipeline import REAL_DATA_HELP
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 STATUSES = (PASS, WARN, FAIL)
@@ -370,14 +369,14 @@ def _dataset(config: Config, settings: Settings, gpu_host: bool) -> Check:
     try:
         chosen = pipeline.choose_dataset(config, settings, gpu_host)
     except pipeline.NoRealData as exc:
-        return Check("data set", FAIL, exc.what, REAL_DATA_HELP)
+        return Check("data set", FAIL, exc.what, pipeline.REAL_DATA_HELP)
     kind, folder = chosen["kind"], chosen["data_dir"]
     if kind == "synthetic" and not cifar10.is_present(folder):
         return Check("data set", PASS, f"synthetic, written to {folder} by the run's first step")
     fix = (
         f"delete {folder}: the run writes it again"
         if kind == "synthetic"
-        else "replace the damaged file: " + REAL_DATA_HELP
+        else "replace the damaged file: " + pipeline.REAL_DATA_HELP
     )
     try:
         train, test = cifar10.load(folder, settings.train_images)

@@ -186,9 +186,7 @@ def _launch(
         try:
             launch_spec.prepare(m.log)
         except Exception as exc:
-            why = f"preparing the launch failed: {type(exc).__name__}: {exc}"
-            modules = frameworks.REGISTRY[m.spec.case.framework].modules
-            return _finish(m, "unavailable" if outcome.missing_module(modules).search(why) else "crashed", why)
+            return _finish(m, "crashed", f"preparing the launch failed: {type(exc).__name__}: {exc}")
     m.log(f"{label}: {m.result.command}")
     ds = m.spec.case.device_set
     if m.config.measurement.lock_clocks and ds.kind == "gpu" and m.nvml is not None:
