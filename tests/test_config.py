@@ -206,3 +206,22 @@ def test_the_project_file_sets_health_and_alerts_without_secrets():
     cfg = config.load(ROOT / "trainbench.toml")
     assert cfg.health == config.Health() and cfg.alerts == config.Alerts()
     assert cfg.alerts.smtp_conn_id == "trainbench_smtp" and cfg.alerts.email_to == ()
+
+
+@pytest.mark.parametrize(
+    ("section", "values", "message"),
+    [
+        (config.Alerts, {"webhook_url": "https://hooks"}, "[alerts] unknown key(s) ['webhook_url']; accepted: ["),
+        (
+            config.EnvironmentChangePolicy,
+            {"min_repeats": 5, "cap": 4},
+            "[environment_change] min_repeats 5 exceeds cap 4",
+        ),
+        (config.RegressionPolicy, {"alpha": True}, "[regression] alpha must be a number in (0, 1), got True"),
+    ],
+)
+def test_every_section_refuses_alike_from_code_as_from_the_file(section, values, message):
+    """Each section is a pydantic model like Settings: built in code, it refuses with the file's words."""
+    with pytest.raises(ConfigError) as refused:
+        section(**values)
+    assert str(refused.value).startswith(message)

@@ -61,3 +61,24 @@ def test_a_quarantined_host_whose_gpus_are_gone_plans_nothing_instead_of_failing
     with pytest.raises(ConfigError):
         pipeline.plan_matrix(settings, inventory, dataset)
     assert pipeline.plan_matrix(settings, inventory, dataset, quarantined=True) == []
+
+
+def test_publications_of_one_run_take_turns_so_the_last_holds_every_row_stored_before_it(tmp_path):
+    """Two tasks stopped at once each publish; without turns, the one that read one row could write last."""
+    import threading
+
+    from trainbench.store import run_folder
+    from trainbench.workflows import harness
+
+    from test_results import result
+
+    cfg = config.load(write_config(tmp_path))
+    pipeline.start_run(cfg, "two_stopped", cfg.settings)
+    harness._save(cfg, result(run_id="two_stopped", case_key="pytorch__0__r1", status="killed"), log=lambda m: None)
+    with run_folder.publishing(cfg.output_dir, "two_stopped"):  # the first stopped task, publishing
+        second = threading.Thread(target=pipeline.publish, args=(cfg, "two_stopped"))
+        second.start()
+        harness._save(cfg, result(run_id="two_stopped", case_key="pytorch__0__r2", status="killed"), log=lambda m: None)
+    second.join(timeout=120)
+    assert not second.is_alive()
+    assert (run_folder.run_dir(cfg.output_dir, "two_stopped") / "report.md").read_text().count("(killed)") == 2

@@ -144,6 +144,19 @@ def listed(verdicts: Iterable[Mapping]) -> list[Mapping]:
     )
 
 
+# One counted result as readers that keep the rest in the database select it: run id, environment key, host,
+# framework, device set, wall s, images/s.
+Figures = tuple[str, str, str | None, str, str, float, float | None]
+
+
+def per_run_figures(found: Iterable[Figures]) -> dict[tuple, tuple[Spread, Spread]]:
+    """Per host x framework x device set x environment x run: the spread of its wall times and of its images/s."""
+    grouped: dict[tuple, list[tuple[float, float | None]]] = {}
+    for run_id, env_key, host, fw, ds, wall, ips in found:
+        grouped.setdefault((host, fw, ds, env_key, run_id), []).append((wall, ips))
+    return {key: (Spread.of(w for w, _ in f), Spread.of(i for _, i in f)) for key, f in grouped.items()}
+
+
 def counted(results: Iterable[Result]) -> list[Result]:
     """The results statistics and verdicts are made of: measured (not warm-up) and ok."""
     return [r for r in results if not r.warmup and r.status == OK]

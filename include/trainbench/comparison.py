@@ -126,13 +126,13 @@ def compare(
                 step.changed = changes(before.fingerprint, env)
                 step.wall = Change.between(before.summary.wall, s.wall)
                 step.ips = Change.between(before.summary.ips, s.ips)
-                step.reading = _reading(before.summary, s, step.ips, step.wall)
+                step.reading = reading(before.summary, s, step.ips, step.wall)
             steps.append(step)
         out.append(CaseComparison(host, fw, ds, steps))
     return out
 
 
-def _reading(before: CaseSummary, after: CaseSummary, ips: Change | None, wall: Change | None) -> str:
+def reading(before: CaseSummary, after: CaseSummary, ips: Change | None, wall: Change | None) -> str:
     """Read on images/s (steady training), else on wall time (a run of one epoch has no steady images/s)."""
     if ips is not None:
         n, faster, slower = min(before.ips.n, after.ips.n), ips.low > 0, ips.high < 0

@@ -19,7 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, StringConstraints, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import PydanticCustomError
 
@@ -206,80 +215,85 @@ def from_text(name: str, text: str) -> Any:
         return text
 
 
-@dataclass(frozen=True)
-class Measurement:
+class Section(BaseModel):
+    """A table of the file other than `[benchmark]`: pydantic rules as `Settings` has, each field saying what it
+    accepts (`Accepts`), and a refusal naming the table, the key, its value and what it accepts."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    table: typing.ClassVar[str]
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(f"[{self.table}] {_explain_section(type(self), exc, values)}") from None
+
+
+def _explain_section(model: type[Section], exc: ValidationError, values: dict) -> str:
+    """One problem per key (an item's error names its whole list), then the rules between keys."""
+    keys = dict.fromkeys(str(e["loc"][0]) for e in exc.errors() if e["loc"])
+    unknown = [k for k in keys if k not in model.model_fields]
+    problems = [f"unknown key(s) {unknown}; accepted: {sorted(model.model_fields)}"] if unknown else []
+    fields = [(k, model.model_fields[k]) for k in keys if k not in unknown]
+    problems += [f"{k} must be {_accepts_of(field)}, got {values[k]!r}" for k, field in fields]
+    return "; ".join(problems + [e["msg"] for e in exc.errors() if not e["loc"]])
+
+
+def _accepts_of(field) -> str:
+    return next(m.text for m in field.metadata if isinstance(m, Accepts))
+
+
+def _rule(message: str) -> PydanticCustomError:
+    return PydanticCustomError("rule", message)
+
+
+Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+Flag = Annotated[bool, Strict(), Accepts("true or false")]
+Share = Annotated[Number, Field(gt=0, lt=1), Accepts("a number in (0, 1)")]
+NonNegative = Annotated[Number, Field(ge=0), Accepts("a finite number >= 0")]
+
+
+class Measurement(Section):
     """How devices are checked and sampled; see docs/measurement.md."""
 
-    idle_threshold_mib: float = 64.0
-    idle_wait_s: float = 120.0
-    memory_sample_ms: float = 5.0
-    max_cv: float = 0.05  # a case whose repeats vary more (coefficient of variation) is noisy: no verdict
-    lock_clocks: bool = False  # lock each GPU of a case to its base clock while it runs (root; restored after)
-
-    def __post_init__(self):
-        if not isinstance(self.lock_clocks, bool):
-            raise ConfigError(f"[measurement] lock_clocks must be true or false, got {self.lock_clocks!r}")
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name == "lock_clocks":
-                continue
-            if not _finite(value) or value < 0:
-                raise ConfigError(f"[measurement] {f.name} must be a finite number >= 0, got {value!r}")
-        if self.memory_sample_ms <= 0:
-            raise ConfigError(f"[measurement] memory_sample_ms must be > 0, got {self.memory_sample_ms!r}")
+    table = "measurement"
+    idle_threshold_mib: NonNegative = 64.0
+    idle_wait_s: NonNegative = 120.0
+    memory_sample_ms: Annotated[Number, Field(gt=0), Accepts("a finite number > 0")] = 5.0
+    max_cv: NonNegative = 0.05  # a case whose repeats vary more (coefficient of variation) is noisy: no verdict
+    lock_clocks: Flag = False  # lock each GPU of a case to its base clock while it runs (root; restored after)
 
 
-@dataclass(frozen=True)
-class RegressionPolicy:
+class RegressionPolicy(Section):
     """When a change against history is flagged; see trainbench.checks.regression."""
 
-    threshold: float = 0.05
-    alpha: float = 0.05
-    lookback_runs: int = 8
-    min_history_runs: int = 2
-    fail_on_regression: bool = False
-
-    def __post_init__(self):
-        for name in ("threshold", "alpha"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"[regression] {name} must be a number in (0, 1), got {value!r}")
-        for name in ("lookback_runs", "min_history_runs"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"[regression] {name} must be an integer >= 1, got {value!r}")
-        if not isinstance(self.fail_on_regression, bool):
-            raise ConfigError(f"[regression] fail_on_regression must be true or false, got {self.fail_on_regression!r}")
-        if not 0 < self.threshold < 1 or not 0 < self.alpha < 1:
-            raise ConfigError(
-                f"[regression] threshold and alpha must lie in (0, 1), got {self.threshold}, {self.alpha}"
-            )
-        if self.lookback_runs < 1 or self.min_history_runs < 1:
-            raise ConfigError("[regression] lookback_runs and min_history_runs must be >= 1")
+    table = "regression"
+    threshold: Share = 0.05
+    alpha: Share = 0.05
+    lookback_runs: Count = 8
+    min_history_runs: Count = 2
+    fail_on_regression: Flag = False
 
 
-@dataclass(frozen=True)
-class EnvironmentChangePolicy:
+Repeats = Annotated[int, Strict(), Field(ge=2), Accepts("an integer >= 2")]
+
+
+class EnvironmentChangePolicy(Section):
     """How a host's environment change is judged and how long it is measured: what counts as a change (threshold),
     the false-alarm rate over all looks (alpha) and the repeats allowed; see trainbench.checks.environment_change
     (which calls it its Design) and benchmarks/ab_power.py."""
 
-    threshold: float = 0.05  # a change inside +-threshold is "no change"
-    alpha: float = 0.05  # the chance that any look's interval misses the change, over all looks
-    min_repeats: int = 3
-    cap: int = 10  # repeats of one sequential measurement at most (a confirmation may take as many again)
+    table = "environment_change"
+    threshold: Share = 0.05  # a change inside +-threshold is "no change"
+    alpha: Share = 0.05  # the chance that any look's interval misses the change, over all looks
+    min_repeats: Repeats = 3
+    cap: Repeats = 10  # repeats of one sequential measurement at most (a confirmation may take as many again)
 
-    def __post_init__(self):
-        for name in ("threshold", "alpha"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not _finite(value) or not 0 < value < 1:
-                raise ConfigError(f"[environment_change] {name} must be a number in (0, 1), got {value!r}")
-        for name in ("min_repeats", "cap"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-                raise ConfigError(f"[environment_change] {name} must be an integer >= 2, got {value!r}")
+    @model_validator(mode="after")
+    def _min_within_cap(self) -> EnvironmentChangePolicy:
         if self.min_repeats > self.cap:
-            raise ConfigError(f"[environment_change] min_repeats {self.min_repeats} exceeds cap {self.cap}")
+            raise _rule(f"min_repeats {self.min_repeats} exceeds cap {self.cap}")
+        return self
 
     @property
     def looks(self) -> int:
@@ -294,50 +308,44 @@ THROTTLE_REASONS = (  # NVML's clock-event reasons that slow a GPU below what it
     "hw_thermal_slowdown",
     "hw_power_brake_slowdown",
 )
+if typing.TYPE_CHECKING:
+    ThrottleReason = str
+else:
+    ThrottleReason = Literal[THROTTLE_REASONS]
 
 
-@dataclass(frozen=True)
-class Health:
+class Health(Section):
     """When a repeat's numbers are kept out (`tainted`) and a host stops measuring (quarantined); see
     trainbench.measure.health."""
 
-    max_throttle_share: float = 0.05  # a repeat spending more of its time under a taint reason is tainted
+    table = "health"
+    # a repeat spending more of its time under a taint reason is tainted
+    max_throttle_share: Annotated[Number, Field(ge=0, lt=1), Accepts("a number in [0, 1)")] = 0.05
     # Not sw_power_cap by default: a board at full load sits at its power limit by design, so that bit is set
     # for much of a healthy repeat on many GPUs; it is recorded in every row all the same.
-    taint_reasons: tuple[str, ...] = THROTTLE_REASONS[1:]
-
-    def __post_init__(self):
-        value = self.max_throttle_share
-        if isinstance(value, bool) or not _finite(value) or not 0 <= value < 1:
-            raise ConfigError(f"[health] max_throttle_share must be a number in [0, 1), got {value!r}")
-        reasons = self.taint_reasons
-        if not isinstance(reasons, (list, tuple)) or any(r not in THROTTLE_REASONS for r in reasons):
-            raise ConfigError(f"[health] taint_reasons must be a list of {list(THROTTLE_REASONS)}, got {reasons!r}")
-        object.__setattr__(self, "taint_reasons", tuple(reasons))
+    taint_reasons: Annotated[tuple[ThrottleReason, ...], Accepts(f"a list of {list(THROTTLE_REASONS)}")] = (
+        THROTTLE_REASONS[1:]
+    )
 
 
-@dataclass(frozen=True)
-class Alerts:
+Email = Annotated[str, Strict(), StringConstraints(pattern=r"^[^@\s]+@[^@\s]+$")]
+Text = Annotated[str, Strict(), Accepts("a string")]
+
+
+class Alerts(Section):
     """Who hears about a run's findings; see trainbench.workflows.alerts.  Secrets live in Airflow connections only."""
 
-    email_to: tuple[str, ...] = ()  # recipients; empty: no email
-    email_from: str = "trainbench@localhost"
-    smtp_conn_id: str = "trainbench_smtp"  # Airflow connection: host, port, login, password; extra {"starttls": true}
-    webhook_conn_id: str = "trainbench_webhook"  # Airflow connection holding a Slack-compatible webhook URL
-    base_url: str = ""  # Airflow's address as users open it, for links; empty: [api] base_url of Airflow
-    late_after_hours: float = 12.0  # a weekly run not finished this long after its slot is late
+    table = "alerts"
+    email_to: Annotated[tuple[Email, ...], Accepts("a list of email addresses")] = ()  # empty: no email
+    email_from: Text = "trainbench@localhost"
+    smtp_conn_id: Text = "trainbench_smtp"  # Airflow connection: host, port, login, password; extra {"starttls": true}
+    webhook_conn_id: Text = "trainbench_webhook"  # Airflow connection holding a Slack-compatible webhook URL
+    base_url: Text = ""  # Airflow's address as users open it, for links; empty: [api] base_url of Airflow
+    # a weekly run not finished this long after its slot is late
+    late_after_hours: Annotated[Number, Field(gt=0), Accepts("a number of hours > 0")] = 12.0
 
-    def __post_init__(self):
-        to = self.email_to
-        if not isinstance(to, (list, tuple)) or any(not isinstance(a, str) or "@" not in a for a in to):
-            raise ConfigError(f"[alerts] email_to must be a list of email addresses, got {to!r}")
-        object.__setattr__(self, "email_to", tuple(to))
-        for name in ("email_from", "smtp_conn_id", "webhook_conn_id", "base_url"):
-            if not isinstance(getattr(self, name), str):
-                raise ConfigError(f"[alerts] {name} must be a string, got {getattr(self, name)!r}")
-        value = self.late_after_hours
-        if isinstance(value, bool) or not _finite(value) or value <= 0:
-            raise ConfigError(f"[alerts] late_after_hours must be a number of hours > 0, got {value!r}")
+
+SECTION_MODELS = (Measurement, RegressionPolicy, EnvironmentChangePolicy, Health, Alerts)
 
 
 @dataclass(frozen=True)
@@ -381,13 +389,11 @@ def default_path() -> Path:
     return here if here.is_file() else Path(__file__).resolve().parents[2] / "trainbench.toml"
 
 
-def _section(path: Path, raw: dict, name: str, cls):
+def _section(path: Path, raw: dict, cls: type[Section]):
     try:
-        return cls(**raw.get(name, {}))
-    except TypeError as exc:
-        raise ConfigError(
-            f"{path}: [{name}]: {exc}; accepted keys: {[f.name for f in dataclasses.fields(cls)]}"
-        ) from None
+        return cls(**raw.get(cls.table, {}))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def _read(path: Path) -> dict:
@@ -415,16 +421,8 @@ def _check_schema(path: Path, raw: dict) -> None:
         if not isinstance(raw.get(name, {}), dict):
             raise ConfigError(f"{path}: {name} must be a section ([{name}]), got {raw[name]!r}")
     _known(path, "[benchmark]", raw.get("benchmark", {}), list(Settings.model_fields))
-    _known(path, "[measurement]", raw.get("measurement", {}), [f.name for f in dataclasses.fields(Measurement)])
-    _known(path, "[regression]", raw.get("regression", {}), [f.name for f in dataclasses.fields(RegressionPolicy)])
-    _known(
-        path,
-        "[environment_change]",
-        raw.get("environment_change", {}),
-        [f.name for f in dataclasses.fields(EnvironmentChangePolicy)],
-    )
-    _known(path, "[health]", raw.get("health", {}), [f.name for f in dataclasses.fields(Health)])
-    _known(path, "[alerts]", raw.get("alerts", {}), [f.name for f in dataclasses.fields(Alerts)])
+    for section in SECTION_MODELS:
+        _known(path, f"[{section.table}]", raw.get(section.table, {}), list(section.model_fields))
     paths = raw.get("paths", {})
     _known(path, "[paths]", paths, PATH_KEYS)
     for key, value in paths.items():
@@ -509,11 +507,11 @@ def load(path: str | os.PathLike | None = None) -> Config:
         path=path.resolve(),
         hosts=_hosts(path, raw.get("fleet", {})),
         retry_delay_s=_retry_delay(path, raw.get("fleet", {})),
-        measurement=_section(path, raw, "measurement", Measurement),
-        regression=_section(path, raw, "regression", RegressionPolicy),
-        environment_change=_section(path, raw, "environment_change", EnvironmentChangePolicy),
-        health=_section(path, raw, "health", Health),
-        alerts=_section(path, raw, "alerts", Alerts),
+        measurement=_section(path, raw, Measurement),
+        regression=_section(path, raw, RegressionPolicy),
+        environment_change=_section(path, raw, EnvironmentChangePolicy),
+        health=_section(path, raw, Health),
+        alerts=_section(path, raw, Alerts),
         settings=settings,
         data_dir=base / paths.get("data_dir", "data"),
         output_dir=output_dir,

@@ -29,6 +29,7 @@ from trainbench.store.results import (
     BENCHMARK,
     ENVIRONMENT_CHANGE,
     PUBLISHED,
+    counted,
     device_memory,
     environment_verdicts,
     fingerprints_query,
@@ -320,8 +321,8 @@ def environments(conn: sa.Connection, env_keys: Iterable[str]) -> dict[str, dict
 
 
 def _measured_ok(filters: Filters) -> sa.Select:
-    """Per counted result (`cases.counted`, in SQL: only those leave the database): run, environment, case, its
-    figures and when it started."""
+    """Per counted result (only those leave the database) with a wall time: run, environment, case, its figures
+    and when it started."""
     query = sa.select(
         results.c.run_id,
         results.c.env_key,
@@ -332,9 +333,7 @@ def _measured_ok(filters: Filters) -> sa.Select:
         results.c.images_per_s,
         results.c.started_at,
     )
-    return filters.apply(_measured(query)).where(
-        results.c.status == "ok", results.c.warmup == sa.false(), results.c.wall_s.is_not(None)
-    )
+    return filters.apply(_measured(query)).where(counted(), results.c.wall_s.is_not(None))
 
 
 def history(conn: sa.Connection, filters: Filters) -> dict:

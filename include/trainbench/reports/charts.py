@@ -25,10 +25,6 @@ MARKED_VERDICTS = ("regressed", "improved")
 PHASE_COLOURS = ("#8172b3", "#937860", "#dd8452", "#4c72b0", "#55a868", "#c44e52")
 
 
-# One counted result (`cases.counted`): run id, environment key, host, framework, device set, wall s, images/s.
-Measurement = tuple[str, str, str | None, str, str, float, float | None]
-
-
 def script() -> str:
     return (STATIC / "chart.js").read_text()
 
@@ -66,7 +62,7 @@ def marks(verdicts: Iterable[Mapping], every: bool = False) -> dict[tuple, list[
 
 
 def history_charts(
-    found: Iterable[Measurement],
+    found: Iterable[cases.Figures],
     runs: Sequence[tuple[str, str]],
     labels: Mapping[str, str],
     marked: Mapping[tuple, list[dict]],
@@ -78,12 +74,8 @@ def history_charts(
     One series per environment key: a driver upgrade starts a new line instead of a step in the old one.
     """
     index = {run: i for i, (run, _) in enumerate(runs)}
-    grouped: dict[tuple, list[tuple[float, float | None]]] = defaultdict(list)
-    for run_id, env_key, host, fw, ds, wall, ips in found:
-        grouped[(host, fw, ds, env_key, run_id)].append((wall, ips))
     series: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
-    for (host, fw, ds, env_key, run_id), figures in grouped.items():
-        walls, rates = Spread.of(w for w, _ in figures), Spread.of(i for _, i in figures)
+    for (host, fw, ds, env_key, run_id), (walls, rates) in cases.per_run_figures(found).items():
         assert walls.median is not None and walls.min is not None and walls.max is not None
         point: dict[str, Any] = {
             "x": index[run_id],
@@ -323,7 +315,7 @@ def _with_history(
         for r in cases.counted([*history, *(r for s in summaries for r in s.results)])
         if r.wall_s and (r.host or "", r.framework, r.device_set) in shown
     ]
-    found: list[Measurement] = [
+    found: list[cases.Figures] = [
         (r.run_id, r.env_key, r.host or "", r.framework, r.device_set, r.wall_s, r.images_per_s)
         for r in ok
         if r.wall_s is not None

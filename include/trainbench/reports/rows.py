@@ -7,8 +7,8 @@ import os
 import shlex
 from collections.abc import Sequence
 
-from trainbench import frameworks
-from trainbench.cases import NOISY, UNKNOWN_SPREAD, WITHIN, CaseSummary, Spread
+from trainbench import comparison, frameworks
+from trainbench.cases import CaseSummary, Spread
 from trainbench.measure.memory import PEAK_MINUS_IDLE
 from trainbench.measure.phases import PHASES
 from trainbench.planning import workers_of
@@ -71,38 +71,30 @@ def hosts(summaries: Sequence[CaseSummary]) -> list[str]:
 
 def variant_pairs(summaries: Sequence[CaseSummary]) -> list[dict]:
     """Each execution variant beside its eager sibling on the same host and device set: steady images/s of both,
-    the speed-up of the medians, and the range every pairing of repeats allows (min/max and max/min). A direction
-    is claimed only when that whole range is on one side of 1, and neither case is noisy."""
+    the speed-up of the medians, and the range every pairing of repeats allows, read as `comparison` reads an
+    environment change: a direction only when that whole range is on one side of 1, and neither case is noisy."""
     by_case = {(s.key.host, s.key.framework, s.key.device_set): s for s in summaries}
     out = []
     for (host, fw, ds), variant in by_case.items():
         entry = frameworks.REGISTRY.get(fw)
         if entry is None or entry.interpreter_of is None or (eager := by_case.get((host, entry.base, ds))) is None:
             continue
-        fast, slow = Spread.of(v for v in variant.ips.values if v > 0), Spread.of(v for v in eager.ips.values if v > 0)
-        if not fast.n or not slow.n:
+        change = comparison.Change.between(eager.ips, variant.ips)
+        if change is None:
             continue
-        assert fast.min and fast.max and slow.min and slow.max and fast.median and slow.median
-        low, high = fast.min / slow.max, fast.max / slow.min
-        if min(fast.n, slow.n) < 2:
-            verdict = UNKNOWN_SPREAD
-        elif variant.noisy or eager.noisy:
-            verdict = NOISY
-        else:
-            verdict = "faster" if low > 1 else "slower" if high < 1 else WITHIN
         out.append(
             {
                 "host": host,
                 "variant": fw,
                 "base": entry.base,
                 "device_set": ds,
-                "repeats": min(fast.n, slow.n),
-                "base_ips": slow.median,
-                "variant_ips": fast.median,
-                "speedup": fast.median / slow.median,
-                "speedup_low": low,
-                "speedup_high": high,
-                "verdict": verdict,
+                "repeats": min(eager.ips.n, variant.ips.n),
+                "base_ips": eager.ips.median,
+                "variant_ips": variant.ips.median,
+                "speedup": 1 + change.median,
+                "speedup_low": 1 + change.low,
+                "speedup_high": 1 + change.high,
+                "verdict": comparison.reading(eager, variant, change, None),
                 "base_first_epoch_s": _first_epoch(eager),
                 "variant_first_epoch_s": _first_epoch(variant),
             }

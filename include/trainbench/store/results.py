@@ -232,6 +232,11 @@ def not_created_yet(url: str) -> str | None:
     return None
 
 
+def counted() -> sa.ColumnElement:
+    """`cases.counted` as a condition on the results table, for readers that keep the rest in the database."""
+    return sa.and_(results.c.status == cases.OK, results.c.warmup == sa.false())
+
+
 def run_date() -> sa.ColumnElement:
     """When a run happened, the order of runs: its logical date (Airflow's; a backfill takes its week's place),
     else when it was recorded (the CLI's runs)."""

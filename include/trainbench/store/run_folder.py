@@ -94,6 +94,20 @@ def measuring(output_dir: Path, run_id: str) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def publishing(output_dir: Path, run_id: str) -> Iterator[None]:
+    """Held while a process reads the run's rows and writes its reports: two tasks stopped at once each
+    publish, and the one that read fewer rows must not write its reports last."""
+    folder = run_dir(output_dir, run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".publishing", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def replace_file(path: Path, data: bytes, what: str) -> None:
     """Write `path` whole through a temporary file (a reader never sees half of it); a failure (a full disk)
     names the file and what was being written, where the bare error says only "No space left on device"."""

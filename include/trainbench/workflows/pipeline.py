@@ -288,7 +288,13 @@ def publish(config: Config, run_id: str, verdicts: list[dict] | None = None) -> 
     rewritten but stays what it is, so it never becomes "latest". "Newest" is the published run of the
     newest logical date with results, so publishing a backfill of old weeks leaves output/latest on the
     current week. `verdicts`: the run's, as `detect_regressions` returned them (else read back from the database).
+    Publications of one run take turns, so the last written holds every row stored before it began.
     """
+    with run_folder.publishing(config.output_dir, run_id):
+        return _publish(config, run_id, verdicts)
+
+
+def _publish(config: Config, run_id: str, verdicts: list[dict] | None) -> dict:
     from trainbench import comparison, reports
     from trainbench.checks import environment_change
     from trainbench.reports import environment_change as environment_change_report
