@@ -253,6 +253,23 @@ def test_a_trainer_error_cannot_break_out_of_its_code_block():
     assert "Titan X \\| evil column" in text
 
 
+def test_a_device_named_with_markup_lands_escaped_in_the_device_list():
+    import markdown_it
+
+    r = result(case_key="pytorch__0__r1")
+    r.environment = {
+        "gpu_uuids": ["GPU-1 | x"],
+        "gpu_names": ["<b>H100</b> | evil"],
+        "cpu_model": "<i>Xeon</i>",
+        "hostname": "gpu`1",
+    }
+    text = markdown.render(cases.summarize([r], max_cv=0.05), "r1")
+    tokens = markdown_it.MarkdownIt("commonmark").enable("table").parse(text)
+    assert not [t for t in tokens if t.type in ("html_block", "html_inline")]
+    assert not [c for t in tokens for c in t.children or () if c.type == "html_inline"]
+    assert "* Device GPU-1 \\| x: &lt;b&gt;H100&lt;/b&gt; \\| evil" in text
+
+
 def test_csv_cells_that_a_spreadsheet_would_run_are_quoted():
     import csv
     import io

@@ -257,3 +257,31 @@ def test_a_quarantine_keeps_its_first_reason_and_alerts_are_recorded_once(store)
     store.mark_alerts_sent("r1", "email", ["regressed:a"])
     assert store.alerts_already_sent("r1", "email") == {"regressed:a", "tainted:b"}
     assert store.alerts_already_sent("r1", "webhook") == set()
+
+
+def test_processes_opening_a_new_sqlite_database_at_once_all_get_it_migrated(tmp_path):
+    """Two `import-log` or two `run` on a fresh sqlite:/// file: without taking turns most failed with
+    `table runs already exists`."""
+    import subprocess
+    import sys
+
+    from conftest import eventually
+
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    go = tmp_path / "go"
+    opener = (
+        "import pathlib, sys, time\n"
+        "from trainbench.store.results import ResultStore\n"
+        "pathlib.Path(sys.argv[2]).touch()\n"
+        "while not pathlib.Path(sys.argv[1]).exists(): time.sleep(0.001)\n"
+        "ResultStore(sys.argv[3])\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", opener, go, tmp_path / f"ready{i}", url], stderr=subprocess.PIPE)
+        for i in range(6)
+    ]
+    eventually("every process ready", lambda: all((tmp_path / f"ready{i}").exists() for i in range(6)), 120)
+    go.touch()
+    errors = [p.communicate(timeout=120)[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, errors
+    assert ResultStore(url).run_ids() == []

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from trainbench import config
 from trainbench.cli import main as cli_main
 from trainbench.measure import environ
-from trainbench.store.results import ResultStore
+from trainbench.store.results import ResultStore, metadata
 
 from conftest import BIN, ENVS, ROOT, dags_test, write_config
 
@@ -28,6 +28,31 @@ def with_password(url: str) -> str:
 def test_shown_url_hides_the_password():
     assert config.shown_url(f"postgresql+psycopg://u:{PASSWORD}@h:5432/db") == "postgresql+psycopg://u:***@h:5432/db"
     assert config.shown_url("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (f"postgresql+psycopg://u@h/db?password={PASSWORD}", "postgresql+psycopg://u@h/db?password=***"),
+        (
+            f"postgresql+psycopg://u@h/db?sslmode=require&sslpassword={PASSWORD}",
+            "postgresql+psycopg://u@h/db?sslmode=require&sslpassword=***",
+        ),
+    ],
+)
+def test_shown_url_hides_a_password_given_as_a_query_parameter(url, shown):
+    assert config.shown_url(url) == shown
+
+
+def test_import_log_never_prints_a_password_given_as_a_query_parameter(postgres_url, tmp_path, capsys):
+    url = f"{postgres_url}?password={PASSWORD}"  # the local server trusts 127.0.0.1, so any password connects
+    assert cli_main(["--config", str(write_config(tmp_path, database_url=url)), "import-log", str(REFERENCE)]) == 0
+    printed = capsys.readouterr().out
+    assert "password=***" in printed and PASSWORD not in printed
+    engine = ResultStore(postgres_url).engine  # the session's database, left empty for the next test
+    metadata.drop_all(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS trainbench_schema_version"))
 
 
 def test_a_loaded_configuration_never_shows_the_password(tmp_path):

@@ -257,9 +257,11 @@ class Measurement(Section):
     """How devices are checked and sampled; see docs/measurement.md."""
 
     table = "measurement"
-    idle_threshold_mib: NonNegative = 64.0
-    idle_wait_s: NonNegative = 120.0
-    memory_sample_ms: Annotated[Number, Field(gt=0), Accepts("a finite number > 0")] = 5.0
+    idle_threshold_mib: Annotated[
+        Number, Field(ge=0, le=2**20), Accepts("a finite number >= 0 and <= 1048576 (1 TiB)")
+    ] = 64.0
+    idle_wait_s: Annotated[Number, Field(ge=0, le=86400), Accepts("a finite number >= 0 and <= 86400 (a day)")] = 120.0
+    memory_sample_ms: Annotated[Number, Field(gt=0, le=60000), Accepts("a finite number > 0 and <= 60000")] = 5.0
     max_cv: NonNegative = 0.05  # a case whose repeats vary more (coefficient of variation) is noisy: no verdict
     lock_clocks: Flag = False  # lock each GPU of a case to its base clock while it runs (root; restored after)
 
@@ -342,7 +344,9 @@ class Alerts(Section):
     webhook_conn_id: Text = "trainbench_webhook"  # Airflow connection holding a Slack-compatible webhook URL
     base_url: Text = ""  # Airflow's address as users open it, for links; empty: [api] base_url of Airflow
     # a weekly run not finished this long after its slot is late
-    late_after_hours: Annotated[Number, Field(gt=0), Accepts("a number of hours > 0")] = 12.0
+    late_after_hours: Annotated[Number, Field(gt=0, le=168), Accepts("a number of hours > 0 and <= 168 (a week)")] = (
+        12.0
+    )
 
 
 SECTION_MODELS = (Measurement, RegressionPolicy, EnvironmentChangePolicy, Health, Alerts)
@@ -479,11 +483,17 @@ def _database_url(path: Path, url: str) -> str:
     return url
 
 
+SECRET_QUERY_KEY = re.compile(r"pass|pwd|secret|token|key", re.IGNORECASE)  # ?password=, ?sslpassword=, ?token=
+
+
 def shown_url(url: str) -> str:
-    """The URL as it may be printed, logged, stored in XCom or written to a report: password hidden."""
+    """The URL as it may be printed, logged, stored in XCom or written to a report: its password hidden, in the
+    userinfo and in any query parameter that may hold one."""
     from sqlalchemy.engine import make_url
 
-    return make_url(url).render_as_string(hide_password=True)
+    parsed = make_url(url)
+    hidden = {k: "***" for k in parsed.query if SECRET_QUERY_KEY.search(k)}
+    return parsed.update_query_dict(hidden).render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
 
 
 def load(path: str | os.PathLike | None = None) -> Config:

@@ -190,13 +190,13 @@ def _devices(host: str, results: list[Result]) -> list[str]:
     for r in results:
         for uuid, name in zip(r.environment.get("gpu_uuids", []), r.environment.get("gpu_names", [])):
             gpus[uuid] = name
-    out = [f"* Device {uuid}: {name}" for uuid, name in gpus.items()]
+    out = [f"* Device {cell(uuid)}: {cell(name)}" for uuid, name in gpus.items()]
     env = next((r.environment for r in results if r.environment), {})
     if env:
-        out.append(f"* CPU: {env.get('cpu_model')} ({env.get('cpu_count')} logical cores)")
+        out.append(f"* CPU: {cell(env.get('cpu_model'))} ({cell(env.get('cpu_count'))} logical cores)")
         where = f"host `{cell(host)}`, machine " if host else ""
-        out.append(f"* Tested on {where}`{env.get('hostname')}`")
-        kinds = sorted({str(kind) for r in results if (kind := r.environment.get("data_kind"))})
+        out.append(f"* Tested on {where}`{cell(env.get('hostname'))}`")
+        kinds = sorted({cell(kind) for r in results if (kind := r.environment.get("data_kind"))})
         out.append(f"* Data: {', '.join(kinds)} CIFAR-10")
     return out
 
