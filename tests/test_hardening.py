@@ -446,3 +446,37 @@ def test_malformed_toml_in_the_cli(tmp_path, capsys):
     assert cli.main(["--config", str(path), "plan"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"trainbench: {path}: malformed TOML") and "line 2" in err
+
+
+LYING_TRAINER = """
+import json, time
+def emit(kind, **fields):
+    print(json.dumps({"event": kind, "t": time.time(), **fields}), flush=True)
+emit("start", framework="pytorch")
+for epoch in (1, 2):
+    emit("epoch", epoch=epoch, seconds=%(seconds)s, images=256, images_per_s=%(rate)s, loss=1.0)
+emit("summary", parameters=1000, train_images=256)
+"""
+
+
+@pytest.mark.parametrize(
+    ("seconds", "rate", "error"),
+    [
+        (0.3, 5e7, "epoch 1 claims 5e+07 images/s for 256 images in 0.3 s (853.333 images/s)"),
+        (300, 256 / 300, "its epochs took 600 s in all, longer than the whole trainer ran"),
+    ],
+)
+def test_a_trainer_whose_figures_contradict_themselves_or_the_clock_is_crashed_not_ok(tmp_path, seconds, rate, error):
+    from trainbench.workflows import harness, pipeline
+
+    script = tmp_path / "lying_train.py"
+    script.write_text(LYING_TRAINER % {"seconds": seconds, "rate": rate})
+    python = tmp_path / "python"  # an interpreter that runs the lying trainer whatever it is asked to run
+    python.write_text(f"#!/bin/sh\nexec {ROOT / '.envs' / 'pytorch' / 'bin' / 'python'} {script}\n")
+    python.chmod(0o755)
+    cfg = config.load(write_config(tmp_path, interpreters={"pytorch": {"python": str(python)}}))
+    inventory = pipeline.discover_devices()
+    [spec] = pipeline.plan_matrix(cfg.settings, inventory, pipeline.prepare_dataset(cfg, cfg.settings, inventory))
+    pipeline.start_run(cfg, "lying", cfg.settings)
+    r = harness.run_case(cfg, "lying", spec, log=lambda m: None)
+    assert r.status == "crashed" and error in r.error

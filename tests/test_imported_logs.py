@@ -131,6 +131,8 @@ def test_small_log_and_its_key():
             "bad.txt:7: title device 'Titan X'",
         ),
         ({"MiB\n```": "MiB"}, "bad.txt:6: the ``` block opened here is never closed"),
+        ({"0m20.616s": "0m0.000s"}, "bad.txt:8: a run that trained took more than 0 s of real time"),
+        ({"(1041 - 138)MiB": "(10 - 500)MiB"}, r"bad.txt:11: a peak below its idle memory: \(10 - 500\)MiB"),
     ],
 )
 def test_malformed_log_names_the_line(edits, message):

@@ -9,7 +9,8 @@ never has to silence its framework for the harness to read it.  An event line is
 parsing (its required fields and their types, `EVENT_FIELDS`): a malformed one is recorded in
 `TrainerReport.errors`, which makes the row `crashed` (see `outcome.classify`), never `ok`.
 Numbers must also be finite and possible (`RANGES`: no negative seconds, no 1e12 images/s, no
-accuracy of 7.5), and a run reports at most the epochs it was asked for (`check_epochs`).
+accuracy of 7.5), a run reports at most the epochs it was asked for (`check_epochs`), and its figures agree
+with each other and with the wall time the harness measured (`check_figures`).
 """
 
 from __future__ import annotations
@@ -137,6 +138,27 @@ def check_epochs(report: TrainerReport, planned: int) -> None:
     if len(report.epochs) > planned:
         report.errors.append(f"{len(report.epochs)} epoch events for a run of {planned} epochs")
         del report.epochs[planned:]
+
+
+RATE_SLACK = 2.0  # an epoch's images/s may differ from its images / seconds by this factor, no more
+WALL_SLACK_S = 1.0  # the epochs' seconds may exceed the trainer's measured wall time by this clock skew, no more
+
+
+def check_figures(report: TrainerReport, wall_s: float | None) -> None:
+    """Figures that contradict each other or the harness's own clock are protocol errors (named in `errors`):
+    an epoch's images/s against its images / seconds, and the epochs' seconds against the trainer's wall time."""
+    for e in report.epochs:
+        images = e.get("images") or (report.summary or {}).get("train_images")
+        if images and not images / e["seconds"] / RATE_SLACK <= e["images_per_s"] <= images / e["seconds"] * RATE_SLACK:
+            report.errors.append(
+                f"epoch {e['epoch']} claims {e['images_per_s']:.6g} images/s for {images} images in "
+                f"{e['seconds']:.6g} s ({images / e['seconds']:.6g} images/s)"
+            )
+    spent = sum(e["seconds"] for e in report.epochs)
+    if wall_s is not None and spent > wall_s + WALL_SLACK_S:
+        report.errors.append(
+            f"its epochs took {spent:.6g} s in all, longer than the whole trainer ran ({wall_s:.6g} s)"
+        )
 
 
 def parse_line(line: str) -> dict | None:

@@ -133,11 +133,15 @@ class _Log:
         found: dict = {}
         for lineno, line in lines:
             if m := TIME.fullmatch(line.strip()):
-                found[f"{'wall' if m[1] == 'real' else m[1]}_s"] = int(m[2] or 0) * 60 + float(m[3])
+                found[f"{'wall' if m[1] == 'real' else m[1]}_s"] = seconds = int(m[2] or 0) * 60 + float(m[3])
+                if m[1] == "real" and seconds <= 0:
+                    raise self.error(lineno, "a run that trained took more than 0 s of real time", line)
             elif m := PEAK.fullmatch(line.strip()):
                 terms = [(float(p), float(i)) for p, i in re.findall(TERM, m[1])]
                 if len(terms) != len(indices):
                     raise self.error(lineno, f"{len(terms)} memory figures for {len(indices)} GPUs", line)
+                if below := [f"({p:g} - {i:g})MiB" for p, i in terms if p < i]:
+                    raise self.error(lineno, f"a peak below its idle memory: {', '.join(below)}", line)
                 found["devices"] = [
                     {
                         "device": f"log:{d}",

@@ -228,6 +228,7 @@ def _record(
 ) -> None:
     """Fill the result from how the trainer ended, what it printed and what the monitors saw."""
     protocol.check_epochs(report, spec.job.epochs)
+    protocol.check_figures(report, proc.wall_s)
     if proc.stdout_dropped:
         report.errors.append(
             f"{proc.stdout_dropped} event lines beyond the first {runner.MAX_EVENT_LINES} were dropped unread"
