@@ -172,3 +172,12 @@ def test_one_slow_run_in_the_history_does_not_hide_the_next_regression():
     assert "1 outlying run(s) set aside: run3" in v.detail and v.baseline == pytest.approx(2.01, abs=0.01)
     without = one(rows("now", [4.0, 4.02, 3.98]), hist[:-2], order[:-1])
     assert without.verdict == "regressed"
+
+
+@pytest.mark.parametrize("levels", [[2.0, 12.0], [2.0, 2.0, 12.0, 12.0]])
+def test_history_too_spread_to_set_an_outlier_aside_gives_no_confident_verdict(levels):
+    """Runs of 2 s and 12 s, then 4 s: which history run is the odd one cannot be told, so neither can a change."""
+    hist = [r for i, level in enumerate(levels) for r in rows(f"run{i}", [level, level * 1.01, level * 0.99])]
+    order = [f"run{i}" for i in range(len(levels))]
+    v = one(rows("now", [4.0, 4.02, 3.98]), hist, order)
+    assert v.verdict == "inconclusive" and "earlier runs vary by CV" in v.detail, v.detail

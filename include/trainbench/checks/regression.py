@@ -13,7 +13,9 @@ environment`, never a regression; `trainbench.comparison` sets old and new side 
 A run of the window whose median lies more than 3 robust spreads (1.4826 x MAD / median, at
 least the threshold) from the window's median (a busy host, a broken week) is set aside, named
 in the detail, so one slow run cannot inflate the spread, drag the baseline or blunt the test
-and hide the next regression.
+and hide the next regression.  When the runs kept vary so much that a change beyond the threshold stays under
+their spread, and there are too few of them or they are too spread to set an outlier aside, the verdict is
+`inconclusive`, not `stable`.
 """
 
 from __future__ import annotations
@@ -93,6 +95,13 @@ def _typical(window: dict[str, Spread], threshold: float) -> dict[str, Spread]:
     return {run: s for run, s in window.items() if abs((s.median or 0.0) / middle - 1) <= OUTLIER_FACTOR * scale}
 
 
+def _blind(typical: dict, window: dict[str, CaseSummary], metric: str) -> bool:
+    """Whether the history is too short or too spread to set an outlier aside: two runs cannot outvote each
+    other, and a robust spread of 1 / OUTLIER_FACTOR or more keeps every run below the median, however far."""
+    robust = Spread.of(spread(window[run], metric).median for run in typical).robust_cv or 0.0
+    return len(typical) < 3 or OUTLIER_FACTOR * robust >= 1
+
+
 def judge(
     current: Sequence[Result],
     history: Sequence[Result],
@@ -164,6 +173,12 @@ def _case(
     history_cv = Spread.of(s.median for s in typical.values()).cv or 0.0
     bar = max(policy.threshold, SPREAD_FACTOR * history_cv)
     flagged = abs(change) > bar and p < policy.alpha
+    if not flagged and abs(change) > policy.threshold and bar > policy.threshold and _blind(typical, window, metric):
+        detail = (
+            f"{change:+.1%} against the median of {len(typical)} run(s), beyond the threshold {policy.threshold:.0%}, "
+            f"but earlier runs vary by CV {history_cv:.1%}, too much to tell a change from their noise{aside}"
+        )
+        return _found("inconclusive", current, baseline, change, p, detail)
     verdict = ("regressed" if worse else "improved") if flagged else "stable"
     detail = (
         f"{change:+.1%} against the median of {len(typical)} run(s) (bar {bar:.1%}: threshold "
