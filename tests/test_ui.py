@@ -513,6 +513,10 @@ def test_hostile_query_input_is_answered_with_a_4xx_never_a_500(server):
         assert status == 400 and "gpu is given 3000 different values; at most 50 are accepted" in body, body[:300]
     for page in ("/trainbench/?date_to=9999-12-31", "/trainbench/api/latest?date_to=9999-12-31&date_from=0001-01-01"):
         assert server.request(page)[0] == 200, page
+    status, body, _ = server.request("/trainbench/api/history?date_from=last%20week")
+    assert status == 400 and "date_from 'last week' is not a date; accepted: YYYY-MM-DD" in body, body[:300]
+    status, body, _ = server.request("/trainbench/history?date_from=last%20week")  # a person sees all, and why
+    assert status == 200 and "date_from &#39;last week&#39; is not a date; accepted: YYYY-MM-DD; ignored" in body
 
 
 def test_a_run_still_running_is_never_shown_as_latest_and_every_verdict_is(server):

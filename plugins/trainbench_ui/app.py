@@ -67,6 +67,8 @@ def create_app() -> FastAPI:
             raise HTTPException(404, f"no such view {view!r}; one of {sorted(LOADERS)}")
         cfg = _config()
         filters = _filters(request)
+        if filters.problems:  # a program asked: unfiltered data would pass for the filtered data it wanted
+            raise HTTPException(400, "; ".join(filters.problems))
         try:
             with queries.engine(cfg.database_url).connect() as conn:
                 data = LOADERS[view](conn, filters, cfg.measurement.max_cv)

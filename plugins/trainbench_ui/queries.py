@@ -106,7 +106,7 @@ class Filters:
                 try:
                     values[name] = dt.date.fromisoformat(text)
                 except ValueError:
-                    problems.append(f"{name} {text!r} is not a date (YYYY-MM-DD); ignored")
+                    problems.append(f"{name} {text!r} is not a date; accepted: YYYY-MM-DD")
         return cls(**values, problems=tuple(problems))
 
     def query_string(self) -> str:
