@@ -342,3 +342,37 @@ def test_preflight_quarantines_a_host_that_cannot_measure(tmp_path):
     )
     assert sick["failed"] == ["gpu 0 health"]
     assert store.quarantined("run2", "gpu") == f"doctor: gpu 0 health: {sick['checks'][3]['detail']}"
+
+
+@pytest.mark.parametrize("gpus_found", ["8", None, -1])
+def test_a_probe_answering_an_odd_gpu_count_warns_instead_of_crashing_the_doctor(tmp_path, gpus_found):
+    checks = checks_of(configured(tmp_path, {**CUDA_TORCH, "gpus": gpus_found}), gpus(2), dataset="synthetic")
+    assert checks["framework pytorch"].status == doctor.WARN
+    assert f"probe answered gpus = {gpus_found!r}, not a count of GPUs" in checks["framework pytorch"].detail
+
+
+def test_an_interpreter_leaving_a_child_behind_answers_at_once_and_the_child_is_stopped(tmp_path):
+    import time
+
+    import psutil
+
+    python = tmp_path / "fake-python"  # answers, then leaves a child holding its output open
+    python.write_text(f"#!/bin/sh\necho '{json.dumps(CPU_TORCH)}'\nsleep 300 &\necho $! > {tmp_path / 'child'}\n")
+    python.chmod(0o755)
+    cfg = config.load(write_config(tmp_path, interpreters={"pytorch": {"python": str(python)}}))
+    started = time.monotonic()
+    found = checks_of(cfg)
+    assert found["framework pytorch"].status == doctor.PASS, found["framework pytorch"]
+    assert time.monotonic() - started < doctor.PROBE_TIMEOUT_S
+    child = int((tmp_path / "child").read_text())
+    assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+
+
+def test_an_interpreter_that_cannot_start_says_why(tmp_path):
+    not_executable = tmp_path / "python3"
+    not_executable.write_text("#!/bin/sh\n")
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    for python, why in ((not_executable, "is not an executable file"), (loop, "is a symbolic link loop")):
+        cfg = config.load(write_config(tmp_path, interpreters={"pytorch": {"python": str(python)}}))
+        assert f"interpreter {python} {why}" in checks_of(cfg)["framework pytorch"].detail

@@ -7,10 +7,17 @@ already exists (a CUDA build on a GPU host, say) is left alone.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from trainbench.frameworks import REGISTRY
@@ -72,12 +79,14 @@ def probe(python: str, distributions: tuple[str, ...], env: dict[str, str], time
     `env` is the interpreter's whole environment: the trainer's (`measure.environ`), never the harness's, since
     a `sitecustomize` in that interpreter runs before the probe does.
     """
+    if why := unusable(python):
+        return {"python": None, "packages": {}, "error": why}
     try:
-        out = subprocess.run(
-            [python, "-c", PROBE, *distributions], capture_output=True, text=True, timeout=timeout_s, env=env
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        out = ask([python, "-c", PROBE, *distributions], env, timeout_s)
+    except OSError as exc:
         return {"python": None, "packages": {}, "error": f"{type(exc).__name__}: {exc}"}
+    if out.returncode is None:
+        return {"python": None, "packages": {}, "error": f"{python} answered nothing within {timeout_s:.0f} s"}
     if out.returncode != 0:
         return {"python": None, "packages": {}, "error": out.stderr.strip()[-500:]}
     found = last_json_line(out.stdout)
@@ -85,6 +94,49 @@ def probe(python: str, distributions: tuple[str, ...], env: dict[str, str], time
         return {"python": None, "packages": {}, "error": f"no JSON line in the probe's output: {out.stdout[-300:]!r}"}
     found["packages"] = {k: v for k, v in found["packages"].items() if v}
     return found
+
+
+def unusable(python: str) -> str | None:
+    """Why the interpreter `python` (a path, or a command on PATH) cannot be started, in words, or None."""
+    path = python if os.sep in python else shutil.which(python)
+    if path is None:
+        return f"interpreter {python} not found"
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return f"interpreter {python} not found"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"interpreter {python} is a symbolic link loop"
+        return f"interpreter {python} cannot be read: {exc.strerror}"
+    if os.path.isdir(path) or not os.access(path, os.X_OK):
+        return f"interpreter {python} is not an executable file (chmod +x, or name its bin/python)"
+    return None
+
+
+@dataclass(frozen=True)
+class Answer:
+    returncode: int | None  # None: it ran past its time
+    stdout: str
+    stderr: str
+
+
+def ask(argv: list[str], env: dict[str, str], timeout_s: float) -> Answer:
+    """Run a short probe: its output goes to files, not pipes, and its whole process group is killed once it
+    ends, so a child it leaves running neither keeps the caller waiting for the pipe to close nor outlives it."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, start_new_session=True)
+        try:
+            returncode: int | None = proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            returncode = None
+        finally:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        out.seek(0)
+        err.seek(0)
+        return Answer(returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace"))
 
 
 def last_json_line(text: str) -> dict | None:

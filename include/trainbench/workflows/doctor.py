@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -315,8 +314,8 @@ def _framework(config: Config, base: str, names: list[str], gpus: tuple, multi_g
     create = f"create it with `make envs`, or set {where}"
     if not interpreter.python:
         return Check(check, WARN, f"no interpreter configured; {unavailable}", create)
-    if shutil.which(interpreter.python) is None:
-        return Check(check, WARN, f"interpreter {interpreter.python} not found; {unavailable}", create)
+    if why := interpreters.unusable(interpreter.python):
+        return Check(check, WARN, f"{why}; {unavailable}", create)
     if gpus:
         ds = DeviceSet("all", "gpu", len(gpus), *zip(*((g.uuid, g.name, g.index) for g in gpus)))
     else:
@@ -331,11 +330,17 @@ def _framework(config: Config, base: str, names: list[str], gpus: tuple, multi_g
     argv = [interpreter.python, "-c", PROBE, base, *fw.modules]
     env = environ.trainer_environ(launch_env)
     try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, env=env)
-    except subprocess.TimeoutExpired:
+        out = interpreters.ask(argv, env, PROBE_TIMEOUT_S)
+    except OSError as exc:
+        return Check(check, WARN, f"{interpreter.python} cannot start: {exc.strerror or exc}; {unavailable}", create)
+    if out.returncode is None:
         detail = f"{interpreter.python} took over {PROBE_TIMEOUT_S:.0f} s to import {base}; {unavailable}"
         return Check(check, WARN, detail, "look for a hung driver or a slow file system")
     found = interpreters.last_json_line(out.stdout) if out.returncode == 0 else None
+    if found is not None and (bad := _odd_answer(found)):
+        return Check(
+            check, WARN, f"{interpreter.python}'s probe answered {bad}; {unavailable}", f"reinstall it, or {create}"
+        )
     if found is None:
         last = (out.stderr.strip().splitlines() or ["no output"])[-1]
         return Check(
@@ -362,6 +367,14 @@ def _framework(config: Config, base: str, names: list[str], gpus: tuple, multi_g
         )
     seen = f", sees {found['gpus']} GPU(s)" if gpus else ""
     return Check(check, PASS, f"{what}{seen}; runs {', '.join(names)}")
+
+
+def _odd_answer(found: dict) -> str | None:
+    """What in a framework probe's answer is not what the probe prints (a wrapper or a damaged install)."""
+    gpus = found.get("gpus")
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
+        return f"gpus = {gpus!r}, not a count of GPUs"
+    return None
 
 
 def _dataset(config: Config, settings: Settings, gpu_host: bool) -> Check:
