@@ -84,12 +84,14 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
     return paths
 
 
-def receiver(status: int, answer: bytes, posts: list) -> http.server.ThreadingHTTPServer:
-    """An HTTP server on 127.0.0.1 keeping each POST's JSON body and answering `status` with `answer`."""
+def receiver(status: int, answer: bytes, posts: list, requests: list) -> http.server.ThreadingHTTPServer:
+    """An HTTP server on 127.0.0.1 keeping each POST's JSON body (and its path and Authorization header in
+    `requests`) and answering `status` with `answer`."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self):
             posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            requests.append({"path": self.path, "authorization": self.headers.get("Authorization")})
             self.send_response(status)
             self.end_headers()
             self.wfile.write(answer)
@@ -105,8 +107,10 @@ def receiver(status: int, answer: bytes, posts: list) -> http.server.ThreadingHT
 class Webhook:
     """A Slack-compatible webhook receiver: answers "ok" as Slack does."""
 
-    def __init__(self, server: http.server.ThreadingHTTPServer, posts: list):
+    def __init__(self, server: http.server.ThreadingHTTPServer, posts: list, requests: list):
         self.posts = posts
+        self.requests = requests
+        self.port = server.server_address[1]
         self.url = f"http://127.0.0.1:{server.server_address[1]}/services/T0/B0/s3cret-token"
 
 
@@ -125,9 +129,10 @@ def running_mailbox(tls_folder: Path | None = None):
 def running_webhook(status: int = 200, answer: bytes = b"ok"):
     """A webhook receiver answering `status` with `answer` (Slack: 200 "ok"; a refused message: 400 and why)."""
     posts: list[dict] = []
-    server = receiver(status, answer, posts)
+    requests: list[dict] = []
+    server = receiver(status, answer, posts, requests)
     try:
-        yield Webhook(server, posts)
+        yield Webhook(server, posts, requests)
     finally:
         server.shutdown()
         server.server_close()

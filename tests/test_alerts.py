@@ -243,6 +243,23 @@ def test_a_refused_or_unreachable_webhook_names_its_host_never_its_secret_url(cf
     assert store.alerts_already_sent(RUN, "webhook") == set()
 
 
+def test_a_webhook_keeps_its_url_credentials_and_query_for_sending_and_shows_neither(cfg, webhook, monkeypatch):
+    import base64
+
+    secret_uri = f"http://bot:p%40ss-7f1c@127.0.0.1:{webhook.port}/hooks/T0?token=tok-7f1c"
+    monkeypatch.setenv("AIRFLOW_CONN_TRAINBENCH_WEBHOOK", secret_uri)
+    [hook] = notifiers.channels(cfg, print)
+    findings(cfg)
+    alerts.deliver(open_store(cfg.database_url), RUN, alerts.for_run(cfg, RUN, LINKS), [hook])
+    assert webhook.requests == [
+        {"path": "/hooks/T0?token=tok-7f1c", "authorization": "Basic " + base64.b64encode(b"bot:p@ss-7f1c").decode()}
+    ]
+    closed = secret_uri.replace(str(webhook.port), str(free_port()))
+    with pytest.raises(DeliveryFailed, match="unreachable") as unreachable:
+        alerts.Webhook(closed).send(alerts.for_run(cfg, RUN, LINKS))
+    assert "7f1c" not in str(unreachable.value) and "bot" not in str(unreachable.value)
+
+
 def test_a_slack_message_keeps_within_slacks_block_limit_and_escapes_its_markup():
     at = dt.datetime.now(dt.UTC)
     reason = "XID 79 <fallen off the bus> & reset"

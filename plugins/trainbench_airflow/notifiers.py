@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 import sys
+import urllib.parse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -51,13 +53,20 @@ def _flag(value: Any) -> bool:
 
 
 def webhook_url(conn: Connection) -> str:
-    """The URL as the connection holds it: the whole URI (https://hooks.slack.com/services/...), or `host` of a JSON
-    connection when that is a whole URL."""
+    """The URL as the connection holds it: the whole URI (https://hooks.slack.com/services/...), with the login,
+    password and query Airflow parsed out of it put back, or `host` of a JSON connection when that is a whole URL."""
     host = conn.host or ""
     if "://" in host:
         return host
+    userinfo = ""
+    if conn.login or conn.password:
+        password = f":{urllib.parse.quote(conn.password, safe='')}" if conn.password else ""
+        userinfo = f"{urllib.parse.quote(conn.login or '', safe='')}{password}@"
     port = f":{conn.port}" if conn.port else ""
-    return f"{conn.conn_type}://{host}{port}/{conn.schema or ''}"
+    query = urllib.parse.urlencode(
+        {k: v if isinstance(v, str) else json.dumps(v) for k, v in conn.extra_dejson.items()}
+    )
+    return f"{conn.conn_type}://{userinfo}{host}{port}/{conn.schema or ''}" + (f"?{query}" if query else "")
 
 
 def channels(config: Config, log: Log) -> list[Channel]:

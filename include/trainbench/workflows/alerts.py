@@ -13,6 +13,7 @@ task retries) and is sent by the next try.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import datetime as dt
@@ -350,7 +351,9 @@ SMTPS_PORT = 465  # SMTP over implicit TLS (RFC 8314)
 
 @dataclass(frozen=True)
 class Webhook:
-    url: str = dataclasses.field(repr=False)  # a Slack webhook's URL is its secret: errors name its host only
+    url: str = dataclasses.field(
+        repr=False
+    )  # a webhook's URL is its secret (path, query, userinfo): errors name its host only
     timeout_s: float = 30.0
     name: str = "webhook"
 
@@ -359,11 +362,18 @@ class Webhook:
             raise ValueError("a webhook URL must start with https:// (or http://)")
 
     def send(self, alerts: Sequence[Alert]) -> None:
-        where = urllib.parse.urlsplit(self.url).netloc
+        """POST the message; credentials in the URL's userinfo go as HTTP Basic auth (urllib sends none of its
+        own), its query as it is."""
+        parts = urllib.parse.urlsplit(self.url)
+        where = parts.netloc.rpartition("@")[2]
+        headers = {"Content-Type": "application/json"}
+        if parts.username is not None:
+            user, password = urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or "")
+            headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
         request = urllib.request.Request(
-            self.url,
+            parts._replace(netloc=where).geturl(),
             data=json.dumps(slack_message(alerts)).encode(),
-            headers={"Content-Type": "application/json"},
+            headers=headers,
             method="POST",
         )
         try:
