@@ -7,6 +7,7 @@ import json
 import types
 
 import pytest
+import sqlalchemy as sa
 from airflow.sdk import DAG
 from airflow.serialization.decoders import decode_deadline_alert
 from airflow.serialization.encoders import encode_deadline_alert
@@ -258,6 +259,39 @@ def test_a_webhook_keeps_its_url_credentials_and_query_for_sending_and_shows_nei
     with pytest.raises(DeliveryFailed, match="unreachable") as unreachable:
         alerts.Webhook(closed).send(alerts.for_run(cfg, RUN, LINKS))
     assert "7f1c" not in str(unreachable.value) and "bot" not in str(unreachable.value)
+
+
+def test_an_alert_for_sixteen_gpus_is_recorded_on_postgresql_and_sent_once(postgres_url, webhook):
+    from trainbench.store.results import ResultStore, metadata
+
+    sixteen = ",".join(f"GPU-{i:02d}aaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee" for i in range(16))
+    verdict = {
+        "host": "gpu",
+        "framework": "pytorch",
+        "device_set": sixteen,
+        "env_key": "e" * 16,
+        "metric": "wall_s",
+        "verdict": "regressed",
+        "current": 12.0,
+        "baseline": 10.0,
+        "change": 0.2,
+        "p_value": 0.01,
+        "history_runs": 4,
+        "detail": "",
+    }
+    alert = alerts.regressed(RUN, verdict, LINKS)
+    assert (
+        len(alert.key) <= 500 and alert.key != alerts.regressed(RUN, {**verdict, "metric": "images_per_s"}, LINKS).key
+    )
+    store = ResultStore(postgres_url)
+    try:
+        for _ in range(2):  # a retried task
+            alerts.deliver(store, RUN, [alert], [alerts.Webhook(webhook.url)])
+        assert len(webhook.posts) == 1 and store.alerts_already_sent(RUN, "webhook") == {alert.key}
+    finally:
+        metadata.drop_all(store.engine)
+        with store.engine.begin() as conn:
+            conn.execute(sa.text("DROP TABLE IF EXISTS trainbench_schema_version"))
 
 
 def test_a_slack_message_keeps_within_slacks_block_limit_and_escapes_its_markup():

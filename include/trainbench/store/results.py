@@ -165,11 +165,12 @@ quarantines = sa.Table(
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
 )
+ALERT_KEY_LENGTH = 500  # an alert's key is at most this long (alerts.Alert hashes the tail of a longer one)
 alerts_sent = sa.Table(
     "alerts_sent",
     metadata,
     sa.Column("run_id", sa.String(250), primary_key=True),
-    sa.Column("alert_key", sa.String(500), primary_key=True),
+    sa.Column("alert_key", sa.String(ALERT_KEY_LENGTH), primary_key=True),
     sa.Column("channel", sa.String(32), primary_key=True),
     sa.Column("sent_at", sa.DateTime(timezone=True), nullable=False),
 )

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import email.utils
+import hashlib
 import json
 import smtplib
 import ssl
@@ -39,7 +40,7 @@ from trainbench.config import Config
 from trainbench.reports.markdown import changed_text
 from trainbench.result import Result
 from trainbench.store import run_folder
-from trainbench.store.results import ResultStore, open_store
+from trainbench.store.results import ALERT_KEY_LENGTH, ResultStore, open_store
 
 REGRESSED, ENVIRONMENT_CHANGE, TAINTED, QUARANTINED = "regressed", "environment_change", "tainted", "quarantined"
 FAILED_RUN, LATE_RUN = "failed_run", "late_run"
@@ -89,6 +90,13 @@ class Alert:
     detail: str
     links: Links
     key: str
+
+    def __post_init__(self):
+        """A key naming 16 GPU UUIDs overflows its column on PostgreSQL, and an unrecorded alert is re-sent on
+        every retry: a long key keeps its start and ends in a hash of the whole."""
+        if len(self.key) > ALERT_KEY_LENGTH:
+            digest = hashlib.blake2b(self.key.encode(), digest_size=16).hexdigest()
+            object.__setattr__(self, "key", f"{self.key[: ALERT_KEY_LENGTH - 33]}#{digest}")
 
     @property
     def title(self) -> str:
