@@ -39,6 +39,23 @@ def test_a_second_run_of_the_same_run_id_on_this_host_is_refused(tmp_path, capsy
     assert not (tmp_path / "output" / "runs" / "cli__same" / "raw").exists()
 
 
+def test_a_published_run_this_host_measured_is_never_measured_again_under_its_id(tmp_path, capsys):
+    cfg_path = write_config(tmp_path)
+    cfg = config.load(cfg_path)
+    pipeline.start_run(cfg, "cli__done", cfg.settings)
+    measured = result(run_id="cli__done", case_key="gpu__pytorch__cpu__r1")
+    measured.host = cli.this_host()
+    stored = harness._save(cfg, measured, log=lambda m: None)
+    db = pipeline.store(cfg)
+    db.set_state("cli__done", PUBLISHED)
+    before = db.rows("cli__done")
+    assert cli.main(["--config", str(cfg_path), "run", "--run-id", "cli__done"]) == 2
+    err = capsys.readouterr().err
+    assert "run 'cli__done' is already published with this host's (gpu) results; they are kept" in err
+    assert db.rows("cli__done") == before and db.run_state("cli__done") == PUBLISHED
+    assert [r.case_key for r in run_folder.raw_results(cfg.output_dir, "cli__done")] == [stored.case_key]
+
+
 def test_a_run_still_running_or_invalid_never_becomes_latest(tmp_path, capsys):
     cfg_path = write_config(tmp_path)
     cfg = config.load(cfg_path)

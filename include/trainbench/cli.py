@@ -75,20 +75,21 @@ def cmd_run(cfg, args) -> int:
     inventory = pipeline.discover_devices()
     dataset = pipeline.prepare_dataset(cfg, settings, inventory)
     specs = pipeline.plan_matrix(settings, inventory, dataset, this_host())
-    with run_folder.measuring(cfg.output_dir, run_id):
+    with run_folder.measuring(cfg.output_dir, run_id):  # until published: a second `run` of the id is refused
+        pipeline.check_unmeasured(cfg, run_id, this_host())
         pipeline.start_run(cfg, run_id, settings)
         with tqdm(specs, unit="case", file=sys.stderr) as bar:
             for spec in bar:
                 bar.set_description(spec.case.label)
                 harness.run_case(cfg, run_id, spec, log=bar.write)
-    try:
-        pipeline.collect(cfg, run_id)
-        pipeline.validate_results(cfg, run_id, specs)
-    except pipeline.ValidationFailed as exc:
-        print(f"trainbench: the run's results failed validation; nothing published:\n{exc}", file=sys.stderr)
-        return 1
-    pipeline.detect_regressions(cfg, run_id)
-    published = pipeline.publish(cfg, run_id)
+        try:
+            pipeline.collect(cfg, run_id)
+            pipeline.validate_results(cfg, run_id, specs)
+        except pipeline.ValidationFailed as exc:
+            print(f"trainbench: the run's results failed validation; nothing published:\n{exc}", file=sys.stderr)
+            return 1
+        pipeline.detect_regressions(cfg, run_id)
+        published = pipeline.publish(cfg, run_id)
     print(Path(published["markdown"]).read_text())
     print(json.dumps(published, indent=2))
     return 0

@@ -129,6 +129,18 @@ def start_run(config: Config, run_id: str, settings: Settings, logical_date: dt.
     store(config).save_run(run_id, settings.as_dict(), logical_date=logical_date)
 
 
+def check_unmeasured(config: Config, run_id: str, host: str) -> None:
+    """A run this host measured and that was validated or published is never measured again under its id: the
+    new rows would replace the published ones (the other hosts of a run measured from the CLI may still join)."""
+    db = store(config)
+    state = db.run_state(run_id)
+    if state in (VALIDATED, PUBLISHED) and any(r["host"] == host for r in db.rows(run_id)):
+        raise ConfigError(
+            f"run {run_id!r} is already {state} with this host's ({host}) results; they are kept: choose another "
+            "--run-id (or `report --run-id` to publish it again)"
+        )
+
+
 def original_settings(config: Config, logical_date: dt.datetime) -> dict | None:
     """What the first run of this logical date measured with: a backfill of that week re-uses it."""
     return store(config).settings_at(logical_date)
