@@ -480,3 +480,40 @@ def test_a_trainer_whose_figures_contradict_themselves_or_the_clock_is_crashed_n
     pipeline.start_run(cfg, "lying", cfg.settings)
     r = harness.run_case(cfg, "lying", spec, log=lambda m: None)
     assert r.status == "crashed" and error in r.error
+
+
+def test_a_full_disk_while_writing_the_synthetic_set_names_it_and_leaves_no_partial_folder(tmp_path, monkeypatch):
+    import errno
+
+    written = []
+
+    def dump_until_full(path, batch):
+        if len(written) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(path)
+        Path(path).write_bytes(b"x")
+
+    monkeypatch.setattr(cifar10, "dump_batch", dump_until_full)
+    with pytest.raises(OSError, match=r"No space left on device \(writing the synthetic data set for .*data"):
+        cifar10.write_synthetic(str(tmp_path / "data"), train_images=50, test_images=10)
+    assert list((tmp_path / "data").iterdir()) == []
+
+
+def test_a_report_that_cannot_be_written_leaves_the_run_validated_and_never_latest(tmp_path):
+    from trainbench.store.results import PUBLISHED, VALIDATED
+    from trainbench.workflows import harness, pipeline
+
+    from test_results import result
+
+    cfg = config.load(write_config(tmp_path))
+    pipeline.start_run(cfg, "full", cfg.settings)
+    harness._save(cfg, result(run_id="full"), log=lambda m: None)
+    db = pipeline.store(cfg)
+    db.set_state("full", VALIDATED)
+    blocked = run_folder.run_dir(cfg.output_dir, "full") / "report.md"
+    blocked.mkdir()  # what a full disk does to the write, as far as the run's state can tell
+    with pytest.raises(OSError, match="report.md"):
+        pipeline.publish(cfg, "full")
+    assert db.run_state("full") == VALIDATED and not (cfg.output_dir / "latest").exists()
+    blocked.rmdir()
+    assert pipeline.publish(cfg, "full")["latest"] and db.run_state("full") == PUBLISHED

@@ -371,17 +371,21 @@ def write_synthetic(root: str, seed: int = 0, train_images: int = 50_000, test_i
 
     per_file = -(-train_images // len(TRAIN_FILES))
     remaining = train_images
-    for i, name in enumerate(TRAIN_FILES, 1):
-        n = min(per_file, remaining)
-        remaining -= n
-        dump_batch(os.path.join(d, name), make(n, f"synthetic training batch {i} of 5"))
-    dump_batch(os.path.join(d, TEST_FILE), make(test_images, "synthetic testing batch 1 of 1"))
-    dump_batch(
-        os.path.join(d, META_FILE),
-        {"num_cases_per_batch": IMAGES_PER_BATCH, "label_names": list(LABEL_NAMES), "num_vis": 3072},
-    )
-    with open(os.path.join(d, SYNTHETIC_MARKER), "w") as f:
-        f.write(f"seed={seed} train={train_images} test={test_images}\n")
+    try:
+        for i, name in enumerate(TRAIN_FILES, 1):
+            n = min(per_file, remaining)
+            remaining -= n
+            dump_batch(os.path.join(d, name), make(n, f"synthetic training batch {i} of 5"))
+        dump_batch(os.path.join(d, TEST_FILE), make(test_images, "synthetic testing batch 1 of 1"))
+        dump_batch(
+            os.path.join(d, META_FILE),
+            {"num_cases_per_batch": IMAGES_PER_BATCH, "label_names": list(LABEL_NAMES), "num_vis": 3072},
+        )
+        with open(os.path.join(d, SYNTHETIC_MARKER), "w") as f:
+            f.write(f"seed={seed} train={train_images} test={test_images}\n")
+    except OSError as exc:  # a full disk: the partial folder would keep it full for the next attempt
+        shutil.rmtree(d, ignore_errors=True)
+        raise OSError(exc.errno, f"{exc.strerror} (writing the synthetic data set for {final})") from exc
     try:
         os.rename(d, final)
     except OSError:  # another writer finished first: its files are the same bytes

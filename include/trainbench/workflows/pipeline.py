@@ -312,8 +312,6 @@ def _publish(config: Config, run_id: str, verdicts: list[dict] | None) -> dict:
     from trainbench.reports import environment_change as environment_change_report
 
     db = store(config)
-    if db.run_state(run_id) == VALIDATED:
-        db.set_state(run_id, PUBLISHED)
     results = db.current_results(run_id)
     max_cv = config.measurement.max_cv
     past = other_runs(db, run_id, epochs=False)
@@ -347,6 +345,8 @@ def _publish(config: Config, run_id: str, verdicts: list[dict] | None) -> dict:
             "environment_change_markdown": Path(found["markdown"]),
             "environment_change_html": Path(found["html"]),
         }
+    if db.run_state(run_id) == VALIDATED:  # only once every report is written: a full disk leaves it validated
+        db.set_state(run_id, PUBLISHED)
     latest = db.latest_run_id()
     if latest is not None:
         run_folder.point_latest(config.output_dir, latest)
