@@ -285,3 +285,28 @@ def test_processes_opening_a_new_sqlite_database_at_once_all_get_it_migrated(tmp
     errors = [p.communicate(timeout=120)[1].decode() for p in procs]
     assert [p.returncode for p in procs] == [0] * 6, errors
     assert ResultStore(url).run_ids() == []
+
+
+def test_a_store_outlives_the_database_server_dropping_its_connections(postgres_url):
+    """What a PostgreSQL restart does to a long CLI run's pooled connections ("terminating connection due to
+    administrator command"): the next step reconnects instead of aborting the run."""
+    import psycopg
+
+    s = ResultStore(postgres_url)
+    try:
+        s.save_run("before_restart", {})
+        database = sa.engine.make_url(postgres_url).database
+        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as admin:
+            dropped = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s AND pid <> "
+                "pg_backend_pid()",
+                (database,),
+            ).fetchone()[0]
+        assert dropped >= 1
+        s.save_run("after_restart", {})
+        assert {"before_restart", "after_restart"} <= set(s.run_ids())
+    finally:
+        metadata.drop_all(s.engine)
+        with s.engine.begin() as conn:
+            conn.execute(sa.text("DROP TABLE IF EXISTS trainbench_schema_version"))
+        s.engine.dispose()

@@ -273,7 +273,8 @@ class ResultStore:
     def __init__(self, url: str):
         if url.startswith("sqlite:///"):
             os.makedirs(os.path.dirname(os.path.abspath(url[len("sqlite:///") :])), exist_ok=True)
-        self.engine = sa.create_engine(url)
+        # A pooled connection the server dropped (a restart, a failover) is replaced on checkout, not raised
+        self.engine = sa.create_engine(url, pool_pre_ping=True)
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", lambda conn, _: conn.execute("PRAGMA foreign_keys=ON"))
         migrate(self.engine)
