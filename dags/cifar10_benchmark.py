@@ -108,8 +108,10 @@ def cifar10_benchmark():
         return run_settings(params, dag_run).as_dict()
 
     @task
+    @fail_without_retry
     def preflight(settings: dict, host: str, dag_run=None) -> dict:
-        """The host doctor on the host itself; it never fails the task, a host that cannot measure is quarantined."""
+        """The host doctor on the host itself: a host that cannot measure is quarantined; a run asking it for GPUs
+        it lacks fails here, naming them."""
         from trainbench.workflows import doctor
         from trainbench_airflow.notifiers import announce_quarantine
 

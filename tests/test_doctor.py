@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from trainbench import config
-from trainbench.config import Measurement
+from trainbench.config import ConfigError, Measurement
 from trainbench.store.results import VERSION_TABLE, open_store
 from trainbench.trainers import cifar10
 from trainbench.workflows import doctor, gpu_check
@@ -326,11 +326,11 @@ def test_preflight_quarantines_a_host_that_cannot_measure(tmp_path):
     store = open_store(cfg.database_url)
     ready = doctor.preflight(cfg, "run1", "gpu")
     assert ready["can_measure"] and ready["failed"] == [] and store.quarantined("run1", "gpu") is None
-    blind = doctor.preflight(cfg, "run1", "gpu", cfg.settings.overridden(device_sets=("0",)))
+    blind = doctor.preflight(cfg, "run1", "gpu", cfg.settings.overridden(device_sets=("0",)), FailingNvml([]))
     assert not blind["can_measure"] and blind["failed"] == ["nvml", "device sets"]
     assert blind["host"] == "gpu" and {c["name"] for c in blind["checks"]} >= {"nvml", "data set"}
     reason = store.quarantined("run1", "gpu")
-    assert reason is not None and reason.startswith("doctor: nvml: no GPU visible")
+    assert reason is not None and reason.startswith("doctor: nvml: NVML answers but fails")
     assert blind["quarantined"] == reason
     assert doctor.preflight(cfg, "run1", "gpu")["can_measure"]  # repaired, the host's tasks cleared: measures again
     assert store.quarantined("run1", "gpu") is None
@@ -342,6 +342,15 @@ def test_preflight_quarantines_a_host_that_cannot_measure(tmp_path):
     )
     assert sick["failed"] == ["gpu 0 health"]
     assert store.quarantined("run2", "gpu") == f"doctor: gpu 0 health: {sick['checks'][3]['detail']}"
+
+
+def test_a_run_asking_a_cpu_host_for_gpus_fails_naming_them_and_quarantines_nothing(tmp_path):
+    cfg = configured(tmp_path)
+    with pytest.raises(ConfigError) as refused:
+        doctor.preflight(cfg, "run1", "gpu", cfg.settings.overridden(device_sets=("0",)))
+    assert str(refused.value).startswith("the run asks host gpu for devices it does not have: nvml: no GPU visible")
+    assert "device sets: " in str(refused.value) and "GPUs here: none (CPU only" in str(refused.value)
+    assert open_store(cfg.database_url).quarantined("run1", "gpu") is None
 
 
 @pytest.mark.parametrize("gpus_found", ["8", None, -1])

@@ -87,6 +87,9 @@ class Check:
     status: str
     detail: str
     fix: str = ""
+    # a failure of the run's settings on this host (GPUs it lacks), not of the host: the pre-flight fails the run
+    # saying so, where a host's own failure quarantines it
+    of_the_run: bool = False
 
     def __post_init__(self):
         if self.status not in STATUSES:
@@ -110,7 +113,7 @@ def run(config: Config, host: str | None = None, nvml=None, settings: Settings |
     settings = settings or config.settings
     host = host or DEFAULT_HOST
     nvml_check, nvml, inventory = _nvml(nvml, settings)
-    planned, cases = _device_sets(settings, inventory, host)
+    planned, cases = _device_sets(settings, inventory, host, nvml_check.status == PASS or nvml_check.of_the_run)
     checks = [_fleet_host(config, host), nvml_check, planned]
     if inventory.gpus:
         used = {u for c in cases for u in c.device_set.gpu_uuids}
@@ -124,7 +127,8 @@ def run(config: Config, host: str | None = None, nvml=None, settings: Settings |
 
 def preflight(config: Config, run_id: str, host: str, settings: Settings | None = None, nvml=None) -> dict:
     """The checks as a host's first task: a host that cannot measure is quarantined for the run (its cases then
-    become `unavailable` naming the check), and nothing is raised, so the other hosts' tasks go on.  A host that
+    become `unavailable` naming the check), and nothing is raised, so the other hosts' tasks go on.  A run asking
+    for GPUs the host does not have is the run's mistake: a ConfigError, the host stays as it is.  A host that
     passes is released from an earlier quarantine of the run: its tasks were cleared after a repair."""
     import sqlalchemy.exc
 
@@ -132,6 +136,12 @@ def preflight(config: Config, run_id: str, host: str, settings: Settings | None 
 
     checks = run(config, host, nvml, settings)
     failed = [c for c in checks if c.status == FAIL]
+    if failed and all(c.of_the_run for c in failed):
+        raise ConfigError(
+            f"the run asks host {host} for devices it does not have: "
+            + "; ".join(f"{c.name}: {c.detail}" for c in failed)
+            + f"; {failed[-1].fix}"
+        )
     quarantined = None
     if failed:
         reason = "doctor: " + "; ".join(f"{c.name}: {c.detail}" for c in failed)
@@ -200,7 +210,8 @@ def _nvml(nvml, settings: Settings) -> tuple[Check, object | None, Inventory]:
         )
     if named:
         detail = f"no GPU visible ({error or 'NVML shows none'}), but device sets {named} name GPUs"
-        return Check(name, FAIL, detail, f"{_DRIVER_FIX}; or measure this host with cpu device sets"), None, inventory
+        fix = f"{_DRIVER_FIX}; or measure this host with cpu device sets"
+        return Check(name, FAIL, detail, fix, of_the_run=not shown), None, inventory
     return Check(name, PASS, f"CPU host: no NVML ({error or 'no GPU'})"), None, inventory
 
 
@@ -217,13 +228,13 @@ def _bindings_fix() -> str:
     return f"`{sys.executable} -m pip install {pin}` (NVML's Python bindings, as requirements.lock pins them)"
 
 
-def _device_sets(settings: Settings, inventory: Inventory, host: str) -> tuple[Check, list[Case]]:
+def _device_sets(settings: Settings, inventory: Inventory, host: str, devices_known: bool) -> tuple[Check, list[Case]]:
+    """`devices_known`: NVML answered (or the host has no NVIDIA device), so a device set it lacks is the run's."""
     try:
         cases = plan(settings.frameworks, settings.device_sets, 1, inventory, host, 0)
     except (ConfigError, LookupError) as exc:
-        return Check(
-            "device sets", FAIL, str(exc), "name device sets this host has (`python -m trainbench devices`)"
-        ), []
+        fix = "name device sets this host has (`python -m trainbench devices`)"
+        return Check("device sets", FAIL, str(exc), fix, of_the_run=devices_known), []
     sets = list(dict.fromkeys(c.device_set.text for c in cases))
     shown = ", ".join(sets) if len(sets) <= SHOWN_SETS else f"{len(sets)} sets: {', '.join(sets[:SHOWN_SETS])}, ..."
     return Check("device sets", PASS, f"{shown} ({len(cases)} cases per repeat)"), cases
