@@ -23,7 +23,7 @@ from test_watch import events
 
 SLEEP_S = 6
 OLD = ENVS / "pytorch" / "bin" / "python"  # the interpreter every slow_python wraps
-SETTINGS = {"epochs": 1, "train_images": 256, "repeats": 5, "warmup": 0, "dataset": "synthetic"}
+SETTINGS = {"epochs": 2, "train_images": 256, "repeats": 5, "warmup": 0, "dataset": "synthetic"}  # 2: steady images/s
 DESIGN = {"min_repeats": 3, "cap": 6}
 
 

@@ -141,7 +141,10 @@ def _case(
     """One case's verdict, current, baseline, change, p_value and detail: the first rule that decides it wins."""
     values = spread(now, metric)
     if not values.n:
-        return _found("insufficient history", None, None, None, None, "no ok repeat in this run")
+        why = "no ok repeat in this run"
+        if metric == "images_per_s" and now.wall.n:
+            why = "no steady images/s in this run: its repeats trained one epoch (steady state starts at epoch 2)"
+        return _found("insufficient history", None, None, None, None, why)
     current = values.median
     if not window:
         if other_envs:

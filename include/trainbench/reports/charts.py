@@ -206,13 +206,14 @@ def report(
     """Every chart of a run's report: wall time, images/s, memory per device, phases, scaling, history per case;
     one bar per case (host x framework x device set), never two hosts' repeats in one."""
     names = labels(summaries)
-    charts = [
-        _medians([s.wall for s in summaries], names, "wall_time", "Wall time per case", "wall time", "s", 2),
-        _medians(
-            [s.ips for s in summaries], names, "images_per_s", "Steady-state throughput", "images/s", "images/s", 0
-        ),
-        _memory(summaries, names),
-    ]
+    charts = [_medians([s.wall for s in summaries], names, "wall_time", "Wall time per case", "wall time", "s", 2)]
+    if any(s.ips.n for s in summaries):  # else every case trained one epoch: the report says why there is none
+        charts.append(
+            _medians(
+                [s.ips for s in summaries], names, "images_per_s", "Steady-state throughput", "images/s", "images/s", 0
+            )
+        )
+    charts.append(_memory(summaries, names))
     with_phases = [(label, s.phases) for label, s in zip(names, summaries) if s.phases is not None]
     if with_phases:
         charts.append(

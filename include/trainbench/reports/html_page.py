@@ -16,7 +16,7 @@ from trainbench import cases
 from trainbench.cases import CaseSummary
 from trainbench.comparison import CaseComparison
 from trainbench.reports import charts, templating
-from trainbench.reports.rows import combination, hosts, variant_pairs
+from trainbench.reports.rows import ONE_EPOCH, combination, hosts, variant_pairs
 from trainbench.reports.templating import formatted
 from trainbench.result import Result
 
@@ -109,6 +109,8 @@ def summary(summaries: Sequence[CaseSummary], verdicts: Sequence[Mapping]) -> li
         for s in mine:
             by_set.setdefault(s.key.device_set, []).append(s)
         items: list[tuple] = [("", _fastest(ds, found)) for ds, found in by_set.items()]
+        if mine and not any(s.ips.n for s in mine):
+            items.append(("", ONE_EPOCH))
         for r in charts.scaling(mine):
             key = r["key"]
             involved = {key, *charts.references(key, keys)} & noisy

@@ -16,6 +16,7 @@ from trainbench.cases import CaseSummary
 from trainbench.comparison import CaseComparison
 from trainbench.measure.outcome import TAINTED
 from trainbench.reports.rows import (
+    ONE_EPOCH,
     clock,
     combination,
     hosts,
@@ -86,6 +87,8 @@ def render(
                 if s.counted
             ],
         )
+        one_epoch = [h for h in hosts(summaries) if not any(s.ips.n for s in summaries if s.key.host == h)]
+        out += [f"- `{cell(h)}`: {ONE_EPOCH}" for h in one_epoch if any(s.wall.n for s in summaries if s.key.host == h)]
     out += table(
         "Variants beside their eager sibling",
         (

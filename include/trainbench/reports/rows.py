@@ -14,6 +14,11 @@ from trainbench.measure.phases import PHASES
 from trainbench.planning import workers_of
 from trainbench.result import Result
 
+ONE_EPOCH = (  # why a host's report has no steady-state throughput and no scaling
+    "no steady-state images/s and no scaling figure: its runs trained one epoch, which pays for warm-up; "
+    "steady state starts at epoch 2 (epochs >= 2)"
+)
+
 
 def clock(seconds: float | None) -> str:
     """`time`'s format: 0m43.526s."""

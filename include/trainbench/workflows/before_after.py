@@ -52,7 +52,10 @@ def baseline(config: Config, host: str, cutoff: dt.datetime) -> tuple[str, dict,
             "framework": k.framework,
             "device_set": k.device_set,
             "env_key": k.env_key,
-            "before": {"images_per_s": list(before[k].ips.values), "wall_s": list(before[k].wall.values)},
+            # only the metrics measured: one-epoch runs have no steady images/s to wait for a decision on
+            "before": {
+                m: list(v.values) for m, v in (("images_per_s", before[k].ips), ("wall_s", before[k].wall)) if v.n
+            },
         }
         for k in sorted(keys, key=cases.CaseKey.order)
     ]
