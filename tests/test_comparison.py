@@ -134,3 +134,12 @@ def test_a_run_in_a_new_environment_is_judged_and_confirmed_by_the_next_one(tmp_
     report = Path(out["environment_change_markdown"]).read_text()
     assert "## hosta, 2026-11-16 03:00 UTC: driver_version 570.86 → 580.65" in report
     assert "1 of 1 case faster (pytorch | 0: images/s +11.1 % [" in report
+
+
+def test_an_environment_is_labelled_by_what_it_has_never_a_driver_of_none():
+    from trainbench.comparison import environment_label
+
+    assert environment_label({"driver_version": "580.65", "framework_packages": {"torch": "2.11.0"}}) == (
+        "driver 580.65 · torch 2.11.0"
+    )
+    assert environment_label({"driver_version": None, "framework_packages": {"torch": "2.11.0"}}) == "torch 2.11.0"

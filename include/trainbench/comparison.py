@@ -67,10 +67,12 @@ class CaseComparison:
 
 
 def environment_label(fingerprint: Mapping) -> str:
-    """ "driver 580.65 · torch 2.11.0": what a person tells environments apart by."""
+    """ "driver 580.65 · torch 2.11.0": what a person tells environments apart by (a CPU host has no driver to
+    name: "torch 2.11.0")."""
     packages = fingerprint.get("framework_packages") or {}
     versions = " ".join(f"{n} {v}" for n, v in sorted(packages.items())) if isinstance(packages, dict) else ""
-    return f"driver {fingerprint.get('driver_version') or 'none'} · {versions or 'no framework version'}"
+    driver = fingerprint.get("driver_version")
+    return " · ".join([*([f"driver {driver}"] if driver else []), versions or "no framework version"])
 
 
 def changes(before: Mapping, after: Mapping) -> dict[str, tuple[Any, Any]]:
