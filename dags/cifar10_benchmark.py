@@ -92,7 +92,13 @@ def cifar10_benchmark():
     @fail_without_retry
     def check_conf(dag_run=None) -> None:
         """Airflow merges unknown conf keys into the params silently; refuse them before anything runs."""
-        config.check_run_conf(dag_run.conf or {}, PARAMS)
+        try:
+            config.check_run_conf(dag_run.conf or {}, PARAMS)
+        except config.ConfigError:
+            from trainbench.workflows import pipeline
+
+            pipeline.refuse_run(CONFIG, dag_run.run_id)
+            raise
 
     @task.short_circuit(ignore_downstream_trigger_rules=True)
     def on_time(dag_run=None) -> bool:

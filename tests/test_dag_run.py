@@ -148,3 +148,7 @@ def test_a_typo_in_the_conf_is_refused_naming_the_accepted_keys(airflow_db, tmp_
     assert "unknown key(s) ['epoch'] in the run's conf; accepted: ['batch_size', 'dataset', 'device_sets'" in out
     store = ResultStore(config.load(env["TRAINBENCH_CONFIG"]).database_url)
     assert store.rows() == []
+    (run,) = store.run_ids()  # said as what it is, never `running` for ever
+    assert store.run_state(run) == "refused"
+    assert "the run was refused before measuring (check_conf says why)" in out
+    assert "case task(s) failed or were stopped" not in out

@@ -177,7 +177,7 @@ def test_a_typo_in_a_rest_trigger_fails_the_run_before_anything_runs(deployment,
     states = {t["task_id"]: t["state"] for t in d.task_instances(run_id)}
     assert states["check_conf"] == "failed"
     assert not [t for t, s in states.items() if t.endswith((".discover_devices", ".train")) and s == "success"]
-    assert rows(d, run_id) == []
+    assert rows(d, run_id) == [] and run_state(d, run_id) == "refused"
     (mail,) = d.wait_for("the failed-run email", lambda: mails(mailbox, run_id), timeout_s=120)
     assert "1 run failed" in mail and f"/dags/cifar10_benchmark/runs/{urllib.parse.quote(run_id, safe='')}" in mail
     assert d.wait_for("the failed-run webhook", lambda: [p for p in webhook.posts if run_id in json.dumps(p)])
@@ -249,6 +249,14 @@ def test_backfill_runs_its_weeks_one_after_another(deployment):
         assert [row["status"] for row in rows(d, r["dag_run_id"])] == ["ok"] * 4
 
 
+def run_state(d: Deployment, run_id: str) -> str | None:
+    store = ResultStore(d.results.url)
+    try:
+        return store.run_state(run_id)
+    finally:
+        store.engine.dispose()
+
+
 def run_folder_of(d: Deployment, run_id: str):
     from trainbench.store import run_folder
 
@@ -272,7 +280,7 @@ def test_cancelling_a_run_records_its_running_repeats_and_publishes_what_it_has(
     d.wait_for(
         "the report of both stopped repeats", lambda: report.is_file() and report.read_text().count("(killed)") == 2
     )
-    assert d.run(run_id)["state"] == "failed"
+    assert d.run(run_id)["state"] == "failed" and run_state(d, run_id) == "stopped"  # never `running` for ever
 
 
 def test_a_stopped_case_fails_its_run_after_the_rest_is_published(deployment):

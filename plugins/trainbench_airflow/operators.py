@@ -57,6 +57,8 @@ class TrainCaseOperator(BaseOperator):
         finally:
             done.set()
         if self._stopped.is_set():  # first: the supervisor SIGKILLs this process 5 s after its SIGTERM
+            if self._run_stopped(context):
+                pipeline.stop_run(cfg, context["run_id"])
             published = pipeline.publish(cfg, context["run_id"])
             self.log.info("stopped by Airflow: the run's reports hold what it measured, %s", published["markdown"])
         else:
@@ -69,6 +71,16 @@ class TrainCaseOperator(BaseOperator):
             "status": result.status,
             "wall_s": result.wall_s,
         }
+
+    def _run_stopped(self, context) -> bool:
+        """Whether the whole DAG run was stopped (failed by hand), not only this task: then no later step runs."""
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+        try:
+            return RuntimeTaskInstance.get_dagrun_state(context["ti"].dag_id, context["run_id"]) == "failed"
+        except Exception as exc:  # the API unreachable: the run's state is left as it was
+            self.log.warning("could not read the DAG run's state: %s", exc)
+            return False
 
     def _watch_supervisor(self, supervisor: int, done: threading.Event) -> None:
         """Airflow's task supervisor is this process's parent and runs in the worker; when the worker dies

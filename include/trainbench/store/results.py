@@ -43,6 +43,8 @@ runs = sa.Table(
     sa.Column("state", sa.String(16), nullable=False, server_default="published"),
 )
 RUNNING, VALIDATED, PUBLISHED, INVALID = "running", "validated", "published", "invalid"
+REFUSED = "refused"  # its conf was refused before anything ran: nothing measured
+STOPPED = "stopped"  # the DAG run was stopped (failed by hand) while measuring: what it measured is published
 
 results = sa.Table(
     "results",
@@ -317,7 +319,8 @@ class ResultStore:
             return conn.execute(sa.select(runs.c.source).where(runs.c.run_id == run_id)).scalar()
 
     def set_state(self, run_id: str, state: str) -> None:
-        """Where the run is: RUNNING, VALIDATED, PUBLISHED or INVALID (only a published run can be latest)."""
+        """Where the run is: RUNNING, VALIDATED, PUBLISHED, INVALID, REFUSED or STOPPED (only a published run can be
+        latest)."""
         with self.engine.begin() as conn:
             conn.execute(runs.update().where(runs.c.run_id == run_id).values(state=state))
 

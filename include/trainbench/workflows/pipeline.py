@@ -25,6 +25,9 @@ from trainbench.store.results import (
     IMPORTED_LOG,
     INVALID,
     PUBLISHED,
+    REFUSED,
+    RUNNING,
+    STOPPED,
     VALIDATED,
     ResultStore,
 )
@@ -146,10 +149,26 @@ def original_settings(config: Config, logical_date: dt.datetime) -> dict | None:
     return store(config).settings_at(logical_date)
 
 
-def collect(config: Config, run_id: str) -> dict:
-    """Load every raw result the database does not hold yet (stored during an outage); count the run's rows."""
+def refuse_run(config: Config, run_id: str) -> None:
+    """A run whose conf was refused is recorded as such: nothing ran, and it must never look `running`."""
     db = store(config)
-    db.save_run(run_id, run_folder.read_settings(config.output_dir, run_id))
+    db.save_run(run_id, {})
+    db.set_state(run_id, REFUSED)
+
+
+def stop_run(config: Config, run_id: str) -> None:
+    """The DAG run was stopped while measuring: no later step will validate or publish it."""
+    db = store(config)
+    if db.run_state(run_id) == RUNNING:
+        db.set_state(run_id, STOPPED)
+
+
+def collect(config: Config, run_id: str) -> dict:
+    """Load every raw result the database does not hold yet (stored during an outage); count the run's rows.
+    A run never started here (refused before planning) is not recorded by collecting it."""
+    db = store(config)
+    if settings := run_folder.read_settings(config.output_dir, run_id):
+        db.save_run(run_id, settings)
     stored = {(r["case_key"], r["env_key"]) for r in db.rows(run_id)}
     loaded = [r for r in run_folder.raw_results(config.output_dir, run_id) if (r.case_key, r.env_key) not in stored]
     for result in loaded:
@@ -270,6 +289,8 @@ def watch_environment(config: Config, host: str, nvml=None, run_id: str | None =
 def check_complete(config: Config, run_id: str, failed_tasks: int) -> dict:
     """The run's end: failed when `failed_tasks` of its cases' tasks failed or were stopped (named from their rows
     where Airflow stopped them), so a weekly run missing measurements never shows as a success."""
+    if store(config).run_state(run_id) == REFUSED:
+        raise RunIncomplete("the run was refused before measuring (check_conf says why): nothing measured or published")
     stopped = [
         f"{r['framework']} | {r['device_set']} | r{r['repeat']} on {r['host']}"
         for r in store(config).current_rows(run_id)
