@@ -263,7 +263,7 @@ def run_folder_of(d: Deployment, run_id: str):
     return run_folder.run_dir(d.home / "output", run_id)
 
 
-def test_cancelling_a_run_records_its_running_repeats_and_publishes_what_it_has(deployment):
+def test_cancelling_a_run_records_its_running_repeats_and_publishes_what_it_has(deployment, mailbox):
     d = deployment
     run_id = d.trigger({**CONF, "epochs": 5, "train_images": 2048, "repeats": 1})
     trainers = [d.wait_for(f"a trainer on {h}", lambda h=h: trainer_of(d, f"worker-{h}"), timeout_s=300) for h in HOSTS]
@@ -281,6 +281,8 @@ def test_cancelling_a_run_records_its_running_repeats_and_publishes_what_it_has(
         "the report of both stopped repeats", lambda: report.is_file() and report.read_text().count("(killed)") == 2
     )
     assert d.run(run_id)["state"] == "failed" and run_state(d, run_id) == "stopped"  # never `running` for ever
+    (mail,) = d.wait_for("the stopped-run email", lambda: mails(mailbox, run_id), timeout_s=120)
+    assert "1 run failed" in mail and "stopped while measuring" in mail
 
 
 def test_a_stopped_case_fails_its_run_after_the_rest_is_published(deployment):

@@ -148,6 +148,19 @@ def announce_quarantine(config: Config, run_id: str, dag_id: str, host: str, log
         return {}
 
 
+def announce_stopped(config: Config, run_id: str, dag_id: str, task: str, log: Log) -> dict[str, int]:
+    """A DAG run stopped by hand runs no later task and, failed through the API, no failure callback: its stopped
+    case task says so (the same alert as a failed run's, so each channel sends it once).  Never fails the task."""
+    from trainbench.workflows import alerts
+
+    reason = "stopped while measuring; what it measured is in its report, not published"
+    try:
+        return _deliver(config, run_id, [alerts.failed_run(run_id, reason, links(config, dag_id, run_id), task)], log)
+    except Exception as exc:
+        log(f"alerts: the stopped run could not be announced ({exc})")
+        return {}
+
+
 class RunFailed(BaseNotifier):
     """The DAG's on_failure_callback: a failed-run alert naming the reason and the last failed task."""
 

@@ -57,10 +57,14 @@ class TrainCaseOperator(BaseOperator):
         finally:
             done.set()
         if self._stopped.is_set():  # first: the supervisor SIGKILLs this process 5 s after its SIGTERM
-            if self._run_stopped(context):
-                pipeline.stop_run(cfg, context["run_id"])
+            stopped_here = self._run_stopped(context) and pipeline.stop_run(cfg, context["run_id"])
             published = pipeline.publish(cfg, context["run_id"])
             self.log.info("stopped by Airflow: the run's reports hold what it measured, %s", published["markdown"])
+            if stopped_here:
+                from trainbench_airflow.notifiers import announce_stopped
+
+                task = f"{ti.task_id}[{ti.map_index}]"
+                announce_stopped(cfg, context["run_id"], ti.dag_id, task, self.log.info)
         else:
             from trainbench_airflow.notifiers import announce_quarantine
 

@@ -324,6 +324,12 @@ class ResultStore:
         with self.engine.begin() as conn:
             conn.execute(runs.update().where(runs.c.run_id == run_id).values(state=state))
 
+    def change_state(self, run_id: str, was: str, to: str) -> bool:
+        """`was` -> `to` in one statement: of two hosts' tasks changing it at once, exactly one gets True."""
+        with self.engine.begin() as conn:
+            query = runs.update().where(runs.c.run_id == run_id, runs.c.state == was).values(state=to)
+            return conn.execute(query).rowcount == 1
+
     def run_state(self, run_id: str) -> str | None:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(runs.c.state).where(runs.c.run_id == run_id)).scalar()

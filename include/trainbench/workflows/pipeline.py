@@ -156,11 +156,10 @@ def refuse_run(config: Config, run_id: str) -> None:
     db.set_state(run_id, REFUSED)
 
 
-def stop_run(config: Config, run_id: str) -> None:
-    """The DAG run was stopped while measuring: no later step will validate or publish it."""
-    db = store(config)
-    if db.run_state(run_id) == RUNNING:
-        db.set_state(run_id, STOPPED)
+def stop_run(config: Config, run_id: str) -> bool:
+    """The DAG run was stopped while measuring: no later step will validate or publish it.  True for the one
+    caller that stopped it (every host's stopped task calls this; one announces it)."""
+    return store(config).change_state(run_id, RUNNING, STOPPED)
 
 
 def collect(config: Config, run_id: str) -> dict:
