@@ -41,9 +41,9 @@ from trainbench_airflow import assets
 from trainbench_airflow.errors import fail_without_retry
 from trainbench_airflow.notifiers import RunFailed, deadline
 from trainbench_airflow.operators import TrainCaseOperator
+from trainbench_airflow.schedule import LATE_AFTER
 
 CONFIG = config.load()
-LATE_AFTER = dt.timedelta(hours=6)
 PARAMS = {
     **{name: Param(CONFIG.settings.as_dict()[name], **schema) for name, schema in config.settings_schema().items()},
     "fail_on_regression": Param(

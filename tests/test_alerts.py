@@ -401,15 +401,15 @@ def test_a_failed_run_alert_is_sent_by_the_dags_failure_callback(cfg, mailbox, w
     assert len(mailbox.messages) == 2 and len(webhook.posts) == 2
 
 
-def run_deadline_callback(cfg: config.Config, state: str, run_type: str = "scheduled") -> list:
+def run_deadline_callback(cfg: config.Config, state: str, run_type: str = "scheduled", **run: str) -> list:
     """As Airflow runs a missed deadline: the DAG's alert serialized, its callback awaited by the triggerer's
-    CallbackTrigger with the run in the context the scheduler adds."""
+    CallbackTrigger with the run (and the API's other fields of it, `run`) in the context the scheduler adds."""
     alert = decode_deadline_alert(
         {Encoding.TYPE: DAT.DEADLINE_ALERT, Encoding.VAR: encode_deadline_alert(notifiers.deadline(cfg))}
     )
     context = {
         "dag_run": {"dag_run_id": RUN, "dag_id": "cifar10_benchmark", "logical_date": "2026-11-23T03:00:00Z"}
-        | {"state": state, "run_type": run_type},
+        | {"state": state, "run_type": run_type, **run},
         "deadline": {"id": "d1"},
     }
     trigger = CallbackTrigger(alert.callback.path, {**alert.callback.kwargs, "context": context})
@@ -439,6 +439,19 @@ def test_a_late_run_is_alerted_by_the_deadline_callback(cfg, mailbox, webhook, m
     assert "results stored so far, per host: gpu 3" in body
     assert f"report: {BASE}/trainbench/runs/{QUOTED}/report.html" in body
     assert "run late" in slack_text(webhook.posts[0])
+
+
+def test_a_weekly_run_that_skips_itself_for_starting_days_late_is_never_announced_late(
+    cfg, mailbox, webhook, monkeypatch
+):
+    """Unpausing the DAG runs the last missed slot, which `on_time` skips: no false alarm (its report link 404s)."""
+    set_connections(monkeypatch, mailbox, webhook.url)
+    monkeypatch.setenv("TRAINBENCH_CONFIG", str(cfg.path))
+    unpaused = run_deadline_callback(cfg, "running", start_date="2026-11-26T09:00:00Z")
+    assert [e["state"] for e in unpaused] == ["running", "success"]
+    assert mailbox.messages == [] and webhook.posts == []
+    on_time = run_deadline_callback(cfg, "running", start_date="2026-11-23T03:00:04Z")
+    assert [e["state"] for e in on_time] == ["running", "success"] and len(mailbox.messages) == 1
 
 
 def test_a_run_that_already_failed_is_not_late(cfg, mailbox, webhook, monkeypatch):

@@ -30,6 +30,7 @@ from airflow.sdk.definitions.deadline import AsyncCallback, DeadlineAlert, Deadl
 from airflow.sdk.exceptions import AirflowNotFoundException
 
 from trainbench.config import Config
+from trainbench_airflow.schedule import LATE_AFTER, skips
 
 if TYPE_CHECKING:  # the DAG files import this module: the core's heavier modules load when an alert is sent
     from trainbench.workflows.alerts import Alert, Channel, Links
@@ -201,6 +202,10 @@ def _late_run(late_after_hours: float, run: dict) -> None:
         log.info("run %s is %s, not a week's slot: never late", run_id, run.get("run_type"))
         return
     slot = dt.datetime.fromisoformat(run["logical_date"])
+    started = next((dt.datetime.fromisoformat(str(run[k])) for k in ("start_date", "queued_at") if run.get(k)), None)
+    if started is not None and skips("scheduled", slot, started, LATE_AFTER):
+        log.info("run %s started %s after its slot: it skips itself (on_time), never late", run_id, started - slot)
+        return
     rows = open_store(cfg.database_url).current_rows(run_id)
     found = [alerts.late_run(run_id, slot, late_after_hours, rows, links(cfg, dag_id, run_id))]
     _deliver(cfg, run_id, found, log.info)
