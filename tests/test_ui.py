@@ -36,7 +36,7 @@ from conftest import BIN, ROOT, dags_test, write_config
 pytestmark = pytest.mark.integration
 
 WEEKS = ("2026-01-05T03:00:00+00:00", "2026-01-12T03:00:00+00:00")  # the runs' logical dates
-CONF = {"frameworks": ["pytorch"], "device_sets": ["cpu", "cpu:2"], "epochs": 1, "train_images": 256, "repeats": 2}
+CONF = {"frameworks": ["pytorch"], "device_sets": ["cpu", "cpu:2"], "epochs": 2, "train_images": 256, "repeats": 2}
 SCREENSHOTS = ROOT / "output" / "screenshots"
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

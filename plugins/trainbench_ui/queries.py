@@ -159,7 +159,7 @@ def _measured(query: sa.Select) -> sa.Select:
 def _tuples(conn: sa.Connection, query: sa.Select) -> list[sa.Row]:
     """Rows as tuples: the cheap way through thousands of them."""
     try:
-        return list(conn.execute(query))
+        return list(conn.execute(query).all())
     except (sa.exc.OperationalError, sa.exc.ProgrammingError) as exc:
         if "no such table" in str(exc) or "does not exist" in str(exc):
             raise NoDatabase("the results database holds no results yet; run a benchmark first") from None
