@@ -333,3 +333,20 @@ def test_a_host_quarantined_in_the_run_is_named_with_its_reason_in_both_reports(
     assert "## Quarantined hosts\n\n- `h100-b` stopped measuring in this run: doctor: nvml: NVML failed" in text
     page = Path(out["html"]).read_text()
     assert "Host <b>h100-b</b> stopped measuring in this run: doctor: nvml: NVML failed: NVMLError_Unknown" in page
+
+
+def test_a_one_epoch_run_shows_no_steady_throughput_or_scaling_and_says_why():
+    """Its only epoch pays for warm-up: taken for steady, 2 CPU workers once scaled by 314 %."""
+    from trainbench.reports.rows import ONE_EPOCH
+
+    found = []
+    for ds, wall in (("cpu", 10.0), ("cpu:2", 6.0)):
+        for repeat in (1, 2):
+            r = result(case_key=f"pytorch__{ds}__r{repeat}", wall=wall + repeat / 10)
+            r.device_set, r.repeat, r.images_per_s, r.host = ds, repeat, None, "gpu"
+            found.append(r)
+    summaries = cases.summarize(found, max_cv=0.05)
+    assert f"- `gpu`: {ONE_EPOCH}" in markdown.render(summaries, "r1")
+    assert any(ONE_EPOCH in str(text) for _, items in html_page.summary(summaries, []) for _, text in items)
+    assert charts.scaling(summaries) == []
+    assert "images_per_s" not in {c["name"] for c in charts.report(summaries, [], [], ["r1"])["charts"]}
