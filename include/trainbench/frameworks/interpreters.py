@@ -79,8 +79,6 @@ def probe(python: str, distributions: tuple[str, ...], env: dict[str, str], time
     `env` is the interpreter's whole environment: the trainer's (`measure.environ`), never the harness's, since
     a `sitecustomize` in that interpreter runs before the probe does.
     """
-    if why := unusable(python):
-        return {"python": None, "packages": {}, "error": why}
     try:
         out = ask([python, "-c", PROBE, *distributions], env, timeout_s)
     except OSError as exc:
