@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import fcntl
 import functools
 import os
 from collections.abc import Iterable, Iterator
@@ -23,6 +22,7 @@ import sqlalchemy as sa
 from trainbench import cases
 from trainbench.errors import ConfigError
 from trainbench.result import Result, finite
+from trainbench.store import run_folder
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 VERSION_TABLE = "trainbench_schema_version"
@@ -220,12 +220,8 @@ def _sqlite_file_lock(engine: sa.Engine) -> Iterator[None]:
     if engine.dialect.name != "sqlite" or database in ("", ":memory:"):
         yield
         return
-    with open(f"{os.path.abspath(database)}.migrating", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with run_folder.locked(f"{os.path.abspath(database)}.migrating"):
+        yield
 
 
 def _insert_new(engine: sa.Engine, table: sa.Table):

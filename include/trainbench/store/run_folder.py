@@ -100,7 +100,15 @@ def publishing(output_dir: Path, run_id: str) -> Iterator[None]:
     publish, and the one that read fewer rows must not write its reports last."""
     folder = run_dir(output_dir, run_id)
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".publishing", "a") as f:
+    with locked(folder / ".publishing"):
+        yield
+
+
+@contextlib.contextmanager
+def locked(path: Path | str) -> Iterator[None]:
+    """Held while this process holds the exclusive lock of the file `path`: processes take turns (the lock dies
+    with its holder)."""
+    with open(path, "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
