@@ -298,7 +298,7 @@ def test_the_results_database_reachable_and_migrated(tmp_path):
     found = checks_of(configured(tmp_path, database_url=f"sqlite:///{newer}"))["results database"]
     assert found.status == doctor.FAIL and "'ffff'" in found.detail and "update trainbench" in found.fix
     ok = checks_of(configured(tmp_path))["results database"]
-    assert ok.status == doctor.PASS and ok.detail.endswith("reachable, migrations at head (0010)")
+    assert ok.status == doctor.PASS and ok.detail.endswith("reachable, migrations at head (0011)")
     (tmp_path / "file").write_text("")
     blocked = configured(tmp_path, database_url=f"sqlite:///{tmp_path / 'file' / 'results.db'}")
     found = checks_of(blocked)["results database"]

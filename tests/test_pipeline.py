@@ -82,3 +82,61 @@ def test_publications_of_one_run_take_turns_so_the_last_holds_every_row_stored_b
     second.join(timeout=120)
     assert not second.is_alive()
     assert (run_folder.run_dir(cfg.output_dir, "two_stopped") / "report.md").read_text().count("(killed)") == 2
+
+
+def test_verdicts_read_only_the_runs_their_window_holds_and_judge_as_on_the_whole_history(tmp_path):
+    """A year of weekly runs costs what the lookback does (issue 29): per case and environment the last runs that
+    hold each metric, yet every verdict is the one the whole history gives, crashed weeks, a driver upgrade, runs
+    without images/s and a case new to this run included."""
+    import datetime as dt
+    import random
+
+    from trainbench.checks import regression
+    from trainbench.result import Result
+    from trainbench.store.results import ResultStore
+
+    cfg = config.load(write_config(tmp_path))
+    db = ResultStore(cfg.database_url)
+    rng = random.Random(7)
+    start = dt.datetime(2026, 1, 5, 3, tzinfo=dt.UTC)
+
+    def week(run_id: str, n: int, env_key: str, sets: tuple[str, ...]) -> None:
+        db.save_run(run_id, {}, logical_date=start + dt.timedelta(weeks=n))
+        for ds in sets:
+            crashed = ds == "0,1" and n % 5 == 3
+            for rep in (0, 1, 2, 3):
+                wall = 10.0 * (1 + rng.uniform(-0.02, 0.02)) * (1.2 if n == 40 and ds == "0" else 1)
+                row = {
+                    "run_id": run_id,
+                    "case_key": f"gpu__pytorch__{ds}__r{rep}",
+                    "env_key": env_key,
+                    "framework": "pytorch",
+                    "device_set": ds,
+                    "host": "gpu",
+                    "repeat": rep,
+                    "warmup": rep == 0,
+                    "status": "crashed" if crashed else "ok",
+                    "wall_s": wall,
+                    "images_per_s": None if n % 7 == 2 else 50_000 / wall,
+                    "epochs": [{"epoch": e, "seconds": wall / 2, "images_per_s": 25_000 / wall} for e in (1, 2)],
+                    "started_at": start + dt.timedelta(weeks=n, minutes=rep),
+                }
+                db.save(Result.from_dict(row))
+
+    for n in range(40):
+        week(f"w{n:02d}", n, "driver-550" if n < 25 else "driver-570", ("0", "0,1") if n % 9 else ("0",))
+    week("now", 40, "driver-570", ("0", "0,1", "cpu"))
+    verdicts = pipeline.detect_regressions(cfg, "now", log=lambda m: None)
+
+    order = db.run_ids()
+    everything = [r for r in db.history(except_run="now") if r.run_id in order[: order.index("now")]]
+    current = db.current_results("now")
+    expected = [
+        v.to_dict()
+        for metric in regression.METRICS
+        for v in regression.judge(current, everything, order, cfg.regression, metric, cfg.measurement.max_cv)
+    ]
+    assert verdicts == expected
+    assert {v["verdict"] for v in verdicts} >= {"regressed", "insufficient history"}
+    read = {r.run_id for r in pipeline.earlier_runs(db, "now", order, current, cfg.regression)}
+    assert len(read) <= 2 * 2 * cfg.regression.lookback_runs < len({r.run_id for r in everything}) == 40

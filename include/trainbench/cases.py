@@ -122,6 +122,15 @@ class CaseKey(NamedTuple):
         return (self.host, framework_order(self.framework), device_set_order(self.device_set), self.env_key)
 
 
+class CaseRun(NamedTuple):
+    """A case in one run, by how many counted results hold each metric (wall_s, images_per_s): what chooses a
+    case's history without loading it."""
+
+    run_id: str
+    key: CaseKey
+    counts: Mapping[str, int]
+
+
 def repeat_order(result: Result) -> tuple:
     """Within a case: warm-ups first, then the repeats in their order."""
     return (not result.warmup, result.repeat)

@@ -86,17 +86,22 @@ def changes(before: Mapping, after: Mapping) -> dict[str, tuple[Any, Any]]:
 
 
 def compare(
-    results: Iterable[Result], fingerprints: Mapping[str, dict], run_order: Sequence[str], max_cv: float
+    results: Iterable[Result],
+    fingerprints: Mapping[str, dict],
+    run_order: Sequence[str],
+    max_cv: float,
+    first_measured: Mapping[str, dt.datetime] | None = None,
 ) -> list[CaseComparison]:
     """Every case of `results` with the environments it was measured in, oldest first: by when each was first
-    measured, else by its first run in `run_order` (a backfill re-measures old weeks' run ids in the new
-    environment: their rank would put the new environment first); `fingerprints` gives each environment key's
-    fingerprint."""
+    measured (`first_measured` by environment key, else read off `results`), else by its first run in `run_order`
+    (a backfill re-measures old weeks' run ids in the new environment: their rank would put the new environment
+    first); `fingerprints` gives each environment key's fingerprint."""
     rank = {run: i for i, run in enumerate(run_order)}
-    earliest: dict[str, dt.datetime] = {}
-    for r in results:  # one source of results is all naive (SQLite) or all aware: compared as they are
-        if r.started_at is not None and (r.env_key not in earliest or r.started_at < earliest[r.env_key]):
-            earliest[r.env_key] = r.started_at
+    earliest: dict[str, dt.datetime] = dict(first_measured or {})
+    if first_measured is None:
+        for r in results:  # one source of results is all naive (SQLite) or all aware: compared as they are
+            if r.started_at is not None and (r.env_key not in earliest or r.started_at < earliest[r.env_key]):
+                earliest[r.env_key] = r.started_at
     first = {key: cases.utc(when) for key, when in earliest.items()}
     latest = dt.datetime.max.replace(tzinfo=dt.UTC)
     by_case: dict[tuple[str, str, str], list[CaseSummary]] = {}

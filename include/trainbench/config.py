@@ -137,9 +137,9 @@ class Settings(BaseModel):
         return self.model_dump(mode="json")
 
 
-def _accepts(name: str, item: bool = False) -> str:
-    """The phrase `Accepts` gives the setting `name`, or each of its items."""
-    field = Settings.model_fields[name]
+def _accepts(name: str, item: bool = False, model: type[BaseModel] | None = None) -> str:
+    """The phrase `Accepts` gives the field `name` of `model` (a setting by default), or each of its items."""
+    field = (model or Settings).model_fields[name]
     metadata = typing.get_args(field.annotation)[0].__metadata__ if item else field.metadata
     return next(m.text for m in metadata if isinstance(m, Accepts))
 
@@ -234,13 +234,8 @@ def _explain_section(model: type[Section], exc: ValidationError, values: dict) -
     keys = dict.fromkeys(str(e["loc"][0]) for e in exc.errors() if e["loc"])
     unknown = [k for k in keys if k not in model.model_fields]
     problems = [f"unknown key(s) {unknown}; accepted: {sorted(model.model_fields)}"] if unknown else []
-    fields = [(k, model.model_fields[k]) for k in keys if k not in unknown]
-    problems += [f"{k} must be {_accepts_of(field)}, got {values[k]!r}" for k, field in fields]
+    problems += [f"{k} must be {_accepts(k, model=model)}, got {values[k]!r}" for k in keys if k not in unknown]
     return "; ".join(problems + [e["msg"] for e in exc.errors() if not e["loc"]])
-
-
-def _accepts_of(field) -> str:
-    return next(m.text for m in field.metadata if isinstance(m, Accepts))
 
 
 def _rule(message: str) -> PydanticCustomError:

@@ -29,7 +29,7 @@ from trainbench import config
 from trainbench.errors import ConfigError
 from trainbench.reports import charts
 from trainbench.store import run_folder
-from trainbench_ui import pages, queries
+from trainbench_ui import cache, pages, queries
 from trainbench_ui.access import LoginRequired, UserDep
 
 PREFIX = "/trainbench"
@@ -38,6 +38,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 
 def create_app() -> FastAPI:
     app = FastAPI(title="trainbench benchmarks", docs_url=None, redoc_url=None, openapi_url=None)
+    loaders = _loaders(cache.PerRun())
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.mount("/charts", StaticFiles(directory=charts.STATIC), name="charts")
 
@@ -47,31 +48,31 @@ def create_app() -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse)
     def latest(request: Request, user: UserDep):
-        return _page(request, "", queries.latest_per_host)
+        return _page(request, "", loaders["latest"])
 
     @app.get("/history", response_class=HTMLResponse)
     def history(request: Request, user: UserDep):
-        return _page(request, "history", _history)
+        return _page(request, "history", loaders["history"])
 
     @app.get("/compare", response_class=HTMLResponse)
     def compare(request: Request, user: UserDep):
-        return _page(request, "compare", queries.comparison)
+        return _page(request, "compare", loaders["compare"])
 
     @app.get("/changes", response_class=HTMLResponse)
     def changes(request: Request, user: UserDep):
-        return _page(request, "changes", _changes)
+        return _page(request, "changes", loaders["changes"])
 
     @app.get("/api/{view}")
     def api(view: str, request: Request, user: UserDep):
-        if view not in LOADERS:
-            raise HTTPException(404, f"no such view {view!r}; one of {sorted(LOADERS)}")
+        if view not in loaders:
+            raise HTTPException(404, f"no such view {view!r}; one of {sorted(loaders)}")
         cfg = _config()
         filters = _filters(request)
         if filters.problems:  # a program asked: unfiltered data would pass for the filtered data it wanted
             raise HTTPException(400, "; ".join(filters.problems))
         try:
             with queries.engine(cfg.database_url).connect() as conn:
-                data = LOADERS[view](conn, filters, cfg.measurement.max_cv)
+                data = loaders[view](conn, filters, cfg.measurement.max_cv)
         except queries.NoDatabase as exc:
             raise HTTPException(404, str(exc)) from None
         return JSONResponse(jsonable_encoder(data, custom_encoder={set: sorted}))
@@ -83,23 +84,19 @@ def create_app() -> FastAPI:
     return app
 
 
-def _history(conn: sa.Connection, filters: queries.Filters, max_cv: float) -> dict:
-    """The history needs no noise threshold: it charts every run's median and spread."""
-    return queries.history(conn, filters)
-
-
-def _changes(conn: sa.Connection, filters: queries.Filters, max_cv: float) -> list[dict]:
-    """Environment changes carry their own verdicts: no noise threshold is applied here."""
-    return queries.environment_changes(conn, filters)
-
-
 Loader = Callable[[sa.Connection, queries.Filters, float], Any]
-LOADERS: dict[str, Loader] = {
-    "latest": queries.latest_per_host,
-    "history": _history,
-    "compare": queries.comparison,
-    "changes": _changes,
-}
+
+
+def _loaders(kept: cache.PerRun) -> dict[str, Loader]:
+    """Each view's data from a connection, the filters and the noise threshold; history and compare keep each run's
+    figures in `kept` between views. History and environment changes need no noise threshold: the one charts every
+    run's median and spread, the other carries its own verdicts."""
+    return {
+        "latest": queries.latest_per_host,
+        "history": lambda conn, filters, max_cv: queries.history(conn, filters, kept),
+        "compare": lambda conn, filters, max_cv: queries.comparison(conn, filters, kept, max_cv),
+        "changes": lambda conn, filters, max_cv: queries.environment_changes(conn, filters),
+    }
 
 
 def report_path(output_dir: Path, run_id: str, page: str = run_folder.REPORT_PAGE) -> Path:

@@ -39,6 +39,7 @@ from trainbench.store.results import (
     runs,
     verdicts,
 )
+from trainbench_ui.cache import PerRun
 
 FILTER_FIELDS = ("host", "framework", "variant", "device_set", "gpu")
 SLIM_COLUMNS = (
@@ -123,6 +124,10 @@ class Filters:
             query = query.where(results.c.framework.in_(names))
         if self.gpu:
             query = query.where(sa.or_(*(results.c.device_names.contains(g, autoescape=True) for g in self.gpu)))
+        return self.within_dates(query)
+
+    def within_dates(self, query: sa.Select) -> sa.Select:
+        """`query` (of the runs table) limited to the runs of the date range."""
         if self.date_from:
             query = query.where(run_date() >= dt.datetime.combine(self.date_from, dt.time(), dt.UTC))
         if self.date_to and self.date_to < dt.date.max:  # the last day there is bounds nothing
@@ -161,6 +166,11 @@ def _tuples(conn: sa.Connection, query: sa.Select) -> list[sa.Row]:
     try:
         return list(conn.execute(query).all())
     except (sa.exc.OperationalError, sa.exc.ProgrammingError) as exc:
+        if "no such column" in str(exc) or "column" in str(exc) and "does not exist" in str(exc):
+            raise NoDatabase(
+                "the results database predates this version of trainbench (the pages never change it); the next "
+                "benchmark run upgrades it"
+            ) from None
         if "no such table" in str(exc) or "does not exist" in str(exc):
             raise NoDatabase("the results database holds no results yet; run a benchmark first") from None
         raise
@@ -320,44 +330,88 @@ def environments(conn: sa.Connection, env_keys: Iterable[str]) -> dict[str, dict
 # --- history ------------------------------------------------------------------------------------------------------
 
 
-def _measured_ok(filters: Filters) -> sa.Select:
-    """Per counted result (only those leave the database) with a wall time: run, environment, case, its figures
-    and when it started."""
-    query = sa.select(
-        results.c.run_id,
-        results.c.env_key,
-        results.c.host,
-        results.c.framework,
-        results.c.device_set,
-        results.c.wall_s,
-        results.c.images_per_s,
-        results.c.started_at,
-    )
+def _counted_ok(query: sa.Select, filters: Filters) -> sa.Select:
+    """`query` over the filtered counted results (only those leave the database) with a wall time."""
     return filters.apply(_measured(query)).where(counted(), results.c.wall_s.is_not(None))
 
 
-def history(conn: sa.Connection, filters: Filters) -> dict:
+FIGURE_COLUMNS = (  # `cases.Figures`
+    results.c.run_id,
+    results.c.env_key,
+    results.c.host,
+    results.c.framework,
+    results.c.device_set,
+    results.c.wall_s,
+    results.c.images_per_s,
+)
+IN_CHUNK = 500  # run ids per query: under every database's limit on bound parameters
+
+
+@dataclasses.dataclass(frozen=True)
+class RunFigures:
+    """A run's filtered counted results (`cases.Figures`), their spread per case (`cases.per_run_figures`) and when
+    the first of each environment's started."""
+
+    rows: list[cases.Figures]
+    figures: dict[tuple, tuple[Spread, Spread]]
+    started: dict[str, dt.datetime]
+
+    @functools.cached_property
+    def results(self) -> list[Result]:
+        """The rows as `Result`s, with the figures comparisons read (built once: a third of a comparison's time)."""
+        return [
+            Result(run, "", env_key, fw, ds, 0, cases.OK, host=host, wall_s=wall, images_per_s=ips)
+            for run, env_key, host, fw, ds, wall, ips in self.rows
+        ]
+
+
+def run_figures(conn: sa.Connection, filters: Filters, kept: PerRun) -> dict[str, RunFigures]:
+    """Per filtered run holding results, its `RunFigures`: read from the database only for the runs `kept` holds no
+    value of at their current revision (new, re-measured, or not read under these filters yet)."""
+    scope = (str(conn.engine.url), dataclasses.replace(filters, date_from=None, date_to=None, problems=()))
+    query = filters.within_dates(sa.select(runs.c.run_id, runs.c.revision).where(runs.c.source == BENCHMARK))
+    tokens = {(scope, run): revision for run, revision in _tuples(conn, query)}
+    found, missing = kept.kept(tokens)
+    if missing:
+        fresh: dict[str, list[cases.Figures]] = {run: [] for _, run in missing}
+        started: dict[str, dict[str, dt.datetime]] = {run: {} for _, run in missing}
+        first = sa.select(results.c.run_id, results.c.env_key, sa.func.min(results.c.started_at))
+        queries = (
+            _counted_ok(sa.select(*FIGURE_COLUMNS), filters),
+            _counted_ok(first, filters).group_by(results.c.run_id, results.c.env_key),
+        )
+        every = len(missing) == len(tokens)
+        for chunk in [None] if every else [sorted(fresh)[i : i + IN_CHUNK] for i in range(0, len(fresh), IN_CHUNK)]:
+            rows, firsts = (
+                _tuples(conn, q if chunk is None else q.where(results.c.run_id.in_(chunk))) for q in queries
+            )
+            for row in rows:
+                fresh[row[0]].append(tuple(row))
+            for run, env_key, when in firsts:
+                if when is not None:
+                    started[run][env_key] = when
+        for key in missing:
+            run = key[1]
+            found[key] = RunFigures(fresh[run], cases.per_run_figures(fresh[run]), started[run])
+            kept.keep(key, tokens[key], found[key])
+    return {run: found[(scope, run)] for _, run in tokens if found[(scope, run)].rows}
+
+
+def history(conn: sa.Connection, filters: Filters, kept: PerRun) -> dict:
     """Per case (host x framework x device set), the median wall time of each run, one series per environment,
     on one axis of the filtered runs, oldest to newest (`charts.history_charts`)."""
-    found = [r[:7] for r in _tuples(conn, _measured_ok(filters))]
+    per_run = run_figures(conn, filters, kept)
+    figures = {key: spreads for run in per_run.values() for key, spreads in run.figures.items()}
     dates = run_dates(conn)
-    order = sorted({r[0] for r in found}, key=lambda run: (dates.get(run, _aware(None)), run))
-    envs = environments(conn, {r[1] for r in found})
+    order = sorted(per_run, key=lambda run: (dates.get(run, _aware(None)), run))
+    envs = environments(conn, {key[3] for key in figures})
     return charts.history_charts(
-        found,
+        figures,
         [(run, _date_text(dates.get(run))) for run in order],
         {key: environment_label(env) for key, env in envs.items()},
-        _verdicts(conn) if found else {},
+        _verdicts(conn) if figures else {},
         charts.case_order,
     )
-
-
-def _measured_results(conn: sa.Connection, filters: Filters) -> list[Result]:
-    """The filtered ok, measured results, with the figures history and comparisons read."""
-    return [
-        Result(run, "", env_key, fw, ds, 0, cases.OK, host=host, wall_s=wall, images_per_s=ips, started_at=at)
-        for run, env_key, host, fw, ds, wall, ips, at in _tuples(conn, _measured_ok(filters))
-    ]
 
 
 def _date_text(when: dt.datetime | None) -> str:
@@ -367,10 +421,15 @@ def _date_text(when: dt.datetime | None) -> str:
 # --- driver / framework comparison --------------------------------------------------------------------------------
 
 
-def comparison(conn: sa.Connection, filters: Filters, max_cv: float = MAX_CV) -> dict:
+def comparison(conn: sa.Connection, filters: Filters, kept: PerRun, max_cv: float = MAX_CV) -> dict:
     """Per case (host x framework x device set), the environments it was measured in side by side, oldest first,
     with what changed and the change in wall time and images/s (`trainbench.comparison`)."""
-    measured = _measured_results(conn, filters)
+    per_run = run_figures(conn, filters, kept)
+    measured = [r for found in per_run.values() for r in found.results]
+    first: dict[str, dt.datetime] = {}
+    for found in per_run.values():
+        for env_key, when in found.started.items():
+            first[env_key] = min(first.get(env_key, when), when)
     dates = run_dates(conn)
     order = sorted({r.run_id for r in measured}, key=lambda run: (dates.get(run, _aware(None)), run))
     fingerprints = environments(conn, {r.env_key for r in measured})
@@ -398,7 +457,7 @@ def comparison(conn: sa.Connection, filters: Filters, max_cv: float = MAX_CV) ->
                     for e in c.environments
                 ],
             }
-            for c in compare(measured, fingerprints, order, max_cv)
+            for c in compare(measured, fingerprints, order, max_cv, first_measured=first)
         ]
     }
 

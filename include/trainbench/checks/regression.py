@@ -21,7 +21,8 @@ their spread, and there are too few of them or they are too spread to set an out
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 from trainbench import cases
@@ -100,6 +101,23 @@ def _blind(typical: dict, window: dict[str, CaseSummary], metric: str) -> bool:
     other, and a robust spread of 1 / OUTLIER_FACTOR or more keeps every run below the median, however far."""
     robust = Spread.of(spread(window[run], metric).median for run in typical).robust_cv or 0.0
     return len(typical) < 3 or OUTLIER_FACTOR * robust >= 1
+
+
+def runs_read(
+    current: Sequence[Result], history: Iterable[cases.CaseRun], run_order: list[str], policy: Policy = DEFAULT_POLICY
+) -> set[str]:
+    """The runs of `history` whose results `judge` reads for `current`: per case and environment of its host,
+    framework and device set, the last `lookback_runs` holding each metric (the window, or the sign of another
+    environment), so a year of history costs what eight weeks do."""
+    rank = {run: i for i, run in enumerate(run_order)}
+    wanted = {(r.host or "", r.framework, r.device_set) for r in current}
+    holding: dict[tuple, list[str]] = defaultdict(list)
+    for c in history:
+        if c.run_id in rank and c.key[:3] in wanted:
+            for metric, n in c.counts.items():
+                if n:
+                    holding[(c.key, metric)].append(c.run_id)
+    return {run for found in holding.values() for run in sorted(found, key=rank.__getitem__)[-policy.lookback_runs :]}
 
 
 def judge(

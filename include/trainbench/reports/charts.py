@@ -62,20 +62,21 @@ def marks(verdicts: Iterable[Mapping], every: bool = False) -> dict[tuple, list[
 
 
 def history_charts(
-    found: Iterable[cases.Figures],
+    figures: Mapping[tuple, tuple[Spread, Spread]],
     runs: Sequence[tuple[str, str]],
     labels: Mapping[str, str],
     marked: Mapping[tuple, list[dict]],
     case_order: Callable[[tuple], Any],
 ) -> dict:
-    """Per case (host x framework x device set), the median wall time of each run, one series per environment.
+    """Per case (host x framework x device set), the median wall time of each run, one series per environment, from
+    `figures` (`cases.per_run_figures`).
 
     `runs` (run id, date), oldest first, is the axis every chart shares: `runs[x]` names a point's run.
     One series per environment key: a driver upgrade starts a new line instead of a step in the old one.
     """
     index = {run: i for i, (run, _) in enumerate(runs)}
     series: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
-    for (host, fw, ds, env_key, run_id), (walls, rates) in cases.per_run_figures(found).items():
+    for (host, fw, ds, env_key, run_id), (walls, rates) in figures.items():
         assert walls.median is not None and walls.min is not None and walls.max is not None
         point: dict[str, Any] = {
             "x": index[run_id],
@@ -322,17 +323,17 @@ def _with_history(
         if r.wall_s is not None
     ]
     rank = {run: i for i, run in enumerate(run_order)}
-    started: dict[str, list[str]] = defaultdict(list)
+    started: dict[str, tuple] = {}  # the first start of each run, and that start as stored (its time zone)
     environments: dict[str, str] = {}
     for r in ok:
-        if r.started_at:
-            started[r.run_id].append(r.started_at.strftime("%Y-%m-%d %H:%M"))
+        if r.started_at and (r.run_id not in started or cases.started(r) < started[r.run_id][0]):
+            started[r.run_id] = (cases.started(r), r.started_at)
         if r.env_key not in environments:
             environments[r.env_key] = environment_label(r.environment or fingerprints.get(r.env_key) or {})
     runs = sorted({m[0] for m in found}, key=lambda run: (rank.get(run, len(rank)), run))
     data = history_charts(
-        found,
-        [(run, min(started[run], default="")) for run in runs],
+        cases.per_run_figures(found),
+        [(run, started[run][1].strftime("%Y-%m-%d %H:%M") if run in started else "") for run in runs],
         environments,
         marks(verdicts),
         case_order,

@@ -14,7 +14,7 @@ import dataclasses
 import datetime as dt
 import functools
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -41,6 +41,7 @@ runs = sa.Table(
     sa.Column("settings", sa.JSON, nullable=False),
     sa.Column("logical_date", sa.DateTime(timezone=True)),
     sa.Column("state", sa.String(16), nullable=False, server_default="published"),
+    sa.Column("revision", sa.Integer, nullable=False, server_default="0"),  # writes of its results (0011)
 )
 RUNNING, VALIDATED, PUBLISHED, INVALID = "running", "validated", "published", "invalid"
 REFUSED = "refused"  # its conf was refused before anything ran: nothing measured
@@ -249,6 +250,12 @@ def not_created_yet(url: str) -> str | None:
     return None
 
 
+def _revised(conn: sa.Connection, run_id: str) -> None:
+    """One more write of the run's results, in the transaction that makes it: what readers keeping a run's figures
+    check (`runs.revision`)."""
+    conn.execute(runs.update().where(runs.c.run_id == run_id).values(revision=runs.c.revision + 1))
+
+
 def counted() -> sa.ColumnElement:
     """`cases.counted` as a condition on the results table, for readers that keep the rest in the database."""
     return sa.and_(results.c.status == cases.OK, results.c.warmup == sa.false())
@@ -341,6 +348,7 @@ class ResultStore:
             conn.execute(results.delete().where(results.c.run_id == run_id))
             for result in rows:
                 self._insert(conn, result)
+            _revised(conn, run_id)
 
     def save(self, result: Result) -> int:
         """Insert a result, replacing any earlier one with the same run, case and environment."""
@@ -356,6 +364,7 @@ class ResultStore:
             if old:
                 conn.execute(device_memory.delete().where(device_memory.c.result_id.in_(old)))
                 conn.execute(results.delete().where(identity))
+            _revised(conn, result.run_id)
             return self._insert(conn, result)
 
     @staticmethod
@@ -405,9 +414,16 @@ class ResultStore:
         """`rows` as `Result`s: what the case layer (`trainbench.cases`) and every reader of it take."""
         return [Result.from_dict(r) for r in self.rows(run_id, source)]
 
-    def history(self, except_run: str | None = None, source: str = BENCHMARK, epochs: bool = True) -> list[Result]:
-        """Every result of `source`'s runs but `except_run`, with what verdicts and charts read of it (figures, and
-        the epochs if asked): no environment, telemetry, phases or devices, which cost more to load than the rest."""
+    def history(
+        self,
+        except_run: str | None = None,
+        source: str = BENCHMARK,
+        epochs: bool = True,
+        only_runs: Collection[str] | None = None,
+    ) -> list[Result]:
+        """Every result of `source`'s runs but `except_run` (of `only_runs` if given), with what verdicts and charts
+        read of it (figures, and the epochs if asked): no environment, telemetry, phases or devices, which cost more
+        to load than the rest."""
         fields = HISTORY_FIELDS if epochs else tuple(f for f in HISTORY_FIELDS if f != "epochs")
         query = (
             sa.select(*(results.c[name] for name in fields))
@@ -416,8 +432,32 @@ class ResultStore:
         )
         if except_run is not None:
             query = query.where(results.c.run_id != except_run)
+        if only_runs is not None:
+            query = query.where(results.c.run_id.in_(sorted(only_runs)))
         with self.engine.connect() as conn:
             return [Result(**row._mapping) for row in conn.execute(query)]
+
+    def case_runs(self, source: str = BENCHMARK) -> list[cases.CaseRun]:
+        """Per run of `source` and case in it, how many counted results hold a wall time and how many images/s:
+        which runs a case's history can take, read without loading them."""
+        query = (
+            sa.select(
+                results.c.run_id,
+                results.c.host,
+                results.c.framework,
+                results.c.device_set,
+                results.c.env_key,
+                sa.func.count(results.c.wall_s),
+                sa.func.count(results.c.images_per_s),
+            )
+            .where(counted(), results.c.run_id.in_(sa.select(runs.c.run_id).where(runs.c.source == source)))
+            .group_by(results.c.run_id, results.c.host, results.c.framework, results.c.device_set, results.c.env_key)
+        )
+        with self.engine.connect() as conn:
+            return [
+                cases.CaseRun(run, cases.CaseKey(host or "", fw, ds, env), {"wall_s": walls, "images_per_s": rates})
+                for run, host, fw, ds, env, walls, rates in conn.execute(query)
+            ]
 
     def fingerprints(self, env_keys: Iterable[str]) -> dict[str, dict]:
         """One stored fingerprint per environment key (its first result's)."""

@@ -10,11 +10,11 @@ nothing: `collect` loads whatever the database is missing.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from trainbench import cases
-from trainbench.config import Config, ConfigError, Settings, shown_url
+from trainbench.config import Config, ConfigError, RegressionPolicy, Settings, shown_url
 from trainbench.devices import Inventory, discover
 from trainbench.errors import NoRetry
 from trainbench.measure import outcome
@@ -216,11 +216,17 @@ def other_runs(db: ResultStore, run_id: str, epochs: bool = True) -> list[Result
     return db.history(except_run=run_id, epochs=epochs)
 
 
-def earlier_runs(db: ResultStore, run_id: str, order: list[str]) -> list[Result]:
-    """The results of the runs before `run_id` in `order`: what its verdicts are judged on, never a later week
-    (which a backfill of an old week would otherwise be judged against)."""
-    earlier = set(order[: order.index(run_id)]) if run_id in order else set(order)
-    return [r for r in other_runs(db, run_id) if r.run_id in earlier]
+def earlier_runs(
+    db: ResultStore, run_id: str, order: list[str], results: Sequence[Result], policy: RegressionPolicy
+) -> list[Result]:
+    """What the verdicts of `results` (the run's) are judged on: the results of the runs before `run_id` in `order`,
+    never a later week (which a backfill of an old week would otherwise be judged against), of the runs the
+    judgement reads (`regression.runs_read`)."""
+    from trainbench.checks import regression
+
+    earlier = order[: order.index(run_id)] if run_id in order else order
+    read = regression.runs_read(results, db.case_runs(), earlier, policy)
+    return db.history(except_run=run_id, only_runs=read)
 
 
 def detect_regressions(config: Config, run_id: str, log: Log = print) -> list[dict]:
@@ -239,7 +245,7 @@ def detect_regressions(config: Config, run_id: str, log: Log = print) -> list[di
                 f"> max_cv {max_cv:.0%}"
             )
     order = db.run_ids()
-    past = earlier_runs(db, run_id, order)
+    past = earlier_runs(db, run_id, order, results, config.regression)
     found = [
         v.to_dict()
         for metric in regression.METRICS

@@ -1,0 +1,23 @@
+"""Run revision: counts the writes of a run's results (a row stored, replaced, or every row replaced), so a reader
+that keeps what it computed from a run (the Benchmarks pages) knows, from the runs table alone, which runs changed
+since. Runs stored before this revision start at 0.
+
+Revision ID: 0011
+Revises: 0010
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0011"
+down_revision = "0010"
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("runs") as batch:
+        batch.add_column(sa.Column("revision", sa.Integer, nullable=False, server_default="0"))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("runs") as batch:
+        batch.drop_column("revision")
