@@ -2,7 +2,8 @@
 through the real Celery deployment (tests/deployment.py: PostgreSQL, Redis, scheduler, one "GPU host" worker),
 triggered through the REST API.  Prints the median gap on the host between one case's end and the next case's
 start, both as Airflow sees its tasks and as the trainers saw it (target <= 1 s), and last the DAG wall time over
-the sum of the trainers' wall times (target <= 1.15 for cases of about 20 s).  `--quick`: two tiny pytorch cases.
+the sum of the trainers' wall times, `dag overhead: X` (goal <= 1.05 for cases of about 20 s).  `--quick`: two tiny
+pytorch cases.
 
     .venv/bin/python benchmarks/dag_overhead.py --epochs 3 --train-images 8192
 """
@@ -74,10 +75,8 @@ def main() -> None:
         f"median {statistics.median(case_gaps):.2f} s "
         f"(min {min(case_gaps):.2f}, max {max(case_gaps):.2f}, n={len(case_gaps)})"
     )
-    print(
-        f"DAG wall {dag_wall:.1f} s / sum of case walls {sum(case_walls):.1f} s "
-        f"= ratio {dag_wall / sum(case_walls):.3f}"
-    )
+    print(f"DAG wall {dag_wall:.1f} s / sum of case walls {sum(case_walls):.1f} s")
+    print(f"dag overhead: {dag_wall / sum(case_walls):.3f}")
 
 
 if __name__ == "__main__":

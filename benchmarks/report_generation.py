@@ -1,7 +1,7 @@
 """How long publishing takes as history grows: regression verdicts plus every report
 (Markdown, HTML with charts, CSV, Parquet) for the newest run, with 100 and with 10,000
 stored rows (`--rows`) side by side; prints both times and their ratio, and last `report 10000 rows: X s` (goal:
-X <= 1.0 on a developer's machine).
+X <= 0.5 on an idle machine).
 
     .venv/bin/python benchmarks/report_generation.py
 """

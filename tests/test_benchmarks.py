@@ -16,7 +16,7 @@ SCRIPTS = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py") if not p.ste
 N = r"\d[\d,]*(\.\d+)?"  # a figure as the scripts print it
 HEADLINE = {  # the last line of each script's --quick run: a new script fails here until it has one
     "ab_power": rf"ab power: cv 2% false_alarms {N}% detect_5pct {N}% mean_repeats {N}",
-    "dag_overhead": rf"DAG wall {N} s / sum of case walls {N} s = ratio {N}",
+    "dag_overhead": rf"dag overhead: {N}",
     "data_startup": rf"60,000 images ready in {N} s: (meets|MISSES) the target <= 0.3 s",
     "harness_overhead": rf"images/s  runner/bare: median ratio {N} \(min {N}, max {N}, n=2\)  \(target >= 0.995\)",
     "regression_power": rf"regression power after warm-up: wall_s false_alarms {N}% detect_15pct {N}%; "
@@ -24,7 +24,7 @@ HEADLINE = {  # the last line of each script's --quick run: a new script fails h
     "repeatability": rf"warm \(after a warm-up run\) +wall median {N} s CV {N}% \| images/s median {N} CV {N}% \(n=2\)",
     "report_generation": rf"report 1000 rows: {N} s",
     "timing_agreement": rf"user\+sys runner/time: median ratio {N} \(min {N}, max {N}, n=2\)  \(target 0.98..1.02\)",
-    "ui_page_load": rf"ui page load, 1000 rows: slowest page {N} ms \(GET /trainbench/\S*\)",
+    "ui_page_load": rf"page /compare 1000 rows: first {N} ms, then {N} ms \({N} KiB\)",
     "variants": rf"\| mxnet-hybrid \| ok \| {N} \| {N} \| {N} \| {N} \| {N} \| {N} \| {N} \|",
 }
 STARTS_AIRFLOW = {"dag_overhead"}  # a whole Celery deployment: minutes
