@@ -94,10 +94,10 @@ def cifar10_benchmark():
         """Airflow merges unknown conf keys into the params silently; refuse them before anything runs."""
         try:
             config.check_run_conf(dag_run.conf or {}, PARAMS)
-        except config.ConfigError:
+        except config.ConfigError as exc:
             from trainbench.workflows import pipeline
 
-            pipeline.refuse_run(CONFIG, dag_run.run_id)
+            pipeline.refuse_run(CONFIG, dag_run.run_id, str(exc))
             raise
 
     @task.short_circuit(ignore_downstream_trigger_rules=True)

@@ -401,6 +401,30 @@ def test_a_failed_run_alert_is_sent_by_the_dags_failure_callback(cfg, mailbox, w
     assert len(mailbox.messages) == 2 and len(webhook.posts) == 2
 
 
+def test_a_refused_run_is_announced_with_why_and_without_a_report_link(cfg, mailbox, webhook, monkeypatch):
+    """Item 3 of issue 27: the failure callback's last failed task of a refused run is check_complete, which only
+    repeats that the run was refused; the alert names the refusal itself, and a refused run has no report."""
+    from trainbench.workflows import pipeline
+
+    set_connections(monkeypatch, mailbox, webhook.url)
+    pipeline.refuse_run(cfg, RUN, "unknown key(s) ['epoch'] in the run's conf; accepted: ['batch_size', ...]")
+    context = {
+        "dag": DAG("cifar10_benchmark", schedule=None),
+        "run_id": RUN,
+        "reason": "task_failure",
+        "ti": types.SimpleNamespace(task_id="check_complete", map_index=-1),
+        "dag_run": types.SimpleNamespace(clear_number=0),
+    }
+    notifiers.RunFailed(cfg)(context)
+    (mail,) = mailbox.messages
+    body = mail.get_body(("plain",)).get_content()
+    assert "the run was refused before measuring anything: unknown key(s) ['epoch'] in the run's conf" in body
+    assert "check_complete" not in body and "report:" not in body and "/trainbench/runs/" not in body
+    assert f"DAG run: {BASE}/dags/cifar10_benchmark/runs/{QUOTED}" in body
+    (post,) = webhook.posts
+    assert "/trainbench/runs/" not in json.dumps(post) and "refused before measuring" in slack_text(post)
+
+
 def run_deadline_callback(cfg: config.Config, state: str, run_type: str = "scheduled", **run: str) -> list:
     """As Airflow runs a missed deadline: the DAG's alert serialized, its callback awaited by the triggerer's
     CallbackTrigger with the run (and the API's other fields of it, `run`) in the context the scheduler adds."""

@@ -173,12 +173,31 @@ class RunFailed(BaseNotifier):
         from trainbench.workflows import alerts
 
         dag_id, run_id = context["dag"].dag_id, context["run_id"]
+        if refused := self._refusal(run_id):
+            _deliver(
+                self.config,
+                run_id,
+                [alerts.refused_run(run_id, refused, links(self.config, dag_id, run_id))],
+                self.log.info,
+            )
+            return
         ti = context.get("ti")
         task = "" if ti is None else f"{ti.task_id}" + (f"[{ti.map_index}]" if ti.map_index >= 0 else "")
         cleared = getattr(context.get("dag_run"), "clear_number", 0) or 0
         reason = context.get("reason") or "failed"
         found = [alerts.failed_run(run_id, reason, links(self.config, dag_id, run_id), task, cleared)]
         _deliver(self.config, run_id, found, self.log.info)
+
+    def _refusal(self, run_id: str) -> str | None:
+        """Why the run was refused before measuring (its last failed task is then only the one that said so);
+        None when it was not, or the database cannot say (the run's failure is announced all the same)."""
+        from trainbench.workflows import pipeline
+
+        try:
+            return pipeline.refusal(self.config, run_id)
+        except Exception as exc:
+            self.log.info("alerts: could not read whether run %s was refused (%s)", run_id, exc)
+            return None
 
 
 async def late_run_alert(late_after_hours: float, context: dict) -> None:

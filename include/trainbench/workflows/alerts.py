@@ -212,6 +212,22 @@ def failed_run(run_id: str, reason: str, links: Links, failed_task: str = "", cl
     )
 
 
+def refused_run(run_id: str, reason: str, links: Links) -> Alert:
+    """A run refused before measuring (its conf): why, and links without a report, which it never has."""
+    return Alert(
+        FAILED_RUN,
+        run_id,
+        "",
+        "",
+        f"the run was refused before measuring anything: {reason}",
+        "",
+        "",
+        "",
+        dataclasses.replace(links, report=""),
+        f"{FAILED_RUN}:refused",
+    )
+
+
 def late_run(run_id: str, slot: dt.datetime, hours: float, rows: Iterable[Mapping], links: Links) -> Alert:
     """A run not finished `hours` after its slot, with how far each host got (results stored so far)."""
     per_host: dict[str, int] = {}
@@ -261,7 +277,8 @@ def subject(alerts: Sequence[Alert]) -> str:
 
 
 def _link_lines(links: Links) -> list[str]:
-    return [f"report: {links.report}", f"Benchmarks: {links.benchmarks}", f"DAG run: {links.dag_run}"]
+    shown = (("report", links.report), ("Benchmarks", links.benchmarks), ("DAG run", links.dag_run))
+    return [f"{name}: {url}" for name, url in shown if url]
 
 
 def email_text(alerts: Sequence[Alert]) -> str:
@@ -295,9 +312,13 @@ def slack_message(alerts: Sequence[Alert]) -> dict:
         {
             "type": "context",
             "elements": [
-                {"type": "mrkdwn", "text": f"<{links.report}|report>"},
-                {"type": "mrkdwn", "text": f"<{links.benchmarks}|Benchmarks>"},
-                {"type": "mrkdwn", "text": f"<{links.dag_run}|DAG run>"},
+                {"type": "mrkdwn", "text": f"<{url}|{name}>"}
+                for name, url in (
+                    ("report", links.report),
+                    ("Benchmarks", links.benchmarks),
+                    ("DAG run", links.dag_run),
+                )
+                if url
             ],
         }
     )

@@ -149,11 +149,19 @@ def original_settings(config: Config, logical_date: dt.datetime) -> dict | None:
     return store(config).settings_at(logical_date)
 
 
-def refuse_run(config: Config, run_id: str) -> None:
-    """A run whose conf was refused is recorded as such: nothing ran, and it must never look `running`."""
+def refuse_run(config: Config, run_id: str, reason: str) -> None:
+    """A run whose conf was refused is recorded as such, with why: nothing ran, and it must never look `running`."""
     db = store(config)
-    db.save_run(run_id, {})
+    db.save_run(run_id, {"refused": reason})
     db.set_state(run_id, REFUSED)
+
+
+def refusal(config: Config, run_id: str) -> str | None:
+    """Why the run was refused before measuring, or None for a run that was not."""
+    db = store(config)
+    if db.run_state(run_id) != REFUSED:
+        return None
+    return (db.settings_of(run_id) or {}).get("refused") or "its conf was refused"
 
 
 def stop_run(config: Config, run_id: str) -> bool:
