@@ -155,6 +155,7 @@ def cifar10_benchmark():
         chosen = config.Settings(**settings)
         pipeline.start_run(CONFIG, dag_run.run_id, chosen, logical_date(dag_run))
         planned = pipeline.plan_matrix(chosen, inventory, dataset, host, quarantined=not checked["can_measure"])
+        pipeline.record_plan(CONFIG, dag_run.run_id, host, planned)
         return [spec.to_dict() for spec in planned]
 
     @task(trigger_rule="all_done")

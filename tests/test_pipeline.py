@@ -140,3 +140,34 @@ def test_verdicts_read_only_the_runs_their_window_holds_and_judge_as_on_the_whol
     assert {v["verdict"] for v in verdicts} >= {"regressed", "insufficient history"}
     read = {r.run_id for r in pipeline.earlier_runs(db, "now", order, current, cfg.regression)}
     assert len(read) <= 2 * 2 * cfg.regression.lookback_runs < len({r.run_id for r in everything}) == 40
+
+
+def test_a_stopped_run_s_reports_say_so_and_name_each_planned_case_that_never_ran(tmp_path, gpu_host):
+    """Issue 27, item 2: not "no change against history" for a run whose verdicts were never made."""
+    from trainbench.reports import markdown
+    from trainbench.store import run_folder
+    from trainbench.workflows import harness
+
+    from test_results import result
+
+    cfg = config.load(write_config(tmp_path))
+    settings = cfg.settings.overridden(frameworks=["pytorch"], device_sets=["0", "1"], repeats=2, warmup=0)
+    dataset = {"kind": "synthetic", "data_dir": str(tmp_path)}
+    pipeline.start_run(cfg, "stopped", settings)
+    specs = pipeline.plan_matrix(settings, gpu_host, dataset, "gpu")
+    pipeline.record_plan(cfg, "stopped", "gpu", specs)
+    first = specs[0].case
+    killed = result(run_id="stopped", case_key=first.key, status="killed")
+    killed.host = "gpu"
+    harness._save(cfg, killed, log=lambda m: None)
+    assert pipeline.stop_run(cfg, "stopped")
+    pipeline.publish(cfg, "stopped")
+    folder = run_folder.run_dir(cfg.output_dir, "stopped")
+    text = (folder / "report.md").read_text()
+    assert "## Run stopped" in text and "never judged against history; 1 of 4 planned cases hold results" in text
+    assert [line for line in text.splitlines() if line.startswith("- never ran")] == [
+        f"- never ran on `gpu`: {markdown.cell(s.case.label)}" for s in specs[1:]
+    ]
+    page = (folder / "report.html").read_text()
+    assert "Not judged against history: the run was stopped" in page and "No change against history" not in page
+    assert page.count("never ran on <b>gpu</b>") == 3

@@ -10,6 +10,7 @@ from pathlib import Path
 from trainbench.cases import CaseSummary
 from trainbench.comparison import CaseComparison
 from trainbench.reports import html_page, markdown, tables
+from trainbench.reports.rows import ORDINARY, Standing
 from trainbench.result import Result
 from trainbench.store.run_folder import REPORT_PAGE, replace_file
 
@@ -28,9 +29,11 @@ def write_all(
     comparisons: Sequence[CaseComparison] = (),
     imported: Sequence[Result] = (),
     quarantines: Sequence[Mapping] = (),
+    standing: Standing = ORDINARY,
 ) -> dict[str, Path]:
     """Write every report of the run's cases into its folder, each file replaced whole (a reader never sees half
-    of one).  `quarantines`: the hosts that stopped measuring in the run, and why."""
+    of one).  `quarantines`: the hosts that stopped measuring in the run, and why; `standing`: whether it was
+    stopped, and the planned cases that never ran."""
     folder.mkdir(parents=True, exist_ok=True)
     files = {
         "markdown": folder / "report.md",
@@ -43,9 +46,18 @@ def write_all(
     rows = [r.to_dict() for s in summaries for r in s.results]
     stats = [{"run_id": run_id, **s.stats_row()} for s in summaries if s.counted]
     page = html_page.render(
-        run_id, summaries, history, verdicts, comparisons, imported, run_order, fingerprints or {}, quarantines
+        run_id,
+        summaries,
+        history,
+        verdicts,
+        comparisons,
+        imported,
+        run_order,
+        fingerprints or {},
+        quarantines,
+        standing,
     )
-    text = markdown.render(summaries, run_id, verdicts, comparisons, imported, quarantines)
+    text = markdown.render(summaries, run_id, verdicts, comparisons, imported, quarantines, standing)
     replace_file(files["markdown"], text.encode(), REPORT)
     replace_file(files["html"], page.encode(), REPORT)
     replace_file(files["csv"], tables.csv_text(rows).encode(), REPORT)

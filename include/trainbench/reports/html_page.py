@@ -16,7 +16,7 @@ from trainbench import cases
 from trainbench.cases import CaseSummary
 from trainbench.comparison import CaseComparison
 from trainbench.reports import charts, templating
-from trainbench.reports.rows import ONE_EPOCH, combination, hosts, variant_pairs
+from trainbench.reports.rows import ONE_EPOCH, ORDINARY, Standing, combination, hosts, variant_pairs
 from trainbench.reports.templating import formatted
 from trainbench.result import Result
 
@@ -55,6 +55,7 @@ def render(
     run_order: Sequence[str],
     fingerprints: Mapping[str, dict] | None = None,
     quarantines: Sequence[Mapping] = (),
+    standing: Standing = ORDINARY,
 ) -> str:
     """`fingerprints` (environment key -> fingerprint) labels the history's environments."""
     data = charts.report(summaries, history, verdicts, run_order, fingerprints or {})
@@ -65,7 +66,7 @@ def render(
         .render(
             run_id=run_id,
             css=Markup(CSS + charts.stylesheet()),
-            summary=summary(summaries, mine),
+            summary=summary(summaries, mine, standing.judged),
             summaries=summaries,
             combination=combination,
             figures=lambda *names: Markup(charts.figures(data, *names)),
@@ -73,6 +74,7 @@ def render(
             pairs=variant_pairs(summaries),
             verdicts=mine,
             quarantines=quarantines,
+            standing=standing,
             comparisons=comparisons,
             imported=sorted(imported, key=cases.order),
             chart_data=Markup(charts.embed(data)),
@@ -96,10 +98,12 @@ def _fastest(device_set: str, found: list[CaseSummary]) -> Markup:
     return text
 
 
-def summary(summaries: Sequence[CaseSummary], verdicts: Sequence[Mapping]) -> list[tuple[str, list[tuple]]]:
+def summary(
+    summaries: Sequence[CaseSummary], verdicts: Sequence[Mapping], judged: bool = True
+) -> list[tuple[str, list[tuple]]]:
     """What a reader wants first, per host (never pooled): the fastest case per device set, how well it scales,
-    what changed; a scaling figure only where neither the set nor its single-device reference is noisy.
-    Each host's lines as (css class, text)."""
+    what changed (`judged`: whether the run's verdicts were made at all); a scaling figure only where neither the set
+    nor its single-device reference is noisy.  Each host's lines as (css class, text)."""
     out = []
     noisy = cases.noisy_keys(summaries)
     keys = [s.key for s in summaries]
@@ -143,7 +147,9 @@ def summary(summaries: Sequence[CaseSummary], verdicts: Sequence[Mapping]) -> li
             )
             for v in changed
         ]
-        if not changed:
+        if not judged:
+            items.append(("", Markup("Not judged against history: the run was stopped before its verdicts.")))
+        elif not changed:
             items.append(("", Markup("No change against history beyond its noise.")))
         out.append((host, items))
     return out

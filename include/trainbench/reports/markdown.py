@@ -17,6 +17,8 @@ from trainbench.comparison import CaseComparison
 from trainbench.measure.outcome import TAINTED
 from trainbench.reports.rows import (
     ONE_EPOCH,
+    ORDINARY,
+    Standing,
     clock,
     combination,
     hosts,
@@ -35,8 +37,13 @@ def render(
     comparisons: Sequence[CaseComparison] = (),
     imported: Sequence[Result] = (),
     quarantines: Sequence[Mapping] = (),
+    standing: Standing = ORDINARY,
 ) -> str:
     out = [f"# trainbench run `{run_id}`", ""]
+    if standing.heading:
+        out += [f"## {standing.heading}", "", standing.text, ""]
+        out += [f"- never ran on `{cell(p['host'])}`: {cell(p['label'])}" for p in standing.never_ran]
+        out.append("")
     if quarantines:
         out += ["## Quarantined hosts", ""]
         out += [f"- `{cell(q['host'])}` stopped measuring in this run: {cell(q['reason'])}" for q in quarantines]

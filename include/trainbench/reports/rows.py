@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from trainbench import comparison, frameworks
 from trainbench.cases import CaseSummary, Spread
@@ -18,6 +19,37 @@ ONE_EPOCH = (  # why a host's report has no steady-state throughput and no scali
     "no steady-state images/s and no scaling figure: its runs trained one epoch, which pays for warm-up; "
     "steady state starts at epoch 2 (epochs >= 2)"
 )
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Where the run stands when its reports are written: stopped part-way, or with planned cases that never ran
+    (each host's planned case key and label)."""
+
+    stopped: bool = False
+    planned: int = 0
+    never_ran: tuple[Mapping, ...] = ()
+
+    @property
+    def heading(self) -> str | None:
+        if self.stopped:
+            return "Run stopped"
+        return "Cases that never ran" if self.never_ran else None
+
+    @property
+    def text(self) -> str:
+        measured = f"{self.planned - len(self.never_ran)} of {self.planned} planned cases hold results"
+        if self.stopped:
+            return f"This run was stopped in Airflow while measuring: it was never judged against history; {measured}."
+        return f"{measured}; the others never ran (their tasks failed or were stopped)."
+
+    @property
+    def judged(self) -> bool:
+        """Whether the run's verdicts were made: a stopped run's never were."""
+        return not self.stopped
+
+
+ORDINARY = Standing()  # a run measured whole (or of unknown plan)
 
 
 def clock(seconds: float | None) -> str:

@@ -168,6 +168,15 @@ quarantines = sa.Table(
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
 )
+planned_cases = sa.Table(  # each host's planned cases of a run (0011): what a run stopped part-way never ran
+    "planned_cases",
+    metadata,
+    sa.Column("run_id", sa.String(250), primary_key=True),
+    sa.Column("host", sa.String(64), primary_key=True),
+    sa.Column("case_key", sa.Text, primary_key=True),
+    sa.Column("position", sa.Integer, nullable=False),  # in the order planned (the order the host runs them)
+    sa.Column("label", sa.Text, nullable=False),
+)
 ALERT_KEY_LENGTH = 500  # an alert's key is at most this long (alerts.Alert hashes the tail of a longer one)
 alerts_sent = sa.Table(
     "alerts_sent",
@@ -630,6 +639,27 @@ class ResultStore:
     def _quarantine_reason(conn: sa.Connection, run_id: str, host: str | None) -> str | None:
         query = sa.select(quarantines.c.reason).where(quarantines.c.run_id == run_id, quarantines.c.host == host)
         return conn.execute(query).scalar()
+
+    def save_plan(self, run_id: str, host: str, planned: Iterable[tuple[str, str]]) -> None:
+        """The host's planned cases of the run (case key, label), replacing what it planned before (a retry)."""
+        rows = [
+            {"run_id": run_id, "host": host, "case_key": key, "position": i, "label": label}
+            for i, (key, label) in enumerate(planned)
+        ]
+        with self.engine.begin() as conn:
+            conn.execute(planned_cases.delete().where(planned_cases.c.run_id == run_id, planned_cases.c.host == host))
+            if rows:
+                conn.execute(planned_cases.insert(), rows)
+
+    def planned(self, run_id: str) -> list[dict]:
+        """Every host's planned cases of the run (host, case key, label), by host, in the order planned."""
+        query = (
+            sa.select(planned_cases.c.host, planned_cases.c.case_key, planned_cases.c.label)
+            .where(planned_cases.c.run_id == run_id)
+            .order_by(planned_cases.c.host, planned_cases.c.position)
+        )
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
 
     def quarantines(self, run_id: str | None = None) -> list[dict]:
         query = sa.select(quarantines).order_by(quarantines.c.at)

@@ -126,6 +126,17 @@ def plan_matrix(
     return [CaseSpec(case=c, job=job, data_kind=dataset["kind"], timeout_s=settings.timeout_s) for c in cases]
 
 
+def record_plan(config: Config, run_id: str, host: str, specs: Sequence[CaseSpec]) -> None:
+    """The host's planned cases of the run: a run stopped part-way then says which never ran."""
+    store(config).save_plan(run_id, host, [(s.case.key, s.case.label) for s in specs])
+
+
+def never_ran(db: ResultStore, run_id: str) -> list[dict]:
+    """The planned cases of the run that hold no result (host, case key, label)."""
+    measured = {(r.host, r.case_key) for r in db.results(run_id)}
+    return [p for p in db.planned(run_id) if (p["host"], p["case_key"]) not in measured]
+
+
 def start_run(config: Config, run_id: str, settings: Settings, logical_date: dt.datetime | None = None) -> None:
     """Record the run and its settings, in the database and beside its raw results."""
     run_folder.write_settings(config.output_dir, run_id, settings.as_dict())
@@ -344,6 +355,7 @@ def _publish(config: Config, run_id: str, verdicts: list[dict] | None) -> dict:
     from trainbench import comparison, reports
     from trainbench.checks import environment_change
     from trainbench.reports import environment_change as environment_change_report
+    from trainbench.reports.rows import Standing
 
     db = store(config)
     results = db.current_results(run_id)
@@ -368,6 +380,7 @@ def _publish(config: Config, run_id: str, verdicts: list[dict] | None) -> dict:
         comparisons=upgraded,
         imported=db.results(source=IMPORTED_LOG),
         quarantines=db.quarantines(run_id),
+        standing=Standing(db.run_state(run_id) == STOPPED, len(db.planned(run_id)), tuple(never_ran(db, run_id))),
     )
     policy = config.environment_change
     remeasured, triggers = environment_change.judge_remeasured(policy.threshold, policy.alpha, run_id, upgraded)
