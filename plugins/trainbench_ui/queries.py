@@ -24,6 +24,7 @@ from trainbench.comparison import compare, environment_label
 from trainbench.config import Measurement
 from trainbench.reports import charts
 from trainbench.reports.environment_change import headline
+from trainbench.reports.rows import ONE_EPOCH
 from trainbench.result import Result
 from trainbench.store.results import (
     BENCHMARK,
@@ -305,6 +306,7 @@ def _cases(conn: sa.Connection, run_id: str, rows: list[dict], max_cv: float) ->
                 ],
                 "ips": s.ips.median,
                 "ips_spread": (s.ips.min, s.ips.max),
+                "ips_missing": ONE_EPOCH if s.wall.n and not s.ips.n else None,
                 "verdicts": marks.get((run_id, k.framework, k.device_set, k.env_key), []),
             }
         )

@@ -1,6 +1,7 @@
-"""The Benchmarks pages keep each run's figures between views (issue 29): an unchanged run is never read again, yet
-a new run, a re-measured case and a run another process replaced are shown at the very next view. The pages' own
-app (FastAPI's TestClient, Airflow's login stubbed) on a real SQLite results database written by the store."""
+"""The Benchmarks pages' own app (FastAPI's TestClient, Airflow's login stubbed) on a real SQLite results database
+written by the store: they keep each run's figures between views (issue 29), so an unchanged run is never read again,
+yet a new run, a re-measured case and a run another process replaced are shown at the very next view; and what they
+say where a figure is missing."""
 
 from __future__ import annotations
 
@@ -117,3 +118,17 @@ def test_a_run_replaced_whole_by_another_process_is_shown_at_the_next_view(pages
     assert medians(client)["scheduled__week01"] == 20.25
     filtered = client.get("/api/history", params={"device_set": "0,1"}).json()
     assert [r["run"] for r in filtered["runs"]] == ["scheduled__week00", "scheduled__week02"]
+
+
+def test_a_one_epoch_case_says_why_it_has_no_images_per_s(pages):
+    """Issue 27, item 14: "-" alone reads as a figure lost; a run of one epoch has no steady state to measure."""
+    client, db, reads = pages
+    one_epoch = result("scheduled__week05", "0", 1, 4.0, "driver-550", START + dt.timedelta(weeks=5))
+    one_epoch.images_per_s = None
+    db.save_run("scheduled__week05", {"epochs": 1}, logical_date=START + dt.timedelta(weeks=5))
+    db.save(one_epoch)
+    db.set_state("scheduled__week05", "published")
+    page = client.get("/").text
+    assert "its runs trained one epoch, which pays for warm-up; steady state starts at epoch 2" in page
+    (case,) = client.get("/api/latest").json()[0]["cases"]
+    assert case["ips"] is None and case["ips_missing"].startswith("no steady-state images/s")
