@@ -131,3 +131,60 @@ def test_a_host_s_invalid_rows_keep_the_two_host_run_from_being_published(tmp_pa
     proc = run_on(cfg_path, "hostb", "cli__bad")
     assert proc.returncode == 1 and "failed validation" in proc.stderr, proc.stderr[-3000:]
     assert store.run_state("cli__bad") != PUBLISHED
+
+
+@pytest.fixture
+def own_postgres():
+    """A PostgreSQL database of this test alone (its connections are cut mid-run), dropped afterwards."""
+    import psycopg
+
+    name = f"trainbench_cut_{os.getpid()}"
+    admin = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+    def allow(yes: bool) -> None:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(yes).lower()}')
+            if not yes:
+                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+
+    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}", allow
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_a_database_lost_mid_run_names_the_step_and_case_and_the_rerun_trains_nothing_twice(
+    tmp_path, capsys, monkeypatch, own_postgres
+):
+    """Issue 27, item 8: PostgreSQL refusing connections after the first case is stored. The message names the
+    case being stored and where its raw JSON is; the same command, once the database is back, keeps what was stored,
+    stores what the database missed from its raw JSON, and trains neither again."""
+    url, allow = own_postgres
+    cfg_path = write_config(tmp_path, database_url=url, repeats=2, train_images=256, epochs=1)
+    saved = harness._save
+    trained: list[str] = []
+
+    def save_then_cut(config, result, log):  # called once per case trained
+        trained.append(result.case_key)
+        if len(trained) == 2:
+            allow(False)  # the database stops accepting connections as the second case is stored
+        return saved(config, result, log)
+
+    monkeypatch.setattr(harness, "_save", save_then_cut)
+    assert cli.main(["--config", str(cfg_path), "run", "--run-id", "cli__cut"]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    raw = tmp_path / "output" / "runs" / "cli__cut" / "raw"
+    assert err.startswith("trainbench: the results database failed while measuring and storing pytorch | cpu | r2")
+    assert f"kept as raw JSON in {raw}: once the database is back, `trainbench run --run-id cli__cut`" in err
+    assert len(list(raw.glob("*.json"))) == 2
+    monkeypatch.setattr(harness, "_save", saved)
+    allow(True)
+    assert cli.main(["--config", str(cfg_path), "run", "--run-id", "cli__cut"]) == 0
+    out = capsys.readouterr().out
+    assert "pytorch | cpu | r1: already stored in this run, kept" in out
+    assert "pytorch | cpu | r2: storing the result an earlier try measured" in out
+    assert trained == ["gpu__pytorch__cpu__r1", "gpu__pytorch__cpu__r2"]  # each trained once, the first run
+    assert sorted(r["case_key"] for r in ResultStore(url).rows("cli__cut")) == trained

@@ -68,6 +68,7 @@ def cmd_plan(cfg, args) -> int:
 
 
 def cmd_run(cfg, args) -> int:
+    import sqlalchemy.exc
     from tqdm import tqdm
 
     settings = settings_of(cfg, args)
@@ -75,24 +76,42 @@ def cmd_run(cfg, args) -> int:
     inventory = pipeline.discover_devices()
     dataset = pipeline.prepare_dataset(cfg, settings, inventory)
     specs = pipeline.plan_matrix(settings, inventory, dataset, this_host())
+    step = "recording the run"
     with run_folder.measuring(cfg.output_dir, run_id):  # until published: a second `run` of the id is refused
-        pipeline.check_unmeasured(cfg, run_id, this_host())
-        pipeline.start_run(cfg, run_id, settings)
-        with tqdm(specs, unit="case", file=sys.stderr) as bar:
-            for spec in bar:
-                bar.set_description(spec.case.label)
-                harness.run_case(cfg, run_id, spec, log=bar.write)
         try:
-            pipeline.collect(cfg, run_id)
-            pipeline.validate_results(cfg, run_id, specs)
-        except pipeline.ValidationFailed as exc:
-            print(f"trainbench: the run's results failed validation; nothing published:\n{exc}", file=sys.stderr)
-            return 1
-        pipeline.detect_regressions(cfg, run_id)
-        published = pipeline.publish(cfg, run_id)
+            pipeline.check_unmeasured(cfg, run_id, this_host())
+            pipeline.start_run(cfg, run_id, settings)
+            with tqdm(specs, unit="case", file=sys.stderr) as bar:
+                for spec in bar:
+                    step = f"measuring and storing {spec.case.label}"
+                    bar.set_description(spec.case.label)
+                    harness.run_case(cfg, run_id, spec, log=bar.write, resume=True)
+            try:
+                step = "collecting and validating the run's results"
+                pipeline.collect(cfg, run_id)
+                pipeline.validate_results(cfg, run_id, specs)
+            except pipeline.ValidationFailed as exc:
+                print(f"trainbench: the run's results failed validation; nothing published:\n{exc}", file=sys.stderr)
+                return 1
+            step = "judging and publishing the run"
+            pipeline.detect_regressions(cfg, run_id)
+            published = pipeline.publish(cfg, run_id)
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            print(_database_lost(cfg, run_id, step, exc), file=sys.stderr)
+            return 2
     print(Path(published["markdown"]).read_text())
     print(json.dumps(published, indent=2))
     return 0
+
+
+def _database_lost(cfg, run_id: str, step: str, exc: Exception) -> str:
+    """The results database failed mid-run: the step and case it failed in, and that nothing measured is lost."""
+    raw = run_folder.run_dir(cfg.output_dir, run_id) / "raw"
+    return (
+        f"trainbench: the results database failed while {step} ({one_line(exc)}). Each case measured so far is "
+        f"kept as raw JSON in {raw}: once the database is back, `trainbench run --run-id {run_id}` (with the same "
+        "settings) stores them without training them again and measures the rest."
+    )
 
 
 def cmd_doctor(cfg, args) -> int:

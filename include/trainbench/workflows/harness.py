@@ -52,15 +52,19 @@ def run_case(
     on_launch: Callable[[runner.Launch], None] | None = None,
     final_attempt: bool = True,
     nvml=None,
+    resume: bool = False,
 ) -> Result:
     """Train one case in its framework's interpreter, measure it, and store the result.
 
     A busy GPU raises `DeviceBusy` so the caller can retry later; on the final attempt the
     case is stored as `busy` instead.  A host quarantined in this run (by the doctor, or by a
     GPU that turned unhealthy) measures nothing more: each of its cases is `unavailable`.
-    `nvml` replaces the NVML library (tests without GPUs).
+    `nvml` replaces the NVML library (tests without GPUs).  `resume`: a case this run already stored in this
+    environment is kept, not measured again (an interrupted run, run again).
     """
     m = _begin(config, run_id, spec, log, nvml)
+    if resume and (kept := _stored(m)) is not None:
+        return kept
     replayed = _replay_raw(m)
     if replayed is not None:
         return replayed
@@ -99,6 +103,15 @@ def _begin(config: Config, run_id: str, spec: CaseSpec, log: Log, nvml) -> _Meas
     fp = fingerprint.fingerprint(inventory, case, probe, spec.workload)
     result = Result.for_case(run_id, case, fingerprint.env_key(fp), fp)
     return _Measuring(config, spec, result, inventory, nvml, nvml_error, log)
+
+
+def _stored(m: _Measuring) -> Result | None:
+    """The result this run already stored for the case in this environment, if any."""
+    r = m.result
+    found = [s for s in store(m.config).results(r.run_id) if (s.case_key, s.env_key) == (r.case_key, r.env_key)]
+    if found:
+        m.log(f"{m.spec.case.label}: already stored in this run, kept")
+    return found[0] if found else None
 
 
 def _replay_raw(m: _Measuring) -> Result | None:
