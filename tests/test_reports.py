@@ -350,3 +350,15 @@ def test_a_one_epoch_run_shows_no_steady_throughput_or_scaling_and_says_why():
     assert any(ONE_EPOCH in str(text) for _, items in html_page.summary(summaries, []) for _, text in items)
     assert charts.scaling(summaries) == []
     assert "images_per_s" not in {c["name"] for c in charts.report(summaries, [], [], ["r1"])["charts"]}
+
+
+def test_a_before_after_strip_carries_its_scale():
+    """Issue 27, item 20: two clouds of dots say nothing of how far apart they are without the axis's values."""
+    svg = str(charts.strip([12.0, 12.4], [13.1, 13.5], "wall time before and after"))
+    dots = re.findall(r'<circle class="(before|after)" fill="#\w+" cx="([\d.]+)"', svg)
+    assert [side for side, _ in dots] == ["before", "before", "after", "after"]
+    assert float(dots[0][1]) == 8.0 and float(dots[-1][1]) == 232.0  # the least and the most at the axis's ends
+    labels = re.findall(r"<text[^>]*>([^<]+)</text>", svg)
+    assert labels == ["12.00", "13.50"] and 'aria-label="wall time before and after"' in svg
+    rates = re.findall(r"<text[^>]*>([^<]+)</text>", str(charts.strip([78000.0], [74123.4], "images/s")))
+    assert rates == ["74,123", "78,000"]

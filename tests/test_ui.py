@@ -30,6 +30,7 @@ from trainbench import config as config_mod
 from trainbench.result import Result
 from trainbench.store import run_folder
 from trainbench.store.results import ResultStore, results, runs
+from trainbench.workflows import pipeline
 
 from conftest import BIN, ROOT, dags_test, write_config
 
@@ -602,3 +603,28 @@ def test_a_run_folder_serves_its_pages_and_nothing_else(tmp_path):
         refused.value.detail
         == "no page 'results.csv' in a run's folder; accepted: report.html, environment_change.html"
     )
+
+
+def test_a_history_axis_names_only_the_runs_its_case_was_in(browser, tmp_path):
+    """Issue 27, item 20: the runs share one axis, but a case measured in the first and third week only names those
+    two weeks under its chart, not the week it was not in."""
+    cfg = config_mod.load(write_config(tmp_path))
+    db = ResultStore(cfg.database_url)
+    days = ("2026-01-05", "2026-01-12", "2026-01-19")
+    for week, day in enumerate(days):
+        run, at = f"scheduled__{day}", dt.datetime.fromisoformat(f"{day}T03:00:00+00:00")
+        db.save_run(run, {}, logical_date=at)
+        for ds in ("cpu",) if week == 1 else ("cpu", "cpu:2"):
+            for rep in (1, 2):
+                key = f"gpu__pytorch__{ds.replace(':', '')}__r{rep}"
+                db.save(Result(run, key, "e1", "pytorch", ds, rep, "ok", host="gpu", wall_s=10.0 + rep, started_at=at))
+        db.set_state(run, "validated")
+    pipeline.publish(cfg, f"scheduled__{days[-1]}")
+    browser.goto((run_folder.run_dir(cfg.output_dir, f"scheduled__{days[-1]}") / "report.html").as_uri())
+    browser.wait_for("document.body.dataset.chartsRendered")
+    axes = browser.evaluate(
+        "[...document.querySelectorAll('figure.chart svg.history')].map(s => [s.closest('figure').innerText,"
+        " [...s.querySelectorAll('g.axes text')].filter(t => t.getAttribute('y') === '236').map(t => t.textContent)])"
+    )
+    by_case = {("cpu:2" if "cpu:2" in title else "cpu"): labels for title, labels in axes}
+    assert by_case == {"cpu": list(days), "cpu:2": [days[0], days[2]]}, axes

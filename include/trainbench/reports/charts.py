@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from markupsafe import Markup
+
 from trainbench import cases
 from trainbench.cases import CaseKey, CaseSummary, Spread
 from trainbench.comparison import environment_label
@@ -107,19 +109,40 @@ def history_charts(
     return {"runs": [{"run": run, "date": date} for run, date in runs], "charts": charts}
 
 
-def strip(before: Sequence[float], after: Sequence[float], width: int = 240) -> list[dict]:
-    """Each repeat before and after a change on one axis shared by both (the least to the most of either), as x
-    positions in a `width`-wide SVG: the two distributions at a glance."""
+STRIP_COLORS = {"before": "#4c72b0", "after": "#dd8452"}
+
+
+def strip(before: Sequence[float], after: Sequence[float], label: str, width: int = 240) -> Markup:
+    """Each repeat before and after a change on one axis shared by both, as an SVG `width` wide: the two
+    distributions at a glance, the axis labelled with its least and most value (the scale a reader needs to weigh
+    the gap between them)."""
     values = [*before, *after]
     if not values:
-        return []
+        return Markup("")
     low, high = min(values), max(values)
     span = (high - low) or 1.0
-    return [
-        {"x": round(8 + (width - 16) * (v - low) / span, 1), "side": side, "value": v}
+    dots = Markup("").join(
+        Markup('<circle class="{}" fill="{}" cx="{}" cy="{}" r="3"><title>{}: {}</title></circle>').format(
+            side,
+            STRIP_COLORS[side],
+            round(8 + (width - 16) * (v - low) / span, 1),
+            9 if side == "before" else 20,
+            side,
+            _scale(v),
+        )
         for side, vs in (("before", before), ("after", after))
         for v in vs
-    ]
+    )
+    axis = Markup(
+        '<line x1="8" x2="{right}" y1="27" y2="27" stroke="#999"/><text x="8" y="39" font-size="10">{low}</text>'
+        '<text x="{right}" y="39" font-size="10" text-anchor="end">{high}</text>'
+    ).format(right=width - 8, low=_scale(low), high=_scale(high))
+    return Markup('<svg width="{}" height="42" role="img" aria-label="{}">{}{}</svg>').format(width, label, dots, axis)
+
+
+def _scale(value: float) -> str:
+    """A strip's value as its axis shows it: seconds to the hundredth, rates whole."""
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}"
 
 
 def references(key: CaseKey, keys: Iterable[CaseKey]) -> list[CaseKey]:

@@ -96,8 +96,9 @@
     this.W = 560;
     this.H = 260;
     var xs = [];
-    spec.series.forEach(function (s) { s.points.forEach(function (p) { xs.push(p.x); }); });
-    this.full = [Math.min.apply(null, xs), Math.max.apply(null, xs)];
+    spec.series.forEach(function (s) { s.points.forEach(function (p) { if (xs.indexOf(p.x) < 0) xs.push(p.x); }); });
+    this.xs = xs.sort(function (a, b) { return a - b; });  // the runs this case was in: the only ones its axis names
+    this.full = [xs[0], xs[xs.length - 1]];
     this.domain = this.full.slice();
     this.draw();
     this.listen();
@@ -135,9 +136,9 @@
       el("line", {x1: M.left, x2: W - M.right, y1: sy(t), y2: sy(t), class: "grid"}, axes);
       el("text", {x: M.left - 6, y: sy(t) + 4, "text-anchor": "end"}, axes).textContent = t;
     });
-    var step = Math.max(1, Math.ceil((x1 - x0 + 1) / 6));
-    var shownRuns = [];
-    for (var x = Math.ceil(x0); x <= x1; x += step) if (x >= 0 && x < data.runs.length) shownRuns.push(x);
+    var inView = this.xs.filter(function (x) { return x >= x0 && x <= x1 && x < data.runs.length; });
+    var step = Math.max(1, Math.ceil(inView.length / 6));
+    var shownRuns = inView.filter(function (x, k) { return k % step === 0; });
     var days = shownRuns.map(function (i) { return data.runs[i].date.slice(0, 10); });
     var sameDay = days.some(function (d, i) { return days.indexOf(d) !== i; });
     shownRuns.forEach(function (i, k) {
