@@ -181,6 +181,7 @@ def test_a_typo_in_a_rest_trigger_fails_the_run_before_anything_runs(deployment,
     assert rows(d, run_id) == [] and run_state(d, run_id) == "refused"
     (mail,) = d.wait_for("the failed-run email", lambda: mails(mailbox, run_id), timeout_s=120)
     assert "1 run failed" in mail and f"/dags/cifar10_benchmark/runs/{urllib.parse.quote(run_id, safe='')}" in mail
+    assert "refused before measuring anything: unknown key(s) ['epoch']" in mail and "/trainbench/runs/" not in mail
     assert d.wait_for("the failed-run webhook", lambda: [p for p in webhook.posts if run_id in json.dumps(p)])
 
 
