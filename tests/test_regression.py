@@ -140,7 +140,17 @@ def test_too_little_history():
     assert one(rows("now", [10.0, 10.1, 10.2]), [], []).verdict == "insufficient history"
     hist, order = history(n_runs=1)
     assert one(rows("now", [12.0, 12.1, 12.2]), hist, order).verdict == "insufficient history"
-    assert one(rows("now", [1.0], status="crashed"), *history()).verdict == "insufficient history"
+
+
+def test_a_case_with_nothing_measured_carries_no_verdict():
+    """Issue 26, item 5 (this assertion was `insufficient history` before): a crashed, unavailable or quarantined
+    case's rows say why it has no figure; a verdict about its history would only hide that."""
+    hist, order = history()
+    for status in ("crashed", "unavailable", "tainted"):
+        assert judge(results(rows("now", [1.0, 1.1], status=status)), results(hist), order) == []
+    mixed = rows("now", [1.0], status="crashed") + rows("now", [10.0, 10.1], device_set="1")
+    (only,) = judge(results(mixed), results(hist), order)
+    assert only.device_set == "1"
 
 
 def test_lookback_window_only_uses_recent_runs():

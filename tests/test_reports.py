@@ -362,3 +362,16 @@ def test_a_before_after_strip_carries_its_scale():
     assert labels == ["12.00", "13.50"] and 'aria-label="wall time before and after"' in svg
     rates = re.findall(r"<text[^>]*>([^<]+)</text>", str(charts.strip([78000.0], [74123.4], "images/s")))
     assert rates == ["74,123", "78,000"]
+
+
+def test_a_host_with_nothing_measured_says_so_never_no_change(tmp_path):
+    """Issue 26, item 5: a quarantined host's unavailable cases hold no verdict; its summary says nothing was
+    measured, not "No change against history beyond its noise"."""
+    measured, down = result(run_id="r1", case_key="a__pytorch__0__r1"), result(run_id="r1", status="unavailable")
+    measured.host, down.host, down.case_key = "a", "b", "b__pytorch__0__r1"
+    summaries = cases.summarize([measured, down], 0.05)
+    lines = dict(html_page.summary(summaries, []))
+    assert [text for _, text in lines["b"]] == [
+        "Nothing measured on this host in this run (its rows say why): nothing judged."
+    ]
+    assert "No change against history beyond its noise." in [str(text) for _, text in lines["a"]]

@@ -128,11 +128,14 @@ def judge(
     metric: str = "wall_s",
     max_cv: float = 0.05,
 ) -> list[Verdict]:
-    """One verdict per case of `current`; `run_order` lists history run ids oldest first."""
+    """One verdict per measured case of `current` (a case without an ok repeat has none: its rows say why);
+    `run_order` lists history run ids oldest first."""
     past = cases.per_run(history, max_cv)
     rank = {run: i for i, run in enumerate(run_order)}
     out = []
     for now in cases.summarize(current, max_cv):
+        if not now.wall.n:
+            continue
         k = now.key
         same_env = {run: s for run, s in past.get(k, {}).items() if spread(s, metric).n}
         window = dict(sorted(same_env.items(), key=lambda kv: rank.get(kv[0], -1))[-policy.lookback_runs :])
@@ -159,9 +162,7 @@ def _case(
     """One case's verdict, current, baseline, change, p_value and detail: the first rule that decides it wins."""
     values = spread(now, metric)
     if not values.n:
-        why = "no ok repeat in this run"
-        if metric == "images_per_s" and now.wall.n:
-            why = "no steady images/s in this run: its repeats trained one epoch (steady state starts at epoch 2)"
+        why = "no steady images/s in this run: its repeats trained one epoch (steady state starts at epoch 2)"
         return _found("insufficient history", None, None, None, None, why)
     current = values.median
     if not window:

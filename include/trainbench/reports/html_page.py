@@ -147,7 +147,9 @@ def summary(
             )
             for v in changed
         ]
-        if not judged:
+        if not mine:
+            items.append(("", Markup("Nothing measured on this host in this run (its rows say why): nothing judged.")))
+        elif not judged:
             items.append(("", Markup("Not judged against history: the run was stopped before its verdicts.")))
         elif not changed:
             items.append(("", Markup("No change against history beyond its noise.")))
