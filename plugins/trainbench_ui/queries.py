@@ -387,10 +387,11 @@ def run_figures(conn: sa.Connection, filters: Filters, kept: PerRun) -> dict[str
             rows, firsts = (
                 _tuples(conn, q if chunk is None else q.where(results.c.run_id.in_(chunk))) for q in queries
             )
-            for row in rows:
-                fresh[row[0]].append(tuple(row))
+            for row in rows:  # a run stored since its revision was read waits for the next view
+                if row[0] in fresh:
+                    fresh[row[0]].append(tuple(row))
             for run, env_key, when in firsts:
-                if when is not None:
+                if when is not None and run in started:
                     started[run][env_key] = when
         for key in missing:
             run = key[1]
