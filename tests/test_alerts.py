@@ -4,6 +4,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import json
+import time
 import types
 
 import pytest
@@ -553,3 +554,40 @@ def test_a_case_task_on_a_quarantined_host_announces_the_quarantine_at_once(tmp_
     (mail,) = mailbox.messages
     body = mail.get_body(("plain",)).get_content()
     assert "host quarantined · gpu" in body and "GPU-0: XID 79" in body and len(webhook.posts) == 1
+
+
+class SlowChannel:
+    """A channel that takes its time to send (a slow mail server): long enough for a second announcer to look
+    whether the alert went out before the first has recorded it."""
+
+    name = "slow"
+
+    def __init__(self):
+        self.messages: list[list[str]] = []
+
+    def send(self, found) -> None:
+        time.sleep(0.5)
+        self.messages.append([a.key for a in found])
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_two_announcers_of_one_alert_at_once_send_it_once(tmp_path, backend, request):
+    """A stopped case task and the DAG's failure callback announce the stopped run at the same moment (CI saw two
+    emails): they take turns, and the second finds the alert recorded."""
+    import threading
+
+    url = f"sqlite:///{tmp_path}/results.db" if backend == "sqlite" else request.getfixturevalue("postgres_url")
+    open_store(url)
+    alert = alerts.failed_run(f"{RUN}-{backend}", "stopped while measuring", Links.of(BASE, "cifar10_benchmark", RUN))
+    channel, start = SlowChannel(), threading.Barrier(2)
+
+    def announce() -> None:
+        start.wait()
+        alerts.deliver(open_store(url), alert.run_id, [alert], [channel])
+
+    announcers = [threading.Thread(target=announce) for _ in range(2)]
+    for t in announcers:
+        t.start()
+    for t in announcers:
+        t.join(timeout=60)
+    assert channel.messages == [[alert.key]]

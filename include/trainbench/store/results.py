@@ -676,6 +676,30 @@ class ResultStore:
         with self.engine.connect() as conn:
             return set(conn.execute(query).scalars())
 
+    @contextlib.contextmanager
+    def delivering(self, run_id: str) -> Iterator[None]:
+        """Held while a process checks, sends and records the run's alerts: two hosts' stopped tasks, or a stopped
+        task and the DAG's failure callback, announcing the same alert at once take turns, and the second finds it
+        recorded instead of sending it again (PostgreSQL: an advisory lock; SQLite: a lock file beside it)."""
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.connect() as conn:
+                key = hash_key(f"alerts:{run_id}")
+                conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+                conn.commit()
+                try:
+                    yield
+                finally:
+                    with contextlib.suppress(sa.exc.SQLAlchemyError):  # a lost connection released it already
+                        conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                        conn.commit()
+            return
+        database = self.engine.url.database or ""
+        if database in ("", ":memory:"):
+            yield
+            return
+        with run_folder.locked(f"{os.path.abspath(database)}.alerts"):
+            yield
+
     def mark_alerts_sent(self, run_id: str, channel: str, keys: Iterable[str]) -> None:
         """Record delivered alerts (after delivery: a failed send is retried, a delivered one never repeated).  Two
         hosts' tasks announcing at once may both deliver; the second record is dropped, never an error."""

@@ -423,16 +423,20 @@ def deliver(
     is sent: better twice than never."""
     sent: dict[str, int] = {}
     failed: list[str] = []
-    for channel in channels:
-        new = [a for a in alerts if a.key not in _already_sent(store, run_id, channel.name)]
-        if new:
-            try:
-                channel.send(new)
-            except DeliveryFailed as exc:
-                failed.append(str(exc))
-                continue
-            _record_sent(store, run_id, channel.name, [a.key for a in new])
-        sent[channel.name] = len(new)
+    with contextlib.ExitStack() as turn:
+        if store is not None:  # the run's deliveries one at a time; without the database, at once
+            with contextlib.suppress(sqlalchemy.exc.SQLAlchemyError):
+                turn.enter_context(store.delivering(run_id))
+        for channel in channels:
+            new = [a for a in alerts if a.key not in _already_sent(store, run_id, channel.name)]
+            if new:
+                try:
+                    channel.send(new)
+                except DeliveryFailed as exc:
+                    failed.append(str(exc))
+                    continue
+                _record_sent(store, run_id, channel.name, [a.key for a in new])
+            sent[channel.name] = len(new)
     if failed:
         raise DeliveryFailed("; ".join(failed))
     return sent
