@@ -28,7 +28,7 @@ from fastapi.staticfiles import StaticFiles
 from trainbench import config
 from trainbench.errors import ConfigError
 from trainbench.reports import charts
-from trainbench.store import run_folder
+from trainbench.store import results, run_folder
 from trainbench_ui import cache, pages, queries
 from trainbench_ui.access import LoginRequired, UserDep
 
@@ -37,6 +37,8 @@ STATIC = Path(__file__).resolve().parent / "static"
 
 
 def create_app() -> FastAPI:
+    """The pages' app; what the server made to start (Airflow's, ours) is long-lived (`results.long_lived`)."""
+    results.long_lived()
     app = FastAPI(title="trainbench benchmarks", docs_url=None, redoc_url=None, openapi_url=None)
     loaders = _loaders(cache.PerRun())
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -12,7 +12,8 @@ import datetime as dt
 import functools
 import os
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 from urllib.parse import urlencode
 
 import sqlalchemy as sa
@@ -349,55 +350,58 @@ FIGURE_COLUMNS = (  # `cases.Figures`
 IN_CHUNK = 500  # run ids per query: under every database's limit on bound parameters
 
 
-@dataclasses.dataclass(frozen=True)
 class RunFigures:
-    """A run's filtered counted results (`cases.Figures`), their spread per case (`cases.per_run_figures`) and when
-    the first of each environment's started."""
+    """A run's filtered counted results (`cases.Figures`), and what the views make of them, each made once: their
+    spread per case (`cases.per_run_figures`, the history's) and the `Result`s a comparison reads."""
 
-    rows: list[cases.Figures]
-    figures: dict[tuple, tuple[Spread, Spread]]
-    started: dict[str, dt.datetime]
+    def __init__(self, rows: list[cases.Figures]):
+        self.rows = rows
+
+    @functools.cached_property
+    def figures(self) -> dict[tuple, tuple[Spread, Spread]]:
+        return cases.per_run_figures(self.rows)
 
     @functools.cached_property
     def results(self) -> list[Result]:
-        """The rows as `Result`s, with the figures comparisons read (built once: a third of a comparison's time)."""
         return [
             Result(run, "", env_key, fw, ds, 0, cases.OK, host=host, wall_s=wall, images_per_s=ips)
             for run, env_key, host, fw, ds, wall, ips in self.rows
         ]
 
 
-def run_figures(conn: sa.Connection, filters: Filters, kept: PerRun) -> dict[str, RunFigures]:
-    """Per filtered run holding results, its `RunFigures`: read from the database only for the runs `kept` holds no
-    value of at their current revision (new, re-measured, or not read under these filters yet)."""
-    scope = (str(conn.engine.url), dataclasses.replace(filters, date_from=None, date_to=None, problems=()))
-    query = filters.within_dates(sa.select(runs.c.run_id, runs.c.revision).where(runs.c.source == BENCHMARK))
-    tokens = {(scope, run): revision for run, revision in _tuples(conn, query)}
+def _kept_per_run(
+    conn: sa.Connection, filters: Filters, kept: PerRun, query: sa.Select, make: Callable[[list[tuple]], Any]
+) -> dict[str, Any]:
+    """Per filtered run, `make` of its rows of `query` (whose first column is the run id): read from the database
+    only for the runs `kept` holds no value of at their current revision (new, re-measured, or not read under these
+    filters yet); runs without rows left out."""
+    scope = (str(conn.engine.url), str(query), dataclasses.replace(filters, date_from=None, date_to=None, problems=()))
+    revisions = filters.within_dates(sa.select(runs.c.run_id, runs.c.revision).where(runs.c.source == BENCHMARK))
+    tokens = {(scope, run): revision for run, revision in _tuples(conn, revisions)}
     found, missing = kept.kept(tokens)
     if missing:
-        fresh: dict[str, list[cases.Figures]] = {run: [] for _, run in missing}
-        started: dict[str, dict[str, dt.datetime]] = {run: {} for _, run in missing}
-        first = sa.select(results.c.run_id, results.c.env_key, sa.func.min(results.c.started_at))
-        queries = (
-            _counted_ok(sa.select(*FIGURE_COLUMNS), filters),
-            _counted_ok(first, filters).group_by(results.c.run_id, results.c.env_key),
-        )
+        fresh: dict[str, list[tuple]] = {run: [] for _, run in missing}
         every = len(missing) == len(tokens)
         for chunk in [None] if every else [sorted(fresh)[i : i + IN_CHUNK] for i in range(0, len(fresh), IN_CHUNK)]:
-            rows, firsts = (
-                _tuples(conn, q if chunk is None else q.where(results.c.run_id.in_(chunk))) for q in queries
-            )
-            for row in rows:  # a run stored since its revision was read waits for the next view
-                if row[0] in fresh:
-                    fresh[row[0]].append(tuple(row))
-            for run, env_key, when in firsts:
-                if when is not None and run in started:
-                    started[run][env_key] = when
+            for row in _tuples(conn, query if chunk is None else query.where(results.c.run_id.in_(chunk))):
+                if row[0] in fresh:  # a run stored since its revision was read waits for the next view
+                    fresh[row[0]].append(row)  # a Row is a tuple
         for key in missing:
-            run = key[1]
-            found[key] = RunFigures(fresh[run], cases.per_run_figures(fresh[run]), started[run])
+            found[key] = (bool(fresh[key[1]]), make(fresh[key[1]]))
             kept.keep(key, tokens[key], found[key])
-    return {run: found[(scope, run)] for _, run in tokens if found[(scope, run)].rows}
+    return {run: found[(scope, run)][1] for _, run in tokens if found[(scope, run)][0]}
+
+
+def run_figures(conn: sa.Connection, filters: Filters, kept: PerRun) -> dict[str, RunFigures]:
+    """Per filtered run holding counted results, its `RunFigures`, kept between views."""
+    return _kept_per_run(conn, filters, kept, _counted_ok(sa.select(*FIGURE_COLUMNS), filters), RunFigures)
+
+
+def first_started(conn: sa.Connection, filters: Filters) -> dict[str, dt.datetime]:
+    """When each environment of the filtered counted results was first measured (what orders a comparison): one
+    aggregate the database computes, a row per environment."""
+    query = _counted_ok(sa.select(results.c.env_key, sa.func.min(results.c.started_at)), filters)
+    return {env_key: when for env_key, when in _tuples(conn, query.group_by(results.c.env_key)) if when is not None}
 
 
 def history(conn: sa.Connection, filters: Filters, kept: PerRun) -> dict:
@@ -427,12 +431,8 @@ def _date_text(when: dt.datetime | None) -> str:
 def comparison(conn: sa.Connection, filters: Filters, kept: PerRun, max_cv: float = MAX_CV) -> dict:
     """Per case (host x framework x device set), the environments it was measured in side by side, oldest first,
     with what changed and the change in wall time and images/s (`trainbench.comparison`)."""
-    per_run = run_figures(conn, filters, kept)
-    measured = [r for found in per_run.values() for r in found.results]
-    first: dict[str, dt.datetime] = {}
-    for found in per_run.values():
-        for env_key, when in found.started.items():
-            first[env_key] = min(first.get(env_key, when), when)
+    measured = [r for found in run_figures(conn, filters, kept).values() for r in found.results]
+    first = first_started(conn, filters)
     dates = run_dates(conn)
     order = sorted({r.run_id for r in measured}, key=lambda run: (dates.get(run, _aware(None)), run))
     fingerprints = environments(conn, {r.env_key for r in measured})

@@ -30,6 +30,7 @@ from trainbench.store.results import (
     STOPPED,
     VALIDATED,
     ResultStore,
+    long_lived,
 )
 from trainbench.trainers import cifar10
 from trainbench.workflows.harness import store
@@ -252,6 +253,7 @@ def detect_regressions(config: Config, run_id: str, log: Log = print) -> list[di
     """Measure each case's dispersion, then judge it against its history; store and log both."""
     from trainbench.checks import regression
 
+    long_lived()
     db = store(config)
     results = db.current_results(run_id)
     max_cv = config.measurement.max_cv
@@ -347,6 +349,7 @@ def publish(config: Config, run_id: str, verdicts: list[dict] | None = None) -> 
     current week. `verdicts`: the run's, as `detect_regressions` returned them (else read back from the database).
     Publications of one run take turns, so the last written holds every row stored before it began.
     """
+    long_lived()
     with run_folder.publishing(config.output_dir, run_id):
         return _publish(config, run_id, verdicts)
 
