@@ -285,8 +285,7 @@ def test_cancelling_a_run_records_its_running_repeats_and_publishes_what_it_has(
     assert d.run(run_id)["state"] == "failed" and run_state(d, run_id) == "stopped"  # never `running` for ever
     text = report.read_text()  # says it was stopped, and what never ran on each host (issue 27, item 2)
     planned = re.search(r"stopped in Airflow while measuring: it was never judged against history; 2 of (\d+)", text)
-    assert planned and all(f"never ran on `{h}`" in text for h in HOSTS), text[:2000]
-    assert text.count("- never ran on") == int(planned[1]) - 2
+    assert planned and text.count("- never ran on") == int(planned[1]) - 2, text[:2000]
     (mail,) = d.wait_for("the stopped-run email", lambda: mails(mailbox, run_id), timeout_s=120)
     assert "1 run failed" in mail and "stopped while measuring" in mail
 
