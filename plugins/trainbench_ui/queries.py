@@ -12,8 +12,7 @@ import datetime as dt
 import functools
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
 from urllib.parse import urlencode
 
 import sqlalchemy as sa
@@ -369,32 +368,25 @@ class RunFigures:
         ]
 
 
-def _kept_per_run(
-    conn: sa.Connection, filters: Filters, kept: PerRun, query: sa.Select, make: Callable[[list[tuple]], Any]
-) -> dict[str, Any]:
-    """Per filtered run, `make` of its rows of `query` (whose first column is the run id): read from the database
-    only for the runs `kept` holds no value of at their current revision (new, re-measured, or not read under these
-    filters yet); runs without rows left out."""
-    scope = (str(conn.engine.url), str(query), dataclasses.replace(filters, date_from=None, date_to=None, problems=()))
+def run_figures(conn: sa.Connection, filters: Filters, kept: PerRun) -> dict[str, RunFigures]:
+    """Per filtered run holding counted results, its `RunFigures`: read from the database only for the runs `kept`
+    holds none of at their current revision (new, re-measured, or not read under these filters yet)."""
+    scope = (str(conn.engine.url), dataclasses.replace(filters, date_from=None, date_to=None, problems=()))
     revisions = filters.within_dates(sa.select(runs.c.run_id, runs.c.revision).where(runs.c.source == BENCHMARK))
     tokens = {(scope, run): revision for run, revision in _tuples(conn, revisions)}
     found, missing = kept.kept(tokens)
     if missing:
-        fresh: dict[str, list[tuple]] = {run: [] for _, run in missing}
+        query = _counted_ok(sa.select(*FIGURE_COLUMNS), filters)
+        fresh: dict[str, list[cases.Figures]] = {run: [] for _, run in missing}
         every = len(missing) == len(tokens)
         for chunk in [None] if every else [sorted(fresh)[i : i + IN_CHUNK] for i in range(0, len(fresh), IN_CHUNK)]:
             for row in _tuples(conn, query if chunk is None else query.where(results.c.run_id.in_(chunk))):
                 if row[0] in fresh:  # a run stored since its revision was read waits for the next view
                     fresh[row[0]].append(row)  # a Row is a tuple
         for key in missing:
-            found[key] = (bool(fresh[key[1]]), make(fresh[key[1]]))
+            found[key] = RunFigures(fresh[key[1]])
             kept.keep(key, tokens[key], found[key])
-    return {run: found[(scope, run)][1] for _, run in tokens if found[(scope, run)][0]}
-
-
-def run_figures(conn: sa.Connection, filters: Filters, kept: PerRun) -> dict[str, RunFigures]:
-    """Per filtered run holding counted results, its `RunFigures`, kept between views."""
-    return _kept_per_run(conn, filters, kept, _counted_ok(sa.select(*FIGURE_COLUMNS), filters), RunFigures)
+    return {run: found[(scope, run)] for _, run in tokens if found[(scope, run)].rows}
 
 
 def first_started(conn: sa.Connection, filters: Filters) -> dict[str, dt.datetime]:
