@@ -216,7 +216,9 @@ def migrate(engine: sa.Engine, revision: str = "head") -> None:
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    with _sqlite_file_lock(engine), engine.begin() as conn:
+    # SQLite runs DDL outside a transaction: processes opening a new file at once would each create its tables
+    # (`table runs already exists`), so they migrate one after another
+    with _sqlite_file_lock(engine, "migrating"), engine.begin() as conn:
         if engine.dialect.name == "postgresql":  # hosts' first tasks start together: one migrates, the rest wait
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         cfg.attributes["connection"] = conn
@@ -224,14 +226,14 @@ def migrate(engine: sa.Engine, revision: str = "head") -> None:
 
 
 @contextlib.contextmanager
-def _sqlite_file_lock(engine: sa.Engine) -> Iterator[None]:
-    """SQLite runs DDL outside a transaction: processes opening a new file at once would each create its tables
-    (`table runs already exists`), so they migrate one after another, under a lock file beside the database."""
+def _sqlite_file_lock(engine: sa.Engine, purpose: str) -> Iterator[None]:
+    """Held while this process does `purpose` on a SQLite database, under the lock file `<database>.<purpose>`
+    beside it: processes take turns (nothing for another database, or one in memory)."""
     database = engine.url.database or ""
     if engine.dialect.name != "sqlite" or database in ("", ":memory:"):
         yield
         return
-    with run_folder.locked(f"{os.path.abspath(database)}.migrating"):
+    with run_folder.locked(f"{os.path.abspath(database)}.{purpose}"):
         yield
 
 
@@ -702,11 +704,7 @@ class ResultStore:
                         conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
                         conn.commit()
             return
-        database = self.engine.url.database or ""
-        if database in ("", ":memory:"):
-            yield
-            return
-        with run_folder.locked(f"{os.path.abspath(database)}.alerts"):
+        with _sqlite_file_lock(self.engine, "alerts"):
             yield
 
     def mark_alerts_sent(self, run_id: str, channel: str, keys: Iterable[str]) -> None:
