@@ -75,6 +75,11 @@ class Links:
         base, run = base_url.rstrip("/"), urllib.parse.quote(run_id, safe="")
         return cls(f"{base}/trainbench/runs/{run}/{page}", f"{base}/trainbench/", f"{base}/dags/{dag_id}/runs/{run}")
 
+    def shown(self) -> list[tuple[str, str]]:
+        """(name, address) of each link there is (a refused run has no report)."""
+        named = (("report", self.report), ("Benchmarks", self.benchmarks), ("DAG run", self.dag_run))
+        return [(name, url) for name, url in named if url]
+
 
 @dataclass(frozen=True)
 class Alert:
@@ -277,8 +282,7 @@ def subject(alerts: Sequence[Alert]) -> str:
 
 
 def _link_lines(links: Links) -> list[str]:
-    shown = (("report", links.report), ("Benchmarks", links.benchmarks), ("DAG run", links.dag_run))
-    return [f"{name}: {url}" for name, url in shown if url]
+    return [f"{name}: {url}" for name, url in links.shown()]
 
 
 def email_text(alerts: Sequence[Alert]) -> str:
@@ -311,15 +315,7 @@ def slack_message(alerts: Sequence[Alert]) -> dict:
     blocks.append(
         {
             "type": "context",
-            "elements": [
-                {"type": "mrkdwn", "text": f"<{url}|{name}>"}
-                for name, url in (
-                    ("report", links.report),
-                    ("Benchmarks", links.benchmarks),
-                    ("DAG run", links.dag_run),
-                )
-                if url
-            ],
+            "elements": [{"type": "mrkdwn", "text": f"<{url}|{name}>"} for name, url in links.shown()],
         }
     )
     text = "\n".join([subject(alerts), *(a.title for a in alerts), *_link_lines(links)])
