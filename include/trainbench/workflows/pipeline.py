@@ -132,10 +132,10 @@ def record_plan(config: Config, run_id: str, host: str, specs: Sequence[CaseSpec
     store(config).save_plan(run_id, host, [(s.case.key, s.case.label) for s in specs])
 
 
-def never_ran(db: ResultStore, run_id: str) -> list[dict]:
-    """The planned cases of the run that hold no result (host, case key, label)."""
-    measured = {(r.host, r.case_key) for r in db.results(run_id)}
-    return [p for p in db.planned(run_id) if (p["host"], p["case_key"]) not in measured]
+def never_ran(planned: Sequence[dict], results: Sequence[Result]) -> list[dict]:
+    """The planned cases (`ResultStore.planned`) that hold none of the run's `results`."""
+    measured = {(r.host, r.case_key) for r in results}
+    return [p for p in planned if (p["host"], p["case_key"]) not in measured]
 
 
 def start_run(config: Config, run_id: str, settings: Settings, logical_date: dt.datetime | None = None) -> None:
@@ -362,6 +362,7 @@ def _publish(config: Config, run_id: str, verdicts: list[dict] | None) -> dict:
 
     db = store(config)
     results = db.current_results(run_id)
+    planned = db.planned(run_id)
     max_cv = config.measurement.max_cv
     past = other_runs(db, run_id, epochs=False)
     order = db.run_ids()
@@ -383,7 +384,7 @@ def _publish(config: Config, run_id: str, verdicts: list[dict] | None) -> dict:
         comparisons=upgraded,
         imported=db.results(source=IMPORTED_LOG),
         quarantines=db.quarantines(run_id),
-        standing=Standing(db.run_state(run_id) == STOPPED, len(db.planned(run_id)), tuple(never_ran(db, run_id))),
+        standing=Standing(db.run_state(run_id) == STOPPED, len(planned), tuple(never_ran(planned, results))),
     )
     policy = config.environment_change
     remeasured, triggers = environment_change.judge_remeasured(policy.threshold, policy.alpha, run_id, upgraded)
