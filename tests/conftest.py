@@ -5,12 +5,14 @@ Nothing here touches ~/airflow or the project's own output/ folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -107,19 +109,34 @@ def airflow_db() -> dict:
     return env
 
 
-@pytest.fixture(scope="session")
-def postgres_url():
-    """A fresh database on the local PostgreSQL server (127.0.0.1:5432, trust auth), dropped afterwards."""
+POSTGRES_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+
+
+def postgres_admin(statement: str, params: tuple = ()) -> None:
+    """Run a statement as the local PostgreSQL server's superuser (127.0.0.1:5432, trust auth), outside any
+    transaction (CREATE and DROP DATABASE need that)."""
     import psycopg
 
-    name = f"trainbench_test_{os.getpid()}"
-    admin = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
+        conn.execute(statement, params)
+
+
+@contextlib.contextmanager
+def postgres_database(name: str) -> Iterator[str]:
+    """A fresh database `name` on the local PostgreSQL server, dropped afterwards; yields its URL."""
+    postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    postgres_admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A fresh database on the local PostgreSQL server, dropped afterwards."""
+    with postgres_database(f"trainbench_test_{os.getpid()}") as url:
+        yield url
 
 
 def eventually(what: str, holds, timeout_s: float = 30.0, every_s: float = 0.05):

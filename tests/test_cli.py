@@ -15,7 +15,7 @@ from trainbench.store import run_folder
 from trainbench.store.results import INVALID, PUBLISHED, ResultStore
 from trainbench.workflows import harness, pipeline
 
-from conftest import write_config
+from conftest import postgres_admin, postgres_database, write_config
 from test_results import result
 
 
@@ -135,25 +135,17 @@ def test_a_host_s_invalid_rows_keep_the_two_host_run_from_being_published(tmp_pa
 
 @pytest.fixture
 def own_postgres():
-    """A PostgreSQL database of this test alone (its connections are cut mid-run), dropped afterwards."""
-    import psycopg
-
+    """A PostgreSQL database of this test alone (its connections are cut mid-run), dropped afterwards; and how to
+    let it accept connections or not."""
     name = f"trainbench_cut_{os.getpid()}"
-    admin = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
 
     def allow(yes: bool) -> None:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(yes).lower()}')
-            if not yes:
-                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        postgres_admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(yes).lower()}')
+        if not yes:
+            postgres_admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
 
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}", allow
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with postgres_database(name) as url:
+        yield url, allow
 
 
 def test_a_database_lost_mid_run_names_the_step_and_case_and_the_rerun_trains_nothing_twice(
